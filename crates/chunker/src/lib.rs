@@ -1,0 +1,461 @@
+//! Pure chunk planning for Montage.
+//!
+//! The planner turns "this composition, these frames, this many chunks" into
+//! an ordered list of [`Chunk`]s: each an inclusive frame range, the first
+//! frame of the whole render (`composition_start`) and the exact half-open
+//! audio sample span it owns. It does no I/O and knows nothing of gRPC,
+//! codecs or workers.
+//!
+//! Rules (Remotion's, made exact):
+//! - every chunk renders the same number of frames except the last, which may
+//!   be shorter but never longer;
+//! - asking for more chunks than frames gives fewer chunks, never empty ones;
+//! - chunk `[a, b]` owns samples `[S(a), S(b+1))` with
+//!   `S(f) = floor(f · rate · den / num)`, so the spans tile
+//!   `[S(first), S(last+1))` exactly.
+//!
+//! ```
+//! use chunker::{plan, ChunkSpec, PlanRequest};
+//! use timebase::Fps;
+//!
+//! let request = PlanRequest::new(300, Fps::new(30, 1)?, ChunkSpec::Count(16));
+//! let plan = plan(&request)?;
+//! // 300 frames in 16 chunks: 15 chunks of 19 frames and a last one of 15.
+//! assert_eq!(plan.chunks().len(), 16);
+//! assert_eq!(plan.frames_per_chunk(), 19);
+//! assert_eq!(plan.chunks()[15].frame_count(), 15);
+//! // Chunk 1 renders frames 19..=37 and owns samples [30400, 60800).
+//! let c = &plan.chunks()[1];
+//! assert_eq!((c.frames().first.0, c.frames().last.0), (19, 37));
+//! assert_eq!((c.samples().start.0, c.samples().end.0), (30_400, 60_800));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use serde::{Deserialize, Serialize};
+use timebase::{DEFAULT_SAMPLE_RATE, Fps, FrameIndex, FrameRange, SampleSpan};
+
+pub use timebase;
+
+/// The index of a chunk in a plan (0-based, in output order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChunkIndex(pub u32);
+
+impl fmt::Display for ChunkIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How to split the frames into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkSpec {
+    /// At most this many chunks of equal size (the last may be shorter).
+    Count(u32),
+    /// Exactly this many output frames per chunk (the last may be shorter).
+    FramesPerChunk(u64),
+}
+
+/// Everything the planner needs. Build it with [`PlanRequest::new`] and the
+/// `with_*` methods, then call [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRequest {
+    /// The composition's duration in frames.
+    pub duration_frames: u64,
+    /// The composition's frame rate.
+    pub fps: Fps,
+    /// The inclusive frames to render; `None` renders the whole composition.
+    pub frame_range: Option<RangeInclusive<u64>>,
+    /// How to split the frames.
+    pub chunks: ChunkSpec,
+    /// A lower bound on output frames per chunk (fewer, longer chunks when
+    /// [`ChunkSpec::Count`] would make them shorter).
+    pub min_frames_per_chunk: Option<u64>,
+    /// Render only every `n`th frame of the range (1 renders every frame).
+    pub every_nth_frame: u32,
+    /// Audio sample rate in Hz.
+    pub sample_rate: u32,
+}
+
+impl PlanRequest {
+    /// A request for the whole composition, every frame, at 48 kHz.
+    pub fn new(duration_frames: u64, fps: Fps, chunks: ChunkSpec) -> Self {
+        PlanRequest {
+            duration_frames,
+            fps,
+            frame_range: None,
+            chunks,
+            min_frames_per_chunk: None,
+            every_nth_frame: 1,
+            sample_rate: DEFAULT_SAMPLE_RATE,
+        }
+    }
+
+    /// Render only frames `range` (inclusive, as in `--frames 30-89`).
+    pub fn with_frame_range(mut self, range: RangeInclusive<u64>) -> Self {
+        self.frame_range = Some(range);
+        self
+    }
+
+    /// Never make chunks shorter than `min` output frames (except the last).
+    pub fn with_min_frames_per_chunk(mut self, min: u64) -> Self {
+        self.min_frames_per_chunk = Some(min);
+        self
+    }
+
+    /// Keep only every `n`th frame.
+    pub fn with_every_nth_frame(mut self, n: u32) -> Self {
+        self.every_nth_frame = n;
+        self
+    }
+
+    /// Use audio sample rate `rate` (Hz).
+    pub fn with_sample_rate(mut self, rate: u32) -> Self {
+        self.sample_rate = rate;
+        self
+    }
+}
+
+/// Why a request cannot be planned. Every message names the value given and
+/// the values allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The composition has no frames.
+    #[error("duration 0 frames is invalid: a composition must have at least 1 frame")]
+    EmptyComposition,
+    /// `ChunkSpec::Count(0)`.
+    #[error("chunks 0 is invalid: ask for at least 1 chunk")]
+    ZeroChunks,
+    /// `ChunkSpec::FramesPerChunk(0)`.
+    #[error("frames per chunk 0 is invalid: ask for at least 1 frame per chunk")]
+    ZeroFramesPerChunk,
+    /// `min_frames_per_chunk` of zero.
+    #[error("minimum frames per chunk 0 is invalid: it must be at least 1")]
+    ZeroMinFramesPerChunk,
+    /// `every_nth_frame` of zero.
+    #[error("every_nth_frame 0 is invalid: it must be at least 1 (1 keeps every frame)")]
+    ZeroEveryNthFrame,
+    /// A sample rate of zero.
+    #[error("sample rate 0 is invalid: it must be at least 1 Hz (48000 is the default)")]
+    ZeroSampleRate,
+    /// A frame range whose first frame is after its last.
+    #[error("frame range {first}-{last} is inverted: the first frame must not be after the last")]
+    InvertedRange {
+        /// First frame given.
+        first: u64,
+        /// Last frame given.
+        last: u64,
+    },
+    /// A frame range that reaches outside the composition.
+    #[error(
+        "frame range {first}-{last} is outside the composition: frames run 0-{max} ({duration} frames)",
+        max = duration - 1
+    )]
+    RangeOutOfBounds {
+        /// First frame given.
+        first: u64,
+        /// Last frame given.
+        last: u64,
+        /// The composition's duration in frames.
+        duration: u64,
+    },
+    /// `every_nth_frame` makes the output frame rate unrepresentable.
+    #[error("every_nth_frame {n} is too large for fps {fps}")]
+    EveryNthTooLarge {
+        /// The value given.
+        n: u32,
+        /// The composition's frame rate.
+        fps: Fps,
+    },
+    /// The request would need more than `u32::MAX` chunks.
+    #[error("{frames} frames at {per_chunk} frames per chunk need more than {max} chunks", max = u32::MAX)]
+    TooManyChunks {
+        /// Output frames to render.
+        frames: u64,
+        /// Frames per chunk.
+        per_chunk: u64,
+    },
+}
+
+/// One unit of work: a contiguous run of the composition's frames, rendered
+/// (every `every_nth_frame`th of them) by one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Chunk {
+    index: ChunkIndex,
+    frames: FrameRange,
+    every_nth_frame: u32,
+    composition_start: FrameIndex,
+    first_output_frame: u64,
+    output_frames: u64,
+    samples: SampleSpan,
+}
+
+impl Chunk {
+    /// The chunk's position in output order.
+    pub fn index(&self) -> ChunkIndex {
+        self.index
+    }
+
+    /// The composition frames this chunk owns (inclusive). With
+    /// `every_nth_frame == 1` these are exactly the frames it renders.
+    pub fn frames(&self) -> FrameRange {
+        self.frames
+    }
+
+    /// The first frame of the whole render: timestamps are relative to it.
+    pub fn composition_start(&self) -> FrameIndex {
+        self.composition_start
+    }
+
+    /// Keep one frame in this many.
+    pub fn every_nth_frame(&self) -> u32 {
+        self.every_nth_frame
+    }
+
+    /// The index of this chunk's first frame in the output video.
+    pub fn first_output_frame(&self) -> u64 {
+        self.first_output_frame
+    }
+
+    /// Number of frames this chunk renders (and the output gets from it).
+    pub fn frame_count(&self) -> u64 {
+        self.output_frames
+    }
+
+    /// The audio samples this chunk owns: `[S(first), S(last+1))`.
+    pub fn samples(&self) -> SampleSpan {
+        self.samples
+    }
+
+    /// The composition frames this chunk renders, in order.
+    pub fn rendered_frames(&self) -> impl DoubleEndedIterator<Item = FrameIndex> + use<> {
+        let first = self.frames.first.0;
+        let step = u64::from(self.every_nth_frame);
+        (0..self.output_frames).map(move |k| FrameIndex(first + k * step))
+    }
+
+    /// Rebuilds a chunk description received from elsewhere (a worker request),
+    /// checking that it is self-consistent.
+    ///
+    /// # Errors
+    /// A [`PlanError`] naming the inconsistent value.
+    pub fn from_parts(
+        index: ChunkIndex,
+        frames: RangeInclusive<u64>,
+        every_nth_frame: u32,
+        composition_start: u64,
+        fps: Fps,
+        sample_rate: u32,
+    ) -> Result<Chunk, PlanError> {
+        let (first, last) = (*frames.start(), *frames.end());
+        let range = FrameRange::new(first, last).ok_or(PlanError::InvertedRange { first, last })?;
+        if every_nth_frame == 0 {
+            return Err(PlanError::ZeroEveryNthFrame);
+        }
+        if sample_rate == 0 {
+            return Err(PlanError::ZeroSampleRate);
+        }
+        if composition_start > first {
+            return Err(PlanError::InvertedRange {
+                first: composition_start,
+                last: first,
+            });
+        }
+        let step = u64::from(every_nth_frame);
+        let offset = first - composition_start;
+        Ok(Chunk {
+            index,
+            frames: range,
+            every_nth_frame,
+            composition_start: FrameIndex(composition_start),
+            first_output_frame: offset / step,
+            output_frames: range.len().div_ceil(step),
+            samples: fps.sample_span_of(range, sample_rate),
+        })
+    }
+}
+
+/// The result of [`plan`]: the chunks in output order and what they add up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    fps: Fps,
+    output_fps: Fps,
+    range: FrameRange,
+    every_nth_frame: u32,
+    frames_per_chunk: u64,
+    output_frames: u64,
+    sample_rate: u32,
+    samples: SampleSpan,
+    chunks: Vec<Chunk>,
+}
+
+impl Plan {
+    /// The chunks, in output order.
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// The composition's frame rate.
+    pub fn fps(&self) -> Fps {
+        self.fps
+    }
+
+    /// The output video's frame rate (`fps / every_nth_frame`).
+    pub fn output_fps(&self) -> Fps {
+        self.output_fps
+    }
+
+    /// The composition frames rendered (inclusive).
+    pub fn range(&self) -> FrameRange {
+        self.range
+    }
+
+    /// Keep one frame in this many.
+    pub fn every_nth_frame(&self) -> u32 {
+        self.every_nth_frame
+    }
+
+    /// Output frames in every chunk but the last.
+    pub fn frames_per_chunk(&self) -> u64 {
+        self.frames_per_chunk
+    }
+
+    /// Frames in the output video.
+    pub fn output_frames(&self) -> u64 {
+        self.output_frames
+    }
+
+    /// Audio sample rate in Hz.
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// All audio samples of the render: `[S(first), S(last+1))`.
+    pub fn samples(&self) -> SampleSpan {
+        self.samples
+    }
+}
+
+/// Splits a render into chunks.
+///
+/// # Errors
+/// A [`PlanError`] naming the bad value: zero chunks or frames per chunk, an
+/// empty composition, an inverted range or one outside `[0, duration-1]`, a
+/// zero `every_nth_frame` or sample rate.
+///
+/// ```
+/// use chunker::{plan, ChunkSpec, PlanError, PlanRequest};
+/// use timebase::Fps;
+///
+/// let fps = Fps::new(30_000, 1001)?;
+/// // More chunks than frames: one chunk per frame, no empty chunks.
+/// let p = plan(&PlanRequest::new(3, fps, ChunkSpec::Count(10)))?;
+/// assert_eq!(p.chunks().len(), 3);
+///
+/// let err = plan(&PlanRequest::new(300, fps, ChunkSpec::Count(4)).with_frame_range(0..=300));
+/// assert_eq!(
+///     err.unwrap_err().to_string(),
+///     "frame range 0-300 is outside the composition: frames run 0-299 (300 frames)"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
+    let duration = request.duration_frames;
+    if duration == 0 {
+        return Err(PlanError::EmptyComposition);
+    }
+    if request.every_nth_frame == 0 {
+        return Err(PlanError::ZeroEveryNthFrame);
+    }
+    if request.sample_rate == 0 {
+        return Err(PlanError::ZeroSampleRate);
+    }
+    if request.min_frames_per_chunk == Some(0) {
+        return Err(PlanError::ZeroMinFramesPerChunk);
+    }
+    let (first, last) = match &request.frame_range {
+        Some(r) => (*r.start(), *r.end()),
+        None => (0, duration - 1),
+    };
+    if first > last {
+        return Err(PlanError::InvertedRange { first, last });
+    }
+    if last >= duration {
+        return Err(PlanError::RangeOutOfBounds {
+            first,
+            last,
+            duration,
+        });
+    }
+    let range = FrameRange::new(first, last).ok_or(PlanError::InvertedRange { first, last })?;
+    let step = u64::from(request.every_nth_frame);
+    let output_fps = request
+        .fps
+        .every_nth(request.every_nth_frame)
+        .map_err(|_| PlanError::EveryNthTooLarge {
+            n: request.every_nth_frame,
+            fps: request.fps,
+        })?;
+    let output_frames = range.len().div_ceil(step);
+
+    let per_chunk = match request.chunks {
+        ChunkSpec::Count(0) => return Err(PlanError::ZeroChunks),
+        ChunkSpec::FramesPerChunk(0) => return Err(PlanError::ZeroFramesPerChunk),
+        ChunkSpec::Count(n) => output_frames.div_ceil(u64::from(n)),
+        ChunkSpec::FramesPerChunk(k) => k,
+    };
+    let per_chunk = per_chunk
+        .max(request.min_frames_per_chunk.unwrap_or(1))
+        .min(output_frames);
+    let count = output_frames.div_ceil(per_chunk);
+    let count = u32::try_from(count).map_err(|_| PlanError::TooManyChunks {
+        frames: output_frames,
+        per_chunk,
+    })?;
+
+    let chunks = (0..count)
+        .map(|i| {
+            let out_first = u64::from(i) * per_chunk;
+            let out_len = per_chunk.min(output_frames - out_first);
+            let frame_first = first + out_first * step;
+            // The chunk owns every composition frame up to the next chunk's
+            // first frame, so with every_nth_frame > 1 its audio still covers
+            // the time between the frames it renders.
+            let frame_last = (frame_first + out_len * step - 1).min(last);
+            let frames = FrameRange {
+                first: FrameIndex(frame_first),
+                last: FrameIndex(frame_last),
+            };
+            Chunk {
+                index: ChunkIndex(i),
+                frames,
+                every_nth_frame: request.every_nth_frame,
+                composition_start: FrameIndex(first),
+                first_output_frame: out_first,
+                output_frames: out_len,
+                samples: request.fps.sample_span_of(frames, request.sample_rate),
+            }
+        })
+        .collect();
+
+    Ok(Plan {
+        fps: request.fps,
+        output_fps,
+        range,
+        every_nth_frame: request.every_nth_frame,
+        frames_per_chunk: per_chunk,
+        output_frames,
+        sample_rate: request.sample_rate,
+        samples: request.fps.sample_span_of(range, request.sample_rate),
+        chunks,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+use super::*;
+use proptest::prelude::*;
+
+fn fps(num: u32, den: u32) -> Fps {
+    Fps::new(num, den).expect("valid fps")
+}
+
+/// Checks a plan's chunk sizes (output frames) and owned frame ranges.
+#[track_caller]
+fn check(request: PlanRequest, expected: &[(u64, u64, u64)]) {
+    let p = plan(&request).expect("plan");
+    let got: Vec<(u64, u64, u64)> = p
+        .chunks()
+        .iter()
+        .map(|c| (c.frames().first.0, c.frames().last.0, c.frame_count()))
+        .collect();
+    assert_eq!(got, expected, "{request:?}");
+}
+
+#[track_caller]
+fn check_err(request: PlanRequest, message: &str) {
+    let err = plan(&request).expect_err("should fail");
+    assert_eq!(err.to_string(), message);
+}
+
+#[test]
+fn splits_into_equal_chunks_with_a_shorter_last() {
+    let f = fps(30, 1);
+    check(
+        PlanRequest::new(10, f, ChunkSpec::Count(4)),
+        &[(0, 2, 3), (3, 5, 3), (6, 8, 3), (9, 9, 1)],
+    );
+    check(
+        PlanRequest::new(10, f, ChunkSpec::FramesPerChunk(4)),
+        &[(0, 3, 4), (4, 7, 4), (8, 9, 2)],
+    );
+    check(PlanRequest::new(10, f, ChunkSpec::Count(1)), &[(0, 9, 10)]);
+    check(
+        PlanRequest::new(100, f, ChunkSpec::Count(4)).with_frame_range(10..=19),
+        &[(10, 12, 3), (13, 15, 3), (16, 18, 3), (19, 19, 1)],
+    );
+}
+
+#[test]
+fn more_chunks_than_frames_gives_one_frame_chunks() {
+    check(
+        PlanRequest::new(3, fps(25, 1), ChunkSpec::Count(16)),
+        &[(0, 0, 1), (1, 1, 1), (2, 2, 1)],
+    );
+    check(
+        PlanRequest::new(3, fps(25, 1), ChunkSpec::FramesPerChunk(99)),
+        &[(0, 2, 3)],
+    );
+}
+
+#[test]
+fn minimum_frames_per_chunk_makes_fewer_chunks() {
+    check(
+        PlanRequest::new(100, fps(30, 1), ChunkSpec::Count(50)).with_min_frames_per_chunk(30),
+        &[(0, 29, 30), (30, 59, 30), (60, 89, 30), (90, 99, 10)],
+    );
+}
+
+#[test]
+fn every_nth_frame_owns_the_frames_between() {
+    let p = plan(
+        &PlanRequest::new(10, fps(30, 1), ChunkSpec::FramesPerChunk(2)).with_every_nth_frame(3),
+    )
+    .expect("plan");
+    // Output frames 0,3,6,9 → chunks {0,3} and {6,9}.
+    let rendered: Vec<Vec<u64>> = p
+        .chunks()
+        .iter()
+        .map(|c| c.rendered_frames().map(|f| f.0).collect())
+        .collect();
+    assert_eq!(rendered, vec![vec![0, 3], vec![6, 9]]);
+    assert_eq!(p.chunks()[0].frames(), FrameRange::new(0, 5).expect("r"));
+    assert_eq!(p.chunks()[1].frames(), FrameRange::new(6, 9).expect("r"));
+    assert_eq!(p.output_fps(), fps(10, 1));
+    assert_eq!(p.output_frames(), 4);
+    assert_eq!(p.chunks()[1].first_output_frame(), 2);
+}
+
+#[test]
+fn audio_spans_at_ntsc_never_drift() {
+    // 37 frames at 30000/1001 are 59259.2 samples: four spans of 59259, then
+    // one of 59260, so the total never drifts from S(N).
+    let p = plan(&PlanRequest::new(
+        37 * 6,
+        fps(30_000, 1001),
+        ChunkSpec::FramesPerChunk(37),
+    ))
+    .expect("plan");
+    let lens: Vec<u64> = p.chunks().iter().map(|c| c.samples().len()).collect();
+    assert_eq!(lens, vec![59_259, 59_259, 59_259, 59_259, 59_260, 59_259]);
+    assert_eq!(p.samples().len(), 37 * 6 * 48_000 * 1001 / 30_000);
+}
+
+#[test]
+fn bad_requests_name_the_values() {
+    let f = fps(30, 1);
+    check_err(
+        PlanRequest::new(300, f, ChunkSpec::Count(0)),
+        "chunks 0 is invalid: ask for at least 1 chunk",
+    );
+    check_err(
+        PlanRequest::new(300, f, ChunkSpec::FramesPerChunk(0)),
+        "frames per chunk 0 is invalid: ask for at least 1 frame per chunk",
+    );
+    check_err(
+        PlanRequest::new(0, f, ChunkSpec::Count(2)),
+        "duration 0 frames is invalid: a composition must have at least 1 frame",
+    );
+    #[allow(clippy::reversed_empty_ranges)] // the inverted range is the input under test
+    let inverted = PlanRequest::new(300, f, ChunkSpec::Count(2)).with_frame_range(20..=10);
+    check_err(
+        inverted,
+        "frame range 20-10 is inverted: the first frame must not be after the last",
+    );
+    check_err(
+        PlanRequest::new(300, f, ChunkSpec::Count(2)).with_frame_range(250..=300),
+        "frame range 250-300 is outside the composition: frames run 0-299 (300 frames)",
+    );
+    check_err(
+        PlanRequest::new(300, f, ChunkSpec::Count(2)).with_every_nth_frame(0),
+        "every_nth_frame 0 is invalid: it must be at least 1 (1 keeps every frame)",
+    );
+    check_err(
+        PlanRequest::new(300, f, ChunkSpec::Count(2)).with_sample_rate(0),
+        "sample rate 0 is invalid: it must be at least 1 Hz (48000 is the default)",
+    );
+    check_err(
+        PlanRequest::new(300, f, ChunkSpec::Count(2)).with_min_frames_per_chunk(0),
+        "minimum frames per chunk 0 is invalid: it must be at least 1",
+    );
+    assert_eq!(
+        Fps::new(0, 1).expect_err("zero fps").to_string(),
+        "fps 0/1 is invalid: numerator and denominator must both be at least 1"
+    );
+}
+
+#[test]
+fn from_parts_matches_the_plan() {
+    let f = fps(30_000, 1001);
+    let p = plan(&PlanRequest::new(1000, f, ChunkSpec::Count(7)).with_frame_range(100..=900))
+        .expect("plan");
+    for c in p.chunks() {
+        let again = Chunk::from_parts(
+            c.index(),
+            c.frames().first.0..=c.frames().last.0,
+            c.every_nth_frame(),
+            c.composition_start().0,
+            f,
+            p.sample_rate(),
+        )
+        .expect("consistent");
+        assert_eq!(&again, c);
+    }
+}
+
+fn common_fps() -> impl Strategy<Value = Fps> {
+    prop::sample::select(vec![
+        (24u32, 1u32),
+        (25, 1),
+        (30, 1),
+        (30_000, 1001),
+        (60_000, 1001),
+        (60, 1),
+    ])
+    .prop_map(|(n, d)| fps(n, d))
+}
+
+fn chunk_spec() -> impl Strategy<Value = ChunkSpec> {
+    prop_oneof![
+        (1u32..64).prop_map(ChunkSpec::Count),
+        (1u64..500).prop_map(ChunkSpec::FramesPerChunk),
+    ]
+}
+
+/// A composition, a valid range in it, a chunk spec, an optional minimum and
+/// an every-nth-frame value.
+fn request() -> impl Strategy<Value = PlanRequest> {
+    (
+        1u64..20_000,
+        common_fps(),
+        chunk_spec(),
+        prop::option::of(1u64..100),
+        prop::sample::select(vec![1u32, 1, 1, 2, 3, 5]),
+        any::<(u64, u64)>(),
+        any::<bool>(),
+    )
+        .prop_map(|(duration, f, spec, min, nth, (x, y), whole)| {
+            let mut r = PlanRequest::new(duration, f, spec).with_every_nth_frame(nth);
+            if !whole {
+                let (a, b) = (x % duration, y % duration);
+                r = r.with_frame_range(a.min(b)..=a.max(b));
+            }
+            if let Some(m) = min {
+                r = r.with_min_frames_per_chunk(m);
+            }
+            r
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn chunks_tile_the_range_exactly(r in request()) {
+        let p = plan(&r).expect("valid request");
+        let (first, last) = (p.range().first.0, p.range().last.0);
+        let mut next = first;
+        for (i, c) in p.chunks().iter().enumerate() {
+            prop_assert_eq!(c.index().0 as usize, i);
+            prop_assert_eq!(c.frames().first.0, next, "gap or overlap before chunk {}", i);
+            prop_assert!(c.frame_count() >= 1, "empty chunk {}", i);
+            prop_assert_eq!(c.composition_start().0, first);
+            next = c.frames().last.0 + 1;
+        }
+        prop_assert_eq!(next, last + 1);
+        let rendered: Vec<u64> = p.chunks().iter().flat_map(|c| c.rendered_frames()).map(|f| f.0).collect();
+        let expected: Vec<u64> = (first..=last).step_by(r.every_nth_frame as usize).collect();
+        prop_assert_eq!(rendered, expected);
+    }
+
+    #[test]
+    fn sizes_are_equal_but_the_last_which_is_never_longer(r in request()) {
+        let p = plan(&r).expect("valid request");
+        let k = p.frames_per_chunk();
+        let n = p.chunks().len();
+        for c in &p.chunks()[..n - 1] {
+            prop_assert_eq!(c.frame_count(), k);
+        }
+        prop_assert!(p.chunks()[n - 1].frame_count() <= k);
+        prop_assert!(p.chunks()[n - 1].frame_count() >= 1);
+        if let ChunkSpec::Count(asked) = r.chunks {
+            prop_assert!(n as u64 <= u64::from(asked));
+        }
+        if let Some(min) = r.min_frames_per_chunk {
+            prop_assert!(k >= min.min(p.output_frames()));
+        }
+        let total: u64 = p.chunks().iter().map(|c| c.frame_count()).sum();
+        prop_assert_eq!(total, p.output_frames());
+    }
+
+    #[test]
+    fn audio_spans_tile_the_sample_range_exactly(r in request()) {
+        let p = plan(&r).expect("valid request");
+        let rate = u128::from(r.sample_rate);
+        let s = |f: u64| (u128::from(f) * rate * u128::from(r.fps.den()) / u128::from(r.fps.num())) as u64;
+        let (first, last) = (p.range().first.0, p.range().last.0);
+        prop_assert_eq!(p.samples().start.0, s(first));
+        prop_assert_eq!(p.samples().end.0, s(last + 1));
+        let mut next = s(first);
+        let mut total = 0;
+        for c in p.chunks() {
+            prop_assert_eq!(c.samples().start.0, next);
+            prop_assert_eq!(c.samples().start.0, s(c.frames().first.0));
+            prop_assert_eq!(c.samples().end.0, s(c.frames().last.0 + 1));
+            next = c.samples().end.0;
+            total += c.samples().len();
+        }
+        prop_assert_eq!(next, s(last + 1));
+        prop_assert_eq!(total, s(last + 1) - s(first));
+    }
+}

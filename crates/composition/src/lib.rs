@@ -1,0 +1,209 @@
+//! Montage compositions: what gets rendered.
+//!
+//! A [`Composition`] has an id and resolves, for a set of [`Props`], its
+//! [`CompositionMeta`] (size, exact fps, duration in frames, audio). Once
+//! resolved it is [`Prepared`]: frames can be rendered in any order, on any
+//! thread, each thread with its own [`FrameRenderer`] (and its caches), and
+//! audio can be rendered for any half-open sample span, giving exactly the
+//! samples a whole render gives at those positions.
+//!
+//! Sources of compositions implement [`CompositionSource`]: a [`Registry`] of
+//! Rust compositions (how an embedding service serves its own), or a scene
+//! bundle on disk.
+//!
+//! This crate knows nothing of chunks, codecs or the network.
+//!
+//! ```
+//! use composition::{builtin::TestPattern, CompositionSource, Props, Registry};
+//! use timebase::FrameIndex;
+//!
+//! let mut registry = Registry::new();
+//! registry.register(TestPattern::new())?;
+//! let comp = registry.composition("test-pattern")?;
+//! let prepared = comp.prepare(&Props::new())?;
+//! let meta = prepared.meta();
+//! let mut rgba = vec![0u8; meta.frame_bytes()];
+//! prepared.frame_renderer()?.render_frame(FrameIndex(0), &mut rgba)?;
+//! # Ok::<(), composition::CompositionError>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod builtin;
+mod error;
+mod registry;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timebase::{Fps, FrameIndex, SampleSpan};
+
+pub use error::{CompositionError, ErrorKind};
+pub use registry::Registry;
+
+/// Props: the JSON object of values a composition is rendered with.
+pub type Props = serde_json::Map<String, serde_json::Value>;
+
+/// The largest width or height a composition may have, in pixels.
+pub const MAX_DIMENSION: u32 = 8192;
+
+/// The longest composition, in frames (24 hours at 60 fps): protects workers
+/// from a duration that could never finish.
+pub const MAX_DURATION_FRAMES: u64 = 24 * 3600 * 60;
+
+/// Audio channels rendered by every composition: interleaved stereo.
+pub const AUDIO_CHANNELS: usize = 2;
+
+/// The sample rate audio is rendered at.
+pub const SAMPLE_RATE: u32 = timebase::DEFAULT_SAMPLE_RATE;
+
+/// A composition's metadata, resolved from props.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompositionMeta {
+    /// The composition's id.
+    pub id: String,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Exact frame rate.
+    pub fps: Fps,
+    /// Duration in frames.
+    pub duration_frames: u64,
+    /// Whether the composition has an audio track.
+    pub has_audio: bool,
+    /// The props it was resolved with, defaults merged in.
+    pub props: Props,
+}
+
+impl CompositionMeta {
+    /// Bytes of one RGBA8 frame: `width · height · 4`.
+    pub fn frame_bytes(&self) -> usize {
+        self.width as usize * self.height as usize * 4
+    }
+
+    /// Checks the limits that protect a worker: size in `1..=MAX_DIMENSION`,
+    /// duration in `1..=MAX_DURATION_FRAMES`.
+    ///
+    /// # Errors
+    /// [`CompositionError::Invalid`] naming the field, value and allowed range.
+    pub fn validate(&self) -> Result<(), CompositionError> {
+        let invalid = |message: String| CompositionError::Invalid {
+            context: format!("composition `{}`", self.id),
+            message,
+        };
+        for (name, v) in [("width", self.width), ("height", self.height)] {
+            if v == 0 || v > MAX_DIMENSION {
+                return Err(invalid(format!(
+                    "{name} {v} is out of range: allowed 1-{MAX_DIMENSION}"
+                )));
+            }
+        }
+        if self.duration_frames == 0 || self.duration_frames > MAX_DURATION_FRAMES {
+            return Err(invalid(format!(
+                "duration {} frames is out of range: allowed 1-{MAX_DURATION_FRAMES}",
+                self.duration_frames
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Something that can be rendered: resolves metadata and prepares renders.
+pub trait Composition: Send + Sync {
+    /// The composition's id, unique within its source.
+    fn id(&self) -> &str;
+
+    /// Resolves the metadata for `props` (the duration may depend on them).
+    ///
+    /// # Errors
+    /// [`CompositionError`] for props that do not fit the composition.
+    fn describe(&self, props: &Props) -> Result<CompositionMeta, CompositionError>;
+
+    /// Resolves props and loads what rendering needs (fonts, images, audio).
+    ///
+    /// # Errors
+    /// [`CompositionError`] for bad props or missing or unreadable assets.
+    fn prepare(&self, props: &Props) -> Result<Arc<dyn Prepared>, CompositionError>;
+}
+
+/// A composition resolved with its props, ready to render.
+pub trait Prepared: Send + Sync {
+    /// The resolved metadata.
+    fn meta(&self) -> &CompositionMeta;
+
+    /// A renderer for one thread. Each holds its own scratch state and caches;
+    /// any number may run in parallel.
+    ///
+    /// # Errors
+    /// [`CompositionError`] if the renderer cannot be set up.
+    fn frame_renderer(&self) -> Result<Box<dyn FrameRenderer>, CompositionError>;
+
+    /// Renders audio for the half-open sample span `span` at [`SAMPLE_RATE`]
+    /// into `out`, interleaved stereo `f32` (`out.len() == 2 · span.len()`).
+    /// The samples equal those of a whole render at the same positions,
+    /// whatever the split. A composition without audio writes silence.
+    ///
+    /// # Errors
+    /// [`CompositionError`] if `out` has the wrong length or audio fails.
+    fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError>;
+}
+
+/// Renders frames of a [`Prepared`] composition on one thread.
+pub trait FrameRenderer: Send {
+    /// Renders frame `frame` into `rgba`: premultiplied RGBA8, rows top to
+    /// bottom, stride `width · 4`, `rgba.len() == meta.frame_bytes()`. The
+    /// result depends only on the composition, props and frame: the same
+    /// bytes on every run, thread and machine.
+    ///
+    /// # Errors
+    /// [`CompositionError`] naming the frame if it cannot be rendered.
+    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError>;
+}
+
+/// Where compositions come from: a registry of Rust compositions, a scene
+/// bundle, …
+pub trait CompositionSource: Send + Sync {
+    /// The ids of the compositions this source holds, sorted.
+    fn ids(&self) -> Vec<String>;
+
+    /// The composition with this id.
+    ///
+    /// # Errors
+    /// [`CompositionError::UnknownComposition`] listing the ids available.
+    fn composition(&self, id: &str) -> Result<Arc<dyn Composition>, CompositionError>;
+}
+
+/// Checks the buffer sizes that [`FrameRenderer::render_frame`] and
+/// [`Prepared::render_audio`] implementations must agree on.
+///
+/// # Errors
+/// [`CompositionError::Buffer`] naming the expected and given lengths.
+pub fn check_frame_buffer(meta: &CompositionMeta, rgba: &[u8]) -> Result<(), CompositionError> {
+    if rgba.len() != meta.frame_bytes() {
+        return Err(CompositionError::Buffer {
+            what: "frame",
+            expected: meta.frame_bytes(),
+            given: rgba.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `out` holds exactly `span` of interleaved stereo samples.
+///
+/// # Errors
+/// [`CompositionError::Buffer`] naming the expected and given lengths.
+pub fn check_audio_buffer(span: SampleSpan, out: &[f32]) -> Result<(), CompositionError> {
+    let expected = usize::try_from(span.len())
+        .ok()
+        .and_then(|n| n.checked_mul(AUDIO_CHANNELS))
+        .unwrap_or(usize::MAX);
+    if out.len() != expected {
+        return Err(CompositionError::Buffer {
+            what: "audio",
+            expected,
+            given: out.len(),
+        });
+    }
+    Ok(())
+}

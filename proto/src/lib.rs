@@ -1,0 +1,30 @@
+//! The `montage.render.v1` gRPC contract between coordinator and chunk
+//! workers.
+//!
+//! Generated at build time from `proto/montage/render/v1/render.proto` with
+//! `tonic`/`prost` and the pure-Rust `protox` compiler. Only the chunk worker
+//! and the coordinator depend on this crate; domain types live in their own
+//! crates and never derive `prost::Message`. The hand-written conversions in
+//! [`convert`] turn wire messages into validated domain values, with errors
+//! that name the bad field.
+//!
+//! ```
+//! use montage_proto::v1::Fraction;
+//! use timebase::Fps;
+//!
+//! let fps = Fps::try_from(Fraction { num: 60_000, den: 2002 })?;
+//! assert_eq!(fps.to_string(), "30000/1001");
+//! let err = Fps::try_from(Fraction { num: 0, den: 1 }).unwrap_err();
+//! assert_eq!(err.to_string(), "field `fps`: fps 0/1 is invalid: numerator and denominator must both be at least 1");
+//! # Ok::<(), montage_proto::convert::FieldError>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod convert;
+
+/// Version 1 of the render protocol, as generated.
+pub mod v1 {
+    #![allow(missing_docs)] // generated code; the .proto file documents every item
+    #![allow(clippy::all, clippy::unwrap_used)] // generated code
+    tonic::include_proto!("montage.render.v1");
+}
