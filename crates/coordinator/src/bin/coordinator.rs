@@ -74,13 +74,23 @@ fn parse_range(text: &str) -> anyhow::Result<RangeInclusive<u64>> {
     Ok(first..=last)
 }
 
+/// Prints `value` as pretty JSON; a closed pipe (`| head`) is not an error.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value)?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = Registry::with_builtins();
     match cli.command {
         Command::Describe(select) => {
             let props = parse_props(&select.props)?;
             let meta = coordinator::select_composition(&registry, &select.composition, &props)?;
-            println!("{}", serde_json::to_string_pretty(&meta)?);
+            print_json(&meta)?;
         }
         Command::Plan {
             select,
@@ -97,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let frames = frames.as_deref().map(parse_range).transpose()?;
             let (_, plan) =
                 coordinator::plan_render(&registry, &select.composition, &props, spec, frames)?;
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            print_json(&plan)?;
         }
     }
     Ok(())
