@@ -16,6 +16,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod schedule;
+
 use std::ops::RangeInclusive;
 
 pub use chunker::{ChunkSpec, Plan, PlanError, PlanRequest};
