@@ -16,6 +16,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod grpc;
+pub mod pool;
 pub mod schedule;
 
 use std::ops::RangeInclusive;
