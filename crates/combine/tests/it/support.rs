@@ -313,6 +313,10 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
+    // Every test starts with a temp dir: keep FFmpeg's info-level chatter
+    // (the faststart "second pass" note, the AAC encoder's Qavg) out of the
+    // test output.
+    ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
     tempfile::Builder::new()
         .prefix("combine-it-")
         .tempdir()
