@@ -65,6 +65,7 @@ use chunker::Chunk;
 use chunker::timebase::{DEFAULT_SAMPLE_RATE, Fps, SampleSpan};
 use ffmpeg::Rational;
 use ffmpeg_next as ffmpeg;
+use serde::{Deserialize, Serialize};
 
 pub use chunker;
 pub use error::CombineError;
@@ -73,18 +74,21 @@ pub use error::CombineError;
 pub const DEFAULT_AUDIO_BITRATE: u32 = 192_000;
 
 /// How a chunk's PCM samples are stored: interleaved stereo, little endian.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// In JSON: `"s16le"` or `"f32le"` (FFmpeg's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum PcmFormat {
     /// Signed 16-bit integers.
+    #[serde(rename = "s16le")]
     S16Le,
     /// 32-bit IEEE floats in `[-1, 1]`.
+    #[serde(rename = "f32le")]
     F32Le,
 }
 
 /// A chunk's rendered PCM: a headerless file of interleaved stereo samples
 /// holding exactly the chunk's planned sample span.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PcmAudio {
     /// The file.
     pub path: PathBuf,
@@ -103,7 +107,7 @@ impl PcmAudio {
 }
 
 /// One finished chunk: its planned description and its files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkArtifact {
     /// The chunk as planned (`chunker::plan` or `Chunk::from_parts`): index,
     /// frames, composition start and sample span.
@@ -111,7 +115,55 @@ pub struct ChunkArtifact {
     /// H.264 in MPEG-TS, starting with an IDR frame.
     pub video: PathBuf,
     /// The chunk's PCM, if the composition has audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<PcmAudio>,
+}
+
+/// A combine job as data (what `coordinator combine --manifest` reads):
+/// the composition's fps, the chunks in order, and the render's size.
+///
+/// ```
+/// let json = r#"{
+///   "fps": "30000/1001",
+///   "output_frames": 2,
+///   "chunks": [{
+///     "chunk": {"index": 0, "frames": {"first": 0, "last": 1}, "every_nth_frame": 1,
+///               "composition_start": 0, "first_output_frame": 0, "output_frames": 2,
+///               "samples": {"start": 0, "end": 3203}},
+///     "video": "chunk-00.ts",
+///     "audio": {"path": "chunk-00.pcm", "format": "s16le"}
+///   }]
+/// }"#;
+/// let manifest: combine::Manifest = serde_json::from_str(json)?;
+/// assert_eq!(manifest.options().expected_frames, Some(2));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The composition's frame rate (as planned).
+    pub fps: Fps,
+    /// The audio sample rate the plan used.
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    /// The render's output frame count, to detect chunks missing at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_frames: Option<u64>,
+    /// The chunks, in output order.
+    pub chunks: Vec<ChunkArtifact>,
+}
+
+fn default_sample_rate() -> u32 {
+    DEFAULT_SAMPLE_RATE
+}
+
+impl Manifest {
+    /// Default options for this manifest (bitrate, audio track and
+    /// cancellation can then be set on them).
+    pub fn options(&self) -> CombineOptions {
+        let mut o = CombineOptions::new(self.fps).with_sample_rate(self.sample_rate);
+        o.expected_frames = self.output_frames;
+        o
+    }
 }
 
 impl ChunkArtifact {
@@ -392,6 +444,15 @@ fn check_plan(chunks: &[ChunkArtifact], options: &CombineOptions) -> Result<Layo
                 "first output frame",
                 next_output.to_string(),
                 c.first_output_frame().to_string(),
+            );
+        }
+        let planned_frames = c.frames().len().div_ceil(u64::from(nth));
+        if c.frame_count() != planned_frames {
+            return mismatch(
+                c,
+                "output frame count",
+                format!("{planned_frames} (frames {} every {nth})", c.frames()),
+                c.frame_count().to_string(),
             );
         }
         if c.frames().first.0 != next_frame {
