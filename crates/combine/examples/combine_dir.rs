@@ -1,7 +1,7 @@
 //! Combines a directory of chunk artifacts and prints how long it took.
 //!
 //! ```text
-//! cargo run --release -p combine --example combine_dir -- DIR FPS FRAMES FRAMES_PER_CHUNK OUT.mp4
+//! cargo run --release -p combine --example combine_dir -- DIR FPS FRAMES FRAMES_PER_CHUNK OUT.mp4 [--verify]
 //! ```
 //!
 //! `DIR` holds `chunk-00.ts`, `chunk-01.ts`, … (H.264 in MPEG-TS, one per
@@ -19,8 +19,12 @@ use combine::{ChunkArtifact, CombineOptions, PcmAudio, PcmFormat, combine_chunks
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, fps, frames, per_chunk, out] = args.as_slice() else {
-        anyhow::bail!("usage: combine_dir DIR FPS FRAMES FRAMES_PER_CHUNK OUT.mp4");
+    let (args, verify) = match args.split_last() {
+        Some((last, rest)) if last == "--verify" => (rest, true),
+        _ => (args.as_slice(), false),
+    };
+    let [dir, fps, frames, per_chunk, out] = args else {
+        anyhow::bail!("usage: combine_dir DIR FPS FRAMES FRAMES_PER_CHUNK OUT.mp4 [--verify]");
     };
     let dir = PathBuf::from(dir);
     let fps: Fps = fps.parse()?;
@@ -43,7 +47,9 @@ fn main() -> Result<()> {
             }
         })
         .collect();
-    let options = CombineOptions::new(fps).with_expected_frames(plan.output_frames());
+    let options = CombineOptions::new(fps)
+        .with_expected_frames(plan.output_frames())
+        .with_verify_decode(verify);
     let started = Instant::now();
     let report = combine_chunks(&chunks, &options, out)?;
     let took = started.elapsed();

@@ -203,6 +203,13 @@ pub struct CombineOptions {
     /// Set to `true` (from any thread) to stop the combine; it then returns
     /// [`CombineError::Cancelled`] and leaves nothing at the output path.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Also decode every video packet (FFmpeg's H.264 decoder with strict
+    /// error detection) and refuse chunks that do not decode cleanly. The
+    /// structural checks (whole TS packets, continuity counters, frame
+    /// counts, timestamps) catch truncation and lost packets without it, but
+    /// only decoding catches damaged bytes inside a frame. Costs a decode of
+    /// the whole video (see the crate notes for numbers).
+    pub verify_decode: bool,
 }
 
 impl CombineOptions {
@@ -215,7 +222,15 @@ impl CombineOptions {
             enforce_audio_track: false,
             expected_frames: None,
             cancel: None,
+            verify_decode: false,
         }
+    }
+
+    /// Decodes every video packet as well, refusing chunks with damaged
+    /// frames (see [`CombineOptions::verify_decode`]).
+    pub fn with_verify_decode(mut self, verify: bool) -> Self {
+        self.verify_decode = verify;
+        self
     }
 
     /// Sets the AAC bitrate (bits per second).
@@ -752,6 +767,7 @@ fn write_mp4(
             delay,
             a.chunk.first_output_frame(),
             a.chunk.frame_count(),
+            options.verify_decode,
             cancelled,
             &mut sink,
         )?;

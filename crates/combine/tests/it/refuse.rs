@@ -260,6 +260,43 @@ fn refusals_name_the_chunk_and_leave_no_file() -> Result<()> {
         "chunk 2: video",
     );
 
+    // Damaged bytes inside frames: the TS structure is intact, so only
+    // decoding (opt-in) can tell.
+    let damaged = copy_with(dir, &chunks[0].video, "damaged.ts", |b| {
+        let mut hit = 0;
+        for p in (0..b.len() / 188).map(|i| i * 188).skip(b.len() / 188 / 3) {
+            let pid = (u16::from(b[p + 1] & 0x1f) << 8) | u16::from(b[p + 2]);
+            let pusi = b[p + 1] & 0x40 != 0;
+            let payload_only = b[p + 3] & 0x30 == 0x10;
+            if pid == 0x100 && !pusi && payload_only {
+                for x in &mut b[p + 8..p + 180] {
+                    *x ^= 0x5a;
+                }
+                hit += 1;
+                if hit == 8 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(hit, 8, "found video payload packets to damage");
+    });
+    refuse(
+        dir,
+        "damaged",
+        &with_video(&chunks, 0, damaged),
+        &options.clone().with_verify_decode(true),
+        |e| {
+            matches!(
+                e,
+                CombineError::CorruptVideo {
+                    chunk: ChunkIndex(0),
+                    ..
+                }
+            )
+        },
+        "chunk 0: video",
+    );
+
     // Audio that does not match the plan.
     let mut short_pcm = chunks.clone();
     let pcm = short_pcm[1].audio.as_mut().expect("audio");
@@ -322,7 +359,7 @@ fn refusals_name_the_chunk_and_leave_no_file() -> Result<()> {
 
     // The same inputs still combine (the refusals were about the changes).
     let out = out_path(dir, "good.mp4");
-    combine_chunks(&chunks, &options, &out)?;
+    combine_chunks(&chunks, &options.clone().with_verify_decode(true), &out)?;
     ensure!(out.exists());
     Ok(())
 }
