@@ -18,6 +18,9 @@
 //!   colour, time base, SPS/PPS) and against the plan (order, duplicates,
 //!   gaps, frame count, sample count, truncation), and refused with a
 //!   [`CombineError`] naming the chunk and the difference;
+//! - with [`CombineOptions::verify_decode`], every packet is also decoded
+//!   and chunks with damaged frames are refused (off by default: it costs a
+//!   full decode, while truncation and lost TS packets are caught without);
 //! - the file is written beside the output under a temporary name and renamed
 //!   when complete: on any error or cancellation nothing is left at the output
 //!   path. Packets are streamed through, so memory stays flat in the video's

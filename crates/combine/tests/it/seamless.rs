@@ -53,6 +53,16 @@ fn check_video_timing(c: &Combined, fps: Fps) -> Result<()> {
     for w in packets.windows(2) {
         ensure!(w[0].dts < w[1].dts, "{n} chunks: DTS not increasing: {w:?}");
     }
+    // Constant frame durations: every packet lasts one frame.
+    for (i, p) in packets.iter().enumerate() {
+        let lhs = i128::from(p.duration) * i128::from(tb_num) * i128::from(fps.num());
+        let rhs = i128::from(fps.den()) * i128::from(tb_den);
+        ensure!(
+            lhs == rhs,
+            "{n} chunks: packet {i} lasts {} ticks: {p:?}",
+            p.duration
+        );
+    }
     let mut by_pts = packets.clone();
     by_pts.sort_by_key(|p| p.pts);
     let starts: Vec<u64> = c
@@ -95,7 +105,41 @@ fn check_video_timing(c: &Combined, fps: Fps) -> Result<()> {
     ] {
         ensure!(field(&s, k) == Some(v.as_str()), "{n} chunks: {k} in {s}");
     }
+    // +faststart: the index comes before the media data.
+    let boxes = top_level_boxes(&c.output)?;
+    let moov = boxes.iter().position(|t| t == "moov");
+    let mdat = boxes.iter().position(|t| t == "mdat");
+    ensure!(
+        moov.is_some() && mdat.is_some() && moov < mdat,
+        "{n} chunks: boxes {boxes:?}"
+    );
     Ok(())
+}
+
+/// Top-level MP4 box types in file order (ISO/IEC 14496-12, 4.2: 32-bit
+/// size, type, and a 64-bit size when the 32-bit one is 1).
+fn top_level_boxes(file: &Path) -> Result<Vec<String>> {
+    let b = std::fs::read(file)?;
+    let mut at = 0usize;
+    let mut types = Vec::new();
+    while at + 8 <= b.len() {
+        let size32 = u32::from_be_bytes(b[at..at + 4].try_into()?) as usize;
+        let kind = String::from_utf8_lossy(&b[at + 4..at + 8]).into_owned();
+        let size = match size32 {
+            0 => b.len() - at,
+            1 => u64::from_be_bytes(b[at + 8..at + 16].try_into()?) as usize,
+            n => n,
+        };
+        ensure!(size >= 8, "box {kind} at {at} has size {size}");
+        types.push(kind);
+        at += size;
+    }
+    ensure!(
+        at == b.len(),
+        "boxes end at {at}, file is {} bytes",
+        b.len()
+    );
+    Ok(types)
 }
 
 /// Audio: identical to the reference, exact length, starts at 0, no seam.

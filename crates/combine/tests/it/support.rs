@@ -197,6 +197,7 @@ pub fn run(cmd: &mut Command) -> Result<Vec<u8>> {
 pub struct ProbePacket {
     pub pts: i64,
     pub dts: i64,
+    pub duration: i64,
     pub key: bool,
 }
 
@@ -204,7 +205,10 @@ pub struct ProbePacket {
 pub fn probe_video_packets(file: &Path) -> Result<((i64, i64), Vec<ProbePacket>)> {
     let out = run(Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=time_base:packet=pts,dts,flags"])
+        .args([
+            "-show_entries",
+            "stream=time_base:packet=pts,dts,duration,flags",
+        ])
         .args(["-of", "csv=p=0:nk=0"])
         .arg(file))?;
     let text = String::from_utf8(out)?;
@@ -218,12 +222,16 @@ pub fn probe_video_packets(file: &Path) -> Result<((i64, i64), Vec<ProbePacket>)
         if let Some(t) = fields.get("time_base") {
             let (n, d) = t.split_once('/').context("time base")?;
             tb = Some((n.parse()?, d.parse()?));
-        } else if let (Some(p), Some(d), Some(f)) =
-            (fields.get("pts"), fields.get("dts"), fields.get("flags"))
-        {
+        } else if let (Some(p), Some(d), Some(du), Some(f)) = (
+            fields.get("pts"),
+            fields.get("dts"),
+            fields.get("duration"),
+            fields.get("flags"),
+        ) {
             packets.push(ProbePacket {
                 pts: p.parse().with_context(|| format!("pts in {line}"))?,
                 dts: d.parse().with_context(|| format!("dts in {line}"))?,
+                duration: du.parse().with_context(|| format!("duration in {line}"))?,
                 key: f.starts_with('K'),
             });
         }
