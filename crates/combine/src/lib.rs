@@ -203,9 +203,10 @@ pub struct CombineOptions {
     /// Output frames of the whole render (`Plan::output_frames`). When set,
     /// chunks missing at the end of the list are detected too.
     pub expected_frames: Option<u64>,
-    /// Set to `true` (from any thread) to stop the combine; it then returns
-    /// [`CombineError::Cancelled`] and leaves nothing at the output path.
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Polled between packets: once it reports cancellation the combine
+    /// returns [`CombineError::Cancelled`] and leaves nothing at the output
+    /// path.
+    pub cancel: Option<Cancel>,
     /// Also decode every video packet (FFmpeg's H.264 decoder with strict
     /// error detection) and refuse chunks that do not decode cleanly. The
     /// structural checks (whole TS packets, continuity counters, frame
@@ -260,9 +261,16 @@ impl CombineOptions {
         self
     }
 
-    /// Sets the cancellation flag.
+    /// Cancels when `flag` becomes `true` (set it from any thread).
     pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
-        self.cancel = Some(flag);
+        self.cancel = Some(Cancel::from_flag(flag));
+        self
+    }
+
+    /// Cancels when `check` returns `true`, e.g.
+    /// `move || token.is_cancelled()` for a `tokio_util` `CancellationToken`.
+    pub fn with_cancel_check(mut self, check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.cancel = Some(Cancel::from_fn(check));
         self
     }
 
@@ -287,6 +295,34 @@ impl CombineOptions {
             });
         }
         Ok(())
+    }
+}
+
+/// A cancellation check, polled between packets (so a cancel takes effect
+/// within about one frame's work). Cheap to clone.
+#[derive(Clone)]
+pub struct Cancel(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Cancel {
+    /// Cancelled once `flag` is `true`.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Cancel(Arc::new(move || flag.load(Ordering::Relaxed)))
+    }
+
+    /// Cancelled once `check` returns `true`.
+    pub fn from_fn(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Cancel(Arc::new(check))
+    }
+
+    /// Whether the combine should stop now.
+    pub fn is_cancelled(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cancel(..)")
     }
 }
 
@@ -331,12 +367,7 @@ pub fn combine_chunks(
     let output = output.as_ref();
     options.validate()?;
     let layout = check_plan(chunks, options)?;
-    let cancelled = || {
-        options
-            .cancel
-            .as_ref()
-            .is_some_and(|flag| flag.load(Ordering::Relaxed))
-    };
+    let cancelled = || options.cancel.as_ref().is_some_and(Cancel::is_cancelled);
     if cancelled() {
         return Err(CombineError::Cancelled);
     }

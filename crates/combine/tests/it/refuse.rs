@@ -348,6 +348,21 @@ fn refusals_name_the_chunk_and_leave_no_file() -> Result<()> {
         |e| matches!(e, CombineError::Cancelled),
         "combine cancelled",
     );
+    // Cancelled half-way through writing (the temporary file exists by
+    // then): checks are polled between packets, so count them.
+    let polls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = polls.clone();
+    refuse(
+        dir,
+        "cancel-midway",
+        &chunks,
+        &options.clone().with_cancel_check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 60
+        }),
+        |e| matches!(e, CombineError::Cancelled),
+        "combine cancelled",
+    );
+    ensure!(polls.load(std::sync::atomic::Ordering::Relaxed) > 60);
     refuse(
         dir,
         "empty",
