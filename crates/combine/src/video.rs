@@ -1,0 +1,544 @@
+//! The video path: demux one chunk's MPEG-TS, check it against chunk 0 and
+//! the plan, re-base its timestamps from the chunk's planned first output
+//! frame, and hand the packets on for stream copy.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use chunker::ChunkIndex;
+use ffmpeg::{Rational, codec, media};
+use ffmpeg_next as ffmpeg;
+
+use crate::CombineError;
+use crate::h264::{self, NAL_IDR, NAL_PPS, NAL_SPS};
+
+/// MPEG-TS packets are exactly 188 bytes (ISO/IEC 13818-1, 2.4.3.2) and start
+/// with the sync byte 0x47; a muxer writes whole packets, so any other file
+/// length means the file was cut short.
+const TS_PACKET_BYTES: u64 = 188;
+const TS_SYNC_BYTE: u8 = 0x47;
+
+/// The stream parameters every chunk must share with chunk 0.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct VideoParams {
+    codec: codec::Id,
+    width: u32,
+    height: u32,
+    pixel_format: ffmpeg::format::Pixel,
+    sample_aspect_ratio: Rational,
+    color_primaries: ffmpeg::color::Primaries,
+    color_transfer: ffmpeg::color::TransferCharacteristic,
+    color_space: ffmpeg::color::Space,
+    color_range: ffmpeg::color::Range,
+    time_base: Rational,
+    sps: Vec<Vec<u8>>,
+    pps: Vec<Vec<u8>>,
+}
+
+impl VideoParams {
+    /// Each differing field, as (name, chunk 0's value, this chunk's value).
+    pub(crate) fn first_difference(
+        &self,
+        other: &VideoParams,
+    ) -> Option<(&'static str, String, String)> {
+        macro_rules! cmp {
+            ($field:ident, $name:expr) => {
+                if self.$field != other.$field {
+                    return Some((
+                        $name,
+                        format!("{:?}", self.$field),
+                        format!("{:?}", other.$field),
+                    ));
+                }
+            };
+        }
+        cmp!(codec, "codec");
+        cmp!(width, "width");
+        cmp!(height, "height");
+        cmp!(pixel_format, "pixel format");
+        cmp!(time_base, "time base");
+        cmp!(sample_aspect_ratio, "sample aspect ratio");
+        cmp!(color_primaries, "colour primaries");
+        cmp!(color_transfer, "colour transfer");
+        cmp!(color_space, "colour matrix");
+        cmp!(color_range, "colour range");
+        for (what, a, b) in [
+            ("SPS", &self.sps, &other.sps),
+            ("PPS", &self.pps, &other.pps),
+        ] {
+            if a != b {
+                let show = |v: &Vec<Vec<u8>>| {
+                    v.iter()
+                        .map(|u| h264::describe(u))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Some((what, show(a), show(b)));
+            }
+        }
+        None
+    }
+}
+
+/// One chunk's video, opened and checked, ready to be copied.
+pub(crate) struct ChunkVideo<'a> {
+    chunk: ChunkIndex,
+    path: &'a Path,
+    input: ffmpeg::format::context::Input,
+    stream: usize,
+    pub(crate) params: VideoParams,
+    pub(crate) codec_parameters: codec::Parameters,
+    /// Duration of one output frame in the input's time base.
+    ticks_per_frame: i64,
+}
+
+fn corrupt(chunk: ChunkIndex, path: &Path, detail: impl Into<String>) -> CombineError {
+    CombineError::CorruptVideo {
+        chunk,
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+fn unsupported(chunk: ChunkIndex, path: &Path, detail: impl Into<String>) -> CombineError {
+    CombineError::UnsupportedVideo {
+        chunk,
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// Cheap structural checks before the demuxer sees the file: it must be a
+/// whole number of TS packets and start with a sync byte.
+fn check_ts_file(chunk: ChunkIndex, path: &Path) -> Result<(), CombineError> {
+    let io = |source| CombineError::Io {
+        chunk,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size == 0 {
+        return Err(corrupt(chunk, path, "the file is empty"));
+    }
+    if size % TS_PACKET_BYTES != 0 {
+        return Err(corrupt(
+            chunk,
+            path,
+            format!(
+                "{size} bytes is not a whole number of 188-byte TS packets ({} bytes past the last whole packet)",
+                size % TS_PACKET_BYTES
+            ),
+        ));
+    }
+    let mut first = [0u8; 1];
+    file.read_exact(&mut first).map_err(io)?;
+    if first[0] != TS_SYNC_BYTE {
+        return Err(corrupt(
+            chunk,
+            path,
+            format!(
+                "it starts with byte 0x{:02x}, not the TS sync byte 0x47",
+                first[0]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An H.264 decoder that fails on any bitstream error (FFmpeg's
+/// `err_detect` with `explode`) or any frame it had to conceal, used to prove
+/// a chunk decodes before its packets are trusted.
+struct Verifier {
+    decoder: ffmpeg::decoder::Video,
+    frames: u64,
+}
+
+impl Verifier {
+    fn open(params: &codec::Parameters) -> Result<Self, ffmpeg::Error> {
+        let mut ctx = codec::Context::from_parameters(params.clone())?;
+        ctx.set_threading(ffmpeg::threading::Config::kind(
+            ffmpeg::threading::Type::Frame,
+        ));
+        let mut dec = ctx.decoder();
+        dec.check(
+            ffmpeg::decoder::Check::CRC
+                | ffmpeg::decoder::Check::BITSTREAM
+                | ffmpeg::decoder::Check::BUFFER
+                | ffmpeg::decoder::Check::EXPLODE,
+        );
+        let h264 = ffmpeg::decoder::find(codec::Id::H264).ok_or(ffmpeg::Error::DecoderNotFound)?;
+        let decoder = dec.open_as(h264)?.video()?;
+        Ok(Verifier { decoder, frames: 0 })
+    }
+
+    fn drain(&mut self) -> Result<(), ffmpeg::Error> {
+        let mut frame = ffmpeg::frame::Video::empty();
+        loop {
+            match self.decoder.receive_frame(&mut frame) {
+                Ok(()) => {
+                    // The decoder conceals damage and flags the frame rather
+                    // than failing (measured with FFmpeg 5.1's h264).
+                    if frame.is_corrupt() || frame.has_decode_errors() {
+                        return Err(ffmpeg::Error::InvalidData);
+                    }
+                    self.frames += 1;
+                }
+                Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn decode(&mut self, packet: &ffmpeg::Packet) -> Result<(), ffmpeg::Error> {
+        self.decoder.send_packet(packet)?;
+        self.drain()
+    }
+
+    fn finish(&mut self) -> Result<u64, ffmpeg::Error> {
+        self.decoder.send_eof()?;
+        self.drain()?;
+        Ok(self.frames)
+    }
+}
+
+impl<'a> ChunkVideo<'a> {
+    /// Opens a chunk's TS and reads its stream parameters.
+    pub(crate) fn open(
+        chunk: ChunkIndex,
+        path: &'a Path,
+        output_fps: chunker::timebase::Fps,
+    ) -> Result<Self, CombineError> {
+        check_ts_file(chunk, path)?;
+        let input = ffmpeg::format::input(path)
+            .map_err(|e| corrupt(chunk, path, format!("FFmpeg cannot open it: {e}")))?;
+        if input.format().name() != "mpegts" {
+            return Err(unsupported(
+                chunk,
+                path,
+                format!("container is `{}`, expected MPEG-TS", input.format().name()),
+            ));
+        }
+        let (stream, time_base, codec_parameters) = {
+            let st = input
+                .streams()
+                .best(media::Type::Video)
+                .ok_or_else(|| unsupported(chunk, path, "it holds no video stream"))?;
+            (st.index(), st.time_base(), st.parameters())
+        };
+        let ctx = codec::Context::from_parameters(codec_parameters.clone())
+            .map_err(|e| corrupt(chunk, path, format!("unreadable stream parameters: {e}")))?;
+        let codec = ctx.id();
+        if codec != codec::Id::H264 {
+            return Err(unsupported(
+                chunk,
+                path,
+                format!("codec is {codec:?}, only H.264 is supported"),
+            ));
+        }
+        let dec = ctx
+            .decoder()
+            .video()
+            .map_err(|e| corrupt(chunk, path, format!("not a video stream: {e}")))?;
+        let (num, den) = (
+            i64::from(time_base.numerator()),
+            i64::from(time_base.denominator()),
+        );
+        let scaled_num = den * i64::from(output_fps.den());
+        let scaled_den = num * i64::from(output_fps.num());
+        if num <= 0 || den <= 0 || scaled_num % scaled_den != 0 {
+            return Err(unsupported(
+                chunk,
+                path,
+                format!(
+                    "time base {num}/{den} cannot express frames of {output_fps} fps in whole ticks"
+                ),
+            ));
+        }
+        let params = VideoParams {
+            codec,
+            width: dec.width(),
+            height: dec.height(),
+            pixel_format: dec.format(),
+            sample_aspect_ratio: dec.aspect_ratio(),
+            color_primaries: dec.color_primaries(),
+            color_transfer: dec.color_transfer_characteristic(),
+            color_space: dec.color_space(),
+            color_range: dec.color_range(),
+            time_base,
+            sps: Vec::new(),
+            pps: Vec::new(),
+        };
+        Ok(ChunkVideo {
+            chunk,
+            path,
+            input,
+            stream,
+            params,
+            codec_parameters,
+            ticks_per_frame: scaled_num / scaled_den,
+        })
+    }
+
+    /// The next packet of the video stream, or `None` at the end.
+    fn next_packet(&mut self, position: u64) -> Result<Option<ffmpeg::Packet>, CombineError> {
+        loop {
+            let mut packet = ffmpeg::Packet::empty();
+            match packet.read(&mut self.input) {
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => return Ok(None),
+                Err(e) => {
+                    return Err(corrupt(
+                        self.chunk,
+                        self.path,
+                        format!("demuxing failed after {position} packets: {e}"),
+                    ));
+                }
+            }
+            if packet.stream() != self.stream {
+                continue;
+            }
+            if packet.is_corrupt() {
+                return Err(corrupt(
+                    self.chunk,
+                    self.path,
+                    format!(
+                        "packet {position} is flagged corrupt by the demuxer (lost or damaged TS packets)"
+                    ),
+                ));
+            }
+            return Ok(Some(packet));
+        }
+    }
+
+    /// Checks the first packet (an IDR carrying SPS and PPS), records the
+    /// parameter sets and returns the decoder delay it declares, in frames
+    /// (`PTS − DTS` of the first frame: 2 with x264's B-pyramid, 0 for a
+    /// single-frame chunk).
+    fn inspect_first(&mut self, packet: &ffmpeg::Packet) -> Result<i64, CombineError> {
+        let (chunk, path) = (self.chunk, self.path);
+        let mut has_idr = false;
+        for unit in h264::nal_units(packet.data().unwrap_or(&[])) {
+            match h264::nal_type(unit) {
+                Some(NAL_SPS) => self.params.sps.push(unit.to_vec()),
+                Some(NAL_PPS) => self.params.pps.push(unit.to_vec()),
+                Some(NAL_IDR) => has_idr = true,
+                _ => {}
+            }
+        }
+        if !packet.is_key() || !has_idr {
+            return Err(unsupported(
+                chunk,
+                path,
+                "its first packet is not an IDR frame: every chunk must start with a keyframe",
+            ));
+        }
+        if self.params.sps.is_empty() || self.params.pps.is_empty() {
+            return Err(unsupported(
+                chunk,
+                path,
+                "its first packet carries no in-band SPS/PPS",
+            ));
+        }
+        let pts = packet.pts().ok_or_else(|| CombineError::BadTimestamp {
+            chunk,
+            packet: 0,
+            detail: "it has no presentation timestamp".into(),
+        })?;
+        let dts = packet.dts().unwrap_or(pts);
+        if dts > pts {
+            return Err(CombineError::BadTimestamp {
+                chunk,
+                packet: 0,
+                detail: format!("DTS {dts} is after its PTS {pts}"),
+            });
+        }
+        let tpf = self.ticks_per_frame;
+        Ok((pts - dts + tpf - 1) / tpf)
+    }
+
+    /// Reads only the first packet: the chunk's parameters (SPS/PPS
+    /// included) and its decoder delay in frames.
+    pub(crate) fn probe(mut self) -> Result<(VideoParams, i64), CombineError> {
+        let packet = self
+            .next_packet(0)?
+            .ok_or_else(|| corrupt(self.chunk, self.path, "it holds no video packets"))?;
+        let delay = self.inspect_first(&packet)?;
+        Ok((self.params, delay))
+    }
+
+    /// Reads every packet, checks it against `reference` (chunk 0's
+    /// parameters) and the plan, and passes it to `write` re-based: the
+    /// chunk's frame `k` gets PTS `first_output_frame + k` and its `i`th
+    /// packet in decode order DTS `first_output_frame + i − delay`, in frame
+    /// units. With one `delay` for the whole file (the largest any chunk
+    /// needs), DTS advance by exactly one frame per packet across chunk
+    /// boundaries, so every frame has the same duration in the MP4.
+    ///
+    /// With `verify`, every packet is also decoded first and any decoding
+    /// error refuses the chunk.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    pub(crate) fn copy(
+        mut self,
+        reference: &VideoParams,
+        delay: i64,
+        first_output_frame: u64,
+        frames: u64,
+        verify: bool,
+        cancelled: &dyn Fn() -> bool,
+        write: &mut dyn FnMut(ffmpeg::Packet) -> Result<(), CombineError>,
+    ) -> Result<(), CombineError> {
+        let chunk = self.chunk;
+        let path = self.path;
+        let mut verifier = if verify {
+            Some(Verifier::open(&self.codec_parameters).map_err(|e| {
+                unsupported(
+                    chunk,
+                    path,
+                    format!("cannot open an H.264 decoder to verify it: {e}"),
+                )
+            })?)
+        } else {
+            None
+        };
+        let decode_error = |position: u64, e: ffmpeg::Error| {
+            corrupt(
+                chunk,
+                path,
+                format!("it does not decode cleanly (at packet {position}): {e}"),
+            )
+        };
+        let tpf = self.ticks_per_frame;
+        let start = i64::try_from(first_output_frame)
+            .map_err(|_| unsupported(chunk, path, "first output frame beyond 2^63"))?;
+        let mut seen = vec![false; usize::try_from(frames).unwrap_or(usize::MAX).min(1 << 32)];
+        let mut count: u64 = 0;
+        let mut origin = 0;
+        let mut last_in_dts: Option<i64> = None;
+        let mut overflow = false;
+        loop {
+            if cancelled() {
+                return Err(CombineError::Cancelled);
+            }
+            let position = count;
+            let Some(mut packet) = self.next_packet(position)? else {
+                break;
+            };
+            let bad = |detail: String| CombineError::BadTimestamp {
+                chunk,
+                packet: position,
+                detail,
+            };
+            if position == 0 {
+                self.inspect_first(&packet)?;
+                if let Some((field, expected, found)) = reference.first_difference(&self.params) {
+                    return Err(CombineError::StreamMismatch {
+                        chunk,
+                        field,
+                        expected,
+                        found,
+                    });
+                }
+                origin = packet.pts().unwrap_or(0);
+            } else {
+                for unit in h264::nal_units(packet.data().unwrap_or(&[])) {
+                    let t = h264::nal_type(unit);
+                    if t != Some(NAL_SPS) && t != Some(NAL_PPS) {
+                        continue;
+                    }
+                    // A repeated parameter set (at a later IDR) must repeat
+                    // the first one: the avcC holds only that.
+                    let (known, field) = if t == Some(NAL_SPS) {
+                        (&reference.sps, "SPS")
+                    } else {
+                        (&reference.pps, "PPS")
+                    };
+                    if !known.iter().any(|k| k == unit) {
+                        return Err(CombineError::StreamMismatch {
+                            chunk,
+                            field,
+                            expected: known
+                                .iter()
+                                .map(|u| h264::describe(u))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            found: format!("{} (in packet {position})", h264::describe(unit)),
+                        });
+                    }
+                }
+            }
+            count += 1;
+            let pts = packet
+                .pts()
+                .ok_or_else(|| bad("it has no presentation timestamp".into()))?;
+            let rel = pts - origin;
+            if rel < 0 || rel % tpf != 0 {
+                return Err(bad(format!(
+                    "PTS {pts} is not on the chunk's frame grid (first frame at {origin}, {tpf} ticks per frame)"
+                )));
+            }
+            let k = rel / tpf;
+            if k as u64 >= frames || overflow {
+                // More frames than planned: count them all for the error,
+                // write none.
+                overflow = true;
+                continue;
+            }
+            let slot = seen
+                .get_mut(k as usize)
+                .ok_or_else(|| bad(format!("frame {k} is beyond the chunk")))?;
+            if *slot {
+                return Err(bad(format!("frame {k} (PTS {pts}) appears twice")));
+            }
+            *slot = true;
+            let in_dts = packet.dts().unwrap_or(pts);
+            if let Some(last) = last_in_dts
+                && in_dts <= last
+            {
+                return Err(bad(format!(
+                    "DTS {in_dts} does not follow the previous packet's {last}"
+                )));
+            }
+            last_in_dts = Some(in_dts);
+            let out_pts = start + k;
+            let out_dts = start + position as i64 - delay;
+            if out_dts > out_pts {
+                return Err(bad(format!(
+                    "frame {k} is decoded {} frames before it is shown, more than the {delay} frames of decoder delay the first chunks declare",
+                    position as i64 - k
+                )));
+            }
+            if let Some(v) = verifier.as_mut() {
+                v.decode(&packet).map_err(|e| decode_error(position, e))?;
+            }
+            packet.set_pts(Some(out_pts));
+            packet.set_dts(Some(out_dts));
+            packet.set_duration(1);
+            packet.set_position(-1);
+            write(packet)?;
+        }
+        if count != frames {
+            return Err(CombineError::FrameCount {
+                chunk,
+                path: path.to_path_buf(),
+                expected: frames,
+                found: count,
+            });
+        }
+        if let Some(v) = verifier.as_mut() {
+            let decoded = v.finish().map_err(|e| decode_error(count, e))?;
+            if decoded != frames {
+                return Err(corrupt(
+                    chunk,
+                    path,
+                    format!("it decodes to {decoded} frames, the plan says {frames}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests for `combine`, judged by Debian's `ffprobe`/`ffmpeg`.
+
+mod browser;
+mod refuse;
+mod seamless;
+mod support;
