@@ -8,8 +8,9 @@ packages=(
     pkg-config clang libclang-dev
     libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
     libswresample-dev libavfilter-dev libavdevice-dev
-    # Independent judges of our media in tests: Debian's ffmpeg and ffprobe.
-    ffmpeg
+    # Independent judges of our media in tests: Debian's ffmpeg and ffprobe,
+    # and Chromium, which must play our MP4s in a <video> element.
+    ffmpeg chromium
 )
 
 missing=()
