@@ -17,9 +17,12 @@
 #![deny(missing_docs)]
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use chunker::{ChunkSpec, Plan, PlanError, PlanRequest};
-use composition::{CompositionError, CompositionMeta, CompositionSource, Props};
+use composition::scene::SceneBundle;
+use composition::{CompositionError, CompositionMeta, CompositionSource, Props, Registry};
 
 /// An error from the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,90 @@ pub enum CoordinatorError {
     /// The render could not be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A source holds several compositions and none was chosen.
+    #[error("the source holds several compositions; choose one of: {}", available.join(", "))]
+    NoComposition {
+        /// The ids available.
+        available: Vec<String>,
+    },
+    /// Writing an output file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// The compositions to choose from: the scene bundle in `bundle` if given,
+/// otherwise the built-in registry.
+///
+/// # Errors
+/// [`CoordinatorError::Composition`] if the bundle does not open or validate.
+pub fn open_source(bundle: Option<&Path>) -> Result<Arc<dyn CompositionSource>, CoordinatorError> {
+    Ok(match bundle {
+        Some(dir) => Arc::new(SceneBundle::open(dir)?),
+        None => Arc::new(Registry::with_builtins()),
+    })
+}
+
+/// The composition id to use: `requested`, or the source's only
+/// composition.
+///
+/// # Errors
+/// [`CoordinatorError::NoComposition`] if none was requested and the source
+/// holds several (or none).
+pub fn choose_composition(
+    source: &dyn CompositionSource,
+    requested: Option<&str>,
+) -> Result<String, CoordinatorError> {
+    if let Some(id) = requested {
+        return Ok(id.to_owned());
+    }
+    match source.ids().as_slice() {
+        [only] => Ok(only.clone()),
+        ids => Err(CoordinatorError::NoComposition {
+            available: ids.to_vec(),
+        }),
+    }
+}
+
+/// Renders one frame (the same code path as a full render) and writes it as
+/// a PNG to `out`, through a temporary file renamed into place so that `out`
+/// is never half-written.
+///
+/// # Errors
+/// [`CoordinatorError::Composition`] for a bad composition, props or frame,
+/// [`CoordinatorError::Io`] if the file cannot be written.
+pub fn write_still(
+    source: &dyn CompositionSource,
+    id: &str,
+    props: &Props,
+    frame: u64,
+    out: &Path,
+) -> Result<CompositionMeta, CoordinatorError> {
+    let (meta, png) = composition::still::render_still_png(source, id, props, frame)?;
+    let io = |source| CoordinatorError::Io {
+        path: out.to_owned(),
+        source,
+    };
+    let name = out.file_name().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = out.with_file_name(tmp_name);
+    std::fs::write(&tmp, &png).map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })?;
+    Ok(meta)
 }
 
 /// Resolves a composition's metadata from a source, id and props (the
