@@ -184,6 +184,16 @@ impl SceneBundle {
             });
             if sc.comp.props.values().all(|v| !v.is_null()) {
                 sc.prepare_scene(&Props::new())?;
+            } else {
+                // Required props are unknown until a render: check what
+                // does not depend on them.
+                let mut layers = sc.comp.layers.clone();
+                sc.load_layers(&mut layers, None, &sc.comp.ctx)?;
+                for t in &sc.comp.audio {
+                    if let Some(src) = t.src.literal() {
+                        sc.load_pcm(&src, &format!("{}: audio `{}`", sc.comp.ctx, t.name))?;
+                    }
+                }
             }
             if compositions.insert(id.clone(), sc).is_some() {
                 return Err(CompositionError::DuplicateId { id });
@@ -309,7 +319,7 @@ impl SceneComposition {
     fn prepare_scene(&self, props: &Props) -> Result<PreparedScene, CompositionError> {
         let (mut comp, meta) = self.resolve(props)?;
         let ctx = comp.ctx.clone();
-        self.load_layers(&mut comp.layers, &meta.props, &ctx)?;
+        self.load_layers(&mut comp.layers, Some(&meta.props), &ctx)?;
         let mut tracks = Vec::with_capacity(comp.audio.len());
         for t in &comp.audio {
             tracks.push(self.place_track(t, &meta, &ctx)?);
@@ -331,19 +341,27 @@ impl SceneComposition {
         })
     }
 
+    /// Shapes text and loads images. With `props` `None` (props not known
+    /// yet) only text and paths without placeholders are done.
     fn load_layers(
         &self,
         layers: &mut [Layer],
-        props: &Props,
+        props: Option<&Props>,
         ctx: &str,
     ) -> Result<(), CompositionError> {
+        let empty = Props::new();
         for l in layers {
             let lctx = format!("{ctx}: layer `{}`", l.path);
             match &mut l.kind {
                 Kind::Text(t) => {
+                    if props.is_none() && t.template.props().next().is_some() {
+                        continue;
+                    }
                     let text = match &t.text_override {
                         Some(s) => s.clone(),
-                        None => t.template.fill(props, &format!("layer `{}`", l.path))?,
+                        None => t
+                            .template
+                            .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?,
                     };
                     if text.chars().count() > MAX_TEXT_CHARS {
                         return Err(CompositionError::Invalid {
@@ -361,7 +379,12 @@ impl SceneComposition {
                     t.shaped = Some(Arc::new(path));
                 }
                 Kind::Image(img) => {
-                    let src = img.src.fill(props, &format!("layer `{}`", l.path))?;
+                    if props.is_none() && img.src.props().next().is_some() {
+                        continue;
+                    }
+                    let src = img
+                        .src
+                        .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
                     let path = assets::resolve_path(&self.shared.root, &src, &lctx)?;
                     let cached = lock(&self.shared.images).get(&path).cloned();
                     let pixmap = match cached {
@@ -390,17 +413,7 @@ impl SceneComposition {
     ) -> Result<audio::Placed, CompositionError> {
         let actx = format!("{ctx}: audio `{}`", t.name);
         let src = t.src.fill(&meta.props, &format!("audio `{}`", t.name))?;
-        let path = assets::resolve_path(&self.shared.root, &src, &actx)?;
-        let cached = lock(&self.shared.audio).get(&path).cloned();
-        let pcm = match cached {
-            Some(p) => p,
-            None => {
-                let bytes = assets::read_file(&path, &src, &actx)?;
-                let p = Arc::new(assets::decode_audio(bytes, &src, &actx)?);
-                lock(&self.shared.audio).insert(path, p.clone());
-                p
-            }
-        };
+        let pcm = self.load_pcm(&src, &actx)?;
         let fps = meta.fps;
         let frames = pcm.frames();
         let seg_start = audio::sample_of(fps, t.trim_start);
@@ -436,6 +449,20 @@ impl SceneComposition {
             fade_in: audio::sample_of(fps, t.fade_in),
             fade_out: audio::sample_of(fps, t.fade_out),
         })
+    }
+}
+
+impl SceneComposition {
+    /// Decodes an audio file of the bundle once, then shares it.
+    fn load_pcm(&self, src: &str, actx: &str) -> Result<Arc<assets::Pcm>, CompositionError> {
+        let path = assets::resolve_path(&self.shared.root, src, actx)?;
+        if let Some(p) = lock(&self.shared.audio).get(&path) {
+            return Ok(p.clone());
+        }
+        let bytes = assets::read_file(&path, src, actx)?;
+        let p = Arc::new(assets::decode_audio(bytes, src, actx)?);
+        lock(&self.shared.audio).insert(path, p.clone());
+        Ok(p)
     }
 }
 

@@ -134,7 +134,7 @@ pub fn apply(comp: &mut Comp, key: &str, value: &Value) -> Result<(), Compositio
             let Value::String(s) = value else {
                 return Err(bad("a file path in the bundle"));
             };
-            i.src = Template::literal(s);
+            i.src = Template::from_literal(s);
             i.pixmap = None;
         }
         ("color", None, kind) => {

@@ -71,10 +71,21 @@ impl Template {
     }
 
     /// A template that is just `text`.
-    pub fn literal(text: &str) -> Template {
+    pub fn from_literal(text: &str) -> Template {
         Template {
             parts: vec![Part::Lit(text.to_owned())],
         }
+    }
+
+    /// The text, if the template has no placeholders.
+    pub fn literal(&self) -> Option<String> {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => Some(s.as_str()),
+                Part::Prop(_) => None,
+            })
+            .collect()
     }
 
     /// The prop names used.
