@@ -153,3 +153,63 @@ pub fn plan_render(
     let plan = chunker::plan(&request)?;
     Ok((meta, plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn promo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo")
+    }
+
+    #[test]
+    fn still_writes_a_png_that_ffprobe_reads() {
+        let source = open_source(Some(&promo())).expect("promo opens");
+        let id = choose_composition(source.as_ref(), None).expect("one composition");
+        assert_eq!(id, "promo");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("frame.png");
+        let meta = write_still(source.as_ref(), &id, &Props::new(), 45, &out).expect("still");
+        assert_eq!((meta.width, meta.height), (1920, 1080));
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&out)
+            .output()
+            .expect("ffprobe runs");
+        assert_eq!(
+            String::from_utf8_lossy(&probe.stdout).trim(),
+            "png,1920,1080"
+        );
+        // Only the PNG is left: the temporary file was renamed.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["frame.png"]);
+        let err =
+            write_still(source.as_ref(), &id, &Props::new(), 300, &out).expect_err("past the end");
+        assert_eq!(
+            err.to_string(),
+            "frame 300: outside the composition: frames run 0-299"
+        );
+    }
+
+    #[test]
+    fn builtins_need_a_choice_when_several() {
+        let source = open_source(None).expect("builtins");
+        let id = choose_composition(source.as_ref(), Some("test-pattern")).expect("named");
+        assert_eq!(
+            select_composition(source.as_ref(), &id, &Props::new())
+                .expect("meta")
+                .width,
+            320
+        );
+    }
+}
