@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tiny_skia::Pixmap;
 
+use super::model::FitDoc;
+
 use crate::{CompositionError, SAMPLE_RATE};
 
 /// The largest image, in pixels, a bundle may hold (checked before decoding,
@@ -150,6 +152,41 @@ pub fn decode_image(
         dst[3] = src[3];
     }
     Ok(Arc::new(pixmap))
+}
+
+/// The size to reduce `image` to before drawing it into a `box_size` box
+/// with `fit`, if it is shown at less than 3/4 of its size.
+pub fn reduced_size(image: &Pixmap, box_size: [f64; 2], fit: FitDoc) -> Option<(u32, u32)> {
+    let (iw, ih) = (f64::from(image.width()), f64::from(image.height()));
+    let [bw, bh] = box_size;
+    let (sx, sy) = match fit {
+        FitDoc::Fill => (bw / iw, bh / ih),
+        FitDoc::Contain => {
+            let s = (bw / iw).min(bh / ih);
+            (s, s)
+        }
+        FitDoc::Cover => {
+            let s = (bw / iw).max(bh / ih);
+            (s, s)
+        }
+    };
+    if sx >= 0.75 && sy >= 0.75 {
+        return None;
+    }
+    let w = (iw * sx.min(1.0)).round().max(1.0) as u32;
+    let h = (ih * sy.min(1.0)).round().max(1.0) as u32;
+    Some((w, h))
+}
+
+/// Reduces a premultiplied image with a triangle (area) filter: every output
+/// pixel is a convex mix of input pixels, so premultiplication stays valid.
+pub fn reduce(image: &Pixmap, (w, h): (u32, u32)) -> Arc<Pixmap> {
+    let src = image::RgbaImage::from_raw(image.width(), image.height(), image.data().to_vec())
+        .expect("a pixmap holds width·height·4 bytes");
+    let small = image::imageops::resize(&src, w, h, image::imageops::FilterType::Triangle);
+    let mut out = Pixmap::new(w, h).expect("reduced sizes are at least 1x1 and below the original");
+    out.data_mut().copy_from_slice(small.as_raw());
+    Arc::new(out)
 }
 
 /// Decoded audio: interleaved stereo `f32` at [`SAMPLE_RATE`].

@@ -80,12 +80,16 @@ struct BundleInner {
     compositions: BTreeMap<String, Arc<SceneComposition>>,
 }
 
+/// A decoded image's file and size.
+type ImageKey = (PathBuf, (u32, u32));
+
 /// What the compositions of one bundle share.
 #[derive(Debug)]
 struct Shared {
     root: PathBuf,
     fonts: Mutex<text::Fonts>,
-    images: Mutex<HashMap<PathBuf, Arc<Pixmap>>>,
+    /// Decoded images by path and size ((0, 0): as decoded).
+    images: Mutex<HashMap<ImageKey, Arc<Pixmap>>>,
     audio: Mutex<HashMap<PathBuf, Arc<assets::Pcm>>>,
 }
 
@@ -386,14 +390,20 @@ impl SceneComposition {
                         .src
                         .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
                     let path = assets::resolve_path(&self.shared.root, &src, &lctx)?;
-                    let cached = lock(&self.shared.images).get(&path).cloned();
-                    let pixmap = match cached {
-                        Some(p) => p,
-                        None => {
-                            let bytes = assets::read_file(&path, &src, &lctx)?;
-                            let p = assets::decode_image(&bytes, &src, &lctx)?;
-                            lock(&self.shared.images).insert(path, p.clone());
-                            p
+                    let original = self.image(&path, (0, 0), || {
+                        let bytes = assets::read_file(&path, &src, &lctx)?;
+                        assets::decode_image(&bytes, &src, &lctx)
+                    })?;
+                    // An image shown much smaller than it is gets reduced
+                    // once here with an area filter: bilinear sampling at
+                    // draw time would alias.
+                    let pixmap = match img
+                        .size
+                        .and_then(|b| assets::reduced_size(&original, b, img.fit))
+                    {
+                        None => original,
+                        Some(size) => {
+                            self.image(&path, size, || Ok(assets::reduce(&original, size)))?
                         }
                     };
                     img.pixmap = Some(pixmap);
@@ -453,6 +463,22 @@ impl SceneComposition {
 }
 
 impl SceneComposition {
+    /// A decoded image from the shared cache, made by `make` on a miss.
+    fn image(
+        &self,
+        path: &Path,
+        size: (u32, u32),
+        make: impl FnOnce() -> Result<Arc<Pixmap>, CompositionError>,
+    ) -> Result<Arc<Pixmap>, CompositionError> {
+        let key = (path.to_owned(), size);
+        if let Some(p) = lock(&self.shared.images).get(&key) {
+            return Ok(p.clone());
+        }
+        let p = make()?;
+        lock(&self.shared.images).insert(key, p.clone());
+        Ok(p)
+    }
+
     /// Decodes an audio file of the bundle once, then shares it.
     fn load_pcm(&self, src: &str, actx: &str) -> Result<Arc<assets::Pcm>, CompositionError> {
         let path = assets::resolve_path(&self.shared.root, src, actx)?;
