@@ -1,6 +1,7 @@
 //! One frame as a PNG: the preview path (`coordinator still`), using the same
 //! renderer as a full render.
 
+use image::ImageEncoder as _;
 use timebase::FrameIndex;
 
 use crate::{CompositionError, CompositionMeta, CompositionSource, Props};
@@ -44,8 +45,6 @@ pub fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, Compo
         })?;
     Ok(out)
 }
-
-use image::ImageEncoder as _;
 
 /// Renders frame `frame` of composition `id` with `props` and returns the
 /// metadata and the PNG bytes.

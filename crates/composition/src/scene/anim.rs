@@ -214,9 +214,10 @@ impl<T: Lerp> Anim<T> {
 }
 
 fn sample<T: Lerp>(keys: &[Key<T>], looped: bool, t: f64) -> T {
-    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
-        unreachable!("keyframe lists are validated non-empty")
-    };
+    let first = keys
+        .first()
+        .expect("keyframe lists are validated non-empty");
+    let last = keys.last().expect("keyframe lists are validated non-empty");
     let mut t = t;
     let period = last.frame - first.frame;
     if looped && period > 0.0 && t > last.frame {

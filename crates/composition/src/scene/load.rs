@@ -490,7 +490,7 @@ fn layer(
     count: &mut usize,
 ) -> Result<Layer, CompositionError> {
     // Fields that only some types take.
-    let given: [(&str, bool); 29] = [
+    let given: [(&str, bool); 26] = [
         ("color", d.color.is_some()),
         ("size", d.size.is_some()),
         ("from", d.from.is_some()),
@@ -517,9 +517,6 @@ fn layer(
         ("layers", d.layers.is_some()),
         ("time_offset", d.time_offset.is_some()),
         ("clip", d.clip.is_some()),
-        ("in", false),
-        ("out", false),
-        ("visible", false),
     ];
     let allowed: &[&str] = match d.kind {
         LayerType::Solid => &["color", "size"],

@@ -22,8 +22,10 @@ impl std::fmt::Debug for Fonts {
 }
 
 impl Fonts {
-    /// Loads font files (already read) into an empty database. Returns the
-    /// number of faces each file held.
+    /// Loads font files (already read) into an empty database.
+    ///
+    /// # Errors
+    /// A message naming a file that holds no usable face.
     pub fn new(files: Vec<(String, Vec<u8>)>) -> Result<Fonts, String> {
         let mut db = fontdb::Database::new();
         for (name, data) in files {
@@ -96,37 +98,23 @@ pub fn shape(
     text: &str,
 ) -> Result<Option<tiny_skia::Path>, String> {
     let fs = &mut fonts.system;
-    let mut size = layer.font_size as f32;
-    let (mut buffer, mut fits) = layout(fs, layer, text, size);
+    let (mut buffer, fits) = layout(fs, layer, text, layer.font_size as f32);
     if layer.shrink_to_fit && !fits {
         // Bisect for the largest size that fits: a fixed number of steps,
-        // so the result is the same everywhere.
-        let (mut lo, mut hi) = (1.0f32, size);
-        let mut best = None;
+        // so the result is the same everywhere. Below 1 px, 1 px it is.
+        let (mut lo, mut hi) = (1.0f32, layer.font_size as f32);
+        buffer = layout(fs, layer, text, lo).0;
         for _ in 0..14 {
             let mid = (lo + hi) / 2.0;
             let (b, ok) = layout(fs, layer, text, mid);
             if ok {
                 lo = mid;
-                best = Some((b, mid));
+                buffer = b;
             } else {
                 hi = mid;
             }
         }
-        match best {
-            Some((b, s)) => {
-                buffer = b;
-                size = s;
-            }
-            None => {
-                let (b, _) = layout(fs, layer, text, 1.0);
-                buffer = b;
-                size = 1.0;
-            }
-        }
-        fits = true;
     }
-    let _ = (fits, size);
     let mut missing = std::collections::BTreeSet::new();
     let mut total_h = 0.0f32;
     for run in buffer.layout_runs() {
