@@ -154,12 +154,9 @@ pub fn decode_image(
     Ok(Arc::new(pixmap))
 }
 
-/// The size to reduce `image` to before drawing it into a `box_size` box
-/// with `fit`, if it is shown at less than 3/4 of its size.
-pub fn reduced_size(image: &Pixmap, box_size: [f64; 2], fit: FitDoc) -> Option<(u32, u32)> {
-    let (iw, ih) = (f64::from(image.width()), f64::from(image.height()));
-    let [bw, bh] = box_size;
-    let (sx, sy) = match fit {
+/// The scale that fits an image of `image` size into `box_size` with `fit`.
+pub fn fit_scale(fit: FitDoc, [iw, ih]: [f64; 2], [bw, bh]: [f64; 2]) -> (f64, f64) {
+    match fit {
         FitDoc::Fill => (bw / iw, bh / ih),
         FitDoc::Contain => {
             let s = (bw / iw).min(bh / ih);
@@ -169,7 +166,14 @@ pub fn reduced_size(image: &Pixmap, box_size: [f64; 2], fit: FitDoc) -> Option<(
             let s = (bw / iw).max(bh / ih);
             (s, s)
         }
-    };
+    }
+}
+
+/// The size to reduce `image` to before drawing it into a `box_size` box
+/// with `fit`, if it is shown at less than 3/4 of its size.
+pub fn reduced_size(image: &Pixmap, box_size: [f64; 2], fit: FitDoc) -> Option<(u32, u32)> {
+    let (iw, ih) = (f64::from(image.width()), f64::from(image.height()));
+    let (sx, sy) = fit_scale(fit, [iw, ih], box_size);
     if sx >= 0.75 && sy >= 0.75 {
         return None;
     }

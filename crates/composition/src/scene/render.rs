@@ -7,7 +7,6 @@ use tiny_skia::{
 };
 
 use super::load::{Kind, Layer, ShapePaint, Stop, V2};
-use super::model::FitDoc;
 use super::template::Rgba;
 use crate::CompositionError;
 
@@ -306,17 +305,7 @@ pub fn draw_layers(
                     })?;
                 let (iw, ih) = (pixmap.width() as f64, pixmap.height() as f64);
                 let [bw, bh] = img.size.unwrap_or([iw, ih]);
-                let (sx, sy) = match img.fit {
-                    FitDoc::Fill => (bw / iw, bh / ih),
-                    FitDoc::Contain => {
-                        let s = (bw / iw).min(bh / ih);
-                        (s, s)
-                    }
-                    FitDoc::Cover => {
-                        let s = (bw / iw).max(bh / ih);
-                        (s, s)
-                    }
-                };
+                let (sx, sy) = super::assets::fit_scale(img.fit, [iw, ih], [bw, bh]);
                 let (ox, oy) = ((bw - iw * sx) / 2.0, (bh - ih * sy) / 2.0);
                 // Draw the part of the image inside the box.
                 let (rx, ry) = (ox.max(0.0), oy.max(0.0));
