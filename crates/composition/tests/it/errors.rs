@@ -169,3 +169,37 @@ fn schema_in_docs_is_current() {
         "docs/scene.schema.json is stale: run UPDATE_GOLDEN=1 cargo test -p composition"
     );
 }
+
+#[test]
+fn duration_can_come_from_props() {
+    let mut s = scene(serde_json::json!([]));
+    s["compositions"][0]["duration"] = "{frames}".into();
+    s["compositions"][0]["props"] = serde_json::json!({"frames": 10});
+    let dir = bundle_with(&s);
+    let bundle = SceneBundle::open(dir.path()).expect("opens");
+    let comp = bundle.composition("c").expect("c");
+    assert_eq!(
+        comp.describe(&Props::new())
+            .expect("default")
+            .duration_frames,
+        10
+    );
+    assert_eq!(
+        comp.describe(&props(serde_json::json!({"frames": "90"})))
+            .expect("prop")
+            .duration_frames,
+        90
+    );
+    assert_eq!(
+        comp.describe(&props(serde_json::json!({"frames": "ten"})))
+            .expect_err("not a number")
+            .to_string(),
+        "scene.json: compositions[0]: composition `c`: duration: `ten` is not a whole number of frames"
+    );
+    assert_eq!(
+        comp.describe(&props(serde_json::json!({"frames": 0})))
+            .expect_err("zero")
+            .to_string(),
+        "composition `c`: duration 0 frames is out of range: allowed 1-5184000"
+    );
+}
