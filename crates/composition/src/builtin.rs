@@ -300,8 +300,7 @@ mod tests {
         r2.render_frame(FrameIndex(5), &mut b).expect("frame");
         assert_eq!(a, b);
         // Bit 15 (the last block) of frame 5 is 1, bit 14 is 0.
-        // 320 px / 16 bits = 20 px blocks, clamped to 16 px.
-        let block = 16;
+        let block = 16; // min(320 / 16, 16): blocks are capped at 16 px
         let px = |x: usize| a[x * 4];
         assert_eq!(px(15 * block), 255);
         assert_eq!(px(14 * block), 0);

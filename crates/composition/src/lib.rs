@@ -31,6 +31,8 @@
 pub mod builtin;
 mod error;
 mod registry;
+pub mod scene;
+pub mod still;
 
 use std::sync::Arc;
 

@@ -2,11 +2,12 @@
 //! request, make one library call, print.
 
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use composition::{Props, Registry};
+use composition::Props;
 use coordinator::ChunkSpec;
 
 /// Montage: chunked, distributed video rendering.
@@ -40,13 +41,27 @@ enum Command {
         #[arg(long, value_name = "A-B")]
         frames: Option<String>,
     },
+    /// Render one frame to a PNG (the same renderer as a full render).
+    Still {
+        #[command(flatten)]
+        select: Select,
+        /// The frame to render.
+        #[arg(long)]
+        frame: u64,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
 struct Select {
-    /// The composition id. Built in: `test-pattern`.
-    #[arg(long, default_value = composition::builtin::TEST_PATTERN_ID)]
-    composition: String,
+    /// A scene bundle folder; without it, the built-in compositions.
+    bundle: Option<PathBuf>,
+    /// The composition id (default: the bundle's only composition, or the
+    /// built-in `test-pattern`).
+    #[arg(long)]
+    composition: Option<String>,
     /// Props as a JSON object.
     #[arg(long, default_value = "{}")]
     props: String,
@@ -84,29 +99,60 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     }
 }
 
+/// What every subcommand selects: a source, a composition id and props.
+fn select(
+    select: &Select,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn composition::CompositionSource>,
+    String,
+    Props,
+)> {
+    let props = parse_props(&select.props)?;
+    let source = coordinator::open_source(select.bundle.as_deref())?;
+    let id = match (&select.composition, &select.bundle) {
+        (Some(id), _) => id.clone(),
+        (None, Some(_)) => coordinator::choose_composition(source.as_ref(), None)?,
+        (None, None) => composition::builtin::TEST_PATTERN_ID.to_owned(),
+    };
+    Ok((source, id, props))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let registry = Registry::with_builtins();
     match cli.command {
-        Command::Describe(select) => {
-            let props = parse_props(&select.props)?;
-            let meta = coordinator::select_composition(&registry, &select.composition, &props)?;
+        Command::Describe(sel) => {
+            let (source, id, props) = select(&sel)?;
+            let meta = coordinator::select_composition(source.as_ref(), &id, &props)?;
             print_json(&meta)?;
         }
+        Command::Still {
+            select: sel,
+            frame,
+            out,
+        } => {
+            let (source, id, props) = select(&sel)?;
+            let meta = coordinator::write_still(source.as_ref(), &id, &props, frame, &out)?;
+            eprintln!(
+                "wrote {} ({}x{}, frame {frame} of `{}`)",
+                out.display(),
+                meta.width,
+                meta.height,
+                meta.id
+            );
+        }
         Command::Plan {
-            select,
+            select: sel,
             chunks,
             frames_per_chunk,
             frames,
         } => {
-            let props = parse_props(&select.props)?;
+            let (source, id, props) = select(&sel)?;
             let spec = match (chunks, frames_per_chunk) {
                 (Some(n), _) => ChunkSpec::Count(n),
                 (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
                 (None, None) => bail!("give --chunks N or --frames-per-chunk K"),
             };
             let frames = frames.as_deref().map(parse_range).transpose()?;
-            let (_, plan) =
-                coordinator::plan_render(&registry, &select.composition, &props, spec, frames)?;
+            let (_, plan) = coordinator::plan_render(source.as_ref(), &id, &props, spec, frames)?;
             print_json(&plan)?;
         }
     }
@@ -119,7 +165,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // Everything that can fail today is bad input.
+            // Everything that can fail today is bad input or an unwritable
+            // output path.
             ExitCode::from(2)
         }
     }

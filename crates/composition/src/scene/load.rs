@@ -1,0 +1,868 @@
+//! From the document as written to the typed, validated scene.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tiny_skia::{BlendMode, Pixmap};
+
+use super::anim::{Anim, Easing, Key, Lerp};
+use super::model::*;
+use super::template::{Rgba, Template, parse_color};
+use crate::CompositionError;
+use timebase::Fps;
+
+/// A 2-D point or size.
+pub type V2 = [f64; 2];
+
+/// The longest text a layer may hold, in characters.
+pub const MAX_TEXT_CHARS: usize = 10_000;
+
+/// The deepest nesting of groups.
+pub const MAX_GROUP_DEPTH: usize = 16;
+
+/// The most layers a composition may hold (all levels).
+pub const MAX_LAYERS: usize = 10_000;
+
+/// A validated composition.
+#[derive(Debug, Clone)]
+pub struct Comp {
+    pub id: String,
+    /// "scene.json: composition `promo`": the prefix of every error.
+    pub ctx: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: Fps,
+    pub duration: Count,
+    /// Declared props and their defaults (`Null`: required).
+    pub props: BTreeMap<String, serde_json::Value>,
+    pub layers: Vec<Layer>,
+    pub audio: Vec<Track>,
+}
+
+/// A number given directly or by template.
+#[derive(Debug, Clone)]
+pub enum Count {
+    Number(u64),
+    Template(Template),
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub name: String,
+    /// Dotted path of names from the composition's top.
+    pub path: String,
+    pub in_frame: u64,
+    pub out_frame: Option<u64>,
+    pub visible: bool,
+    pub anchor: Anim<V2>,
+    pub position: Anim<V2>,
+    pub scale: Anim<V2>,
+    pub rotation: Anim<f64>,
+    pub opacity: Anim<f64>,
+    pub blend: BlendMode,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub offset: f64,
+    pub color: Anim<Rgba>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShapePaint {
+    pub fill: Option<Anim<Rgba>>,
+    pub stroke: Option<(Anim<Rgba>, Anim<f64>)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Solid {
+        color: Anim<Rgba>,
+        size: Option<Anim<V2>>,
+    },
+    Linear {
+        from: Anim<V2>,
+        to: Anim<V2>,
+        stops: Vec<Stop>,
+        size: Option<Anim<V2>>,
+    },
+    Radial {
+        center: Anim<V2>,
+        radius: Anim<f64>,
+        stops: Vec<Stop>,
+        size: Option<Anim<V2>>,
+    },
+    Rect {
+        size: Anim<V2>,
+        radius: Anim<f64>,
+        paint: ShapePaint,
+    },
+    Ellipse {
+        size: Anim<V2>,
+        paint: ShapePaint,
+    },
+    Path {
+        path: Arc<tiny_skia::Path>,
+        paint: ShapePaint,
+    },
+    Text(Box<TextLayer>),
+    Image(ImageLayer),
+    Group {
+        layers: Vec<Layer>,
+        time_offset: i64,
+        clip: Option<V2>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TextLayer {
+    pub template: Template,
+    /// Set by an override: used as is, not a template.
+    pub text_override: Option<String>,
+    pub family: String,
+    pub weight: u16,
+    pub italic: bool,
+    pub font_size: f64,
+    pub line_height: f64,
+    pub letter_spacing: f64,
+    pub align: AlignDoc,
+    pub valign: VAlignDoc,
+    pub size: Option<V2>,
+    pub wrap: bool,
+    pub shrink_to_fit: bool,
+    pub color: Anim<Rgba>,
+    /// Filled when prepared: the glyph outlines in layer space.
+    pub shaped: Option<Arc<Option<tiny_skia::Path>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageLayer {
+    pub src: Template,
+    pub size: Option<V2>,
+    pub fit: FitDoc,
+    /// Filled when prepared.
+    pub pixmap: Option<Arc<Pixmap>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub name: String,
+    pub src: Template,
+    pub start: u64,
+    pub end: Option<u64>,
+    pub trim_start: u64,
+    pub trim_end: Option<u64>,
+    pub looped: bool,
+    pub volume: Anim<f64>,
+    pub fade_in: u64,
+    pub fade_out: u64,
+}
+
+fn invalid(ctx: &str, message: String) -> CompositionError {
+    CompositionError::Invalid {
+        context: ctx.to_owned(),
+        message,
+    }
+}
+
+/// Converts a possibly keyframed value, checking every value with `conv`.
+pub fn anim<T, U: Lerp>(
+    doc: &AnimDoc<T>,
+    field: &str,
+    ctx: &str,
+    conv: impl Fn(&T) -> Result<U, String>,
+) -> Result<Anim<U>, CompositionError> {
+    let err = |m: String| invalid(ctx, format!("`{field}`: {m}"));
+    match doc {
+        AnimDoc::Static(v) => Ok(Anim::Static(conv(v).map_err(err)?)),
+        AnimDoc::Keyframes(k) => {
+            if k.keyframes.is_empty() {
+                return Err(err("keyframes must not be empty".into()));
+            }
+            let mut keys = Vec::with_capacity(k.keyframes.len());
+            for (i, kf) in k.keyframes.iter().enumerate() {
+                let at = |m: String| err(format!("keyframes[{i}]: {m}"));
+                if !kf.frame.is_finite() || kf.frame < 0.0 {
+                    return Err(at(format!(
+                        "frame {} must be a finite number ≥ 0",
+                        kf.frame
+                    )));
+                }
+                if let Some(prev) = keys.last().map(|k: &Key<U>| k.frame)
+                    && kf.frame <= prev
+                {
+                    return Err(at(format!(
+                        "frame {} must be after the previous keyframe's frame {prev}",
+                        kf.frame
+                    )));
+                }
+                let easing = match &kf.easing {
+                    None => Easing::Linear,
+                    Some(e) => Easing::parse(e).map_err(at)?,
+                };
+                keys.push(Key {
+                    frame: kf.frame,
+                    value: conv(&kf.value).map_err(at)?,
+                    easing,
+                });
+            }
+            Ok(Anim::Keys {
+                keys,
+                looped: k.looped,
+            })
+        }
+    }
+}
+
+fn finite(v: &f64) -> Result<f64, String> {
+    if v.is_finite() {
+        Ok(*v)
+    } else {
+        Err(format!("{v} is not a finite number"))
+    }
+}
+
+fn finite2(v: &V2) -> Result<V2, String> {
+    Ok([finite(&v[0])?, finite(&v[1])?])
+}
+
+fn size2(v: &V2) -> Result<V2, String> {
+    let [w, h] = finite2(v)?;
+    if w < 0.0 || h < 0.0 || w > 1e6 || h > 1e6 {
+        return Err(format!("size [{w}, {h}] must be within 0-1000000"));
+    }
+    Ok([w, h])
+}
+
+fn unit(v: &f64) -> Result<f64, String> {
+    let v = finite(v)?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is out of range 0-1"));
+    }
+    Ok(v)
+}
+
+#[allow(clippy::ptr_arg)] // a converter for `AnimDoc<String>` values, passed as `Fn(&String)`
+fn color(v: &String) -> Result<Rgba, String> {
+    parse_color(v)
+}
+
+fn static_value<T: Clone + Lerp>(
+    a: Anim<T>,
+    field: &str,
+    ctx: &str,
+) -> Result<T, CompositionError> {
+    match a {
+        Anim::Static(v) => Ok(v),
+        Anim::Keys { .. } => Err(invalid(ctx, format!("`{field}` cannot be keyframed"))),
+    }
+}
+
+/// Blend mode from its CSS name.
+pub fn blend_mode(b: BlendDoc) -> BlendMode {
+    match b {
+        BlendDoc::Normal => BlendMode::SourceOver,
+        BlendDoc::Multiply => BlendMode::Multiply,
+        BlendDoc::Screen => BlendMode::Screen,
+        BlendDoc::Overlay => BlendMode::Overlay,
+        BlendDoc::Darken => BlendMode::Darken,
+        BlendDoc::Lighten => BlendMode::Lighten,
+        BlendDoc::ColorDodge => BlendMode::ColorDodge,
+        BlendDoc::ColorBurn => BlendMode::ColorBurn,
+        BlendDoc::HardLight => BlendMode::HardLight,
+        BlendDoc::SoftLight => BlendMode::SoftLight,
+        BlendDoc::Difference => BlendMode::Difference,
+        BlendDoc::Exclusion => BlendMode::Exclusion,
+        BlendDoc::Hue => BlendMode::Hue,
+        BlendDoc::Saturation => BlendMode::Saturation,
+        BlendDoc::Color => BlendMode::Color,
+        BlendDoc::Luminosity => BlendMode::Luminosity,
+        BlendDoc::Plus => BlendMode::Plus,
+    }
+}
+
+/// What the loader needs to check fonts.
+pub trait FontCheck {
+    /// Whether a face of this family, weight and style is in the bundle; the
+    /// error lists what there is.
+    fn check(&self, family: &str, weight: u16, italic: bool) -> Result<(), String>;
+}
+
+/// Converts a composition document.
+pub fn composition(
+    doc: &CompositionDoc,
+    file: &str,
+    fonts: &dyn FontCheck,
+) -> Result<Comp, CompositionError> {
+    let ctx = format!("{file}: composition `{}`", doc.id);
+    if doc.id.is_empty() || doc.id.len() > 128 {
+        return Err(invalid(&ctx, "`id` must be 1-128 characters".into()));
+    }
+    let fps = match &doc.fps {
+        FpsDoc::Integer(n) => Fps::new(*n, 1),
+        FpsDoc::Text(s) => s.parse::<Fps>(),
+    }
+    .map_err(|e| invalid(&ctx, format!("`fps`: {e}")))?;
+    for (name, v) in [("width", doc.width), ("height", doc.height)] {
+        if v == 0 || v > crate::MAX_DIMENSION {
+            return Err(invalid(
+                &ctx,
+                format!(
+                    "`{name}` {v} is out of range: allowed 1-{}",
+                    crate::MAX_DIMENSION
+                ),
+            ));
+        }
+    }
+    let duration = match &doc.duration {
+        CountDoc::Number(n) => Count::Number(*n),
+        CountDoc::Template(t) => Count::Template(
+            Template::parse(t).map_err(|m| invalid(&ctx, format!("`duration`: {m}")))?,
+        ),
+    };
+    for name in doc.props.keys() {
+        if name.contains('.') || name.contains('{') || name.contains('}') || name.is_empty() {
+            return Err(invalid(
+                &ctx,
+                format!(
+                    "prop `{name}`: prop names must be non-empty without `.`, `{{` or `}}` (dotted names are overrides)"
+                ),
+            ));
+        }
+    }
+    let mut count = 0usize;
+    let layers = layers(&doc.layers, "", &ctx, fonts, 0, &mut count)?;
+    let mut audio = Vec::with_capacity(doc.audio.len());
+    for (i, a) in doc.audio.iter().enumerate() {
+        let name = a.name.clone().unwrap_or_else(|| format!("audio[{i}]"));
+        let actx = format!("{ctx}: audio `{name}`");
+        let volume = match &a.volume {
+            None => Anim::Static(1.0),
+            Some(v) => anim(v, "volume", &actx, |v| {
+                let v = finite(v)?;
+                if (0.0..=4.0).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v} is out of range 0-4"))
+                }
+            })?,
+        };
+        if let (Some(s), Some(e)) = (a.trim_start, a.trim_end)
+            && e <= s
+        {
+            return Err(invalid(
+                &actx,
+                format!("`trim_end` {e} must be after `trim_start` {s}"),
+            ));
+        }
+        if let Some(e) = a.end
+            && e <= a.start.unwrap_or(0)
+        {
+            return Err(invalid(&actx, format!("`end` {e} must be after `start`")));
+        }
+        audio.push(Track {
+            name,
+            src: Template::parse(&a.src).map_err(|m| invalid(&actx, format!("`src`: {m}")))?,
+            start: a.start.unwrap_or(0),
+            end: a.end,
+            trim_start: a.trim_start.unwrap_or(0),
+            trim_end: a.trim_end,
+            looped: a.looped.unwrap_or(false),
+            volume,
+            fade_in: a.fade_in.unwrap_or(0),
+            fade_out: a.fade_out.unwrap_or(0),
+        });
+    }
+    let comp = Comp {
+        id: doc.id.clone(),
+        ctx,
+        width: doc.width,
+        height: doc.height,
+        fps,
+        duration,
+        props: doc.props.clone(),
+        layers,
+        audio,
+    };
+    check_templates(&comp)?;
+    Ok(comp)
+}
+
+/// Every placeholder must name a declared prop.
+fn check_templates(comp: &Comp) -> Result<(), CompositionError> {
+    let mut used: Vec<(String, String)> = Vec::new();
+    if let Count::Template(t) = &comp.duration {
+        used.extend(t.props().map(|p| (p.to_owned(), "`duration`".to_owned())));
+    }
+    fn walk(layers: &[Layer], used: &mut Vec<(String, String)>) {
+        for l in layers {
+            match &l.kind {
+                Kind::Text(t) => used.extend(
+                    t.template
+                        .props()
+                        .map(|p| (p.to_owned(), format!("layer `{}`", l.path))),
+                ),
+                Kind::Image(i) => used.extend(
+                    i.src
+                        .props()
+                        .map(|p| (p.to_owned(), format!("layer `{}`", l.path))),
+                ),
+                Kind::Group { layers, .. } => walk(layers, used),
+                _ => {}
+            }
+        }
+    }
+    walk(&comp.layers, &mut used);
+    for t in &comp.audio {
+        used.extend(
+            t.src
+                .props()
+                .map(|p| (p.to_owned(), format!("audio `{}`", t.name))),
+        );
+    }
+    for (prop, by) in used {
+        if !comp.props.contains_key(&prop) {
+            return Err(invalid(
+                &format!("{}: {by}", comp.ctx),
+                format!(
+                    "placeholder `{{{prop}}}` names no declared prop{}; declare it in `props`",
+                    super::template::suggest(&prop, comp.props.keys().map(String::as_str))
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn layers(
+    docs: &[LayerDoc],
+    parent: &str,
+    ctx: &str,
+    fonts: &dyn FontCheck,
+    depth: usize,
+    count: &mut usize,
+) -> Result<Vec<Layer>, CompositionError> {
+    if depth > MAX_GROUP_DEPTH {
+        return Err(invalid(
+            ctx,
+            format!("groups nest deeper than {MAX_GROUP_DEPTH} levels"),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut out = Vec::with_capacity(docs.len());
+    for d in docs {
+        *count += 1;
+        if *count > MAX_LAYERS {
+            return Err(invalid(ctx, format!("more than {MAX_LAYERS} layers")));
+        }
+        let path = if parent.is_empty() {
+            d.name.clone()
+        } else {
+            format!("{parent}.{}", d.name)
+        };
+        let lctx = format!("{ctx}: layer `{path}`");
+        if d.name.is_empty() || d.name.contains('.') || d.name.trim() != d.name {
+            return Err(invalid(
+                &lctx,
+                "`name` must be non-empty, without `.` or surrounding spaces (overrides address layers by dotted paths)".into(),
+            ));
+        }
+        if !names.insert(d.name.clone()) {
+            return Err(invalid(
+                &lctx,
+                "another layer beside it has the same name: names must be unique among siblings"
+                    .into(),
+            ));
+        }
+        out.push(layer(d, path, &lctx, ctx, fonts, depth, count)?);
+    }
+    Ok(out)
+}
+
+fn layer(
+    d: &LayerDoc,
+    path: String,
+    lctx: &str,
+    ctx: &str,
+    fonts: &dyn FontCheck,
+    depth: usize,
+    count: &mut usize,
+) -> Result<Layer, CompositionError> {
+    // Fields that only some types take.
+    let given: [(&str, bool); 26] = [
+        ("color", d.color.is_some()),
+        ("size", d.size.is_some()),
+        ("from", d.from.is_some()),
+        ("to", d.to.is_some()),
+        ("center", d.center.is_some()),
+        ("radius", d.radius.is_some()),
+        ("stops", d.stops.is_some()),
+        ("fill", d.fill.is_some()),
+        ("stroke", d.stroke.is_some()),
+        ("d", d.d.is_some()),
+        ("text", d.text.is_some()),
+        ("font", d.font.is_some()),
+        ("weight", d.weight.is_some()),
+        ("italic", d.italic.is_some()),
+        ("font_size", d.font_size.is_some()),
+        ("line_height", d.line_height.is_some()),
+        ("letter_spacing", d.letter_spacing.is_some()),
+        ("align", d.align.is_some()),
+        ("valign", d.valign.is_some()),
+        ("wrap", d.wrap.is_some()),
+        ("shrink_to_fit", d.shrink_to_fit.is_some()),
+        ("src", d.src.is_some()),
+        ("fit", d.fit.is_some()),
+        ("layers", d.layers.is_some()),
+        ("time_offset", d.time_offset.is_some()),
+        ("clip", d.clip.is_some()),
+    ];
+    let allowed: &[&str] = match d.kind {
+        LayerType::Solid => &["color", "size"],
+        LayerType::LinearGradient => &["from", "to", "stops", "size"],
+        LayerType::RadialGradient => &["center", "radius", "stops", "size"],
+        LayerType::Rect => &["size", "radius", "fill", "stroke"],
+        LayerType::Ellipse => &["size", "fill", "stroke"],
+        LayerType::Path => &["d", "fill", "stroke"],
+        LayerType::Text => &[
+            "text",
+            "font",
+            "weight",
+            "italic",
+            "font_size",
+            "line_height",
+            "letter_spacing",
+            "align",
+            "valign",
+            "wrap",
+            "shrink_to_fit",
+            "size",
+            "color",
+        ],
+        LayerType::Image => &["src", "size", "fit"],
+        LayerType::Group => &["layers", "time_offset", "clip"],
+    };
+    let type_name = serde_json::to_value(d.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
+        return Err(invalid(
+            lctx,
+            format!(
+                "`{field}` does not apply to a {type_name} layer; it takes {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let require = |field: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(invalid(
+                lctx,
+                format!("a {type_name} layer needs `{field}`"),
+            ))
+        }
+    };
+    let v2 = |a: &Option<AnimDoc<V2>>, field: &str, default: V2| match a {
+        None => Ok(Anim::Static(default)),
+        Some(a) => anim(a, field, lctx, finite2),
+    };
+    let size_opt = match &d.size {
+        None => None,
+        Some(s) => Some(anim(s, "size", lctx, size2)?),
+    };
+    let stops = |stops: &Option<Vec<StopDoc>>| -> Result<Vec<Stop>, CompositionError> {
+        let stops = stops.as_deref().unwrap_or(&[]);
+        if stops.len() < 2 {
+            return Err(invalid(
+                lctx,
+                "`stops`: a gradient needs at least two stops".into(),
+            ));
+        }
+        let mut out: Vec<Stop> = Vec::with_capacity(stops.len());
+        for (i, s) in stops.iter().enumerate() {
+            let off =
+                unit(&s.offset).map_err(|m| invalid(lctx, format!("`stops[{i}].offset`: {m}")))?;
+            if out.last().is_some_and(|p| p.offset > off) {
+                return Err(invalid(
+                    lctx,
+                    format!("`stops[{i}].offset`: offsets must not decrease"),
+                ));
+            }
+            out.push(Stop {
+                offset: off,
+                color: anim(&s.color, &format!("stops[{i}].color"), lctx, color)?,
+            });
+        }
+        Ok(out)
+    };
+    let paint = || -> Result<ShapePaint, CompositionError> {
+        let fill = d
+            .fill
+            .as_ref()
+            .map(|f| anim(f, "fill", lctx, color))
+            .transpose()?;
+        let stroke = match &d.stroke {
+            None => None,
+            Some(s) => Some((
+                anim(&s.color, "stroke.color", lctx, color)?,
+                anim(&s.width, "stroke.width", lctx, |w| {
+                    let w = finite(w)?;
+                    if (0.0..=10_000.0).contains(&w) {
+                        Ok(w)
+                    } else {
+                        Err(format!("{w} is out of range 0-10000"))
+                    }
+                })?,
+            )),
+        };
+        if fill.is_none() && stroke.is_none() {
+            return Err(invalid(
+                lctx,
+                "a shape needs `fill`, `stroke` or both".into(),
+            ));
+        }
+        Ok(ShapePaint { fill, stroke })
+    };
+    let kind = match d.kind {
+        LayerType::Solid => {
+            require("color", d.color.is_some())?;
+            Kind::Solid {
+                color: anim(
+                    d.color.as_ref().expect("checked above"),
+                    "color",
+                    lctx,
+                    color,
+                )?,
+                size: size_opt,
+            }
+        }
+        LayerType::LinearGradient => {
+            require("from", d.from.is_some())?;
+            require("to", d.to.is_some())?;
+            Kind::Linear {
+                from: v2(&d.from, "from", [0.0; 2])?,
+                to: v2(&d.to, "to", [0.0; 2])?,
+                stops: stops(&d.stops)?,
+                size: size_opt,
+            }
+        }
+        LayerType::RadialGradient => {
+            require("center", d.center.is_some())?;
+            require("radius", d.radius.is_some())?;
+            Kind::Radial {
+                center: v2(&d.center, "center", [0.0; 2])?,
+                radius: anim(
+                    d.radius.as_ref().expect("checked above"),
+                    "radius",
+                    lctx,
+                    finite,
+                )?,
+                stops: stops(&d.stops)?,
+                size: size_opt,
+            }
+        }
+        LayerType::Rect => {
+            require("size", size_opt.is_some())?;
+            Kind::Rect {
+                size: size_opt.expect("checked above"),
+                radius: match &d.radius {
+                    None => Anim::Static(0.0),
+                    Some(r) => anim(r, "radius", lctx, finite)?,
+                },
+                paint: paint()?,
+            }
+        }
+        LayerType::Ellipse => {
+            require("size", size_opt.is_some())?;
+            Kind::Ellipse {
+                size: size_opt.expect("checked above"),
+                paint: paint()?,
+            }
+        }
+        LayerType::Path => {
+            require("d", d.d.is_some())?;
+            let data = d.d.as_deref().expect("checked above");
+            Kind::Path {
+                path: Arc::new(svg_path(data).map_err(|m| invalid(lctx, format!("`d`: {m}")))?),
+                paint: paint()?,
+            }
+        }
+        LayerType::Text => {
+            require("text", d.text.is_some())?;
+            require("font", d.font.is_some())?;
+            require("font_size", d.font_size.is_some())?;
+            let text = d.text.as_deref().expect("checked above");
+            if text.chars().count() > MAX_TEXT_CHARS {
+                return Err(invalid(
+                    lctx,
+                    format!("`text` is longer than {MAX_TEXT_CHARS} characters"),
+                ));
+            }
+            let family = d.font.clone().expect("checked above");
+            let weight = d.weight.unwrap_or(400);
+            if !(1..=1000).contains(&weight) {
+                return Err(invalid(
+                    lctx,
+                    format!("`weight` {weight} is out of range 1-1000"),
+                ));
+            }
+            let italic = d.italic.unwrap_or(false);
+            fonts
+                .check(&family, weight, italic)
+                .map_err(|m| invalid(lctx, format!("`font`: {m}")))?;
+            let font_size = d.font_size.expect("checked above");
+            if !(font_size.is_finite() && font_size > 0.0 && font_size <= 4096.0) {
+                return Err(invalid(
+                    lctx,
+                    format!("`font_size` {font_size} is out of range (0, 4096]"),
+                ));
+            }
+            let line_height = d.line_height.unwrap_or(1.2);
+            if !(line_height.is_finite() && line_height > 0.0 && line_height <= 10.0) {
+                return Err(invalid(
+                    lctx,
+                    format!("`line_height` {line_height} is out of range (0, 10]"),
+                ));
+            }
+            let letter_spacing = d.letter_spacing.unwrap_or(0.0);
+            if !(letter_spacing.is_finite() && letter_spacing.abs() <= 1000.0) {
+                return Err(invalid(
+                    lctx,
+                    format!("`letter_spacing` {letter_spacing} is out of range -1000-1000"),
+                ));
+            }
+            let size = size_opt
+                .map(|s| static_value(s, "size", lctx))
+                .transpose()?;
+            let shrink_to_fit = d.shrink_to_fit.unwrap_or(false);
+            if shrink_to_fit && size.is_none() {
+                return Err(invalid(lctx, "`shrink_to_fit` needs a `size` box".into()));
+            }
+            Kind::Text(Box::new(TextLayer {
+                template: Template::parse(text)
+                    .map_err(|m| invalid(lctx, format!("`text`: {m}")))?,
+                text_override: None,
+                family,
+                weight,
+                italic,
+                font_size,
+                line_height,
+                letter_spacing,
+                align: d.align.unwrap_or_default(),
+                valign: d.valign.unwrap_or_default(),
+                size,
+                wrap: d.wrap.unwrap_or(size.is_some()),
+                shrink_to_fit,
+                color: match &d.color {
+                    None => Anim::Static([0.0, 0.0, 0.0, 1.0]),
+                    Some(c) => anim(c, "color", lctx, color)?,
+                },
+                shaped: None,
+            }))
+        }
+        LayerType::Image => {
+            require("src", d.src.is_some())?;
+            Kind::Image(ImageLayer {
+                src: Template::parse(d.src.as_deref().expect("checked above"))
+                    .map_err(|m| invalid(lctx, format!("`src`: {m}")))?,
+                size: size_opt
+                    .map(|s| static_value(s, "size", lctx))
+                    .transpose()?,
+                fit: d.fit.unwrap_or_default(),
+                pixmap: None,
+            })
+        }
+        LayerType::Group => {
+            require("layers", d.layers.is_some())?;
+            let clip = d
+                .clip
+                .as_ref()
+                .map(size2)
+                .transpose()
+                .map_err(|m| invalid(lctx, format!("`clip`: {m}")))?;
+            Kind::Group {
+                layers: layers(
+                    d.layers.as_deref().expect("checked above"),
+                    &path,
+                    ctx,
+                    fonts,
+                    depth + 1,
+                    count,
+                )?,
+                time_offset: d.time_offset.unwrap_or(0),
+                clip,
+            }
+        }
+    };
+    if let (Some(i), Some(o)) = (d.in_frame, d.out_frame)
+        && o <= i
+    {
+        return Err(invalid(lctx, format!("`out` {o} must be after `in` {i}")));
+    }
+    Ok(Layer {
+        name: d.name.clone(),
+        path,
+        in_frame: d.in_frame.unwrap_or(0),
+        out_frame: d.out_frame,
+        visible: d.visible.unwrap_or(true),
+        anchor: v2(&d.anchor, "anchor", [0.0; 2])?,
+        position: v2(&d.position, "position", [0.0; 2])?,
+        scale: match &d.scale {
+            None => Anim::Static([1.0, 1.0]),
+            Some(s) => anim(s, "scale", lctx, |s| match s {
+                ScaleDoc::Uniform(u) => finite2(&[*u, *u]),
+                ScaleDoc::Xy(xy) => finite2(xy),
+            })?,
+        },
+        rotation: match &d.rotation {
+            None => Anim::Static(0.0),
+            Some(r) => anim(r, "rotation", lctx, finite)?,
+        },
+        opacity: match &d.opacity {
+            None => Anim::Static(1.0),
+            Some(o) => anim(o, "opacity", lctx, unit)?,
+        },
+        blend: blend_mode(d.blend.unwrap_or_default()),
+        kind,
+    })
+}
+
+/// Parses SVG path data (arcs become curves) into a path.
+///
+/// # Errors
+/// A message naming the problem.
+pub fn svg_path(data: &str) -> Result<tiny_skia::Path, String> {
+    use svgtypes::SimplePathSegment as S;
+    if data.len() > 1 << 20 {
+        return Err("path data is longer than 1 MiB".into());
+    }
+    let mut pb = tiny_skia::PathBuilder::new();
+    for seg in svgtypes::SimplifyingPathParser::from(data) {
+        let seg = seg.map_err(|e| format!("invalid path data: {e}"))?;
+        let f = |v: f64| v as f32;
+        match seg {
+            S::MoveTo { x, y } => pb.move_to(f(x), f(y)),
+            S::LineTo { x, y } => pb.line_to(f(x), f(y)),
+            S::Quadratic { x1, y1, x, y } => pb.quad_to(f(x1), f(y1), f(x), f(y)),
+            S::CurveTo {
+                x1,
+                y1,
+                x2,
+                y2,
+                x,
+                y,
+            } => pb.cubic_to(f(x1), f(y1), f(x2), f(y2), f(x), f(y)),
+            S::ClosePath => pb.close(),
+        }
+    }
+    pb.finish()
+        .ok_or_else(|| "path data draws nothing (empty or degenerate)".to_owned())
+}

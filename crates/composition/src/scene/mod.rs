@@ -1,0 +1,618 @@
+//! The declarative scene format: a bundle folder holding `scene.json` and
+//! the fonts, images and audio it uses, rendered natively and
+//! deterministically.
+//!
+//! [`SceneBundle::open`] reads and validates the whole scene up front (every
+//! error names the file, the JSON path or layer path); the bundle is a
+//! [`CompositionSource`] holding one or more compositions and is cheap to
+//! clone and share across threads. The format is documented in
+//! `docs/scene-format.md`, its JSON Schema is `docs/scene.schema.json`.
+//!
+//! Props whose key contains a dot are overrides by path
+//! (`text.Title Card.Headline`, `image.Logo`, `visible.Badge`,
+//! `color.Background`, `transform.Logo.position`, `transform.Logo.scale`,
+//! `opacity.Title`); the others fill `{name}` placeholders.
+//!
+//! ```
+//! use composition::{CompositionSource, Props, scene::SceneBundle};
+//! use timebase::FrameIndex;
+//!
+//! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo");
+//! let bundle = SceneBundle::open(&dir)?;
+//! let mut props = Props::new();
+//! props.insert("name".into(), "Grace".into());
+//! let prepared = bundle.composition("promo")?.prepare(&props)?;
+//! let mut rgba = vec![0u8; prepared.meta().frame_bytes()];
+//! prepared.frame_renderer()?.render_frame(FrameIndex(45), &mut rgba)?;
+//! # Ok::<(), composition::CompositionError>(())
+//! ```
+
+mod anim;
+mod assets;
+mod audio;
+mod load;
+pub mod model;
+mod overrides;
+mod render;
+mod template;
+mod text;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use timebase::{FrameIndex, SampleSpan};
+use tiny_skia::{Pixmap, PixmapMut, Transform};
+
+pub use anim::Easing;
+pub use assets::{MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS};
+pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
+
+use crate::{
+    Composition, CompositionError, CompositionMeta, CompositionSource, FrameRenderer, Prepared,
+    Props, check_audio_buffer, check_frame_buffer,
+};
+use load::{Comp, Count, Kind, Layer};
+
+/// The scene document's file name inside a bundle.
+pub const SCENE_FILE: &str = "scene.json";
+
+/// The largest scene document accepted, in bytes.
+pub const MAX_SCENE_BYTES: u64 = 16 << 20;
+
+/// The JSON Schema of `scene.json`, generated from the format's types.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(model::SceneDoc))
+        .expect("a generated schema is valid JSON")
+}
+
+/// A scene bundle: a folder with `scene.json` and its assets. Cloning is
+/// cheap (an `Arc`); the bundle is shared by every render of its
+/// compositions, which share its decoded images, audio and fonts.
+#[derive(Clone, Debug)]
+pub struct SceneBundle {
+    inner: Arc<BundleInner>,
+}
+
+#[derive(Debug)]
+struct BundleInner {
+    root: PathBuf,
+    compositions: BTreeMap<String, Arc<SceneComposition>>,
+}
+
+/// A decoded image's file and size.
+type ImageKey = (PathBuf, (u32, u32));
+
+/// What the compositions of one bundle share.
+#[derive(Debug)]
+struct Shared {
+    root: PathBuf,
+    fonts: Mutex<text::Fonts>,
+    /// Decoded images by path and size ((0, 0): as decoded).
+    images: Mutex<HashMap<ImageKey, Arc<Pixmap>>>,
+    audio: Mutex<HashMap<PathBuf, Arc<assets::Pcm>>>,
+}
+
+/// One composition of a scene bundle.
+#[derive(Debug)]
+pub struct SceneComposition {
+    comp: Comp,
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a cache lock leaves the cache consistent (values
+    // are inserted whole), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SceneBundle {
+    /// Opens the bundle in `dir`: reads `scene.json`, loads the fonts,
+    /// validates every composition, and, for those whose props all have
+    /// defaults, prepares them once with the defaults so that missing assets,
+    /// undecodable images and uncovered characters are found now.
+    ///
+    /// # Errors
+    /// [`CompositionError`] naming the file, JSON path or layer path.
+    pub fn open(dir: &Path) -> Result<SceneBundle, CompositionError> {
+        let root = dir.canonicalize().map_err(|e| CompositionError::Invalid {
+            context: dir.display().to_string(),
+            message: format!("cannot open the bundle folder: {e}"),
+        })?;
+        let scene_path = assets::resolve_path(&root, SCENE_FILE, &root.display().to_string())?;
+        let bytes = assets::read_file(&scene_path, SCENE_FILE, SCENE_FILE)?;
+        if bytes.len() as u64 > MAX_SCENE_BYTES {
+            return Err(CompositionError::Invalid {
+                context: SCENE_FILE.into(),
+                message: format!("larger than {MAX_SCENE_BYTES} bytes"),
+            });
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let doc: model::SceneDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            CompositionError::Invalid {
+                context: if path == "." {
+                    SCENE_FILE.to_owned()
+                } else {
+                    format!("{SCENE_FILE}: {path}")
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        Self::from_doc(root, &doc)
+    }
+
+    fn from_doc(root: PathBuf, doc: &model::SceneDoc) -> Result<SceneBundle, CompositionError> {
+        if doc.version != 1 {
+            return Err(CompositionError::Invalid {
+                context: format!("{SCENE_FILE}: version"),
+                message: format!(
+                    "version {} is not supported: this renderer reads version 1",
+                    doc.version
+                ),
+            });
+        }
+        let mut font_files = Vec::with_capacity(doc.fonts.len());
+        for (i, f) in doc.fonts.iter().enumerate() {
+            let ctx = format!("{SCENE_FILE}: fonts[{i}]");
+            let path = assets::resolve_path(&root, f, &ctx)?;
+            font_files.push((f.clone(), assets::read_file(&path, f, &ctx)?));
+        }
+        let fonts = text::Fonts::new(font_files).map_err(|m| CompositionError::Invalid {
+            context: format!("{SCENE_FILE}: fonts"),
+            message: m,
+        })?;
+        let mut comps = Vec::with_capacity(doc.compositions.len());
+        for (i, c) in doc.compositions.iter().enumerate() {
+            let file = format!("{SCENE_FILE}: compositions[{i}]");
+            comps.push(load::composition(c, &file, &fonts)?);
+        }
+        if comps.is_empty() {
+            return Err(CompositionError::Invalid {
+                context: format!("{SCENE_FILE}: compositions"),
+                message: "a bundle needs at least one composition".into(),
+            });
+        }
+        let shared = Arc::new(Shared {
+            root: root.clone(),
+            fonts: Mutex::new(fonts),
+            images: Mutex::new(HashMap::new()),
+            audio: Mutex::new(HashMap::new()),
+        });
+        let mut compositions = BTreeMap::new();
+        for comp in comps {
+            let id = comp.id.clone();
+            let sc = Arc::new(SceneComposition {
+                comp,
+                shared: shared.clone(),
+            });
+            if sc.comp.props.values().all(|v| !v.is_null()) {
+                sc.prepare_scene(&Props::new())?;
+            } else {
+                // Required props are unknown until a render: check what
+                // does not depend on them.
+                let mut layers = sc.comp.layers.clone();
+                sc.load_layers(&mut layers, None, &sc.comp.ctx)?;
+                for t in &sc.comp.audio {
+                    if let Some(src) = t.src.literal() {
+                        sc.load_pcm(&src, &format!("{}: audio `{}`", sc.comp.ctx, t.name))?;
+                    }
+                }
+            }
+            if compositions.insert(id.clone(), sc).is_some() {
+                return Err(CompositionError::DuplicateId { id });
+            }
+        }
+        Ok(SceneBundle {
+            inner: Arc::new(BundleInner { root, compositions }),
+        })
+    }
+
+    /// The bundle's folder (canonical).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The override paths a composition accepts (`text.Title`, …), sorted.
+    ///
+    /// # Errors
+    /// [`CompositionError::UnknownComposition`] for an unknown id.
+    pub fn override_paths(&self, id: &str) -> Result<Vec<String>, CompositionError> {
+        Ok(overrides::paths(&self.scene_composition(id)?.comp))
+    }
+
+    /// The composition with this id, as its concrete type.
+    ///
+    /// # Errors
+    /// [`CompositionError::UnknownComposition`] listing the ids available.
+    pub fn scene_composition(&self, id: &str) -> Result<Arc<SceneComposition>, CompositionError> {
+        self.inner.compositions.get(id).cloned().ok_or_else(|| {
+            CompositionError::UnknownComposition {
+                id: id.to_owned(),
+                available: self.ids(),
+            }
+        })
+    }
+}
+
+impl CompositionSource for SceneBundle {
+    fn ids(&self) -> Vec<String> {
+        self.inner.compositions.keys().cloned().collect()
+    }
+
+    fn composition(&self, id: &str) -> Result<Arc<dyn Composition>, CompositionError> {
+        Ok(self.scene_composition(id)?)
+    }
+}
+
+impl SceneComposition {
+    /// Splits props into template props and overrides, merges defaults,
+    /// applies overrides and resolves the duration.
+    fn resolve(&self, props: &Props) -> Result<(Comp, CompositionMeta), CompositionError> {
+        let c = &self.comp;
+        let mut merged = Props::new();
+        let mut overrides = Vec::new();
+        for (k, v) in props {
+            if k.contains('.') {
+                overrides.push((k, v));
+            } else if c.props.contains_key(k) {
+                merged.insert(k.clone(), v.clone());
+            } else {
+                return Err(CompositionError::Invalid {
+                    context: format!("{}: prop `{k}`", c.ctx),
+                    message: format!(
+                        "not a declared prop{}; declared: {}",
+                        template::suggest(k, c.props.keys().map(String::as_str)),
+                        if c.props.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            c.props
+                                .keys()
+                                .map(|p| format!("`{p}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                });
+            }
+        }
+        for (k, default) in &c.props {
+            if !merged.contains_key(k) {
+                if default.is_null() {
+                    return Err(CompositionError::MissingProp {
+                        name: k.clone(),
+                        needed_by: format!("composition `{}`", c.id),
+                    });
+                }
+                merged.insert(k.clone(), default.clone());
+            }
+        }
+        let mut comp = c.clone();
+        for (k, v) in &overrides {
+            overrides::apply(&mut comp, k, v)?;
+        }
+        let duration = match &comp.duration {
+            Count::Number(n) => *n,
+            Count::Template(t) => {
+                let s = t.fill(&merged, &format!("{}: `duration`", c.ctx))?;
+                s.trim()
+                    .parse::<u64>()
+                    .map_err(|_| CompositionError::Invalid {
+                        context: format!("{}: duration", c.ctx),
+                        message: format!("`{s}` is not a whole number of frames"),
+                    })?
+            }
+        };
+        let mut all = merged;
+        for (k, v) in overrides {
+            all.insert(k.clone(), v.clone());
+        }
+        let meta = CompositionMeta {
+            id: c.id.clone(),
+            width: c.width,
+            height: c.height,
+            fps: c.fps,
+            duration_frames: duration,
+            has_audio: !c.audio.is_empty(),
+            props: all,
+        };
+        meta.validate()?;
+        Ok((comp, meta))
+    }
+
+    fn prepare_scene(&self, props: &Props) -> Result<PreparedScene, CompositionError> {
+        let (mut comp, meta) = self.resolve(props)?;
+        let ctx = comp.ctx.clone();
+        self.load_layers(&mut comp.layers, Some(&meta.props), &ctx)?;
+        let mut tracks = Vec::with_capacity(comp.audio.len());
+        for t in &comp.audio {
+            tracks.push(self.place_track(t, &meta, &ctx)?);
+        }
+        let static_prefix = comp
+            .layers
+            .iter()
+            .take_while(|l| render::is_static(l, meta.duration_frames))
+            .count();
+        let depth = render::group_depth(&comp.layers);
+        Ok(PreparedScene {
+            inner: Arc::new(PreparedInner {
+                meta,
+                layers: comp.layers,
+                static_prefix,
+                depth,
+                tracks,
+            }),
+        })
+    }
+
+    /// Shapes text and loads images. With `props` `None` (props not known
+    /// yet) only text and paths without placeholders are done.
+    fn load_layers(
+        &self,
+        layers: &mut [Layer],
+        props: Option<&Props>,
+        ctx: &str,
+    ) -> Result<(), CompositionError> {
+        let empty = Props::new();
+        for l in layers {
+            let lctx = format!("{ctx}: layer `{}`", l.path);
+            match &mut l.kind {
+                Kind::Text(t) => {
+                    if props.is_none() && t.template.props().next().is_some() {
+                        continue;
+                    }
+                    let text = match &t.text_override {
+                        Some(s) => s.clone(),
+                        None => t
+                            .template
+                            .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?,
+                    };
+                    if text.chars().count() > MAX_TEXT_CHARS {
+                        return Err(CompositionError::Invalid {
+                            context: lctx,
+                            message: format!("text is longer than {MAX_TEXT_CHARS} characters"),
+                        });
+                    }
+                    let mut fonts = lock(&self.shared.fonts);
+                    let path = text::shape(&mut fonts, t, &text).map_err(|m| {
+                        CompositionError::Invalid {
+                            context: lctx.clone(),
+                            message: m,
+                        }
+                    })?;
+                    t.shaped = Some(Arc::new(path));
+                }
+                Kind::Image(img) => {
+                    if props.is_none() && img.src.props().next().is_some() {
+                        continue;
+                    }
+                    let src = img
+                        .src
+                        .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
+                    let path = assets::resolve_path(&self.shared.root, &src, &lctx)?;
+                    let original = self.image(&path, (0, 0), || {
+                        let bytes = assets::read_file(&path, &src, &lctx)?;
+                        assets::decode_image(&bytes, &src, &lctx)
+                    })?;
+                    // An image shown much smaller than it is gets reduced
+                    // once here with an area filter: bilinear sampling at
+                    // draw time would alias.
+                    let pixmap = match img
+                        .size
+                        .and_then(|b| assets::reduced_size(&original, b, img.fit))
+                    {
+                        None => original,
+                        Some(size) => {
+                            self.image(&path, size, || Ok(assets::reduce(&original, size)))?
+                        }
+                    };
+                    img.pixmap = Some(pixmap);
+                }
+                Kind::Group { layers, .. } => self.load_layers(layers, props, ctx)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn place_track(
+        &self,
+        t: &load::Track,
+        meta: &CompositionMeta,
+        ctx: &str,
+    ) -> Result<audio::Placed, CompositionError> {
+        let actx = format!("{ctx}: audio `{}`", t.name);
+        let src = t.src.fill(&meta.props, &format!("audio `{}`", t.name))?;
+        let pcm = self.load_pcm(&src, &actx)?;
+        let fps = meta.fps;
+        let frames = pcm.frames();
+        let seg_start = audio::sample_of(fps, t.trim_start);
+        let seg_end = t
+            .trim_end
+            .map_or(frames, |e| audio::sample_of(fps, e).min(frames));
+        if seg_start >= seg_end {
+            return Err(CompositionError::Invalid {
+                context: actx,
+                message: format!(
+                    "`trim_start` {} frames is past the end of `{src}` ({frames} samples at 48 kHz)",
+                    t.trim_start
+                ),
+            });
+        }
+        let seg_len = seg_end - seg_start;
+        let start = audio::sample_of(fps, t.start);
+        let mut end = audio::sample_of(fps, meta.duration_frames);
+        if let Some(e) = t.end {
+            end = end.min(audio::sample_of(fps, e));
+        }
+        if !t.looped {
+            end = end.min(start + seg_len);
+        }
+        Ok(audio::Placed {
+            pcm,
+            start,
+            end: end.max(start),
+            seg_start,
+            seg_len,
+            looped: t.looped,
+            volume: t.volume.clone(),
+            fade_in: audio::sample_of(fps, t.fade_in),
+            fade_out: audio::sample_of(fps, t.fade_out),
+        })
+    }
+}
+
+impl SceneComposition {
+    /// A decoded image from the shared cache, made by `make` on a miss.
+    fn image(
+        &self,
+        path: &Path,
+        size: (u32, u32),
+        make: impl FnOnce() -> Result<Arc<Pixmap>, CompositionError>,
+    ) -> Result<Arc<Pixmap>, CompositionError> {
+        let key = (path.to_owned(), size);
+        if let Some(p) = lock(&self.shared.images).get(&key) {
+            return Ok(p.clone());
+        }
+        let p = make()?;
+        lock(&self.shared.images).insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Decodes an audio file of the bundle once, then shares it.
+    fn load_pcm(&self, src: &str, actx: &str) -> Result<Arc<assets::Pcm>, CompositionError> {
+        let path = assets::resolve_path(&self.shared.root, src, actx)?;
+        if let Some(p) = lock(&self.shared.audio).get(&path) {
+            return Ok(p.clone());
+        }
+        let bytes = assets::read_file(&path, src, actx)?;
+        let p = Arc::new(assets::decode_audio(bytes, src, actx)?);
+        lock(&self.shared.audio).insert(path, p.clone());
+        Ok(p)
+    }
+}
+
+impl Composition for SceneComposition {
+    fn id(&self) -> &str {
+        &self.comp.id
+    }
+
+    fn describe(&self, props: &Props) -> Result<CompositionMeta, CompositionError> {
+        Ok(self.resolve(props)?.1)
+    }
+
+    fn prepare(&self, props: &Props) -> Result<Arc<dyn Prepared>, CompositionError> {
+        Ok(Arc::new(self.prepare_scene(props)?))
+    }
+}
+
+/// A scene composition resolved with its props: text shaped, images
+/// decoded, audio placed.
+#[derive(Debug, Clone)]
+pub struct PreparedScene {
+    inner: Arc<PreparedInner>,
+}
+
+#[derive(Debug)]
+struct PreparedInner {
+    meta: CompositionMeta,
+    layers: Vec<Layer>,
+    /// Leading layers that look the same on every frame: drawn once per
+    /// renderer and copied.
+    static_prefix: usize,
+    depth: usize,
+    tracks: Vec<audio::Placed>,
+}
+
+impl Prepared for PreparedScene {
+    fn meta(&self) -> &CompositionMeta {
+        &self.inner.meta
+    }
+
+    fn frame_renderer(&self) -> Result<Box<dyn FrameRenderer>, CompositionError> {
+        Ok(Box::new(SceneRenderer {
+            scene: self.inner.clone(),
+            background: None,
+            pool: Vec::new(),
+        }))
+    }
+
+    fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError> {
+        check_audio_buffer(span, out)?;
+        audio::mix(&self.inner.tracks, self.inner.meta.fps, span, out);
+        Ok(())
+    }
+}
+
+/// Renders frames of a [`PreparedScene`] on one thread, keeping the static
+/// background and the scratch layers for groups between frames.
+struct SceneRenderer {
+    scene: Arc<PreparedInner>,
+    background: Option<Vec<u8>>,
+    pool: Vec<Pixmap>,
+}
+
+impl SceneRenderer {
+    fn alloc(&self, frame: u64) -> Result<Pixmap, CompositionError> {
+        Pixmap::new(self.scene.meta.width, self.scene.meta.height).ok_or_else(|| {
+            CompositionError::Render {
+                frame,
+                message: "cannot allocate a layer".into(),
+            }
+        })
+    }
+}
+
+impl FrameRenderer for SceneRenderer {
+    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
+        let meta = &self.scene.meta;
+        check_frame_buffer(meta, rgba)?;
+        if frame.0 >= meta.duration_frames {
+            return Err(CompositionError::Render {
+                frame: frame.0,
+                message: format!(
+                    "outside the composition: frames run 0-{}",
+                    meta.duration_frames - 1
+                ),
+            });
+        }
+        let ctx = render::Ctx {
+            size: [f64::from(meta.width), f64::from(meta.height)],
+            frame: frame.0,
+        };
+        while self.pool.len() < self.scene.depth {
+            let p = self.alloc(frame.0)?;
+            self.pool.push(p);
+        }
+        let (w, h) = (meta.width, meta.height);
+        let split = self.scene.static_prefix;
+        if split > 0 && self.background.is_none() {
+            let mut bg = self.alloc(frame.0)?;
+            render::draw_layers(
+                &self.scene.layers[..split],
+                &mut bg.as_mut(),
+                &mut self.pool,
+                0.0,
+                Transform::identity(),
+                &ctx,
+            )?;
+            self.background = Some(bg.take());
+        }
+        match &self.background {
+            Some(bg) => rgba.copy_from_slice(bg),
+            None => rgba.fill(0),
+        }
+        let mut pm = PixmapMut::from_bytes(rgba, w, h).ok_or_else(|| CompositionError::Render {
+            frame: frame.0,
+            message: "frame buffer does not match the size".into(),
+        })?;
+        render::draw_layers(
+            &self.scene.layers[split..],
+            &mut pm,
+            &mut self.pool,
+            frame.0 as f64,
+            Transform::identity(),
+            &ctx,
+        )
+    }
+}

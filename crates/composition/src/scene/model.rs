@@ -1,0 +1,385 @@
+//! The scene document as written: serde types, from which the JSON Schema in
+//! `docs/scene.schema.json` is generated. Validation into the typed scene
+//! happens in `load`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A scene document (`scene.json`): fonts and compositions.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SceneDoc {
+    /// Editors' schema reference; ignored.
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
+    /// Format version: 1.
+    pub version: u32,
+    /// Font files in the bundle (TrueType/OpenType), relative paths. Text
+    /// uses these fonts and no others.
+    #[serde(default)]
+    pub fonts: Vec<String>,
+    /// The compositions.
+    pub compositions: Vec<CompositionDoc>,
+}
+
+/// A frame rate: an integer (`30`) or a fraction as text (`"30000/1001"`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FpsDoc {
+    /// Whole frames per second.
+    Integer(u32),
+    /// `"num/den"` or `"num"`.
+    Text(String),
+}
+
+/// A whole number, or a template string filled from props (`"{frames}"`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CountDoc {
+    /// The number.
+    Number(u64),
+    /// A template that must yield a whole number.
+    Template(String),
+}
+
+/// One composition.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompositionDoc {
+    /// Unique id within the bundle.
+    pub id: String,
+    /// Width in pixels, 1-8192.
+    pub width: u32,
+    /// Height in pixels, 1-8192.
+    pub height: u32,
+    /// Frame rate.
+    pub fps: FpsDoc,
+    /// Duration in frames.
+    pub duration: CountDoc,
+    /// Declared props with their defaults; `null` declares a required prop.
+    #[serde(default)]
+    pub props: BTreeMap<String, serde_json::Value>,
+    /// Layers, back to front.
+    #[serde(default)]
+    pub layers: Vec<LayerDoc>,
+    /// Audio tracks, mixed.
+    #[serde(default)]
+    pub audio: Vec<AudioDoc>,
+}
+
+/// A property value, or keyframes of it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AnimDoc<T> {
+    /// Keyframes.
+    Keyframes(KeyframesDoc<T>),
+    /// The same value on every frame.
+    Static(T),
+}
+
+/// Keyframes of a property.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyframesDoc<T> {
+    /// At least one keyframe, frames strictly increasing.
+    pub keyframes: Vec<KeyframeDoc<T>>,
+    /// Repeat the keyframes with period `last.frame − first.frame`.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+}
+
+/// One keyframe.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyframeDoc<T> {
+    /// Frame in the layer's time (a group's children count from the group's
+    /// `time_offset`).
+    pub frame: f64,
+    /// The value.
+    pub value: T,
+    /// Easing of the segment to the next keyframe: `hold`, `linear`
+    /// (default), `ease-in-quad`, `ease-out-quad`, `ease-in-out-quad`,
+    /// `ease-in-cubic`, `ease-out-cubic`, `ease-in-out-cubic`, `ease-in-sine`,
+    /// `ease-out-sine`, `ease-in-out-sine`, `cubic-bezier(x1, y1, x2, y2)`.
+    #[serde(default)]
+    pub easing: Option<String>,
+}
+
+/// A scale: one number for both axes, or `[sx, sy]`.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ScaleDoc {
+    /// Uniform.
+    Uniform(f64),
+    /// Per axis.
+    Xy([f64; 2]),
+}
+
+/// The kind of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerType {
+    /// Fills `size` (default: the composition) with `color`.
+    Solid,
+    /// A linear gradient from `from` to `to` through `stops`, filling `size`.
+    LinearGradient,
+    /// A radial gradient around `center` with `radius`, filling `size`.
+    RadialGradient,
+    /// A rectangle of `size` with corner `radius`, `fill` and `stroke`.
+    Rect,
+    /// An ellipse inscribed in `size`, with `fill` and `stroke`.
+    Ellipse,
+    /// SVG path data `d`, with `fill` and `stroke`.
+    Path,
+    /// Shaped text.
+    Text,
+    /// A PNG, JPEG or WebP image.
+    Image,
+    /// A precomposition: its own `layers`, `time_offset` and optional `clip`.
+    Group,
+}
+
+/// Blend modes, as in CSS `mix-blend-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)] // the names are the CSS ones
+pub enum BlendDoc {
+    #[default]
+    Normal,
+    Multiply,
+    Screen,
+    Overlay,
+    Darken,
+    Lighten,
+    ColorDodge,
+    ColorBurn,
+    HardLight,
+    SoftLight,
+    Difference,
+    Exclusion,
+    Hue,
+    Saturation,
+    Color,
+    Luminosity,
+    Plus,
+}
+
+/// Horizontal text alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)] // self-explanatory
+pub enum AlignDoc {
+    #[default]
+    Left,
+    Center,
+    Right,
+}
+
+/// Vertical text alignment within the text box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)] // self-explanatory
+pub enum VAlignDoc {
+    #[default]
+    Top,
+    Middle,
+    Bottom,
+}
+
+/// How an image fits its `size` box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FitDoc {
+    /// Scale to fit inside, keep aspect, centre.
+    #[default]
+    Contain,
+    /// Scale to cover, keep aspect, centre, clip to the box.
+    Cover,
+    /// Stretch to the box.
+    Fill,
+}
+
+/// A gradient stop.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopDoc {
+    /// Position along the gradient, 0-1, non-decreasing.
+    pub offset: f64,
+    /// Colour (`#rrggbb`, `#rrggbbaa`, `#rgb`, `transparent`, `white`, `black`).
+    pub color: AnimDoc<String>,
+}
+
+/// A stroke.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StrokeDoc {
+    /// Colour.
+    pub color: AnimDoc<String>,
+    /// Width in pixels (layer space).
+    pub width: AnimDoc<f64>,
+}
+
+/// A layer. `type` decides which of the kind-specific fields apply; a field
+/// that does not apply to the type is an error.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LayerDoc {
+    /// The kind of layer.
+    #[serde(rename = "type")]
+    pub kind: LayerType,
+    /// Name, unique among its siblings, without `.`: overrides address
+    /// layers by the dotted path of names (`Title Card.Headline`).
+    pub name: String,
+    /// First frame the layer shows (default 0).
+    #[serde(default, rename = "in")]
+    pub in_frame: Option<u64>,
+    /// First frame the layer no longer shows (default: never ends).
+    #[serde(default, rename = "out")]
+    pub out_frame: Option<u64>,
+    /// Whether the layer shows at all (default true).
+    #[serde(default)]
+    pub visible: Option<bool>,
+    /// The point of the layer (layer space) placed at `position`; rotation
+    /// and scale are about it. Default `[0, 0]`.
+    #[serde(default)]
+    pub anchor: Option<AnimDoc<[f64; 2]>>,
+    /// Where the anchor goes in the parent. Default `[0, 0]`.
+    #[serde(default)]
+    pub position: Option<AnimDoc<[f64; 2]>>,
+    /// Scale about the anchor. Default 1.
+    #[serde(default)]
+    pub scale: Option<AnimDoc<ScaleDoc>>,
+    /// Clockwise rotation in degrees about the anchor. Default 0.
+    #[serde(default)]
+    pub rotation: Option<AnimDoc<f64>>,
+    /// Opacity 0-1. Default 1.
+    #[serde(default)]
+    pub opacity: Option<AnimDoc<f64>>,
+    /// Blend mode. Default `normal`.
+    #[serde(default)]
+    pub blend: Option<BlendDoc>,
+
+    /// `solid` and `text`: the colour.
+    #[serde(default)]
+    pub color: Option<AnimDoc<String>>,
+    /// Box size `[w, h]`: of a solid or gradient (default the composition),
+    /// rect, ellipse, image (default the image's own size) or text (wrapping
+    /// width and the box for alignment and shrink-to-fit).
+    #[serde(default)]
+    pub size: Option<AnimDoc<[f64; 2]>>,
+    /// `linear-gradient`: start point.
+    #[serde(default)]
+    pub from: Option<AnimDoc<[f64; 2]>>,
+    /// `linear-gradient`: end point.
+    #[serde(default)]
+    pub to: Option<AnimDoc<[f64; 2]>>,
+    /// `radial-gradient`: centre.
+    #[serde(default)]
+    pub center: Option<AnimDoc<[f64; 2]>>,
+    /// `radial-gradient`: radius; `rect`: corner radius.
+    #[serde(default)]
+    pub radius: Option<AnimDoc<f64>>,
+    /// Gradient stops, at least two.
+    #[serde(default)]
+    pub stops: Option<Vec<StopDoc>>,
+    /// `rect`, `ellipse`, `path`: fill colour.
+    #[serde(default)]
+    pub fill: Option<AnimDoc<String>>,
+    /// `rect`, `ellipse`, `path`: stroke.
+    #[serde(default)]
+    pub stroke: Option<StrokeDoc>,
+    /// `path`: SVG path data.
+    #[serde(default)]
+    pub d: Option<String>,
+
+    /// `text`: the text, with `{prop}` placeholders (`{{` for a literal `{`).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// `text`: font family name (one of the bundle's fonts).
+    #[serde(default)]
+    pub font: Option<String>,
+    /// `text`: font weight 1-1000 (default 400); a face of exactly this weight
+    /// must be in the bundle.
+    #[serde(default)]
+    pub weight: Option<u16>,
+    /// `text`: italic face (default false).
+    #[serde(default)]
+    pub italic: Option<bool>,
+    /// `text`: font size in pixels.
+    #[serde(default)]
+    pub font_size: Option<f64>,
+    /// `text`: line height as a multiple of the font size (default 1.2).
+    #[serde(default)]
+    pub line_height: Option<f64>,
+    /// `text`: extra space between characters in pixels (default 0).
+    #[serde(default)]
+    pub letter_spacing: Option<f64>,
+    /// `text`: horizontal alignment in the box (default `left`).
+    #[serde(default)]
+    pub align: Option<AlignDoc>,
+    /// `text`: vertical alignment in the box (default `top`).
+    #[serde(default)]
+    pub valign: Option<VAlignDoc>,
+    /// `text`: wrap at the box width (default true when `size` is given).
+    #[serde(default)]
+    pub wrap: Option<bool>,
+    /// `text`: reduce the font size until the text fits `size` (default false).
+    #[serde(default)]
+    pub shrink_to_fit: Option<bool>,
+
+    /// `image`: file in the bundle, with `{prop}` placeholders.
+    #[serde(default)]
+    pub src: Option<String>,
+    /// `image`: how the image fits `size` (default `contain`).
+    #[serde(default)]
+    pub fit: Option<FitDoc>,
+
+    /// `group`: child layers, back to front.
+    #[serde(default)]
+    pub layers: Option<Vec<LayerDoc>>,
+    /// `group`: children see frame `f − time_offset` (default 0).
+    #[serde(default)]
+    pub time_offset: Option<i64>,
+    /// `group`: clip children to `[0, 0, w, h]` in the group's space.
+    #[serde(default)]
+    pub clip: Option<[f64; 2]>,
+}
+
+/// An audio track.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AudioDoc {
+    /// Name, for errors and overrides.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Audio file in the bundle (WAV, MP3, AAC/M4A, FLAC, Ogg Vorbis), with
+    /// `{prop}` placeholders.
+    pub src: String,
+    /// Composition frame where the track starts (default 0).
+    #[serde(default)]
+    pub start: Option<u64>,
+    /// Composition frame where the track stops (default: its end, or the
+    /// composition's end when looping).
+    #[serde(default)]
+    pub end: Option<u64>,
+    /// Skip this many frames' worth of the file's start (default 0).
+    #[serde(default)]
+    pub trim_start: Option<u64>,
+    /// Use the file only up to this many frames' worth (default: all).
+    #[serde(default)]
+    pub trim_end: Option<u64>,
+    /// Repeat the trimmed file (default false).
+    #[serde(default, rename = "loop")]
+    pub looped: Option<bool>,
+    /// Gain, 0-4 (default 1), keyframeable in composition frames.
+    #[serde(default)]
+    pub volume: Option<AnimDoc<f64>>,
+    /// Fade in over this many frames from `start` (default 0).
+    #[serde(default)]
+    pub fade_in: Option<u64>,
+    /// Fade out over this many frames before the track stops (default 0).
+    #[serde(default)]
+    pub fade_out: Option<u64>,
+}

@@ -1,0 +1,56 @@
+//! Integration tests of the composition crate: golden images, the reference
+//! `promo`, audio mixing and decoding, and the errors bad scenes get.
+
+mod audio;
+mod errors;
+mod golden;
+mod promo;
+
+use std::path::{Path, PathBuf};
+
+use composition::{CompositionSource, Props};
+use timebase::FrameIndex;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The promo bundle.
+pub fn promo_dir() -> PathBuf {
+    root().join("examples/promo")
+}
+
+/// A temporary bundle holding `scene` (JSON) plus the promo's font and badge.
+pub fn bundle_with(scene: &serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["DejaVuSans-Bold.ttf", "badge.png", "tone.wav"] {
+        std::fs::copy(promo_dir().join(f), dir.path().join(f)).expect("copy asset");
+    }
+    std::fs::write(
+        dir.path().join("scene.json"),
+        serde_json::to_string_pretty(scene).expect("json"),
+    )
+    .expect("write scene");
+    dir
+}
+
+/// Props from a JSON object.
+pub fn props(v: serde_json::Value) -> Props {
+    v.as_object().cloned().expect("props are an object")
+}
+
+/// Renders one frame with a fresh renderer.
+pub fn render(source: &dyn CompositionSource, id: &str, props: &Props, frame: u64) -> Vec<u8> {
+    let p = source
+        .composition(id)
+        .expect("composition")
+        .prepare(props)
+        .expect("prepare");
+    let mut rgba = vec![0u8; p.meta().frame_bytes()];
+    p.frame_renderer()
+        .expect("renderer")
+        .render_frame(FrameIndex(frame), &mut rgba)
+        .expect("render");
+    rgba
+}
