@@ -73,6 +73,12 @@ pub enum WorkerError {
         /// The worker's slot count.
         slots: usize,
     },
+    /// The call lacks the worker's bearer token or carries a wrong one.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// What was wrong with the credentials.
+        reason: &'static str,
+    },
     /// The worker is shutting down and takes no new chunks.
     #[error("the worker is draining and takes no new chunks")]
     Draining,

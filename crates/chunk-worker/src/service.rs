@@ -194,16 +194,16 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn check_token(expected: &str, req: &Request<()>) -> Result<(), Status> {
+fn check_token(expected: &str, req: &Request<()>) -> Result<(), WorkerError> {
     let given = req
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(given) = given else {
-        return Err(Status::unauthenticated(
-            "missing `authorization: Bearer <token>` metadata",
-        ));
+        return Err(WorkerError::Unauthenticated {
+            reason: "missing `authorization: Bearer <token>` metadata",
+        });
     };
     // Constant time over the longer length, so timing says nothing about
     // how much of the token matched.
@@ -213,7 +213,9 @@ fn check_token(expected: &str, req: &Request<()>) -> Result<(), Status> {
         diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
     }
     if diff != 0 {
-        return Err(Status::unauthenticated("wrong bearer token"));
+        return Err(WorkerError::Unauthenticated {
+            reason: "wrong bearer token",
+        });
     }
     Ok(())
 }
@@ -249,7 +251,7 @@ impl BoundWorker {
         let token = config.token.clone();
         let svc = ChunkWorkerServer::with_interceptor(service, move |req: Request<()>| {
             if let Some(t) = &token {
-                check_token(t, &req)?;
+                check_token(t, &req).map_err(|e| to_status(&e))?;
             }
             Ok(req)
         });
@@ -414,7 +416,11 @@ impl Inner {
         started: Instant,
     ) -> Result<pb::RenderChunkEvent, WorkerError> {
         let state = Arc::new(Mutex::new(Progress {
-            frames_total: request.span.frames.len(),
+            frames_total: request
+                .span
+                .frames
+                .len()
+                .div_ceil(u64::from(request.span.every_nth_frame.max(1))),
             ..Progress::default()
         }));
         let sink_state = state.clone();

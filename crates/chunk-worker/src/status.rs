@@ -13,7 +13,8 @@ use crate::WorkerError;
 /// - missing asset or bundle → `NOT_FOUND`;
 /// - encoder, disk or internal failures → `INTERNAL`;
 /// - no free slot → `RESOURCE_EXHAUSTED` (try another worker);
-/// - draining → `UNAVAILABLE`; cancelled → `CANCELLED`.
+/// - draining → `UNAVAILABLE`; cancelled → `CANCELLED`;
+/// - missing or wrong bearer token → `UNAUTHENTICATED`.
 pub fn to_status(err: &WorkerError) -> Status {
     Status::new(code(err), err.to_string())
 }
@@ -37,6 +38,7 @@ fn code(err: &WorkerError) -> Code {
         WorkerError::Cancelled { .. } => Code::Cancelled,
         WorkerError::Busy { .. } => Code::ResourceExhausted,
         WorkerError::Draining => Code::Unavailable,
+        WorkerError::Unauthenticated { .. } => Code::Unauthenticated,
     }
 }
 
@@ -88,6 +90,10 @@ mod tests {
         );
         check(WorkerError::Busy { slots: 1 }, Code::ResourceExhausted);
         check(WorkerError::Draining, Code::Unavailable);
+        check(
+            WorkerError::Unauthenticated { reason: "x" },
+            Code::Unauthenticated,
+        );
         check(WorkerError::Cancelled { chunk: 1 }, Code::Cancelled);
         check(
             WorkerError::Range {
