@@ -75,15 +75,15 @@ async fn more_requests_than_slots_get_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_cancels_its_chunk_and_its_files() {
-    let w = Worker::start(&["--slots", "1"]);
+    let w = Worker::start(&["--slots", "1", "--log-json"]);
     let out = w.out_dir("out");
     let mut client = w.client().await;
     let stream = start_rendering(&mut client, long_request(Some(&out))).await;
-    assert!(
-        kit::files_in(&out).iter().any(|f| f.ends_with(".tmp")),
-        "temporaries exist while rendering: {:?}",
-        kit::files_in(&out)
-    );
+    eventually("temporaries exist while rendering", || {
+        let out = out.clone();
+        async move { kit::files_in(&out).iter().any(|f| f.ends_with(".tmp")) }
+    })
+    .await;
     drop(stream);
     // The slot comes back (the chunk stopped) and no file is left behind.
     let other = w.client().await;
@@ -93,7 +93,15 @@ async fn a_client_that_leaves_cancels_its_chunk_and_its_files() {
     })
     .await;
     assert_eq!(kit::files_in(&out), Vec::<String>::new());
-    assert!(w.log().contains("cancelled"), "{}", w.log());
+    // Structured logs: one JSON object per line, with job id and chunk.
+    let log = w.log();
+    let cancelled = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "chunk cancelled")
+        .unwrap_or_else(|| panic!("no JSON `chunk cancelled` line in:\n{log}"));
+    assert_eq!(cancelled["fields"]["job_id"], "it");
+    assert_eq!(cancelled["fields"]["chunk"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +238,7 @@ async fn sigterm_drains_then_exits_zero() {
     let mut client = w.client().await;
     let props = json!({"width": 320, "height": 180, "fps": "30", "duration": 3000});
     let mut stream = client
-        .render_chunk(kit::request(props, 0, 449, 0, None))
+        .render_chunk(kit::request(props, 0, 1199, 0, None))
         .await
         .expect("accepted")
         .into_inner();
@@ -282,7 +290,7 @@ async fn sigterm_drains_then_exits_zero() {
         }
     }
     let result = result.expect("a result after SIGTERM");
-    assert_eq!(result.frame_count, 450);
+    assert_eq!(result.frame_count, 1200);
     assert!(ts > 0);
     let status = w.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "log:\n{}", w.log());
