@@ -113,7 +113,24 @@ impl std::fmt::Debug for BoundWorker {
     }
 }
 
-/// Binds the listen address and prepares the cache directory.
+/// Binds the listen address and prepares the cache directory. This is how an
+/// embedding service runs a worker with its own Rust compositions:
+///
+/// ```no_run
+/// use chunk_worker::{ServeConfig, WorkerConfig};
+/// use composition::{builtin::TestPattern, Registry};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = Registry::new();
+/// registry.register(TestPattern::new())?; // or your own `impl Composition`
+/// let mut config = ServeConfig::new("127.0.0.1:0".parse()?, "/var/cache/montage".into());
+/// config.slots = 2;
+/// let worker = chunk_worker::bind(config, WorkerConfig::new(registry)).await?;
+/// println!("listening on {}", worker.local_addr());
+/// worker.run(chunk_worker::shutdown_signal()).await?;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Errors
 /// [`WorkerError::Server`] if the address cannot be bound,

@@ -295,3 +295,30 @@ async fn sigterm_drains_then_exits_zero() {
     let status = w.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "log:\n{}", w.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_in_flight_chunks_are_cancelled_and_cleaned() {
+    let mut w = Worker::start(&["--slots", "1", "--grace-secs", "0"]);
+    let out = w.out_dir("out");
+    let mut client = w.client().await;
+    let mut stream = start_rendering(&mut client, long_request(Some(&out))).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &w.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(e)) => assert!(
+                !matches!(e.event, Some(pb::render_chunk_event::Event::Result(_))),
+                "a 3000-frame chunk cannot finish within a zero grace period"
+            ),
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(err.code(), Code::Cancelled, "{err:?}");
+    let status = w.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "log:\n{}", w.log());
+    assert_eq!(kit::files_in(&out), Vec::<String>::new());
+}
