@@ -62,8 +62,8 @@ pub use encode::TS_CLOCK_HZ;
 pub use error::WorkerError;
 pub use montage_proto::v1 as pb;
 pub use pipeline::{
-    AUDIO_BLOCK_SAMPLES, ArtifactFile, CONVERT_QUEUE_DEPTH, ChunkResult, Progress, ProgressSink,
-    RENDER_QUEUE_DEPTH, StageTimings, render_chunk,
+    AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, Progress, ProgressSink, RENDER_QUEUE_DEPTH,
+    StageTimings, render_chunk,
 };
 pub use request::{
     ArtifactTarget, ChunkRequest, ChunkSpan, H264_LEVELS, H264Profile, MAX_BFRAMES,

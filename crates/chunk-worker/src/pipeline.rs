@@ -1,15 +1,19 @@
 //! The render → convert → encode pipeline and the PCM writer.
 //!
 //! ```text
-//! render thread 0 ─┐ (frames k ≡ 0 mod N)
-//! render thread 1 ─┼─► convert (in order, RGBA→YUV) ─► encode (libx264 → TS)
-//! …               ─┘
+//! render+convert thread 0 ─┐ (frames k ≡ 0 mod N, RGBA → YUV)
+//! render+convert thread 1 ─┼─► encode (takes frames in order; libx264 → TS)
+//! …                       ─┘
 //! audio thread: PCM in blocks of AUDIO_BLOCK_SAMPLES
 //! ```
 //!
-//! Every arrow is a bounded channel sized by a named constant, and RGBA
-//! buffers are recycled to the thread that rendered them, so memory is flat
-//! whatever the chunk's length.
+//! Each pool thread renders with its own `FrameRenderer` and converts with
+//! its own swscale context, so conversion scales with the pool instead of
+//! bottlenecking one thread; swscale runs bit-exact, so which thread
+//! converted a frame never shows in the bytes. The encoder reorders simply
+//! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
+//! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
+//! buffer, so memory is flat whatever the chunk's length.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -28,12 +32,9 @@ use crate::encode::{Converter, TS_CLOCK_HZ, TsEncoder};
 use crate::request::{ArtifactTarget, ChunkRequest, PcmFormat, PixelFormat};
 use crate::{WorkerConfig, WorkerError};
 
-/// RGBA frames each render thread may have finished but not yet handed to
-/// the converter.
+/// Converted frames each pool thread may have finished ahead of the
+/// encoder.
 pub const RENDER_QUEUE_DEPTH: usize = 2;
-
-/// YUV frames waiting for the encoder.
-pub const CONVERT_QUEUE_DEPTH: usize = 4;
 
 /// Audio is rendered and written this many samples at a time (one second at
 /// 48 kHz), so a long chunk never holds all its PCM in memory.
@@ -354,7 +355,7 @@ struct Job<'a> {
 /// (sha256, size) of a finished artifact.
 type Digested = (String, u64);
 
-type Rendered = Result<(u64, Vec<u8>), WorkerError>;
+type Rendered = Result<(u64, ffmpeg_next::frame::Video), WorkerError>;
 
 impl Job<'_> {
     fn cancelled(&self) -> WorkerError {
@@ -386,31 +387,22 @@ impl Job<'_> {
         let frames: Vec<FrameIndex> = self.chunk.rendered_frames().collect();
         std::thread::scope(|s| {
             let mut rendered_rx = Vec::with_capacity(n);
-            let mut recycle_tx = Vec::with_capacity(n);
             let mut renderers = Vec::with_capacity(n);
             for t in 0..n {
                 let (tx, rx) = mpsc::sync_channel::<Rendered>(RENDER_QUEUE_DEPTH);
-                let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
                 rendered_rx.push(rx);
-                recycle_tx.push(back_tx);
                 let frames = &frames;
                 renderers.push(
                     std::thread::Builder::new()
                         .name(format!("render-{t}"))
-                        .spawn_scoped(s, move || {
-                            self.stage(|| self.render_stage(t, frames, &tx, &back_rx))
-                        }),
+                        .spawn_scoped(s, move || self.stage(|| self.render_stage(t, frames, &tx))),
                 );
             }
-            let (yuv_tx, yuv_rx) = mpsc::sync_channel(CONVERT_QUEUE_DEPTH);
-            let converter = std::thread::Builder::new()
-                .name("convert".into())
-                .spawn_scoped(s, move || {
-                    self.stage(|| self.convert_stage(total, &rendered_rx, &recycle_tx, &yuv_tx))
-                });
             let encoder = std::thread::Builder::new()
                 .name("encode".into())
-                .spawn_scoped(s, move || self.stage(|| self.encode_stage(ts, &yuv_rx)));
+                .spawn_scoped(s, move || {
+                    self.stage(|| self.encode_stage(ts, total, &rendered_rx))
+                });
             let audio = std::thread::Builder::new()
                 .name("audio".into())
                 .spawn_scoped(s, move || self.stage(|| self.audio_stage(pcm)));
@@ -427,9 +419,6 @@ impl Job<'_> {
             let video = join(encoder, "encode");
             let audio = join(audio, "audio");
             let mut errors = Vec::new();
-            if let Err(e) = join(converter, "convert") {
-                errors.push(e);
-            }
             for r in renderers {
                 if let Err(e) = join(r, "render") {
                     errors.push(e);
@@ -460,61 +449,38 @@ impl Job<'_> {
         thread: usize,
         frames: &[FrameIndex],
         tx: &mpsc::SyncSender<Rendered>,
-        recycled: &mpsc::Receiver<Vec<u8>>,
     ) -> Result<(), WorkerError> {
         let mut renderer = self.prepared.frame_renderer()?;
-        let bytes = self.meta.frame_bytes();
-        for k in (thread..frames.len()).step_by(self.render_threads) {
-            if self.stop.is_cancelled() {
-                return Err(self.cancelled());
-            }
-            let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0u8; bytes]);
-            let t = Instant::now();
-            let r = renderer.render_frame(frames[k], &mut buf);
-            add_elapsed(&self.counters.render_ns, t);
-            if let Err(e) = r {
-                // The converter reports it in order; stop others too.
-                let _ = tx.send(Err(e.into()));
-                return Err(self.cancelled());
-            }
-            self.counters.rendered.fetch_add(1, Ordering::Relaxed);
-            self.report();
-            if tx.send(Ok((k as u64, buf))).is_err() {
-                return Err(self.cancelled());
-            }
-        }
-        Ok(())
-    }
-
-    fn convert_stage(
-        &self,
-        total: u64,
-        rendered: &[mpsc::Receiver<Rendered>],
-        recycle: &[mpsc::Sender<Vec<u8>>],
-        tx: &mpsc::SyncSender<ffmpeg_next::frame::Video>,
-    ) -> Result<(), WorkerError> {
         let mut conv = Converter::new(
             self.meta.width,
             self.meta.height,
             self.request.video.pixel_format,
         )?;
-        let n = rendered.len();
-        for k in 0..total {
-            let from = (k % n as u64) as usize;
-            let (got, buf) = match rendered[from].recv() {
-                Ok(r) => r?,
-                Err(_) => return Err(self.cancelled()),
-            };
-            debug_assert_eq!(got, k, "render thread {from} sends its frames in order");
+        let mut rgba = vec![0u8; self.meta.frame_bytes()];
+        for k in (thread..frames.len()).step_by(self.render_threads) {
             if self.stop.is_cancelled() {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            let yuv = conv.convert(&buf)?;
+            let r = renderer.render_frame(frames[k], &mut rgba);
+            add_elapsed(&self.counters.render_ns, t);
+            if let Err(e) = r {
+                // The encoder reports it in frame order and stops the others.
+                let _ = tx.send(Err(e.into()));
+                return Err(self.cancelled());
+            }
+            let t = Instant::now();
+            let yuv = match conv.convert(&rgba) {
+                Ok(yuv) => yuv,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Err(self.cancelled());
+                }
+            };
             add_elapsed(&self.counters.convert_ns, t);
-            // The render thread may have finished: then the buffer is freed.
-            let _ = recycle[from].send(buf);
-            if tx.send(yuv).is_err() {
+            self.counters.rendered.fetch_add(1, Ordering::Relaxed);
+            self.report();
+            if tx.send(Ok((k as u64, yuv))).is_err() {
                 return Err(self.cancelled());
             }
         }
@@ -524,7 +490,8 @@ impl Job<'_> {
     fn encode_stage(
         &self,
         path: &Path,
-        rx: &mpsc::Receiver<ffmpeg_next::frame::Video>,
+        total: u64,
+        rendered: &[mpsc::Receiver<Rendered>],
     ) -> Result<Digested, WorkerError> {
         let t = Instant::now();
         let mut enc = TsEncoder::create(
@@ -536,10 +503,16 @@ impl Job<'_> {
         )?;
         add_elapsed(&self.counters.encode_ns, t);
         let first = self.chunk.first_output_frame();
-        for i in 0..self.chunk.frame_count() {
-            let Ok(mut frame) = rx.recv() else {
-                return Err(self.cancelled());
+        let n = rendered.len() as u64;
+        for i in 0..total {
+            // Frame i comes from thread i mod N: reading the channels in
+            // turn puts the frames back in order.
+            let from = (i % n) as usize;
+            let (got, mut frame) = match rendered[from].recv() {
+                Ok(r) => r?,
+                Err(_) => return Err(self.cancelled()),
             };
+            debug_assert_eq!(got, i, "thread {from} sends its frames in order");
             if self.stop.is_cancelled() {
                 return Err(self.cancelled());
             }
