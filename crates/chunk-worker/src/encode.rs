@@ -184,6 +184,11 @@ impl TsEncoder {
         )?));
         // An unset SAR or colour description changes the SPS (MEDIA-NOTES):
         // set them all, always.
+        // Set on the context as well as in x264-params: libx264 copies
+        // these context fields over x264's own settings, and left at their
+        // defaults they came out as 0 B-frames here.
+        enc.set_max_b_frames(settings.bframes as usize);
+        enc.set_gop(settings.keyint);
         enc.set_aspect_ratio(Rational::new(1, 1));
         enc.set_colorspace(color::Space::BT709);
         enc.set_color_range(color::Range::MPEG);

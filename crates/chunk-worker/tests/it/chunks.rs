@@ -15,6 +15,13 @@ fn s(f: u64, num: u64, den: u64) -> u64 {
 fn check_pts(packets: &[kit::Packet], first_out: i64, count: i64, ticks: i64) {
     assert_eq!(packets.len() as i64, count, "packet count");
     assert!(packets[0].key, "first packet is a keyframe: {packets:?}");
+    // Decode order: DTS strictly increase and never pass PTS (with B-frames
+    // the first chunk's DTS start below 0; they are not shifted).
+    assert!(
+        packets.windows(2).all(|w| w[0].dts < w[1].dts),
+        "{packets:?}"
+    );
+    assert!(packets.iter().all(|p| p.dts <= p.pts), "{packets:?}");
     let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
     pts.sort_unstable();
     let expected: Vec<i64> = (first_out..first_out + count).map(|k| k * ticks).collect();
@@ -197,4 +204,20 @@ async fn lossless_settings_give_high444_yuv444p() {
     assert_eq!(info["pix_fmt"], "yuv444p");
     assert_eq!(info["profile"], "High 4:4:4 Predictive");
     check_pts(&kit::packets(&ts), 0, 5, 3600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_chunk_keeps_pts_zero_despite_the_b_frame_delay() {
+    let w = Worker::start(&[]);
+    let mut client = w.client().await;
+    let props = json!({"width": 160, "height": 90, "fps": "30", "duration": 60});
+    let c = kit::render(&mut client, kit::request(props, 0, 29, 0, None))
+        .await
+        .expect("render");
+    let ts = kit::write(w.dir.path(), "first.ts", &c.ts);
+    let packets = kit::packets(&ts);
+    check_pts(&packets, 0, 30, 3000);
+    // x264 with B-frames delays decoding by two frames: the DTS start at
+    // -6000 and the muxer must not shift the chunk to make them positive.
+    assert_eq!(packets[0].dts, -6000, "{packets:?}");
 }

@@ -120,7 +120,7 @@ pub fn request(
         frames: Some(pb::FrameRange { first, last }),
         composition_start,
         every_nth_frame: 1,
-        video: Some(pb::VideoSettings::default()),
+        video: Some((&chunk_worker::VideoSettings::default()).into()),
         audio: Some(pb::AudioSettings {
             sample_rate: 48_000,
             channels: 2,
