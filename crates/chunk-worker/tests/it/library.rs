@@ -104,3 +104,34 @@ fn bad_ranges_and_sources_are_named() {
     ));
     assert_eq!(crate::kit::files_in(dir.path()), Vec::<String>::new());
 }
+
+#[test]
+fn bundle_paths_go_through_the_configured_opener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).expect("bundle dir");
+    let opened = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = opened.clone();
+    let opener: chunk_worker::BundleOpener = std::sync::Arc::new(move |path| {
+        seen.lock().expect("lock").push(path.to_path_buf());
+        Ok(std::sync::Arc::new(Registry::with_builtins()) as std::sync::Arc<_>)
+    });
+    let config = WorkerConfig::new(Registry::new()).with_bundle_opener(opener);
+    let none = |_: chunk_worker::Progress| {};
+    let mut req = request(&dir.path().join("out"), 0, 2);
+    req.source = SourceSpec::BundlePath(bundle.clone());
+    let r = render_chunk(&config, &req, &none, &CancellationToken::new()).expect("render");
+    assert_eq!(r.frame_count(), 3);
+    assert_eq!(*opened.lock().expect("lock"), vec![bundle]);
+
+    req.source = SourceSpec::BundlePath(dir.path().join("missing"));
+    let err = render_chunk(&config, &req, &none, &CancellationToken::new()).expect_err("missing");
+    assert!(matches!(err, WorkerError::BundleNotFound { .. }), "{err}");
+    // Registered sources use the (empty) registry, not the bundle.
+    req.source = SourceSpec::Registered;
+    let err = render_chunk(&config, &req, &none, &CancellationToken::new()).expect_err("empty");
+    assert_eq!(
+        err.to_string(),
+        "composition `test-pattern` not found; available: "
+    );
+}
