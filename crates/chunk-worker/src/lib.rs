@@ -1,8 +1,163 @@
 //! Montage chunk worker: renders one frame range of a composition to H.264
 //! in MPEG-TS plus exact PCM, served over gRPC.
 //!
-//! Not built yet beyond the contract it speaks (`montage_proto::v1`): see the
-//! chunk worker issue.
+//! The library comes first: [`render_chunk`] renders a validated
+//! [`ChunkRequest`] into a directory without any network, for embedding and
+//! tests. The gRPC service ([`serve`], [`bind`]) is a thin layer over it
+//! that adds slots, progress streaming, inline artifact delivery, bearer
+//! tokens, health and graceful shutdown.
+//!
+//! Artifacts of chunk `i` (see [`ChunkRequest::artifact_names`]):
+//! - `chunk-NNNNNN.ts`: H.264 (libx264, settings from [`VideoSettings`]) in
+//!   MPEG-TS, exactly `frame_count` frames; the first is an IDR; the PTS of
+//!   output frame `k` (counted from `composition_start`) is
+//!   `k · 90000 · den / num` at the output rate `fps / every_nth_frame`.
+//! - `chunk-NNNNNN.pcm`: raw interleaved stereo PCM at 48 kHz
+//!   ([`PcmFormat`]), exactly the chunk's sample span `[S(a), S(b+1))`.
+//!
+//! ```no_run
+//! use chunk_worker::{ArtifactTarget, ChunkRequest, ChunkSpan, PcmFormat, SourceSpec,
+//!     VideoSettings, WorkerConfig, render_chunk};
+//! use chunker::ChunkIndex;
+//! use composition::Registry;
+//! use timebase::FrameRange;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = WorkerConfig::new(Registry::with_builtins());
+//! let request = ChunkRequest {
+//!     job_id: "demo".into(),
+//!     source: SourceSpec::Registered,
+//!     composition_id: "test-pattern".into(),
+//!     props: composition::Props::new(),
+//!     span: ChunkSpan {
+//!         index: ChunkIndex(0),
+//!         frames: FrameRange::new(0, 29).expect("0 <= 29"),
+//!         composition_start: 0,
+//!         every_nth_frame: 1,
+//!     },
+//!     video: VideoSettings::default(),
+//!     pcm_format: PcmFormat::F32le,
+//!     target: ArtifactTarget::Directory("out".into()),
+//! };
+//! let result = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
+//! assert_eq!(result.frame_count(), 30);
+//! assert_eq!(result.audio.size, 48_000 * 8);
+//! # Ok::<(), chunk_worker::WorkerError>(())
+//! ```
 #![deny(missing_docs)]
 
+mod encode;
+mod error;
+mod pipeline;
+mod request;
+mod service;
+mod status;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use composition::{CompositionError, CompositionSource, Registry};
+
+pub use encode::TS_CLOCK_HZ;
+pub use error::WorkerError;
 pub use montage_proto::v1 as pb;
+pub use pipeline::{
+    AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, Progress, ProgressSink, RENDER_QUEUE_DEPTH,
+    StageTimings, render_chunk,
+};
+pub use request::{
+    ArtifactTarget, ChunkRequest, ChunkSpan, H264_LEVELS, H264Profile, MAX_BFRAMES,
+    MAX_ENCODER_THREADS, MAX_KEYINT, PcmFormat, PixelFormat, Quality, SourceSpec, VideoSettings,
+    X264_PRESETS,
+};
+pub use service::{
+    BoundWorker, INLINE_PIECE_BYTES, PROGRESS_INTERVAL, ServeConfig, bind, serve, shutdown_signal,
+};
+pub use status::to_status;
+
+/// Opens a scene bundle directory as a composition source (the scene crate's
+/// `SceneBundle::open`, wired in by the binary).
+pub type BundleOpener =
+    Arc<dyn Fn(&Path) -> Result<Arc<dyn CompositionSource>, CompositionError> + Send + Sync>;
+
+/// The default number of render threads per chunk.
+pub const DEFAULT_RENDER_THREADS: usize = 2;
+
+/// What a worker can render and how: its compositions and its threads.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Rust compositions served for `registered` sources.
+    pub registry: Arc<Registry>,
+    /// Opens `bundle_path` sources; `None` refuses them with
+    /// `INVALID_ARGUMENT`.
+    pub bundle_opener: Option<BundleOpener>,
+    /// Threads rendering frames of one chunk (each with its own
+    /// `FrameRenderer`). Does not change the output bytes.
+    pub render_threads: usize,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("registry", &self.registry)
+            .field("bundle_opener", &self.bundle_opener.is_some())
+            .field("render_threads", &self.render_threads)
+            .finish()
+    }
+}
+
+impl WorkerConfig {
+    /// A worker serving `registry`, no bundle opener,
+    /// [`DEFAULT_RENDER_THREADS`] render threads.
+    pub fn new(registry: Registry) -> Self {
+        WorkerConfig {
+            registry: Arc::new(registry),
+            bundle_opener: None,
+            render_threads: DEFAULT_RENDER_THREADS,
+        }
+    }
+
+    /// Opens scene bundles with `opener`.
+    pub fn with_bundle_opener(mut self, opener: BundleOpener) -> Self {
+        self.bundle_opener = Some(opener);
+        self
+    }
+
+    /// Renders each chunk on `n` threads (at least 1).
+    pub fn with_render_threads(mut self, n: usize) -> Self {
+        self.render_threads = n.max(1);
+        self
+    }
+
+    /// The composition source a request names.
+    ///
+    /// # Errors
+    /// [`WorkerError::BundleNotFound`] for a bundle path that does not exist,
+    /// [`WorkerError::Unsupported`] for a bundle when no opener is configured
+    /// or a content-addressed bundle (not fetched yet), and the opener's
+    /// [`CompositionError`].
+    pub fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn CompositionSource>, WorkerError> {
+        match spec {
+            SourceSpec::Registered => Ok(self.registry.clone()),
+            SourceSpec::BundlePath(path) => {
+                if !path.exists() {
+                    return Err(WorkerError::BundleNotFound { path: path.clone() });
+                }
+                let opener = self
+                    .bundle_opener
+                    .as_ref()
+                    .ok_or_else(|| WorkerError::Unsupported {
+                        field: "source.bundle_path",
+                        message: "this worker has no scene bundle loader configured; use a registered composition".into(),
+                    })?;
+                Ok(opener(path)?)
+            }
+            SourceSpec::BundleRef { location, .. } => Err(WorkerError::Unsupported {
+                field: "source.bundle",
+                message: format!(
+                    "`{location}`: fetching bundles is not supported by this worker yet; use bundle_path"
+                ),
+            }),
+        }
+    }
+}

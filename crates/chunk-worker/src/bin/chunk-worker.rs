@@ -1,0 +1,107 @@
+//! `chunk-worker serve --listen ADDR --slots N --cache-dir DIR
+//! [--token-file F] [--log-json]`: a Montage chunk worker serving the
+//! built-in compositions. Prints `listening on ADDR` (the bound address, so
+//! `--listen 127.0.0.1:0` works) on stdout once ready.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chunk_worker::{DEFAULT_RENDER_THREADS, ServeConfig, WorkerConfig};
+use clap::{Parser, Subcommand};
+use composition::Registry;
+
+#[derive(Parser, Debug)]
+#[command(name = "chunk-worker", version, about = "Montage chunk worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the ChunkWorker gRPC service until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Chunks rendered at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 1)]
+    slots: usize,
+    /// Scratch directory for inline artifacts.
+    #[arg(long)]
+    cache_dir: PathBuf,
+    /// File holding the shared bearer token (surrounding whitespace ignored).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Threads rendering frames of each chunk (does not change the output).
+    #[arg(long, default_value_t = DEFAULT_RENDER_THREADS)]
+    render_threads: usize,
+    /// Seconds in-flight chunks may run on after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+}
+
+fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}", path.display()))?;
+            let token = text.trim().to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "--token-file {}: the file is empty",
+                path.display()
+            );
+            Some(token)
+        }
+    };
+    Ok(ServeConfig {
+        listen: args.listen,
+        slots: args.slots,
+        cache_dir: args.cache_dir.clone(),
+        token,
+        grace: Duration::from_secs(args.grace_secs),
+    })
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    init_logs(args.log_json);
+    let config = serve_config(&args)?;
+    let worker =
+        WorkerConfig::new(Registry::with_builtins()).with_render_threads(args.render_threads);
+    let bound = chunk_worker::bind(config, worker).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", bound.local_addr())?;
+        out.flush()?;
+    }
+    bound.run(chunk_worker::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The chunk worker's error type.
+
+use std::path::PathBuf;
+
+use composition::CompositionError;
+use montage_proto::convert::FieldError;
+
+/// Why a chunk could not be rendered or delivered. The gRPC layer maps each
+/// variant to a status code in exactly one place (`status.rs`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A request field is missing or invalid.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// The composition layer refused the scene, props or an asset.
+    #[error(transparent)]
+    Composition(#[from] CompositionError),
+    /// The chunk does not fit the composition (range outside it, inconsistent
+    /// parts).
+    #[error("chunk {chunk}: {message}")]
+    Range {
+        /// The chunk index.
+        chunk: u32,
+        /// What is wrong, with the values given and allowed.
+        message: String,
+    },
+    /// The source asks for something this worker is not configured for.
+    #[error("field `{field}`: {message}")]
+    Unsupported {
+        /// The request field.
+        field: &'static str,
+        /// What is unsupported and what is.
+        message: String,
+    },
+    /// A scene bundle directory that does not exist on this worker.
+    #[error("bundle {}: not found on this worker", path.display())]
+    BundleNotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// FFmpeg (swscale, libx264 or the MPEG-TS muxer) failed.
+    #[error("{stage}: {message}")]
+    Encoder {
+        /// Which step failed, e.g. "libx264 open".
+        stage: &'static str,
+        /// FFmpeg's message.
+        message: String,
+    },
+    /// Reading or writing an artifact failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A pipeline thread panicked (a bug, reported rather than propagated).
+    #[error("{stage} thread panicked")]
+    Panicked {
+        /// The stage.
+        stage: &'static str,
+    },
+    /// The chunk was cancelled (client gone, shutdown or caller's token).
+    #[error("chunk {chunk} cancelled")]
+    Cancelled {
+        /// The chunk index.
+        chunk: u32,
+    },
+    /// Every slot is busy.
+    #[error("all {slots} slots are busy: try another worker")]
+    Busy {
+        /// The worker's slot count.
+        slots: usize,
+    },
+    /// The call lacks the worker's bearer token or carries a wrong one.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// What was wrong with the credentials.
+        reason: &'static str,
+    },
+    /// The worker is shutting down and takes no new chunks.
+    #[error("the worker is draining and takes no new chunks")]
+    Draining,
+    /// The gRPC server could not bind or failed.
+    #[error("gRPC server on {addr}: {message}")]
+    Server {
+        /// The listen address.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl WorkerError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        WorkerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn encoder(stage: &'static str, err: impl std::fmt::Display) -> Self {
+        WorkerError::Encoder {
+            stage,
+            message: err.to_string(),
+        }
+    }
+}

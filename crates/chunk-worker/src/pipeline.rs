@@ -1,0 +1,626 @@
+//! The render → convert → encode pipeline and the PCM writer.
+//!
+//! ```text
+//! render+convert thread 0 ─┐ (frames k ≡ 0 mod N, RGBA → YUV)
+//! render+convert thread 1 ─┼─► encode (takes frames in order; libx264 → TS)
+//! …                       ─┘
+//! audio thread: PCM in blocks of AUDIO_BLOCK_SAMPLES
+//! ```
+//!
+//! Each pool thread renders with its own `FrameRenderer` and converts with
+//! its own swscale context, so conversion scales with the pool instead of
+//! bottlenecking one thread; swscale runs bit-exact, so which thread
+//! converted a frame never shows in the bytes. The encoder reorders simply
+//! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
+//! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
+//! buffer, so memory is flat whatever the chunk's length.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chunker::Chunk;
+use composition::{CompositionMeta, Prepared};
+use sha2::{Digest, Sha256};
+use timebase::{Fps, FrameIndex, SampleSpan};
+use tokio_util::sync::CancellationToken;
+
+use crate::encode::{Converter, TS_CLOCK_HZ, TsEncoder};
+use crate::request::{ArtifactTarget, ChunkRequest, PcmFormat, PixelFormat};
+use crate::{WorkerConfig, WorkerError};
+
+/// Converted frames each pool thread may have finished ahead of the
+/// encoder.
+pub const RENDER_QUEUE_DEPTH: usize = 2;
+
+/// Audio is rendered and written this many samples at a time (one second at
+/// 48 kHz), so a long chunk never holds all its PCM in memory.
+pub const AUDIO_BLOCK_SAMPLES: u64 = 48_000;
+
+/// Buffer size for artifact files.
+const FILE_BUFFER_BYTES: usize = 1 << 20;
+
+/// How far a chunk has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Frames rendered to RGBA.
+    pub frames_rendered: u64,
+    /// Frames that came out of the encoder.
+    pub frames_encoded: u64,
+    /// Frames the chunk has.
+    pub frames_total: u64,
+}
+
+/// Receives progress from the pipeline's threads; must be cheap (called
+/// after every frame).
+pub type ProgressSink<'a> = dyn Fn(Progress) + Send + Sync + 'a;
+
+/// One artifact file and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactFile {
+    /// Where it was written (its final name).
+    pub path: PathBuf,
+    /// Lower-case hex sha256 of the bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Time spent per stage. Render, convert, encode and audio are summed over
+/// their threads and overlap in wall time; `total` is wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageTimings {
+    /// Rendering RGBA frames (summed over render threads).
+    pub render: Duration,
+    /// RGBA→YUV conversion.
+    pub convert: Duration,
+    /// libx264 and the muxer, including the final flush and hashing.
+    pub encode: Duration,
+    /// Rendering and writing PCM.
+    pub audio: Duration,
+    /// Delivering the artifacts (set by the service for inline delivery).
+    pub deliver: Duration,
+    /// Wall time of the whole chunk.
+    pub total: Duration,
+}
+
+/// What a rendered chunk produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkResult {
+    /// The chunk, with its exact sample span.
+    pub chunk: Chunk,
+    /// The composition's resolved metadata.
+    pub meta: CompositionMeta,
+    /// The output video's frame rate (`fps / every_nth_frame`).
+    pub output_fps: Fps,
+    /// PTS of the chunk's first frame at 90 kHz:
+    /// `first_output_frame · ticks_per_frame`.
+    pub first_pts: u64,
+    /// Duration of one output frame at 90 kHz.
+    pub ticks_per_frame: u64,
+    /// Format of the PCM artifact.
+    pub pcm_format: PcmFormat,
+    /// H.264 in MPEG-TS, exactly `chunk.frame_count()` frames.
+    pub video: ArtifactFile,
+    /// Interleaved stereo PCM at 48 kHz, exactly `chunk.samples().len()`
+    /// sample frames.
+    pub audio: ArtifactFile,
+    /// Time per stage.
+    pub timings: StageTimings,
+}
+
+impl ChunkResult {
+    /// Frames in the video artifact.
+    pub fn frame_count(&self) -> u64 {
+        self.chunk.frame_count()
+    }
+
+    /// Stereo sample frames in the PCM artifact.
+    pub fn sample_count(&self) -> u64 {
+        self.chunk.samples().len()
+    }
+}
+
+/// A temporary file renamed to its final name on commit and removed if
+/// dropped uncommitted (error, cancel or panic).
+struct TempArtifact {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl TempArtifact {
+    fn new(dir: &Path, name: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        TempArtifact {
+            tmp: dir.join(format!(".{name}.{}.{n}.tmp", std::process::id())),
+            dest: dir.join(name),
+            committed: false,
+        }
+    }
+
+    fn commit(mut self) -> Result<PathBuf, WorkerError> {
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| WorkerError::io(&self.dest, e))?;
+        self.committed = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for TempArtifact {
+    fn drop(&mut self) {
+        if !self.committed {
+            // The file may never have been created; nothing else to do.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Renders one chunk: frames `request.span.frames` to H.264 in MPEG-TS and
+/// the chunk's exact sample span to PCM, both written into the request's
+/// target directory (temporary names, renamed when complete).
+///
+/// Video timestamps are the frames' output indices relative to
+/// `composition_start` times the output frame duration at 90 kHz; the first
+/// frame is an IDR. `progress` is called after each frame; `cancel` is
+/// checked between frames and audio blocks.
+///
+/// # Errors
+/// - [`WorkerError::Composition`], [`WorkerError::BundleNotFound`] or
+///   [`WorkerError::Unsupported`] if the composition cannot be resolved;
+/// - [`WorkerError::Range`] if the frames are outside the composition or the
+///   frame rate has no whole number of 90 kHz ticks;
+/// - [`WorkerError::Field`] for invalid video settings or an odd size with
+///   4:2:0;
+/// - [`WorkerError::Encoder`] or [`WorkerError::Io`] if FFmpeg or the disk
+///   fail;
+/// - [`WorkerError::Cancelled`] if `cancel` fires. No artifact is left
+///   behind on any error.
+pub fn render_chunk(
+    config: &WorkerConfig,
+    request: &ChunkRequest,
+    progress: &ProgressSink<'_>,
+    cancel: &CancellationToken,
+) -> Result<ChunkResult, WorkerError> {
+    let started = Instant::now();
+    let dir = match &request.target {
+        ArtifactTarget::Directory(d) => d.clone(),
+        ArtifactTarget::Inline => {
+            return Err(WorkerError::Unsupported {
+                field: "output",
+                message: "inline delivery is done by the gRPC service; render_chunk needs a directory target".into(),
+            });
+        }
+    };
+    request.video.validate()?;
+    let source = config.source(&request.source)?;
+    let prepared = source
+        .composition(&request.composition_id)?
+        .prepare(&request.props)?;
+    let meta = prepared.meta().clone();
+    let span = request.span;
+    let chunk_no = span.index.0;
+    let range_err = |message: String| WorkerError::Range {
+        chunk: chunk_no,
+        message,
+    };
+    if span.frames.last.0 >= meta.duration_frames {
+        return Err(range_err(format!(
+            "frames {} are outside composition `{}`: frames run 0-{} ({} frames)",
+            span.frames,
+            meta.id,
+            meta.duration_frames - 1,
+            meta.duration_frames
+        )));
+    }
+    let chunk = Chunk::from_parts(
+        span.index,
+        span.frames.first.0..=span.frames.last.0,
+        span.every_nth_frame,
+        span.composition_start,
+        meta.fps,
+        composition::SAMPLE_RATE,
+    )
+    .map_err(|e| range_err(e.to_string()))?;
+    let output_fps = meta
+        .fps
+        .every_nth(span.every_nth_frame)
+        .map_err(|e| range_err(format!("every_nth_frame {}: {e}", span.every_nth_frame)))?;
+    let ticks_per_frame = output_fps.ticks_per_frame(TS_CLOCK_HZ).ok_or_else(|| {
+        range_err(format!(
+            "output frame rate {output_fps} has no whole number of 90 kHz ticks per frame"
+        ))
+    })?;
+    let first_pts = chunk
+        .first_output_frame()
+        .checked_mul(ticks_per_frame)
+        .filter(|p| i64::try_from(*p).is_ok())
+        .ok_or_else(|| range_err("the chunk's timestamps overflow".into()))?;
+    if request.video.pixel_format == PixelFormat::Yuv420p
+        && (meta.width % 2 == 1 || meta.height % 2 == 1)
+    {
+        return Err(montage_proto::convert::FieldError::new(
+            "video.pixel_format",
+            format!(
+                "composition `{}` is {}x{}: yuv420p needs an even width and height; use yuv444p",
+                meta.id, meta.width, meta.height
+            ),
+        )
+        .into());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
+    if cancel.is_cancelled() {
+        return Err(WorkerError::Cancelled { chunk: chunk_no });
+    }
+
+    let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index);
+    let ts_tmp = TempArtifact::new(&dir, &ts_name);
+    let pcm_tmp = TempArtifact::new(&dir, &pcm_name);
+    let job = Job {
+        prepared: prepared.as_ref(),
+        meta: &meta,
+        chunk,
+        request,
+        output_fps,
+        render_threads: config.render_threads.max(1),
+        progress,
+        stop: cancel.child_token(),
+        counters: Counters::default(),
+    };
+    let (video, audio) = job.run(&ts_tmp.tmp, &pcm_tmp.tmp)?;
+    if cancel.is_cancelled() {
+        return Err(WorkerError::Cancelled { chunk: chunk_no });
+    }
+    let ts_path = ts_tmp.commit()?;
+    let pcm_path = pcm_tmp.commit()?;
+    let c = &job.counters;
+    let timings = StageTimings {
+        render: nanos(&c.render_ns),
+        convert: nanos(&c.convert_ns),
+        encode: nanos(&c.encode_ns),
+        audio: nanos(&c.audio_ns),
+        deliver: Duration::ZERO,
+        total: started.elapsed(),
+    };
+    tracing::info!(
+        job_id = %request.job_id,
+        chunk = chunk_no,
+        frames = %span.frames,
+        frame_count = chunk.frame_count(),
+        samples = %chunk.samples(),
+        render_ms = timings.render.as_millis() as u64,
+        convert_ms = timings.convert.as_millis() as u64,
+        encode_ms = timings.encode.as_millis() as u64,
+        audio_ms = timings.audio.as_millis() as u64,
+        total_ms = timings.total.as_millis() as u64,
+        "chunk rendered"
+    );
+    Ok(ChunkResult {
+        chunk,
+        meta,
+        output_fps,
+        first_pts,
+        ticks_per_frame,
+        pcm_format: request.pcm_format,
+        video: ArtifactFile {
+            path: ts_path,
+            sha256: video.0,
+            size: video.1,
+        },
+        audio: ArtifactFile {
+            path: pcm_path,
+            sha256: audio.0,
+            size: audio.1,
+        },
+        timings,
+    })
+}
+
+fn nanos(a: &AtomicU64) -> Duration {
+    Duration::from_nanos(a.load(Ordering::Relaxed))
+}
+
+fn add_elapsed(a: &AtomicU64, since: Instant) {
+    let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    a.fetch_add(ns, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Counters {
+    rendered: AtomicU64,
+    encoded: AtomicU64,
+    render_ns: AtomicU64,
+    convert_ns: AtomicU64,
+    encode_ns: AtomicU64,
+    audio_ns: AtomicU64,
+}
+
+struct Job<'a> {
+    prepared: &'a dyn Prepared,
+    meta: &'a CompositionMeta,
+    chunk: Chunk,
+    request: &'a ChunkRequest,
+    output_fps: Fps,
+    render_threads: usize,
+    progress: &'a ProgressSink<'a>,
+    /// Cancelled by the caller or by the first stage that fails, so the
+    /// others stop promptly.
+    stop: CancellationToken,
+    counters: Counters,
+}
+
+/// (sha256, size) of a finished artifact.
+type Digested = (String, u64);
+
+type Rendered = Result<(u64, ffmpeg_next::frame::Video), WorkerError>;
+
+impl Job<'_> {
+    fn cancelled(&self) -> WorkerError {
+        WorkerError::Cancelled {
+            chunk: self.chunk.index().0,
+        }
+    }
+
+    fn report(&self) {
+        (self.progress)(Progress {
+            frames_rendered: self.counters.rendered.load(Ordering::Relaxed),
+            frames_encoded: self.counters.encoded.load(Ordering::Relaxed),
+            frames_total: self.chunk.frame_count(),
+        });
+    }
+
+    /// Runs a stage; if it fails, stops the others.
+    fn stage<T>(&self, f: impl FnOnce() -> Result<T, WorkerError>) -> Result<T, WorkerError> {
+        let r = f();
+        if r.is_err() {
+            self.stop.cancel();
+        }
+        r
+    }
+
+    fn run(&self, ts: &Path, pcm: &Path) -> Result<(Digested, Digested), WorkerError> {
+        let n = self.render_threads;
+        let total = self.chunk.frame_count();
+        let frames: Vec<FrameIndex> = self.chunk.rendered_frames().collect();
+        std::thread::scope(|s| {
+            let mut rendered_rx = Vec::with_capacity(n);
+            let mut renderers = Vec::with_capacity(n);
+            for t in 0..n {
+                let (tx, rx) = mpsc::sync_channel::<Rendered>(RENDER_QUEUE_DEPTH);
+                rendered_rx.push(rx);
+                let frames = &frames;
+                renderers.push(
+                    std::thread::Builder::new()
+                        .name(format!("render-{t}"))
+                        .spawn_scoped(s, move || self.stage(|| self.render_stage(t, frames, &tx))),
+                );
+            }
+            let encoder = std::thread::Builder::new()
+                .name("encode".into())
+                .spawn_scoped(s, move || {
+                    self.stage(|| self.encode_stage(ts, total, &rendered_rx))
+                });
+            let audio = std::thread::Builder::new()
+                .name("audio".into())
+                .spawn_scoped(s, move || self.stage(|| self.audio_stage(pcm)));
+
+            fn join<T>(
+                h: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<T, WorkerError>>>,
+                stage: &'static str,
+            ) -> Result<T, WorkerError> {
+                match h {
+                    Err(e) => Err(WorkerError::encoder("thread spawn", e)),
+                    Ok(h) => h.join().unwrap_or(Err(WorkerError::Panicked { stage })),
+                }
+            }
+            let video = join(encoder, "encode");
+            let audio = join(audio, "audio");
+            let mut errors = Vec::new();
+            for r in renderers {
+                if let Err(e) = join(r, "render") {
+                    errors.push(e);
+                }
+            }
+            match (video, audio) {
+                (Ok(v), Ok(a)) if errors.is_empty() => Ok((v, a)),
+                (v, a) => {
+                    self.stop.cancel();
+                    errors.extend(v.err());
+                    errors.extend(a.err());
+                    // The first real error wins over the cancellations it
+                    // caused in the other stages.
+                    let real = errors
+                        .iter()
+                        .position(|e| !matches!(e, WorkerError::Cancelled { .. }));
+                    Err(match real {
+                        Some(i) => errors.swap_remove(i),
+                        None => self.cancelled(),
+                    })
+                }
+            }
+        })
+    }
+
+    fn render_stage(
+        &self,
+        thread: usize,
+        frames: &[FrameIndex],
+        tx: &mpsc::SyncSender<Rendered>,
+    ) -> Result<(), WorkerError> {
+        let mut renderer = self.prepared.frame_renderer()?;
+        let mut conv = Converter::new(
+            self.meta.width,
+            self.meta.height,
+            self.request.video.pixel_format,
+        )?;
+        let mut rgba = vec![0u8; self.meta.frame_bytes()];
+        for k in (thread..frames.len()).step_by(self.render_threads) {
+            if self.stop.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            let t = Instant::now();
+            let r = renderer.render_frame(frames[k], &mut rgba);
+            add_elapsed(&self.counters.render_ns, t);
+            if let Err(e) = r {
+                // The encoder reports it in frame order and stops the others.
+                let _ = tx.send(Err(e.into()));
+                return Err(self.cancelled());
+            }
+            let t = Instant::now();
+            let yuv = match conv.convert(&rgba) {
+                Ok(yuv) => yuv,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Err(self.cancelled());
+                }
+            };
+            add_elapsed(&self.counters.convert_ns, t);
+            self.counters.rendered.fetch_add(1, Ordering::Relaxed);
+            self.report();
+            if tx.send(Ok((k as u64, yuv))).is_err() {
+                return Err(self.cancelled());
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_stage(
+        &self,
+        path: &Path,
+        total: u64,
+        rendered: &[mpsc::Receiver<Rendered>],
+    ) -> Result<Digested, WorkerError> {
+        let t = Instant::now();
+        let mut enc = TsEncoder::create(
+            path,
+            self.meta.width,
+            self.meta.height,
+            self.output_fps,
+            &self.request.video,
+        )?;
+        add_elapsed(&self.counters.encode_ns, t);
+        let first = self.chunk.first_output_frame();
+        let n = rendered.len() as u64;
+        for i in 0..total {
+            // Frame i comes from thread i mod N: reading the channels in
+            // turn puts the frames back in order.
+            let from = (i % n) as usize;
+            let (got, mut frame) = match rendered[from].recv() {
+                Ok(r) => r?,
+                Err(_) => return Err(self.cancelled()),
+            };
+            debug_assert_eq!(got, i, "thread {from} sends its frames in order");
+            if self.stop.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            let pts = i64::try_from(first + i).map_err(|_| self.cancelled())?;
+            let t = Instant::now();
+            enc.encode(&mut frame, pts)?;
+            add_elapsed(&self.counters.encode_ns, t);
+            self.counters.encoded.store(enc.packets, Ordering::Relaxed);
+            self.report();
+        }
+        let t = Instant::now();
+        let packets = enc.finish()?;
+        self.counters.encoded.store(packets, Ordering::Relaxed);
+        self.report();
+        if packets != self.chunk.frame_count() {
+            return Err(WorkerError::encoder(
+                "libx264 flush",
+                format!(
+                    "wrote {packets} packets for {} frames",
+                    self.chunk.frame_count()
+                ),
+            ));
+        }
+        let digest = digest_file(path)?;
+        add_elapsed(&self.counters.encode_ns, t);
+        Ok(digest)
+    }
+
+    fn audio_stage(&self, path: &Path) -> Result<Digested, WorkerError> {
+        let t = Instant::now();
+        let file = File::create(path).map_err(|e| WorkerError::io(path, e))?;
+        let mut out = BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
+        let mut hasher = Sha256::new();
+        let span = self.chunk.samples();
+        let format = self.request.pcm_format;
+        let mut samples = Vec::new();
+        let mut bytes = Vec::new();
+        let mut size = 0u64;
+        let mut start = span.start.0;
+        while start < span.end.0 {
+            if self.stop.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            let end = (start + AUDIO_BLOCK_SAMPLES).min(span.end.0);
+            let block = SampleSpan::new(start, end).expect("start < end by the loop condition");
+            samples.resize((end - start) as usize * composition::AUDIO_CHANNELS, 0.0f32);
+            self.prepared.render_audio(block, &mut samples)?;
+            encode_pcm(&samples, format, &mut bytes);
+            out.write_all(&bytes)
+                .map_err(|e| WorkerError::io(path, e))?;
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
+            start = end;
+        }
+        out.flush().map_err(|e| WorkerError::io(path, e))?;
+        add_elapsed(&self.counters.audio_ns, t);
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+}
+
+/// Writes interleaved `f32` samples as `format` into `out` (replacing its
+/// contents). s16le rounds to nearest and clamps to the 16-bit range.
+pub(crate) fn encode_pcm(samples: &[f32], format: PcmFormat, out: &mut Vec<u8>) {
+    out.clear();
+    match format {
+        PcmFormat::F32le => {
+            out.reserve(samples.len() * 4);
+            for s in samples {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        PcmFormat::S16le => {
+            out.reserve(samples.len() * 2);
+            for s in samples {
+                let v = (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16;
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// sha256 (lower-case hex) and size of a file.
+pub(crate) fn digest_file(path: &Path) -> Result<Digested, WorkerError> {
+    let mut f = File::open(path).map_err(|e| WorkerError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; FILE_BUFFER_BYTES];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| WorkerError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcm_encodings() {
+        let mut out = Vec::new();
+        encode_pcm(&[0.0, 1.0, -1.0, 2.0], PcmFormat::S16le, &mut out);
+        assert_eq!(out, [0, 0, 0xff, 0x7f, 0x01, 0x80, 0xff, 0x7f]);
+        encode_pcm(&[0.5], PcmFormat::F32le, &mut out);
+        assert_eq!(out, 0.5f32.to_le_bytes());
+    }
+}

@@ -1,0 +1,290 @@
+//! Test kit: workers in temp dirs on free ports, gRPC helpers, ffprobe.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chunk_worker::pb;
+use pb::chunk_worker_client::ChunkWorkerClient;
+use tonic::transport::Channel;
+
+/// A `chunk-worker serve` process, killed on drop.
+pub struct Worker {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Starts a worker with `extra` flags after `serve --listen 127.0.0.1:0
+    /// --cache-dir <tmp>/cache`.
+    pub fn start(extra: &[&str]) -> Worker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start chunk-worker");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Worker {
+            child: Some(child),
+            addr,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn client(&self) -> ChunkWorkerClient<Channel> {
+        ChunkWorkerClient::new(self.channel().await)
+    }
+
+    /// A fresh directory for artifacts.
+    pub fn out_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits for the process to exit (SIGTERM tests).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "worker did not exit within {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A request for the test pattern with `props`, frames `first..=last`.
+pub fn request(
+    props: serde_json::Value,
+    first: u64,
+    last: u64,
+    composition_start: u64,
+    target: Option<&Path>,
+) -> pb::RenderChunkRequest {
+    pb::RenderChunkRequest {
+        job_id: "it".into(),
+        chunk_index: 0,
+        source: Some(pb::CompositionSource {
+            kind: Some(pb::composition_source::Kind::Registered(pb::Registered {})),
+        }),
+        composition_id: "test-pattern".into(),
+        props_json: props.to_string(),
+        frames: Some(pb::FrameRange { first, last }),
+        composition_start,
+        every_nth_frame: 1,
+        video: Some((&chunk_worker::VideoSettings::default()).into()),
+        audio: Some(pb::AudioSettings {
+            sample_rate: 48_000,
+            channels: 2,
+            pcm_format: pb::PcmFormat::S16le.into(),
+        }),
+        output: Some(pb::ArtifactTarget {
+            kind: Some(match target {
+                None => pb::artifact_target::Kind::Inline(pb::Inline {}),
+                Some(dir) => pb::artifact_target::Kind::Location(dir.display().to_string()),
+            }),
+        }),
+    }
+}
+
+/// Everything one RenderChunk call returned.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub progress: Vec<pb::Progress>,
+    pub ts: Vec<u8>,
+    pub pcm: Vec<u8>,
+    pub result: Option<pb::ChunkResult>,
+}
+
+/// Runs a call to the end, checking the stream's shape: progress, then
+/// ordered pieces of at most 1 MiB, then exactly one result.
+pub async fn render(
+    client: &mut ChunkWorkerClient<Channel>,
+    req: pb::RenderChunkRequest,
+) -> Result<Collected, tonic::Status> {
+    let mut stream = client.render_chunk(req).await?.into_inner();
+    let mut c = Collected::default();
+    while let Some(event) = stream.message().await? {
+        assert!(c.result.is_none(), "an event after the result");
+        match event.event.expect("event set") {
+            pb::render_chunk_event::Event::Progress(p) => c.progress.push(p),
+            pb::render_chunk_event::Event::Data(d) => {
+                assert!(d.data.len() <= 1 << 20, "piece of {} bytes", d.data.len());
+                let buf = match pb::ArtifactKind::try_from(d.kind).expect("kind") {
+                    pb::ArtifactKind::VideoTs => &mut c.ts,
+                    pb::ArtifactKind::AudioPcm => &mut c.pcm,
+                    other => panic!("unexpected artifact kind {other:?}"),
+                };
+                assert_eq!(d.offset, buf.len() as u64, "pieces arrive in order");
+                buf.extend_from_slice(&d.data);
+            }
+            pb::render_chunk_event::Event::Result(r) => c.result = Some(r),
+        }
+    }
+    assert!(c.result.is_some(), "the stream ended without a result");
+    Ok(c)
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// One video packet as ffprobe reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    pub pts: i64,
+    pub dts: i64,
+    pub key: bool,
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("run ffprobe/ffmpeg");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The video packets of a TS file, in file (decode) order.
+pub fn packets(ts: &Path) -> Vec<Packet> {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=pts,dts,flags", "-of", "csv=p=0"])
+        .arg(ts));
+    String::from_utf8(out)
+        .expect("utf8")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Packet {
+                pts: f[0].parse().unwrap_or_else(|_| panic!("pts in {l:?}")),
+                dts: f[1].parse().unwrap_or_else(|_| panic!("dts in {l:?}")),
+                key: f[2].starts_with('K'),
+            }
+        })
+        .collect()
+}
+
+/// `key=value` stream properties of the first video stream.
+pub fn stream_info(ts: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,profile,pix_fmt,width,height,color_range,color_space,color_primaries,color_transfer,sample_aspect_ratio,nb_read_frames",
+        ])
+        .args(["-of", "default=nw=1"])
+        .arg(ts));
+    String::from_utf8(out)
+        .expect("utf8")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The SPS and PPS NAL units (types 7 and 8) of a TS file's H.264 stream.
+pub fn parameter_sets(ts: &Path) -> Vec<Vec<u8>> {
+    let annexb = run(Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(ts)
+        .args(["-map", "0:v:0", "-c", "copy", "-f", "h264", "-"]));
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= annexb.len() {
+        if annexb[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut sets = Vec::new();
+    for (n, &s) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map_or(annexb.len(), |&e| e - 3);
+        let mut nal = annexb[s..end].to_vec();
+        while nal.last() == Some(&0) {
+            nal.pop();
+        }
+        if let Some(&h) = nal.first()
+            && matches!(h & 0x1f, 7 | 8)
+            && !sets.contains(&nal)
+        {
+            sets.push(nal);
+        }
+    }
+    sets
+}
+
+/// Writes `bytes` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write");
+    p
+}
+
+/// Files in `dir` (names), sorted; empty if it does not exist.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

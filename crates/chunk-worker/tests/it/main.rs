@@ -1,0 +1,7 @@
+//! Integration tests of the chunk worker: the real `chunk-worker` binary on
+//! 127.0.0.1, real gRPC, Debian's `ffprobe`/`ffmpeg` as judges.
+
+mod chunks;
+mod kit;
+mod library;
+mod service;
