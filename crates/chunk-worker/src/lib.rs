@@ -106,7 +106,21 @@ impl std::fmt::Debug for WorkerConfig {
     }
 }
 
+/// Opens scene bundle directories with [`composition::scene::SceneBundle`].
+pub fn scene_bundle_opener() -> BundleOpener {
+    Arc::new(|path: &Path| {
+        let bundle = composition::scene::SceneBundle::open(path)?;
+        Ok(Arc::new(bundle) as Arc<dyn CompositionSource>)
+    })
+}
+
 impl WorkerConfig {
+    /// What the `chunk-worker` binary serves: the built-in compositions and
+    /// scene bundles.
+    pub fn standard() -> Self {
+        WorkerConfig::new(Registry::with_builtins()).with_bundle_opener(scene_bundle_opener())
+    }
+
     /// A worker serving `registry`, no bundle opener,
     /// [`DEFAULT_RENDER_THREADS`] render threads.
     pub fn new(registry: Registry) -> Self {

@@ -73,6 +73,13 @@ use serde::{Deserialize, Serialize};
 pub use chunker;
 pub use error::CombineError;
 
+/// Sets FFmpeg's process-wide log level to errors only. Binaries call this:
+/// at FFmpeg's default level the AAC encoder prints statistics ("Qavg") to
+/// stderr. A library leaves the choice to its caller.
+pub fn quiet_ffmpeg_logs() {
+    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+}
+
 /// The AAC bitrate used unless told otherwise, in bits per second.
 pub const DEFAULT_AUDIO_BITRATE: u32 = 192_000;
 

@@ -18,6 +18,8 @@
 
 pub mod grpc;
 pub mod pool;
+pub mod progress;
+pub mod render;
 pub mod schedule;
 
 use std::ops::RangeInclusive;

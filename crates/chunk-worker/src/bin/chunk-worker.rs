@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use chunk_worker::{DEFAULT_RENDER_THREADS, ServeConfig, WorkerConfig};
 use clap::{Parser, Subcommand};
-use composition::Registry;
 
 #[derive(Parser, Debug)]
 #[command(name = "chunk-worker", version, about = "Montage chunk worker")]
@@ -94,8 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = cli.command;
     init_logs(args.log_json);
     let config = serve_config(&args)?;
-    let worker =
-        WorkerConfig::new(Registry::with_builtins()).with_render_threads(args.render_threads);
+    let worker = WorkerConfig::standard().with_render_threads(args.render_threads);
     let bound = chunk_worker::bind(config, worker).await?;
     {
         let mut out = std::io::stdout().lock();
