@@ -310,3 +310,57 @@ async fn presigned_get_urls_work_without_credentials() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("presigned body"), "{resp}");
 }
+
+/// Set only in the child process of
+/// [`standard_aws_environment_variables_configure_s3`].
+const ENV_PROBE_BUCKET: &str = "MONTAGE_STORAGE_ENV_PROBE_BUCKET";
+
+#[tokio::test]
+async fn standard_aws_environment_variables_configure_s3() {
+    let direct = s3_store("env").await;
+    // A fresh process (this test binary, running only the probe below) so
+    // the environment is set before anything reads it.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "s3::env_probe",
+            "--exact",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(ENV_PROBE_BUCKET, direct.bucket())
+        .env("AWS_ENDPOINT_URL", &moto().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "from-env")
+        .env("AWS_SECRET_ACCESS_KEY", "from-env-secret")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = direct.head("from-env.txt").await.unwrap().unwrap();
+    assert_eq!(meta.size, 8);
+}
+
+/// Does its work only in the child process started above: connects with no
+/// explicit configuration at all.
+#[tokio::test]
+async fn env_probe() {
+    let Ok(bucket) = std::env::var(ENV_PROBE_BUCKET) else {
+        return;
+    };
+    let location: storage::Location = format!("s3://{bucket}/from-env.txt").parse().unwrap();
+    let store = storage::open(&location, &storage::S3Config::default())
+        .await
+        .unwrap();
+    store
+        .put_bytes(location.key(), "env only".into())
+        .await
+        .unwrap();
+}
