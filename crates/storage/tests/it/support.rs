@@ -17,9 +17,10 @@ use tokio::task::JoinSet;
 /// How long moto may take to start answering.
 const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A `moto_server` process on 127.0.0.1, killed on drop. It runs under a
-/// small shell watchdog that also kills it when the test binary exits
-/// (its stdin closes), since the shared instance lives in a static.
+/// A `moto_server` process on 127.0.0.1, killed on drop. A small shell
+/// watchdog also kills it when the test binary exits (its stdin closes),
+/// since the shared instance lives in a static; if moto dies, the shell
+/// exits too and the start-up loop reports moto's log at once.
 pub struct MotoServer {
     child: Child,
     pub endpoint: String,
@@ -33,18 +34,22 @@ impl MotoServer {
             .local_addr()
             .expect("local addr")
             .port();
-        let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned());
+        // `python3 -m moto.server` runs the server of the moto that
+        // `python3 -m pip` installed (scripts/setup-s3-test-server.sh), with
+        // no dependence on PATH shims; $MOTO_SERVER overrides it.
+        let program =
+            std::env::var("MOTO_SERVER").unwrap_or_else(|_| "python3 -m moto.server".to_owned());
         let log = std::env::temp_dir().join(format!("montage-moto-{port}.log"));
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#""$1" -H 127.0.0.1 -p "$2" >"$3" 2>&1 & pid=$!; read _ignored; kill $pid; wait $pid"#)
+            .arg(r#"exec 3<&0; $1 -H 127.0.0.1 -p "$2" >"$3" 2>&1 </dev/null & pid=$!; (read _ignored <&3; kill $pid 2>/dev/null) & wait $pid"#)
             .arg("sh")
             .arg(&program)
             .arg(port.to_string())
             .arg(&log)
             .stdin(Stdio::piped())
             .spawn()
-            .expect("spawn moto_server (run scripts/setup-s3-test-server.sh)");
+            .expect("spawn sh for moto");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut server = MotoServer {
             child,
@@ -63,7 +68,9 @@ impl MotoServer {
             }
             if let Ok(Some(status)) = server.child.try_wait() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("moto_server exited with {status}: {text}");
+                panic!(
+                    "moto_server exited with {status} (install it with scripts/setup-s3-test-server.sh): {text}"
+                );
             }
             assert!(
                 start.elapsed() < MOTO_START_TIMEOUT,
