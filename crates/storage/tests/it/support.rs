@@ -1,0 +1,323 @@
+//! Test kit: a real S3-protocol server (moto) on loopback, and a fault
+//! injecting HTTP proxy in front of it.
+
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use storage::{MultipartConfig, RetryPolicy, S3Config, S3Credentials, S3Store};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+/// How long moto may take to start answering.
+const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `moto_server` process on 127.0.0.1, killed on drop. A small shell
+/// watchdog also kills it when the test binary exits (its stdin closes),
+/// since the shared instance lives in a static; if moto dies, the shell
+/// exits too and the start-up loop reports moto's log at once.
+pub struct MotoServer {
+    child: Child,
+    pub endpoint: String,
+    pub addr: SocketAddr,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let port = StdListener::bind("127.0.0.1:0")
+            .expect("bind a free port")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        // `python3 -m moto.server` runs the server of the moto that
+        // `python3 -m pip` installed (scripts/setup-s3-test-server.sh), with
+        // no dependence on PATH shims; $MOTO_SERVER overrides it.
+        let program =
+            std::env::var("MOTO_SERVER").unwrap_or_else(|_| "python3 -m moto.server".to_owned());
+        let log = std::env::temp_dir().join(format!("montage-moto-{port}.log"));
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 3<&0; $1 -H 127.0.0.1 -p "$2" >"$3" 2>&1 </dev/null & pid=$!; (read _ignored <&3; kill $pid 2>/dev/null) & wait $pid"#)
+            .arg("sh")
+            .arg(&program)
+            .arg(port.to_string())
+            .arg(&log)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sh for moto");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = MotoServer {
+            child,
+            endpoint: format!("http://{addr}"),
+            addr,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(mut s) = StdStream::connect(addr) {
+                use std::io::Write as _;
+                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                    return server;
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "moto_server exited with {status} (install it with scripts/setup-s3-test-server.sh): {text}"
+                );
+            }
+            assert!(
+                start.elapsed() < MOTO_START_TIMEOUT,
+                "moto_server did not answer on {addr} within {MOTO_START_TIMEOUT:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = &mut server;
+        }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        // Closing stdin makes the watchdog kill moto.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// One moto server shared by every test in this binary (each test uses its
+/// own bucket).
+pub fn moto() -> &'static MotoServer {
+    static SERVER: OnceLock<MotoServer> = OnceLock::new();
+    SERVER.get_or_init(MotoServer::start)
+}
+
+static BUCKET_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh bucket name.
+pub fn bucket(tag: &str) -> String {
+    format!(
+        "t-{tag}-{}-{}",
+        std::process::id(),
+        BUCKET_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Small parts and quick retries, so tests stay fast.
+pub fn test_config(endpoint: &str) -> S3Config {
+    S3Config {
+        endpoint_url: Some(endpoint.to_owned()),
+        region: Some("us-east-1".to_owned()),
+        force_path_style: None,
+        credentials: Some(S3Credentials {
+            access_key_id: "testing".to_owned(),
+            secret_access_key: "testing".to_owned(),
+            session_token: None,
+        }),
+        retry: RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        },
+        multipart: MultipartConfig {
+            threshold: 6 * 1024 * 1024,
+            part_size: 5 * 1024 * 1024,
+        },
+    }
+}
+
+/// A store on a fresh bucket of the shared moto server.
+pub async fn s3_store(tag: &str) -> S3Store {
+    let store = S3Store::connect(&bucket(tag), &test_config(&moto().endpoint))
+        .await
+        .expect("connect");
+    store.ensure_bucket().await.expect("create bucket");
+    store
+}
+
+/// What the proxy does with one request.
+#[derive(Clone, Copy, Debug)]
+pub enum Action {
+    /// Pass it to moto.
+    Forward,
+    /// Answer with this status and S3 error code.
+    Respond(u16, &'static str),
+    /// Close the connection without answering (a connection reset).
+    Drop,
+    /// Never answer (until the proxy is dropped).
+    Stall,
+}
+
+type Rule = dyn Fn(usize, &str) -> Action + Send + Sync;
+
+/// An HTTP proxy on 127.0.0.1 in front of moto that decides per request
+/// (by its index and request line) to forward it or fail it. Every request
+/// it forwards carries `Connection: close`, so each request arrives on its
+/// own connection and is seen here.
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    pub stalled: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(
+        upstream: SocketAddr,
+        rule: impl Fn(usize, &str) -> Action + Send + Sync + 'static,
+    ) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stalled = Arc::new(Notify::new());
+        let rule: Arc<Rule> = Arc::new(rule);
+        let (reqs, stall) = (requests.clone(), stalled.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            let counter = Arc::new(AtomicUsize::new(0));
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (rule, reqs, stall, counter) =
+                    (rule.clone(), reqs.clone(), stall.clone(), counter.clone());
+                conns.spawn(async move {
+                    let _ = serve(sock, upstream, &*rule, &reqs, &stall, &counter).await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        FaultProxy {
+            endpoint: format!("http://{addr}"),
+            requests,
+            stalled,
+            task,
+        }
+    }
+
+    pub fn request_lines(&self) -> Vec<String> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        // Dropping the accept task drops its JoinSet, aborting connections.
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    rule: &Rule,
+    requests: &Mutex<Vec<String>>,
+    stalled: &Notify,
+    counter: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let request_line = head.lines().next().unwrap_or_default().to_owned();
+    let index = counter.fetch_add(1, Ordering::SeqCst);
+    requests.lock().expect("lock").push(request_line.clone());
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    match rule(index, &request_line) {
+        Action::Forward => {
+            let mut rewritten = String::new();
+            for line in head[..head_end - 4].split("\r\n") {
+                if line.to_ascii_lowercase().starts_with("connection:") {
+                    continue;
+                }
+                rewritten.push_str(line);
+                rewritten.push_str("\r\n");
+            }
+            rewritten.push_str("Connection: close\r\n\r\n");
+            let mut up = TcpStream::connect(upstream).await?;
+            up.write_all(rewritten.as_bytes()).await?;
+            up.write_all(&buf[head_end..]).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+        }
+        Action::Respond(status, code) => {
+            let expects_continue =
+                header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+            if !expects_continue {
+                // Read the body so the client sees our answer, not a reset.
+                let len: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut remaining = len.saturating_sub(buf.len() - head_end);
+                let mut sink = vec![0u8; 64 * 1024];
+                while remaining > 0 {
+                    let n = client.read(&mut sink[..remaining.min(64 * 1024)]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    remaining -= n;
+                }
+            }
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+            );
+            let reason = match status {
+                403 => "Forbidden",
+                500 => "Internal Server Error",
+                503 => "Service Unavailable",
+                _ => "Error",
+            };
+            let response = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(response.as_bytes()).await?;
+            client.shutdown().await?;
+        }
+        Action::Drop => {
+            drop(client);
+        }
+        Action::Stall => {
+            stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
