@@ -22,3 +22,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# A real S3-protocol server (moto) for the storage tests, from PyPI.
+bash "$(dirname "$0")/setup-s3-test-server.sh"
