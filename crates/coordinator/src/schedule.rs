@@ -222,10 +222,15 @@ pub enum ScheduleError {
         message: String,
     },
     /// A chunk failed on every attempt.
-    #[error("chunk {chunk} failed after {} attempts:\n{}", attempts.len(), format_attempts(attempts))]
+    #[error(
+        "chunk {chunk} failed after {tries} attempts; failed attempts of this render:\n{}",
+        format_attempts(attempts)
+    )]
     Exhausted {
         /// The chunk.
         chunk: u32,
+        /// Attempts the chunk had.
+        tries: u32,
         /// Every failed attempt of the render (all chunks), oldest first.
         attempts: Vec<FailedAttempt>,
     },
@@ -466,6 +471,7 @@ pub async fn run_chunks<R: ChunkRunner>(
                                 if attempts[chunk] >= max_attempts {
                                     break Err(ScheduleError::Exhausted {
                                         chunk: chunk as u32,
+                                        tries: attempts[chunk],
                                         attempts: failures.clone(),
                                     });
                                 }
@@ -505,6 +511,7 @@ pub async fn run_chunks<R: ChunkRunner>(
         .map(|(i, o)| {
             o.ok_or(ScheduleError::Exhausted {
                 chunk: i as u32,
+                tries: attempts[i],
                 attempts: failures.clone(),
             })
         })
@@ -534,7 +541,25 @@ fn pick_worker(workers: &[WorkerState], now: Instant, avoid: &[String]) -> Optio
     if let Some(i) = best(&mut candidates().filter(|(_, w)| !avoid.contains(&w.info.address))) {
         return Some(i);
     }
-    best(&mut candidates())
+    if let Some(i) = best(&mut candidates()) {
+        return Some(i);
+    }
+    // Setting a worker aside only helps while others can take the work:
+    // when every worker in the pool is set aside, try them anyway (the
+    // chunk's own backoff still spaces the attempts).
+    let all_aside = workers
+        .iter()
+        .filter(|w| w.info.slots > 0)
+        .all(|w| w.unavailable_until.is_some_and(|t| t > now));
+    if !all_aside {
+        return None;
+    }
+    best(
+        &mut workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.busy < w.info.slots),
+    )
 }
 
 fn next_wake(

@@ -230,7 +230,7 @@ fn select(
 fn render_props(props: Option<&str>, each: &[String]) -> anyhow::Result<Props> {
     let mut map = match props {
         None => Props::new(),
-        Some(text) if text.trim_start().starts_with('{') => parse_props(text)?,
+        Some(text) if text.trim_start().starts_with(['{', '[']) => parse_props(text)?,
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--props: reading {path}"))?;

@@ -241,7 +241,10 @@ async fn all_workers_failing_lists_every_attempt() {
         Scripted::new(|_, _, _| Behaviour::Fail(Duration::from_millis(10), FailureKind::Transient));
     let (result, _) = run(&runner, 1, &[("a", 1), ("b", 1), ("c", 1)]).await;
     let err = result.expect_err("exhausted");
-    let ScheduleError::Exhausted { chunk, attempts } = &err else {
+    let ScheduleError::Exhausted {
+        chunk, attempts, ..
+    } = &err
+    else {
         panic!("expected Exhausted, got {err:?}");
     };
     assert_eq!(*chunk, 0);
@@ -253,7 +256,7 @@ async fn all_workers_failing_lists_every_attempt() {
     );
     assert_eq!(
         err.to_string(),
-        "chunk 0 failed after 3 attempts:\n  \
+        "chunk 0 failed after 3 attempts; failed attempts of this render:\n  \
          chunk 0 attempt 1 on a: Transient: scripted failure\n  \
          chunk 0 attempt 2 on b: Transient: scripted failure\n  \
          chunk 0 attempt 3 on c: Transient: scripted failure"

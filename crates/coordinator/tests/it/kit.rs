@@ -1,0 +1,209 @@
+//! Test kit: worker processes on free loopback ports, the coordinator CLI,
+//! and ffprobe/ffmpeg as independent judges.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The `chunk-worker` binary, built beside ours by `cargo test --workspace`.
+pub fn worker_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_coordinator")).with_file_name("chunk-worker");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p chunk-worker`, or run the workspace tests)",
+        path.display()
+    );
+    path
+}
+
+/// A `chunk-worker serve` process in its own temp dir, killed on drop.
+pub struct Worker {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    pub fn start(slots: u32) -> Worker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("worker.log")).expect("log");
+        let mut child = Command::new(worker_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--slots",
+                &slots.to_string(),
+                "--cache-dir",
+            ])
+            .arg(dir.path().join("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start chunk-worker");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Worker {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Sends a signal (`-9`, `-STOP`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `coordinator` command.
+pub fn coordinator() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_coordinator"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// Runs a command and returns its output.
+pub fn run(mut c: Command) -> Output {
+    c.output().expect("run")
+}
+
+fn ffprobe(args: &[&str], file: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Video packets as (pts, dts, keyframe), in stream order.
+pub fn video_packets(file: &Path) -> Vec<(i64, i64, bool)> {
+    ffprobe(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,dts,flags",
+            "-of",
+            "csv=p=0",
+        ],
+        file,
+    )
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(|l| {
+        let f: Vec<&str> = l.split(',').collect();
+        (
+            f[0].parse().expect("pts"),
+            f[1].parse().expect("dts"),
+            f[2].starts_with('K'),
+        )
+    })
+    .collect()
+}
+
+/// A stream entry (`time_base`, `duration_ts`, `nb_frames`, ...) of stream
+/// `sel` (`v:0`, `a:0`).
+pub fn stream_entry(file: &Path, sel: &str, entry: &str) -> String {
+    ffprobe(
+        &[
+            "-select_streams",
+            sel,
+            "-show_entries",
+            &format!("stream={entry}"),
+            "-of",
+            "csv=p=0",
+        ],
+        file,
+    )
+    .trim()
+    .to_owned()
+}
+
+/// The MD5 of every decoded video frame.
+pub fn frame_md5s(file: &Path) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|s| s.trim().to_owned()))
+        .collect()
+}
+
+/// Decoded audio as interleaved s16, trimmed to `samples` per channel (the
+/// ffmpeg CLI keeps the AAC tail padding).
+pub fn decoded_audio(file: &Path, samples: u64) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-map",
+            "0:a:0",
+            "-af",
+            &format!("atrim=end_sample={samples}"),
+            "-f",
+            "s16le",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Lines of the coordinator's `--json` output that are events of `kind`.
+pub fn events<'a>(stdout: &'a str, kind: &str) -> Vec<&'a str> {
+    let tag = format!("\"event\":\"{kind}\"");
+    stdout.lines().filter(|l| l.contains(&tag)).collect()
+}

@@ -1,0 +1,6 @@
+//! Coordinator integration tests: the real `coordinator` CLI driving real
+//! `chunk-worker` processes over gRPC on loopback, judged by Debian's
+//! ffprobe/ffmpeg.
+
+mod kit;
+mod render;

@@ -1,0 +1,344 @@
+//! Renders through the CLI on real worker processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+use crate::kit::{
+    Worker, coordinator, decoded_audio, events, frame_md5s, run, stream_entry, video_packets,
+};
+
+/// A small test pattern at 29.97 fps with a continuous sine.
+const SMALL: &str = r#"{"width":160,"height":90,"duration":96,"fps":"30000/1001"}"#;
+/// Longer chunks, so a worker can be killed while it renders.
+const SLOW: &str = r#"{"width":640,"height":360,"duration":360,"fps":"30"}"#;
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read output")))
+}
+
+fn render_on(
+    workers: &[&Worker],
+    props: &str,
+    chunks: u32,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut c = coordinator();
+    c.args([
+        "render",
+        "--props",
+        props,
+        "--chunks",
+        &chunks.to_string(),
+        "--json",
+        "--out",
+    ])
+    .arg(out);
+    for w in workers {
+        c.args(["--worker", &w.url]);
+    }
+    c.args(extra);
+    run(c)
+}
+
+#[test]
+fn sixteen_chunks_over_three_workers_equal_one_chunk() {
+    let workers = [Worker::start(2), Worker::start(1), Worker::start(1)];
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = dir.path().join("one.mp4");
+    let sixteen = dir.path().join("sixteen.mp4");
+    for (out, n) in [(&one, 1), (&sixteen, 16)] {
+        let o = render_on(&refs, SMALL, n, out, &["--lossless"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let stdout = String::from_utf8(
+        render_on(
+            &refs,
+            SMALL,
+            16,
+            &dir.path().join("again.mp4"),
+            &["--lossless"],
+        )
+        .stdout,
+    )
+    .expect("utf8");
+    // Every worker got work.
+    let finished = events(&stdout, "chunk_finished");
+    assert_eq!(finished.len(), 16);
+    for w in &workers {
+        assert!(
+            finished.iter().any(|l| l.contains(&w.url)),
+            "{} rendered nothing",
+            w.url
+        );
+    }
+
+    // Independent checks on the 16-chunk output: frame count, PTS of frame k
+    // exactly k·1001/30000 s, DTS strictly increasing, a keyframe at every
+    // chunk start (96 frames in chunks of 6).
+    let packets = video_packets(&sixteen);
+    assert_eq!(packets.len(), 96);
+    let tb = stream_entry(&sixteen, "v:0", "time_base");
+    let (num, den): (i64, i64) = tb
+        .split_once('/')
+        .map(|(a, b)| (a.parse().expect("tb"), b.parse().expect("tb")))
+        .expect("time base");
+    let mut pts: Vec<i64> = packets.iter().map(|p| p.0).collect();
+    pts.sort_unstable();
+    for (k, p) in pts.iter().enumerate() {
+        // p·num/den == k·1001/30000 exactly.
+        assert_eq!(p * num * 30_000, k as i64 * 1001 * den, "frame {k}");
+    }
+    assert!(
+        packets.windows(2).all(|w| w[0].1 < w[1].1),
+        "DTS not strictly increasing"
+    );
+    let keys: Vec<usize> = {
+        let mut by_pts: Vec<(i64, bool)> = packets.iter().map(|p| (p.0, p.2)).collect();
+        by_pts.sort_unstable();
+        by_pts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.1)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    // x264 may add keyframes at scene cuts; every chunk must start with one.
+    for start in (0..96).step_by(6) {
+        assert!(keys.contains(&start), "chunk start {start} is not a keyframe: {keys:?}");
+    }
+
+    // Exact audio length: S(96) = floor(96·48000·1001/30000) samples.
+    let samples: u64 = 96 * 48_000 * 1001 / 30_000;
+    assert_eq!(
+        stream_entry(&sixteen, "a:0", "duration_ts"),
+        samples.to_string()
+    );
+
+    // Decoded frames and samples equal the 1-chunk render's.
+    assert_eq!(frame_md5s(&sixteen), frame_md5s(&one));
+    let a16 = decoded_audio(&sixteen, samples);
+    assert_eq!(a16.len() as u64, samples * 4);
+    assert!(
+        a16 == decoded_audio(&one, samples),
+        "decoded audio differs from the 1-chunk render"
+    );
+}
+
+/// Starts a `--json` render and calls `on_event` for each line until it
+/// returns true; then reads the rest. Returns (exit code, stdout, stderr).
+fn render_watching(
+    workers: &[&Worker],
+    props: &str,
+    chunks: u32,
+    out: &Path,
+    extra: &[&str],
+    mut on_event: impl FnMut(&str) -> bool,
+) -> (Option<i32>, String, String) {
+    let mut c = coordinator();
+    c.args([
+        "render",
+        "--props",
+        props,
+        "--chunks",
+        &chunks.to_string(),
+        "--json",
+        "--out",
+    ])
+    .arg(out);
+    for w in workers {
+        c.args(["--worker", &w.url]);
+    }
+    c.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let mut done = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if !done {
+            done = on_event(&line);
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        seen,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_worker_killed_mid_render_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clean = dir.path().join("clean.mp4");
+    let victim = Worker::start(1);
+    let others = [Worker::start(1), Worker::start(1)];
+    let o = render_on(&[&others[0]], SLOW, 6, &clean, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let out = dir.path().join("killed.mp4");
+    let all = [&victim, &others[0], &others[1]];
+    let (code, stdout, stderr) =
+        render_watching(&all, SLOW, 6, &out, &["--stall-timeout", "10"], |line| {
+            if line.contains("\"chunk_started\"") && line.contains(&victim.url) {
+                victim.signal("-9");
+                return true;
+            }
+            false
+        });
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !events(&stdout, "chunk_retried").is_empty(),
+        "no retry after kill -9:\n{stdout}"
+    );
+    // Same plan, same settings: byte-identical output whichever worker
+    // rendered what.
+    assert_eq!(sha256(&out), sha256(&clean));
+}
+
+#[test]
+fn a_frozen_worker_is_caught_by_the_stall_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frozen = Worker::start(1);
+    let healthy = Worker::start(1);
+    let out = dir.path().join("out.mp4");
+    let (code, stdout, stderr) = render_watching(
+        &[&frozen, &healthy],
+        SMALL,
+        4,
+        &out,
+        &["--stall-timeout", "2"],
+        |line| {
+            if line.contains("\"chunk_started\"") && line.contains(&frozen.url) {
+                frozen.signal("-STOP");
+                return true;
+            }
+            false
+        },
+    );
+    frozen.signal("-CONT");
+    assert_eq!(code, Some(0), "{stderr}");
+    let retried = events(&stdout, "chunk_retried");
+    assert!(
+        retried
+            .iter()
+            .any(|l| l.contains("\"stalled\"") && l.contains(&frozen.url)),
+        "no stall retry:\n{stdout}"
+    );
+    assert_eq!(video_packets(&out).len(), 96);
+}
+
+#[test]
+fn all_workers_gone_fails_with_every_attempt_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Worker::start(1);
+    let b = Worker::start(1);
+    let out = dir.path().join("out.mp4");
+    let (code, _, stderr) =
+        render_watching(&[&a, &b], SLOW, 4, &out, &["--retries", "3"], |line| {
+            if line.contains("\"planned\"") {
+                a.signal("-9");
+                b.signal("-9");
+                return true;
+            }
+            false
+        });
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("failed after 3 attempts"), "{stderr}");
+    for n in 1..=3 {
+        assert!(
+            stderr.contains(&format!("attempt {n} on http://127.0.0.1:")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&a.url) && stderr.contains(&b.url),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a failed render left an output file");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn interrupt_cancels_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Worker::start(1);
+    let out = dir.path().join("out.mp4");
+    let mut pid = 0;
+    let mut c = coordinator();
+    c.args([
+        "render", "--props", SLOW, "--chunks", "6", "--json", "--worker", &w.url, "--out",
+    ])
+    .arg(&out)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    pid = pid.max(child.id());
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        if line.expect("line").contains("\"chunk_progress\"") {
+            let ok = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(ok.success());
+            break;
+        }
+    }
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[track_caller]
+fn check_bad_input(args: &[&str], expected: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.mp4");
+    let mut c = coordinator();
+    c.arg("render")
+        .args(args)
+        .args(["--local", "1", "--out"])
+        .arg(&out);
+    let o = run(c);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expected),
+        "{args:?}: {stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_input_exits_2_with_a_one_line_reason() {
+    check_bad_input(
+        &["/nonexistent/bundle", "--chunks", "2"],
+        "/nonexistent/bundle",
+    );
+    check_bad_input(
+        &["--composition", "nope", "--chunks", "2"],
+        "composition `nope` not found",
+    );
+    check_bad_input(&["--prop", "width=0", "--chunks", "2"], "prop `width`");
+    check_bad_input(
+        &["--props", "[1]", "--chunks", "2"],
+        "must be a JSON object",
+    );
+    check_bad_input(
+        &["--props", SMALL, "--frames", "0-100", "--chunks", "2"],
+        "frame range 0-100 is outside the composition: frames run 0-95",
+    );
+    check_bad_input(&["--chunks", "0"], "chunks 0 is invalid");
+}
