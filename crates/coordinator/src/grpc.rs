@@ -197,8 +197,8 @@ impl Drop for PartFile {
 /// The final file names of a chunk's artifacts under a directory.
 pub fn artifact_paths(dir: &Path, chunk: u32) -> (PathBuf, PathBuf) {
     (
-        dir.join(format!("chunk-{chunk:05}.ts")),
-        dir.join(format!("chunk-{chunk:05}.pcm")),
+        dir.join(format!("chunk-{chunk:06}.ts")),
+        dir.join(format!("chunk-{chunk:06}.pcm")),
     )
 }
 
@@ -233,7 +233,7 @@ impl ChunkRunner for GrpcRunner {
             authorize(&mut req, token.as_deref())
                 .map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
             let index = chunk.index().0;
-            let tag = format!("chunk-{index:05}.attempt-{attempt}");
+            let tag = format!("chunk-{index:06}.attempt-{attempt}");
             let call = async {
                 let mut stream = client
                     .render_chunk(req)

@@ -470,6 +470,19 @@ async fn combine_files(
             }
         })
         .collect();
+    if let Some(dir) = &request.keep_chunks {
+        // Kept chunks come with the manifest `coordinator combine` reads.
+        let manifest = combine::Manifest {
+            fps: plan.fps(),
+            sample_rate: plan.sample_rate(),
+            output_frames: Some(plan.output_frames()),
+            chunks: artifacts.clone(),
+        };
+        let path = dir.join("manifest.json");
+        let text = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| RenderError::Unavailable(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+    }
     let flag = Arc::new(AtomicBool::new(false));
     let options = CombineOptions::new(plan.fps())
         .with_audio_bitrate(request.audio_bitrate)
@@ -621,10 +634,10 @@ impl WorkDir {
     fn create(request: &RenderRequest) -> Result<Self, RenderError> {
         if let Some(dir) = &request.keep_chunks {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-            return Ok(WorkDir {
-                path: dir.clone(),
-                keep: true,
-            });
+            // Absolute, so the manifest's paths work from any directory.
+            let path =
+                std::fs::canonicalize(dir).map_err(io(format!("resolving {}", dir.display())))?;
+            return Ok(WorkDir { path, keep: true });
         }
         let parent = request
             .output

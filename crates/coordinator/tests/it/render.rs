@@ -109,7 +109,10 @@ fn sixteen_chunks_over_three_workers_equal_one_chunk() {
     };
     // x264 may add keyframes at scene cuts; every chunk must start with one.
     for start in (0..96).step_by(6) {
-        assert!(keys.contains(&start), "chunk start {start} is not a keyframe: {keys:?}");
+        assert!(
+            keys.contains(&start),
+            "chunk start {start} is not a keyframe: {keys:?}"
+        );
     }
 
     // Exact audio length: S(96) = floor(96·48000·1001/30000) samples.
@@ -341,4 +344,37 @@ fn bad_input_exits_2_with_a_one_line_reason() {
         "frame range 0-100 is outside the composition: frames run 0-95",
     );
     check_bad_input(&["--chunks", "0"], "chunks 0 is invalid");
+}
+
+#[test]
+fn kept_chunks_recombine_to_the_same_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Worker::start(2);
+    let rendered = dir.path().join("rendered.mp4");
+    let chunks = dir.path().join("chunks");
+    let o = render_on(
+        &[&w],
+        SMALL,
+        5,
+        &rendered,
+        &["--keep-chunks", chunks.to_str().expect("utf8")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ts = std::fs::read_dir(&chunks)
+        .expect("kept dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "ts"))
+        })
+        .count();
+    assert_eq!(ts, 5);
+    let again = dir.path().join("again.mp4");
+    let mut c = coordinator();
+    c.args(["combine", "--manifest"])
+        .arg(chunks.join("manifest.json"))
+        .arg("--out")
+        .arg(&again);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256(&again), sha256(&rendered));
 }
