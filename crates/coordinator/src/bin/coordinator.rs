@@ -37,19 +37,8 @@ enum Command {
     Plan {
         #[command(flatten)]
         select: Select,
-        /// Split into at most this many chunks of equal length.
-        #[arg(
-            long,
-            conflicts_with = "frames_per_chunk",
-            required_unless_present = "frames_per_chunk"
-        )]
-        chunks: Option<u32>,
-        /// Split into chunks of exactly this many frames (the last may be shorter).
-        #[arg(long)]
-        frames_per_chunk: Option<u64>,
-        /// Render only frames A-B (inclusive).
-        #[arg(long, value_name = "A-B")]
-        frames: Option<String>,
+        #[command(flatten)]
+        split: Split,
     },
     /// Render a composition to an MP4: plan chunks, render them on workers,
     /// combine them.
@@ -94,6 +83,37 @@ struct Select {
     props: String,
 }
 
+/// How to split a render into chunks.
+#[derive(Args, Debug)]
+struct Split {
+    /// Split into at most this many chunks of equal length.
+    #[arg(
+        long,
+        conflicts_with = "frames_per_chunk",
+        required_unless_present = "frames_per_chunk"
+    )]
+    chunks: Option<u32>,
+    /// Split into chunks of exactly this many frames (the last may be shorter).
+    #[arg(long)]
+    frames_per_chunk: Option<u64>,
+    /// Render only frames A-B (inclusive).
+    #[arg(long, value_name = "A-B")]
+    frames: Option<String>,
+}
+
+impl Split {
+    /// The chunk spec and frame range typed.
+    fn parse(&self) -> anyhow::Result<(ChunkSpec, Option<RangeInclusive<u64>>)> {
+        let spec = match (self.chunks, self.frames_per_chunk) {
+            (Some(n), _) => ChunkSpec::Count(n),
+            (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
+            (None, None) => bail!("give --chunks N or --frames-per-chunk K"),
+        };
+        let frames = self.frames.as_deref().map(parse_range).transpose()?;
+        Ok((spec, frames))
+    }
+}
+
 #[derive(Args, Debug)]
 struct RenderArgs {
     /// A scene bundle folder; without it, the compositions built into the
@@ -110,19 +130,8 @@ struct RenderArgs {
     /// string); repeatable, applied after --props.
     #[arg(long = "prop", value_name = "KEY=VALUE")]
     prop: Vec<String>,
-    /// Split into at most this many chunks of equal length.
-    #[arg(
-        long,
-        conflicts_with = "frames_per_chunk",
-        required_unless_present = "frames_per_chunk"
-    )]
-    chunks: Option<u32>,
-    /// Split into chunks of exactly this many frames (the last may be shorter).
-    #[arg(long)]
-    frames_per_chunk: Option<u64>,
-    /// Render only frames A-B (inclusive).
-    #[arg(long, value_name = "A-B")]
-    frames: Option<String>,
+    #[command(flatten)]
+    split: Split,
     /// Keep only every Nth frame.
     #[arg(long, default_value_t = 1)]
     every_nth_frame: u32,
@@ -267,14 +276,10 @@ fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, Coordinat
                 .unwrap_or_else(|| composition::builtin::TEST_PATTERN_ID.to_owned()),
         ),
     };
-    let spec = match (args.chunks, args.frames_per_chunk) {
-        (Some(n), _) => ChunkSpec::Count(n),
-        (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
-        (None, None) => bail!("give --chunks N or --frames-per-chunk K"),
-    };
+    let (spec, frames) = args.split.parse()?;
     let mut request = RenderRequest::new(source, id, spec, args.out.clone());
     request.props = props;
-    request.frames = args.frames.as_deref().map(parse_range).transpose()?;
+    request.frames = frames;
     request.every_nth_frame = args.every_nth_frame;
     request.video = if args.lossless {
         chunk_worker::VideoSettings::lossless()
@@ -451,19 +456,9 @@ fn run_sync(command: Command) -> anyhow::Result<()> {
                 meta.id
             );
         }
-        Command::Plan {
-            select: sel,
-            chunks,
-            frames_per_chunk,
-            frames,
-        } => {
+        Command::Plan { select: sel, split } => {
             let (source, id, props) = select(&sel)?;
-            let spec = match (chunks, frames_per_chunk) {
-                (Some(n), _) => ChunkSpec::Count(n),
-                (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
-                (None, None) => bail!("give --chunks N or --frames-per-chunk K"),
-            };
-            let frames = frames.as_deref().map(parse_range).transpose()?;
+            let (spec, frames) = split.parse()?;
             let (_, plan) = coordinator::plan_render(source.as_ref(), &id, &props, spec, frames)?;
             print_json(&plan)?;
         }
