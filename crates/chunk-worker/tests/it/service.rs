@@ -211,18 +211,14 @@ async fn errors_map_to_status_codes_with_the_composition_message() {
         "bundle /nonexistent/bundle: not found",
     )
     .await;
-    // A bundle that exists, but this binary has no scene loader configured.
+    // A folder that exists but holds no scene: the binary's scene loader
+    // says which file is missing.
     req.source = Some(pb::CompositionSource {
         kind: Some(pb::composition_source::Kind::BundlePath(
             w.dir.path().display().to_string(),
         )),
     });
-    check(
-        req,
-        Code::InvalidArgument,
-        "no scene bundle loader configured",
-    )
-    .await;
+    check(req, Code::NotFound, "scene.json not found").await;
     // Bad settings name the field.
     let mut req = kit::request(json!({}), 0, 1, 0, None);
     req.video = Some(pb::VideoSettings {
