@@ -1,4 +1,120 @@
 //! Montage benchmarks. The benchmark targets live in `benches/`; run them
 //! with `cargo bench -p montage-benches` (see the README for the full run and
 //! the latest numbers).
+//!
+//! This library holds what the plain (non-criterion) bench binaries share:
+//! whether this is a full run or CI's quick mode, and the process's CPU time
+//! and peak memory read from `/proc` (Linux only; `None` elsewhere).
 #![deny(missing_docs)]
+
+use std::time::Duration;
+
+/// Whether the binary was started by `cargo bench` (which passes `--bench`).
+/// Otherwise it runs under `cargo test --all-targets`, with the dev profile,
+/// and should run a quick mode that only checks that the code works.
+pub fn full_run() -> bool {
+    std::env::args().skip(1).any(|a| a == "--bench")
+}
+
+/// The value of the environment variable `name` parsed as `T`, or `default`
+/// when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU time used so far, from `/proc/self/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTime {
+    /// User plus system time of this process (all its threads).
+    pub own: Duration,
+    /// User plus system time of its children that were waited for.
+    pub children: Duration,
+}
+
+impl CpuTime {
+    /// Own plus children's time.
+    pub fn total(&self) -> Duration {
+        self.own + self.children
+    }
+}
+
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (`USER_HZ`, 100
+/// on every Linux architecture we run on).
+const USER_HZ: u64 = 100;
+
+/// This process's CPU time so far, or `None` where `/proc/self/stat` is not
+/// readable.
+pub fn cpu_time() -> Option<CpuTime> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces; the
+    // fields after it start with field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .take(15)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // Fields 14-17 (utime, stime, cutime, cstime) are at 10..14 here.
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0);
+    let dur = |t: u64| Duration::from_millis(t * 1000 / USER_HZ);
+    Some(CpuTime {
+        own: dur(ticks(10) + ticks(11)),
+        children: dur(ticks(12) + ticks(13)),
+    })
+}
+
+fn status_kib(pid: Option<u32>, key: &str) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Peak resident memory (`VmHWM`) in KiB of this process (`pid` `None`) or
+/// of process `pid`, since it started or since [`reset_peak_rss`].
+pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident memory (`VmRSS`) of this process now, in KiB.
+pub fn rss_kib() -> Option<u64> {
+    status_kib(None, "VmRSS:")
+}
+
+/// Resets this process's peak resident memory to its current resident
+/// memory (writes `5` to `/proc/self/clear_refs`), so [`peak_rss_kib`]
+/// measures one phase. Returns whether it worked.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_readings_are_plausible() {
+        let before = cpu_time().expect("Linux has /proc/self/stat");
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let after = cpu_time().expect("Linux has /proc/self/stat");
+        assert!(after.own >= before.own);
+        assert!(reset_peak_rss());
+        let peak = peak_rss_kib(None).expect("VmHWM");
+        assert!(peak > 0);
+        assert!(peak_rss_kib(Some(std::process::id())).is_some());
+        assert!(rss_kib().expect("VmRSS") > 0);
+    }
+}

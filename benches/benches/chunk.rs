@@ -7,6 +7,10 @@
 //! settings. Set `MONTAGE_BENCH_FRAMES`, `MONTAGE_BENCH_SIZE` (`WxH`) or
 //! `MONTAGE_BENCH_RENDER_THREADS` to change it; the peak resident memory is
 //! printed too (run 3000 frames at 1280x720 to check that memory stays flat).
+//!
+//! Started any other way (`cargo test --all-targets` runs it once with the
+//! dev profile) it runs a quick mode: 30 frames at 320x180, the same code
+//! and the same printout, so CI keeps it working.
 
 use std::time::Duration;
 
@@ -16,32 +20,23 @@ use chunk_worker::{
 };
 use chunker::ChunkIndex;
 use composition::Registry;
+use montage_benches::{env_or, full_run, peak_rss_kib};
 use timebase::FrameRange;
 use tokio_util::sync::CancellationToken;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    let frames: u64 = env_or("MONTAGE_BENCH_FRAMES", 300);
-    let size = std::env::var("MONTAGE_BENCH_SIZE").unwrap_or_else(|_| "1920x1080".into());
+    let full = full_run();
+    let (default_frames, default_size) = if full {
+        (300, "1920x1080")
+    } else {
+        (30, "320x180")
+    };
+    let frames: u64 = env_or("MONTAGE_BENCH_FRAMES", default_frames);
+    let size = std::env::var("MONTAGE_BENCH_SIZE").unwrap_or_else(|_| default_size.into());
     let (w, h) = size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
@@ -73,7 +68,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let busy = t.render + t.convert + t.encode;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / busy.as_secs_f64();
     println!(
-        "chunk: {frames} frames of test-pattern at {w}x{h}, {threads} render threads, libx264 {} crf/preset {:?}/{}, {} encoder threads",
+        "chunk{}: {frames} frames of test-pattern at {w}x{h}, {threads} render threads, libx264 {} crf/preset {:?}/{}, {} encoder threads",
+        if full {
+            ""
+        } else {
+            " (quick mode: not a cargo bench run)"
+        },
         request.video.profile.as_str(),
         request.video.quality,
         request.video.preset,
@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(t.convert) / frames as f64,
         ms(t.encode) / frames as f64
     );
-    if let Some(kib) = peak_rss_kib() {
+    if let Some(kib) = peak_rss_kib(None) {
         println!("peak resident memory: {:.1} MiB", kib as f64 / 1024.0);
     }
     Ok(())

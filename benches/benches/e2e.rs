@@ -1,0 +1,520 @@
+//! End to end on the reference promo bundle (`examples/promo`): how close the
+//! whole pipeline comes to the cost of encoding alone on this machine.
+//!
+//! `cargo bench -p montage-benches --bench e2e` renders the promo at
+//! 1920x1080, 30 fps, 300 frames, libx264 `veryfast`, CRF 18 (the
+//! [`VideoSettings`] defaults otherwise: High profile, keyint 250, 3
+//! B-frames, 4 encoder threads), four ways:
+//! - (a) the full pipeline, 1 chunk, in this process: `render_chunk` then
+//!   `combine_chunks` into an MP4;
+//! - (b) the same through `Coordinator::embedded` (one worker per core, over
+//!   gRPC on 127.0.0.1) with 16 chunks;
+//! - (c) encode only: the promo's frames rendered beforehand into memory
+//!   (RGBA), then `render_chunk` of a composition defined here that only
+//!   copies them out, so what is measured is the worker's RGBA→YUV
+//!   conversion and libx264 encode with identical settings (the chunk-worker
+//!   crate does not expose its encoder on its own);
+//! - (d) Debian's `ffmpeg` CLI encoding the same RGBA frames from a raw file
+//!   (`-f rawvideo -pix_fmt rgba ... -c:v libx264 -preset veryfast -crf 18
+//!   -pix_fmt yuv420p -threads 4`).
+//!
+//! For each it prints wall time, CPU time (user + system of this process and
+//! its waited-for children, from `/proc/self/stat`), peak resident memory
+//! (`VmHWM`, reset before each case; for (d) the ffmpeg process's, sampled)
+//! and frames per second; then the ratios (a)/(c), (b)/(a) in CPU time,
+//! (c)/(d), and combine's share of (b).
+//!
+//! `MONTAGE_BENCH_RUNS=N` runs each case N times and keeps the run with the
+//! median wall time. Started any other way than by `cargo bench` (e.g. by
+//! `cargo test --all-targets`) it runs a quick mode: a copy of the bundle at
+//! 320x180 and 30 frames, the same four cases.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chunk_worker::{
+    ArtifactTarget, ChunkRequest, ChunkSpan, PcmFormat, Quality, SourceSpec, VideoSettings,
+    WorkerConfig, render_chunk,
+};
+use chunker::{ChunkIndex, ChunkSpec};
+use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
+use composition::{
+    Composition, CompositionError, CompositionMeta, FrameRenderer, Prepared, Props, Registry,
+};
+use coordinator::render::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
+use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, rss_kib};
+use timebase::{FrameIndex, FrameRange, SampleSpan};
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const COMPOSITION: &str = "promo";
+const CHUNKS_B: u32 = 16;
+
+/// One measured case.
+#[derive(Debug, Clone)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    /// Peak resident memory during the case, KiB.
+    peak_kib: Option<u64>,
+    /// Resident memory when the case started, KiB.
+    start_kib: Option<u64>,
+    frames: u64,
+}
+
+impl Sample {
+    fn fps(&self) -> f64 {
+        self.frames as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// Runs `f` `runs` times, measuring each in this process, and keeps the
+/// run with the median wall time (with its value).
+fn measure<T>(
+    runs: usize,
+    frames: u64,
+    mut f: impl FnMut() -> Result<T, BoxError>,
+) -> Result<(T, Sample), BoxError> {
+    let mut all = Vec::new();
+    for _ in 0..runs.max(1) {
+        reset_peak_rss();
+        let start_kib = rss_kib();
+        let c0 = cpu_time();
+        let t0 = Instant::now();
+        let value = f()?;
+        let wall = t0.elapsed();
+        let cpu = match (c0, cpu_time()) {
+            (Some(a), Some(b)) => b.total().saturating_sub(a.total()),
+            _ => Duration::ZERO,
+        };
+        let sample = Sample {
+            wall,
+            cpu,
+            peak_kib: peak_rss_kib(None),
+            start_kib,
+            frames,
+        };
+        all.push((value, sample));
+    }
+    all.sort_by_key(|(_, s)| s.wall);
+    let mid = all.len() / 2;
+    Ok(all.swap_remove(mid))
+}
+
+/// The bundle to render: the reference promo for a full run, or a copy of it
+/// resized to 320x180 and cut to 30 frames for the quick mode.
+fn bundle(full: bool, scratch: &Path) -> Result<PathBuf, BoxError> {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/promo");
+    let reference = std::fs::canonicalize(&reference)
+        .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?;
+    if full {
+        return Ok(reference);
+    }
+    let copy = scratch.join("promo-quick");
+    std::fs::create_dir_all(&copy)?;
+    for entry in std::fs::read_dir(&reference)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
+        }
+    }
+    let scene_path = copy.join("scene.json");
+    let mut scene: serde_json::Value = serde_json::from_slice(&std::fs::read(&scene_path)?)?;
+    let compositions = scene
+        .get_mut("compositions")
+        .and_then(|c| c.as_array_mut())
+        .ok_or("scene.json: `compositions` is not an array")?;
+    for c in compositions {
+        c["width"] = 320.into();
+        c["height"] = 180.into();
+        c["duration"] = 30.into();
+    }
+    std::fs::write(&scene_path, serde_json::to_vec_pretty(&scene)?)?;
+    Ok(copy)
+}
+
+fn video_settings() -> VideoSettings {
+    VideoSettings {
+        quality: Quality::Crf(18),
+        preset: "veryfast".to_owned(),
+        ..VideoSettings::default()
+    }
+}
+
+fn chunk_request(source: SourceSpec, id: &str, frames: u64, dir: &Path) -> ChunkRequest {
+    ChunkRequest {
+        job_id: format!("bench-e2e-{id}"),
+        source,
+        composition_id: id.to_owned(),
+        props: Props::new(),
+        span: ChunkSpan {
+            index: ChunkIndex(0),
+            frames: FrameRange::new(0, frames - 1).expect("frames >= 1 (checked by validate)"),
+            composition_start: 0,
+            every_nth_frame: 1,
+        },
+        video: video_settings(),
+        pcm_format: PcmFormat::F32le,
+        target: ArtifactTarget::Directory(dir.to_path_buf()),
+    }
+}
+
+/// (a): one chunk rendered in this process, then combined. Returns the
+/// combine time and the MP4's size.
+fn one_process(
+    config: &WorkerConfig,
+    bundle: &Path,
+    frames: u64,
+    dir: &Path,
+) -> Result<(Duration, u64), BoxError> {
+    let request = chunk_request(
+        SourceSpec::BundlePath(bundle.to_path_buf()),
+        COMPOSITION,
+        frames,
+        dir,
+    );
+    let r = render_chunk(config, &request, &|_| {}, &CancellationToken::new())?;
+    let mut artifact = ChunkArtifact::new(r.chunk, &r.video.path);
+    if r.meta.has_audio {
+        artifact = artifact.with_audio(PcmAudio::new(&r.audio.path, combine::PcmFormat::F32Le));
+    }
+    let t = Instant::now();
+    let report = combine_chunks(
+        &[artifact],
+        &CombineOptions::new(r.meta.fps).with_expected_frames(frames),
+        dir.join("a.mp4"),
+    )?;
+    Ok((t.elapsed(), report.bytes))
+}
+
+/// (c): a composition that copies frames rendered beforehand out of memory.
+#[derive(Clone)]
+struct MemoryFrames {
+    meta: CompositionMeta,
+    frames: Arc<Vec<Vec<u8>>>,
+}
+
+impl Composition for MemoryFrames {
+    fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    fn describe(&self, _props: &Props) -> Result<CompositionMeta, CompositionError> {
+        Ok(self.meta.clone())
+    }
+
+    fn prepare(&self, _props: &Props) -> Result<Arc<dyn Prepared>, CompositionError> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl Prepared for MemoryFrames {
+    fn meta(&self) -> &CompositionMeta {
+        &self.meta
+    }
+
+    fn frame_renderer(&self) -> Result<Box<dyn FrameRenderer>, CompositionError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError> {
+        composition::check_audio_buffer(span, out)?;
+        out.fill(0.0);
+        Ok(())
+    }
+}
+
+impl FrameRenderer for MemoryFrames {
+    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
+        composition::check_frame_buffer(&self.meta, rgba)?;
+        let src = usize::try_from(frame.0)
+            .ok()
+            .and_then(|i| self.frames.get(i))
+            .ok_or_else(|| CompositionError::Render {
+                frame: frame.0,
+                message: format!("only {} frames were rendered beforehand", self.frames.len()),
+            })?;
+        rgba.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Renders the first `frames` frames of `prepared` into memory on `threads`
+/// threads.
+fn render_to_memory(
+    prepared: &Arc<dyn Prepared>,
+    frames: u64,
+    threads: usize,
+) -> Result<Vec<Vec<u8>>, BoxError> {
+    let bytes = prepared.meta().frame_bytes();
+    let mut out: Vec<Vec<u8>> = (0..frames).map(|_| vec![0u8; bytes]).collect();
+    let per_thread = out.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| -> Result<(), BoxError> {
+        let handles: Vec<_> = out
+            .chunks_mut(per_thread)
+            .enumerate()
+            .map(|(t, part)| {
+                let prepared = Arc::clone(prepared);
+                s.spawn(move || -> Result<(), CompositionError> {
+                    let mut renderer = prepared.frame_renderer()?;
+                    for (k, buf) in part.iter_mut().enumerate() {
+                        renderer.render_frame(FrameIndex((t * per_thread + k) as u64), buf)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a render thread panicked")??;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// (d): Debian's ffmpeg encoding `raw`. Returns the output size and the
+/// ffmpeg process's peak resident memory (sampled every 10 ms).
+fn ffmpeg_encode(
+    raw: &Path,
+    meta: &CompositionMeta,
+    out: &Path,
+) -> Result<(u64, Option<u64>), BoxError> {
+    let video = video_settings();
+    let mut child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgba"])
+        .args(["-s", &format!("{}x{}", meta.width, meta.height)])
+        .args(["-r", &meta.fps.to_string()])
+        .arg("-i")
+        .arg(raw)
+        .args(["-c:v", "libx264", "-preset", &video.preset, "-crf", "18"])
+        .args(["-pix_fmt", "yuv420p"])
+        .args(["-threads", &video.encoder_threads.to_string()])
+        .args(["-an", "-f", "mpegts"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting Debian's `ffmpeg`: {e}"))?;
+    let mut peak = None;
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(Some(child.id())) {
+            peak = Some(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if !status.success() {
+        return Err(format!("ffmpeg encoding {} failed: {status}", raw.display()).into());
+    }
+    Ok((std::fs::metadata(out)?.len(), peak))
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "?".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0))
+}
+
+/// One table row; `peak_kib` is `None` for this process's own peak (and
+/// then the growth over the start is shown too).
+fn print_row(label: &str, s: &Sample, peak_kib: Option<u64>, note: &str) {
+    let (peak_kib, added) = match peak_kib {
+        Some(p) => (Some(p), None),
+        None => (
+            s.peak_kib,
+            s.peak_kib
+                .zip(s.start_kib)
+                .map(|(p, a)| p.saturating_sub(a)),
+        ),
+    };
+    println!(
+        "| {label:<40} | {:>7.2} | {:>7.2} | {:>8} | {:>8} | {:>6.1} | {note}",
+        s.wall.as_secs_f64(),
+        s.cpu.as_secs_f64(),
+        mib(peak_kib),
+        mib(added),
+        s.fps()
+    );
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+fn main() -> Result<(), BoxError> {
+    let full = full_run();
+    let runs: usize = env_or("MONTAGE_BENCH_RUNS", 1);
+    let scratch = tempfile::tempdir()?;
+    let bundle = bundle(full, scratch.path())?;
+    let config = WorkerConfig::standard();
+    let source = config.source(&SourceSpec::BundlePath(bundle.clone()))?;
+    let promo = source.composition(COMPOSITION)?;
+    let meta = promo.describe(&Props::new())?;
+    let frames = meta.duration_frames;
+    let video = video_settings();
+    let workers = coordinator::render::default_local_workers();
+    println!(
+        "e2e{}: `{COMPOSITION}` from {}, {}x{} at {} fps, {frames} frames; libx264 {} {:?}, \
+         {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case",
+        if full {
+            ""
+        } else {
+            " (quick mode: not a cargo bench run)"
+        },
+        bundle.display(),
+        meta.width,
+        meta.height,
+        meta.fps,
+        video.preset,
+        video.quality,
+        video.encoder_threads,
+        config.render_threads,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+
+    // (a) One chunk in one process.
+    let dir_a = scratch.path().join("a");
+    std::fs::create_dir_all(&dir_a)?;
+    let ((combine_a, bytes_a), a) = measure(runs, frames, || {
+        one_process(&config, &bundle, frames, &dir_a)
+    })?;
+
+    // (b) The coordinator's embedded pool, 16 chunks.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let coordinator = Arc::new(runtime.block_on(Coordinator::embedded(
+        workers,
+        WorkerConfig::standard(),
+        CoordinatorOptions::default(),
+    ))?);
+    let out_b = scratch.path().join("b.mp4");
+    let (summary, b) = measure(runs, frames, || {
+        let mut request = RenderRequest::new(
+            RenderSource::Bundle(bundle.clone()),
+            COMPOSITION,
+            ChunkSpec::Count(CHUNKS_B),
+            &out_b,
+        );
+        request.video = video_settings();
+        let summary = runtime.block_on(async { coordinator.render(request).finish().await })?;
+        Ok(summary)
+    })?;
+    if let Ok(c) = Arc::try_unwrap(coordinator) {
+        runtime.block_on(c.shutdown());
+    }
+    drop(runtime);
+
+    // Frames rendered beforehand for (c) and (d).
+    let prepared = promo.prepare(&Props::new())?;
+    let pre_render_start = Instant::now();
+    let rendered = Arc::new(render_to_memory(
+        &prepared,
+        frames,
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    )?);
+    let pre_render = pre_render_start.elapsed();
+
+    // (c) Encode only, from memory.
+    let memory = MemoryFrames {
+        meta: CompositionMeta {
+            id: "memory-frames".to_owned(),
+            has_audio: false,
+            props: Props::new(),
+            ..meta.clone()
+        },
+        frames: Arc::clone(&rendered),
+    };
+    let mut registry = Registry::new();
+    registry.register(memory)?;
+    let config_c =
+        WorkerConfig::new(registry).with_render_threads(WorkerConfig::standard().render_threads);
+    let dir_c = scratch.path().join("c");
+    std::fs::create_dir_all(&dir_c)?;
+    let (bytes_c, c) = measure(runs, frames, || {
+        let request = chunk_request(SourceSpec::Registered, "memory-frames", frames, &dir_c);
+        let r = render_chunk(&config_c, &request, &|_| {}, &CancellationToken::new())?;
+        Ok(r.video.size)
+    })?;
+
+    // (d) Debian's ffmpeg on the same frames from a raw file.
+    let raw = scratch.path().join("frames.rgba");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&raw)?);
+        for frame in rendered.iter() {
+            file.write_all(frame)?;
+        }
+        file.flush()?;
+    }
+    drop(rendered);
+    let out_d = scratch.path().join("d.ts");
+    let ((bytes_d, peak_d), d) = measure(runs, frames, || ffmpeg_encode(&raw, &meta, &out_d))?;
+
+    println!();
+    println!(
+        "| {:<40} | {:>7} | {:>7} | {:>8} | {:>8} | {:>6} | output",
+        "case", "wall s", "CPU s", "peak MiB", "+MiB", "fps"
+    );
+    println!(
+        "|{:-<42}|{:-<9}|{:-<9}|{:-<10}|{:-<10}|{:-<8}|-------",
+        "", "", "", "", "", ""
+    );
+    print_row(
+        "(a) full pipeline, 1 chunk, 1 process",
+        &a,
+        None,
+        &format!(
+            "{bytes_a} B MP4, combine {:.0} ms",
+            combine_a.as_secs_f64() * 1000.0
+        ),
+    );
+    print_row(
+        &format!("(b) coordinator, {CHUNKS_B} chunks, {workers} workers"),
+        &b,
+        None,
+        &format!("{} B MP4, combine {} ms", summary.bytes, summary.combine_ms),
+    );
+    print_row(
+        "(c) encode only (frames in memory)",
+        &c,
+        None,
+        &format!("{bytes_c} B TS, video only; peak includes the frames held"),
+    );
+    print_row(
+        "(d) ffmpeg CLI, raw RGBA file",
+        &d,
+        Some(peak_d.unwrap_or(0)),
+        &format!("{bytes_d} B TS; peak is ffmpeg's own (+MiB: n/a)"),
+    );
+    println!();
+    println!(
+        "pre-rendering {frames} frames into memory took {:.2} s",
+        pre_render.as_secs_f64()
+    );
+    println!(
+        "(a)/(c): wall {:.2}, CPU {:.2}   (target <= 1.10)",
+        ratio(a.wall, c.wall),
+        ratio(a.cpu, c.cpu)
+    );
+    println!(
+        "(b)/(a): CPU {:.2}, wall {:.2}   (target <= 1.10 in CPU)",
+        ratio(b.cpu, a.cpu),
+        ratio(b.wall, a.wall)
+    );
+    println!(
+        "(c)/(d): wall {:.2}, CPU {:.2}",
+        ratio(c.wall, d.wall),
+        ratio(c.cpu, d.cpu)
+    );
+    println!(
+        "combine share of (b): {:.1} % of wall ({} of {} ms)   (target <= 2 %)",
+        100.0 * summary.combine_ms as f64 / summary.wall_ms.max(1) as f64,
+        summary.combine_ms,
+        summary.wall_ms
+    );
+    Ok(())
+}
