@@ -19,13 +19,14 @@ fn sha256(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("read output")))
 }
 
-fn render_on(
+/// `coordinator render --json` of `props` in `chunks` chunks on `workers`.
+fn render_command(
     workers: &[&Worker],
     props: &str,
     chunks: u32,
     out: &Path,
     extra: &[&str],
-) -> std::process::Output {
+) -> Command {
     let mut c = coordinator();
     c.args([
         "render",
@@ -41,7 +42,17 @@ fn render_on(
         c.args(["--worker", &w.url]);
     }
     c.args(extra);
-    run(c)
+    c
+}
+
+fn render_on(
+    workers: &[&Worker],
+    props: &str,
+    chunks: u32,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    run(render_command(workers, props, chunks, out, extra))
 }
 
 #[test]
@@ -142,22 +153,11 @@ fn render_watching(
     extra: &[&str],
     mut on_event: impl FnMut(&str) -> bool,
 ) -> (Option<i32>, String, String) {
-    let mut c = coordinator();
-    c.args([
-        "render",
-        "--props",
-        props,
-        "--chunks",
-        &chunks.to_string(),
-        "--json",
-        "--out",
-    ])
-    .arg(out);
-    for w in workers {
-        c.args(["--worker", &w.url]);
-    }
-    c.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn coordinator");
+    let mut child = render_command(workers, props, chunks, out, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coordinator");
     let stdout = child.stdout.take().expect("stdout");
     let mut seen = String::new();
     let mut done = false;
@@ -275,16 +275,12 @@ fn interrupt_cancels_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let w = Worker::start(1);
     let out = dir.path().join("out.mp4");
-    let mut pid = 0;
-    let mut c = coordinator();
-    c.args([
-        "render", "--props", SLOW, "--chunks", "6", "--json", "--worker", &w.url, "--out",
-    ])
-    .arg(&out)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
-    pid = pid.max(child.id());
+    let mut child = render_command(&[&w], SLOW, 6, &out, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines() {
         if line.expect("line").contains("\"chunk_progress\"") {
