@@ -78,9 +78,13 @@ struct Select {
     /// built-in `test-pattern`).
     #[arg(long)]
     composition: Option<String>,
-    /// Props as a JSON object.
-    #[arg(long, default_value = "{}")]
-    props: String,
+    /// Props: a JSON object, or a file holding one.
+    #[arg(long, value_name = "FILE|JSON")]
+    props: Option<String>,
+    /// One prop, `key=value` (value parsed as JSON if it is JSON, else a
+    /// string); repeatable, applied after --props.
+    #[arg(long = "prop", value_name = "KEY=VALUE")]
+    prop: Vec<String>,
 }
 
 /// How to split a render into chunks.
@@ -225,7 +229,7 @@ fn select(
     String,
     Props,
 )> {
-    let props = parse_props(&select.props)?;
+    let props = render_props(select.props.as_deref(), &select.prop)?;
     let source = coordinator::open_source(select.bundle.as_deref())?;
     let id = match (&select.composition, &select.bundle) {
         (Some(id), _) => id.clone(),

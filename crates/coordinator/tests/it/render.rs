@@ -374,3 +374,30 @@ fn kept_chunks_recombine_to_the_same_file() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha256(&again), sha256(&rendered));
 }
+
+#[test]
+fn still_and_describe_take_props_like_render() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo");
+    let png = dir.path().join("f45.png");
+    let mut c = coordinator();
+    c.arg("still")
+        .arg(&bundle)
+        .args(["--frame", "45", "--prop", "name=Grace", "--out"])
+        .arg(&png);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        stream_entry(&png, "v:0", "codec_name,width,height"),
+        "png,1920,1080"
+    );
+    let mut c = coordinator();
+    c.arg("describe")
+        .arg(&bundle)
+        .args(["--props", r#"{"name":"Grace"}"#]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(meta["duration_frames"], 300);
+    assert_eq!(meta["props"]["name"], "Grace");
+}
