@@ -53,7 +53,7 @@ mod request;
 mod service;
 mod status;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use composition::{CompositionError, CompositionSource, Registry};
@@ -106,11 +106,63 @@ impl std::fmt::Debug for WorkerConfig {
     }
 }
 
-/// Opens scene bundle directories with [`composition::scene::SceneBundle`].
+/// Opened scene bundles a worker keeps, so the chunks of one render do not
+/// each parse the scene and load its fonts again.
+pub const BUNDLE_CACHE_ENTRIES: usize = 16;
+
+/// What identifies a bundle folder's contents without reading them: every
+/// file's relative path, size and modification time, sorted.
+type BundleFingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn fingerprint(root: &Path) -> std::io::Result<BundleFingerprint> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                let rel = entry
+                    .path()
+                    .strip_prefix(root)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                out.push((rel, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Opens scene bundle directories with [`composition::scene::SceneBundle`],
+/// keeping up to [`BUNDLE_CACHE_ENTRIES`] opened bundles. A bundle is opened
+/// again when any of its files changes (size, modification time, added or
+/// removed).
 pub fn scene_bundle_opener() -> BundleOpener {
-    Arc::new(|path: &Path| {
-        let bundle = composition::scene::SceneBundle::open(path)?;
-        Ok(Arc::new(bundle) as Arc<dyn CompositionSource>)
+    type Entry = (PathBuf, BundleFingerprint, Arc<dyn CompositionSource>);
+    let cache: Arc<std::sync::Mutex<Vec<Entry>>> = Arc::default();
+    Arc::new(move |path: &Path| {
+        let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let print = fingerprint(&root).ok();
+        if let Some(print) = &print
+            && let Ok(entries) = cache.lock()
+            && let Some((_, _, source)) = entries.iter().find(|(p, f, _)| *p == root && f == print)
+        {
+            return Ok(Arc::clone(source));
+        }
+        let bundle: Arc<dyn CompositionSource> =
+            Arc::new(composition::scene::SceneBundle::open(path)?);
+        if let (Some(print), Ok(mut entries)) = (print, cache.lock()) {
+            entries.retain(|(p, _, _)| *p != root);
+            if entries.len() >= BUNDLE_CACHE_ENTRIES {
+                entries.remove(0);
+            }
+            entries.push((root, print, Arc::clone(&bundle)));
+        }
+        Ok(bundle)
     })
 }
 
@@ -173,5 +225,39 @@ impl WorkerConfig {
                 ),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opened_bundles_are_reused_until_a_file_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let promo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo");
+        for entry in std::fs::read_dir(&promo).expect("promo bundle") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+        }
+        let open = scene_bundle_opener();
+        let a = open(dir.path()).expect("open");
+        let b = open(dir.path()).expect("open again");
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second open should come from the cache"
+        );
+        assert_eq!(b.ids(), vec!["promo".to_owned()]);
+
+        std::fs::write(dir.path().join("notes.txt"), "changed").expect("write");
+        let c = open(dir.path()).expect("open after a change");
+        assert!(
+            !Arc::ptr_eq(&a, &c),
+            "a changed bundle must be opened again"
+        );
+
+        std::fs::remove_file(dir.path().join("scene.json")).expect("remove");
+        let err = open(dir.path()).err().expect("no scene");
+        assert!(err.to_string().contains("scene.json"), "{err}");
     }
 }
