@@ -75,6 +75,7 @@ fn status_error(status: &tonic::Status) -> AttemptError {
 pub struct GrpcRunner {
     template: pb::RenderChunkRequest,
     work_dir: PathBuf,
+    shared_dir: bool,
     token: Option<String>,
     channels: Mutex<HashMap<String, Channel>>,
 }
@@ -87,9 +88,17 @@ impl GrpcRunner {
         GrpcRunner {
             template,
             work_dir,
+            shared_dir: false,
             token,
             channels: Mutex::default(),
         }
+    }
+
+    /// Workers see the work directory (they run on this machine): they
+    /// write artifacts straight into it instead of streaming them back.
+    pub fn with_shared_dir(mut self) -> Self {
+        self.shared_dir = true;
+        self
     }
 
     fn channel(&self, address: &str) -> Result<Channel, AttemptError> {
@@ -221,7 +230,11 @@ impl ChunkRunner for GrpcRunner {
         request.composition_start = chunk.composition_start().0;
         request.every_nth_frame = chunk.every_nth_frame();
         request.output = Some(pb::ArtifactTarget {
-            kind: Some(pb::artifact_target::Kind::Inline(pb::Inline {})),
+            kind: Some(if self.shared_dir {
+                pb::artifact_target::Kind::Location(self.work_dir.to_string_lossy().into_owned())
+            } else {
+                pb::artifact_target::Kind::Inline(pb::Inline {})
+            }),
         });
         let token = self.token.clone();
         let dir = self.work_dir.clone();
@@ -304,6 +317,27 @@ impl ChunkRunner for GrpcRunner {
     }
 }
 
+/// An artifact the worker wrote into the shared work directory: it must be
+/// there with the size the worker reported (the worker hashed it while
+/// writing; re-reading it here would only cost I/O).
+fn written_by_worker(artifact: &pb::Artifact) -> Result<PathBuf, String> {
+    if artifact.location.is_empty() {
+        return Err(format!("the worker sent no {:?} bytes", artifact.kind()));
+    }
+    let path = PathBuf::from(&artifact.location);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("the worker's {}: {e}", path.display()))?
+        .len();
+    if size != artifact.size {
+        return Err(format!(
+            "{} holds {size} bytes, but the worker reported {}",
+            path.display(),
+            artifact.size
+        ));
+    }
+    Ok(path)
+}
+
 fn finish(
     result: pb::ChunkResult,
     index: u32,
@@ -322,9 +356,17 @@ fn finish(
     let find = |kind: pb::ArtifactKind| result.artifacts.iter().find(|a| a.kind() == kind);
     let video_artifact = find(pb::ArtifactKind::VideoTs)
         .ok_or_else(|| bad("the worker's result lists no video artifact".into()))?;
-    let video = video.ok_or_else(|| bad("the worker sent no video bytes".into()))?;
-    video.commit(video_artifact, &video_path).map_err(bad)?;
+    let video_path = match video {
+        Some(part) => {
+            part.commit(video_artifact, &video_path).map_err(bad)?;
+            video_path
+        }
+        None => written_by_worker(video_artifact).map_err(bad)?,
+    };
     let audio_path = match (find(pb::ArtifactKind::AudioPcm), audio) {
+        (Some(artifact), None) if !artifact.location.is_empty() => {
+            Some(written_by_worker(artifact).map_err(bad)?)
+        }
         (Some(artifact), Some(part)) => {
             part.commit(artifact, &audio_path).map_err(bad)?;
             Some(audio_path)

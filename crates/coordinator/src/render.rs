@@ -397,11 +397,16 @@ impl Coordinator {
             }),
             output: None,
         };
-        let runner = Arc::new(GrpcRunner::new(
+        let runner = GrpcRunner::new(
             template,
             work.path().to_path_buf(),
             self.options.token.clone(),
-        ));
+        );
+        // Local workers write into the work directory; remote ones stream.
+        let runner = Arc::new(match self.pool {
+            PoolKind::Embedded { .. } => runner.with_shared_dir(),
+            PoolKind::Remote(_) => runner,
+        });
         let stop_pool = cancel.child_token();
         let pool = self.workers(stop_pool.clone()).await;
         let (sched_tx, mut sched_rx) = mpsc::unbounded_channel();

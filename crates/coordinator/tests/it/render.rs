@@ -401,3 +401,25 @@ fn still_and_describe_take_props_like_render() {
     assert_eq!(meta["duration_frames"], 300);
     assert_eq!(meta["props"]["name"], "Grace");
 }
+
+#[test]
+fn local_workers_and_remote_workers_give_the_same_file() {
+    // Local workers write chunks into the work directory; remote ones stream
+    // them back over gRPC. The output must not depend on which.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Worker::start(2);
+    let remote = dir.path().join("remote.mp4");
+    let local = dir.path().join("local.mp4");
+    let o = render_on(&[&w], SMALL, 4, &remote, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = render_on(&[], SMALL, 4, &local, &["--local", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256(&local), sha256(&remote));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n != "remote.mp4" && n != "local.mp4")
+        .collect();
+    assert!(leftovers.is_empty(), "work files left: {leftovers:?}");
+}
