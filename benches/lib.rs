@@ -97,6 +97,50 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// The reference promo bundle shipped in `examples/promo`.
+pub fn reference_bundle() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/promo")
+}
+
+/// A copy of the reference promo bundle in `dir/name` with every composition
+/// resized to `width`x`height` and cut to `frames` frames (the layout is
+/// cropped, not scaled).
+///
+/// # Errors
+/// I/O errors and a `scene.json` without a `compositions` array.
+pub fn resized_promo(
+    dir: &std::path::Path,
+    name: &str,
+    width: u32,
+    height: u32,
+    frames: u64,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    let reference = reference_bundle();
+    let copy = dir.join(name);
+    std::fs::create_dir_all(&copy)?;
+    for entry in std::fs::read_dir(&reference)
+        .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?
+    {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
+        }
+    }
+    let scene_path = copy.join("scene.json");
+    let mut scene: serde_json::Value = serde_json::from_slice(&std::fs::read(&scene_path)?)?;
+    let compositions = scene
+        .get_mut("compositions")
+        .and_then(|c| c.as_array_mut())
+        .ok_or("scene.json: `compositions` is not an array")?;
+    for c in compositions {
+        c["width"] = width.into();
+        c["height"] = height.into();
+        c["duration"] = frames.into();
+    }
+    std::fs::write(&scene_path, serde_json::to_vec_pretty(&scene)?)?;
+    Ok(copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

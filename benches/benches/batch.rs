@@ -12,45 +12,15 @@
 //!
 //! Not measured yet: the cost of a cache hit (there is no render cache).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chunk_worker::WorkerConfig;
 use chunker::ChunkSpec;
 use coordinator::render::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
-use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss};
+use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, resized_promo};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A copy of the reference promo bundle with every composition resized to
-/// `width`x`height` and cut to `frames` frames.
-fn resized_bundle(dir: &Path, width: u32, height: u32, frames: u64) -> Result<PathBuf, BoxError> {
-    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/promo");
-    let copy = dir.join("promo-batch");
-    std::fs::create_dir_all(&copy)?;
-    for entry in std::fs::read_dir(&reference)
-        .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?
-    {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
-        }
-    }
-    let scene_path = copy.join("scene.json");
-    let mut scene: serde_json::Value = serde_json::from_slice(&std::fs::read(&scene_path)?)?;
-    let compositions = scene
-        .get_mut("compositions")
-        .and_then(|c| c.as_array_mut())
-        .ok_or("scene.json: `compositions` is not an array")?;
-    for c in compositions {
-        c["width"] = width.into();
-        c["height"] = height.into();
-        c["duration"] = frames.into();
-    }
-    std::fs::write(&scene_path, serde_json::to_vec_pretty(&scene)?)?;
-    Ok(copy)
-}
 
 fn main() -> Result<(), BoxError> {
     let full = full_run();
@@ -60,7 +30,7 @@ fn main() -> Result<(), BoxError> {
         (env_or("MONTAGE_BENCH_VARIANTS", 2u64), 320, 180, 30)
     };
     let scratch = tempfile::tempdir()?;
-    let bundle = resized_bundle(scratch.path(), width, height, frames)?;
+    let bundle = resized_promo(scratch.path(), "promo-batch", width, height, frames)?;
     let workers = coordinator::render::default_local_workers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -108,33 +108,12 @@ fn measure<T>(
 /// The bundle to render: the reference promo for a full run, or a copy of it
 /// resized to 320x180 and cut to 30 frames for the quick mode.
 fn bundle(full: bool, scratch: &Path) -> Result<PathBuf, BoxError> {
-    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/promo");
-    let reference = std::fs::canonicalize(&reference)
-        .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?;
     if full {
-        return Ok(reference);
+        let reference = montage_benches::reference_bundle();
+        return Ok(std::fs::canonicalize(&reference)
+            .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?);
     }
-    let copy = scratch.join("promo-quick");
-    std::fs::create_dir_all(&copy)?;
-    for entry in std::fs::read_dir(&reference)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
-        }
-    }
-    let scene_path = copy.join("scene.json");
-    let mut scene: serde_json::Value = serde_json::from_slice(&std::fs::read(&scene_path)?)?;
-    let compositions = scene
-        .get_mut("compositions")
-        .and_then(|c| c.as_array_mut())
-        .ok_or("scene.json: `compositions` is not an array")?;
-    for c in compositions {
-        c["width"] = 320.into();
-        c["height"] = 180.into();
-        c["duration"] = 30.into();
-    }
-    std::fs::write(&scene_path, serde_json::to_vec_pretty(&scene)?)?;
-    Ok(copy)
+    montage_benches::resized_promo(scratch, "promo-quick", 320, 180, 30)
 }
 
 fn video_settings() -> VideoSettings {
