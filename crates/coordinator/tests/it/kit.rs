@@ -97,19 +97,27 @@ pub fn run(mut c: Command) -> Output {
     c.output().expect("run")
 }
 
-fn ffprobe(args: &[&str], file: &Path) -> String {
-    let out = Command::new("ffprobe")
+/// Runs Debian's `program` (`ffprobe` or `ffmpeg`) quietly on `file`, with
+/// `after` following it, and returns its stdout; a failure fails the test.
+fn judge(program: &str, before: &[&str], file: &Path, after: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
         .args(["-v", "error"])
-        .args(args)
+        .args(before)
         .arg(file)
+        .args(after)
         .output()
-        .expect("ffprobe");
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
-        "ffprobe failed: {}",
+        "{program} failed on {}: {}",
+        file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf8")
+    out.stdout
+}
+
+fn ffprobe(args: &[&str], file: &Path) -> String {
+    String::from_utf8(judge("ffprobe", args, file, &[])).expect("utf8")
 }
 
 /// Video packets as (pts, dts, keyframe), in stream order.
@@ -158,18 +166,13 @@ pub fn stream_entry(file: &Path, sel: &str, entry: &str) -> String {
 
 /// The MD5 of every decoded video frame.
 pub fn frame_md5s(file: &Path) -> Vec<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
-        .output()
-        .expect("ffmpeg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = judge(
+        "ffmpeg",
+        &["-i"],
+        file,
+        &["-map", "0:v:0", "-f", "framemd5", "-"],
     );
-    String::from_utf8(out.stdout)
+    String::from_utf8(out)
         .expect("utf8")
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -180,26 +183,13 @@ pub fn frame_md5s(file: &Path) -> Vec<String> {
 /// Decoded audio as interleaved s16, trimmed to `samples` per channel (the
 /// ffmpeg CLI keeps the AAC tail padding).
 pub fn decoded_audio(file: &Path, samples: u64) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args([
-            "-map",
-            "0:a:0",
-            "-af",
-            &format!("atrim=end_sample={samples}"),
-            "-f",
-            "s16le",
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let trim = format!("atrim=end_sample={samples}");
+    judge(
+        "ffmpeg",
+        &["-i"],
+        file,
+        &["-map", "0:a:0", "-af", &trim, "-f", "s16le", "-"],
+    )
 }
 
 /// Lines of the coordinator's `--json` output that are events of `kind`.
