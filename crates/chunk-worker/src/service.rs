@@ -331,6 +331,26 @@ impl BoundWorker {
 
 type EventResult = Result<pb::RenderChunkEvent, Status>;
 
+/// A chunk's event stream as sent to the client. It holds a tracker token
+/// until the last event has been handed to the transport (or the client has
+/// left): the rendering task can finish with events still queued, and a
+/// draining worker must not exit before they are delivered.
+pub(crate) struct ChunkEvents {
+    events: ReceiverStream<EventResult>,
+    _delivering: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+impl tokio_stream::Stream for ChunkEvents {
+    type Item = EventResult;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.events).poll_next(cx)
+    }
+}
+
 fn progress_event(p: Progress) -> pb::RenderChunkEvent {
     pb::RenderChunkEvent {
         event: Some(pb::render_chunk_event::Event::Progress(pb::Progress {
@@ -562,7 +582,7 @@ impl Inner {
 
 #[tonic::async_trait]
 impl ChunkWorker for Service {
-    type RenderChunkStream = ReceiverStream<EventResult>;
+    type RenderChunkStream = ChunkEvents;
 
     async fn render_chunk(
         &self,
@@ -591,7 +611,10 @@ impl ChunkWorker for Service {
         inner
             .tracker
             .spawn(inner.clone().run_chunk(request, permit, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(ChunkEvents {
+            events: ReceiverStream::new(rx),
+            _delivering: inner.tracker.token(),
+        }))
     }
 
     async fn describe(
