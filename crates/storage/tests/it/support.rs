@@ -1,12 +1,10 @@
 //! Test kit: a real S3-protocol server (moto) on loopback, and a fault
 //! injecting HTTP proxy in front of it.
 
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use storage::{MultipartConfig, RetryPolicy, S3Config, S3Credentials, S3Store};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -14,100 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-/// How long moto may take to start answering.
-const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A `moto_server` process on 127.0.0.1, killed on drop. A small shell
-/// watchdog also kills it when the test binary exits (its stdin closes),
-/// since the shared instance lives in a static; if moto dies, the shell
-/// exits too and the start-up loop reports moto's log at once.
-pub struct MotoServer {
-    child: Child,
-    pub endpoint: String,
-    pub addr: SocketAddr,
-}
-
-impl MotoServer {
-    pub fn start() -> MotoServer {
-        let port = StdListener::bind("127.0.0.1:0")
-            .expect("bind a free port")
-            .local_addr()
-            .expect("local addr")
-            .port();
-        // `python3 -m moto.server` runs the server of the moto that
-        // `python3 -m pip` installed (scripts/setup-s3-test-server.sh), with
-        // no dependence on PATH shims; $MOTO_SERVER overrides it.
-        let program =
-            std::env::var("MOTO_SERVER").unwrap_or_else(|_| "python3 -m moto.server".to_owned());
-        let log = std::env::temp_dir().join(format!("montage-moto-{port}.log"));
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec 3<&0; $1 -H 127.0.0.1 -p "$2" >"$3" 2>&1 </dev/null & pid=$!; (read _ignored <&3; kill $pid 2>/dev/null) & wait $pid"#)
-            .arg("sh")
-            .arg(&program)
-            .arg(port.to_string())
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn sh for moto");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut server = MotoServer {
-            child,
-            endpoint: format!("http://{addr}"),
-            addr,
-        };
-        let start = Instant::now();
-        loop {
-            if let Ok(mut s) = StdStream::connect(addr) {
-                use std::io::Write as _;
-                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    return server;
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!(
-                    "moto_server exited with {status} (install it with scripts/setup-s3-test-server.sh): {text}"
-                );
-            }
-            assert!(
-                start.elapsed() < MOTO_START_TIMEOUT,
-                "moto_server did not answer on {addr} within {MOTO_START_TIMEOUT:?}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-            let _ = &mut server;
-        }
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        // Closing stdin makes the watchdog kill moto.
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-/// One moto server shared by every test in this binary (each test uses its
-/// own bucket).
-pub fn moto() -> &'static MotoServer {
-    static SERVER: OnceLock<MotoServer> = OnceLock::new();
-    SERVER.get_or_init(MotoServer::start)
-}
-
-static BUCKET_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh bucket name.
-pub fn bucket(tag: &str) -> String {
-    format!(
-        "t-{tag}-{}-{}",
-        std::process::id(),
-        BUCKET_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use testkit::{bucket, moto};
 
 /// Small parts and quick retries, so tests stay fast.
 pub fn test_config(endpoint: &str) -> S3Config {
