@@ -42,6 +42,7 @@ mod hash;
 mod local;
 mod location;
 mod s3;
+mod size;
 mod store;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub use s3::{
     CONNECT_TIMEOUT, DEFAULT_REGION, READ_TIMEOUT, S3Config, S3Credentials, S3Store,
     SHA256_METADATA,
 };
+pub use size::parse_byte_size;
 pub use store::{
     ByteStream, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_PART_SIZE, MAX_PARTS,
     MIN_PART_SIZE, MULTIPART_THRESHOLD, MultipartConfig, ObjectMeta, ObjectStore, PART_SIZE,
