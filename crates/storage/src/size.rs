@@ -33,8 +33,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a size (e.g. 512M, 4G or a number of bytes)"))?;
-    let bytes =
-        value * f64::from(1u32 << (shift % 32)) * if shift >= 32 { 4_294_967_296.0 } else { 1.0 };
+    let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
         return Err(format!("`{text}` is out of range"));
     }
