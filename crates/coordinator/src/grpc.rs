@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chunker::Chunk;
 use montage_proto::v1 as pb;
 use pb::chunk_worker_client::ChunkWorkerClient;
 use sha2::{Digest, Sha256};
+use storage::{ContentHash, ObjectStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -32,15 +33,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// at most 1 MiB; headroom for framing).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// One artifact on the coordinator's disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalArtifact {
+    /// The file.
+    pub path: PathBuf,
+    /// Lower-case hex sha256 of its bytes (as the worker reported and the
+    /// coordinator checked, or trusted for a worker on this machine).
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// One chunk's artifacts on the coordinator's disk, verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkFiles {
     /// The chunk's index.
     pub chunk: u32,
     /// H.264 in MPEG-TS.
-    pub video: PathBuf,
+    pub video: LocalArtifact,
     /// Raw interleaved PCM, if the render has audio.
-    pub audio: Option<PathBuf>,
+    pub audio: Option<LocalArtifact>,
     /// The PCM sample format.
     pub pcm_format: pb::PcmFormat,
     /// Frames the worker reported.
@@ -70,35 +83,76 @@ fn status_error(status: &tonic::Status) -> AttemptError {
     )
 }
 
-/// Runs chunks on workers over gRPC, receiving artifacts inline and writing
-/// them under a work directory.
+/// Where one chunk's artifacts go and how they reach the coordinator's disk.
+#[derive(Debug, Clone)]
+pub enum ChunkTarget {
+    /// Streamed back over the call and written into this directory.
+    Inline(PathBuf),
+    /// Written by a worker on this machine straight into this directory.
+    SharedDir(PathBuf),
+    /// Written by the worker under a storage prefix, then downloaded (and
+    /// verified) into `dir`.
+    Store {
+        /// The store the prefix is in.
+        store: Arc<dyn ObjectStore>,
+        /// The prefix's key in the store (ends with `/`).
+        prefix: String,
+        /// The local directory downloads go to.
+        dir: PathBuf,
+    },
+}
+
+impl ChunkTarget {
+    fn wire(&self) -> pb::artifact_target::Kind {
+        match self {
+            ChunkTarget::Inline(_) => pb::artifact_target::Kind::Inline(pb::Inline {}),
+            ChunkTarget::SharedDir(dir) => {
+                pb::artifact_target::Kind::Location(dir.to_string_lossy().into_owned())
+            }
+            ChunkTarget::Store { store, prefix, .. } => {
+                pb::artifact_target::Kind::Location(store.url(prefix))
+            }
+        }
+    }
+
+    /// The local directory the chunk's files end up in.
+    pub fn dir(&self) -> &Path {
+        match self {
+            ChunkTarget::Inline(d) | ChunkTarget::SharedDir(d) => d,
+            ChunkTarget::Store { dir, .. } => dir,
+        }
+    }
+}
+
+/// Runs chunks on workers over gRPC, each to its [`ChunkTarget`].
 pub struct GrpcRunner {
     template: pb::RenderChunkRequest,
-    work_dir: PathBuf,
-    shared_dir: bool,
+    targets: HashMap<u32, ChunkTarget>,
     token: Option<String>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl GrpcRunner {
     /// A runner sending `template` (everything but the chunk's own fields)
-    /// for every chunk, writing artifacts under `work_dir`, authenticating
-    /// with `token` when given.
-    pub fn new(template: pb::RenderChunkRequest, work_dir: PathBuf, token: Option<String>) -> Self {
+    /// for every chunk, delivering chunk `i`'s artifacts to `targets[&i]`,
+    /// authenticating with `token` when given.
+    pub fn new(
+        template: pb::RenderChunkRequest,
+        targets: HashMap<u32, ChunkTarget>,
+        token: Option<String>,
+    ) -> Self {
         GrpcRunner {
             template,
-            work_dir,
-            shared_dir: false,
+            targets,
             token,
             channels: Mutex::default(),
         }
     }
 
-    /// Workers see the work directory (they run on this machine): they
-    /// write artifacts straight into it instead of streaming them back.
-    pub fn with_shared_dir(mut self) -> Self {
-        self.shared_dir = true;
-        self
+    /// The request chunk `chunk` is rendered with (also what its cache key
+    /// is computed from).
+    pub fn request_for(&self, chunk: &Chunk) -> pb::RenderChunkRequest {
+        chunk_request(&self.template, chunk)
     }
 
     fn channel(&self, address: &str) -> Result<Channel, AttemptError> {
@@ -171,7 +225,7 @@ impl PartFile {
 
     /// Checks size and hash against the worker's result and renames the file
     /// into place.
-    fn commit(mut self, expected: &pb::Artifact, dest: &Path) -> Result<(), String> {
+    fn commit(mut self, expected: &pb::Artifact, dest: &Path) -> Result<LocalArtifact, String> {
         if let Some(mut f) = self.file.take() {
             f.flush()
                 .and_then(|_| f.sync_all())
@@ -190,7 +244,11 @@ impl PartFile {
         std::fs::rename(&self.tmp, dest)
             .map_err(|e| format!("renaming {} to {}: {e}", self.tmp.display(), dest.display()))?;
         self.tmp = PathBuf::new();
-        Ok(())
+        Ok(LocalArtifact {
+            path: dest.to_path_buf(),
+            sha256: sha,
+            size: self.written,
+        })
     }
 }
 
@@ -211,6 +269,17 @@ pub fn artifact_paths(dir: &Path, chunk: u32) -> (PathBuf, PathBuf) {
     )
 }
 
+/// `template` with one chunk's own fields filled in (no target).
+pub fn chunk_request(template: &pb::RenderChunkRequest, chunk: &Chunk) -> pb::RenderChunkRequest {
+    let mut request = template.clone();
+    request.chunk_index = chunk.index().0;
+    request.frames = Some(chunk.frames().into());
+    request.composition_start = chunk.composition_start().0;
+    request.every_nth_frame = chunk.every_nth_frame();
+    request.output = None;
+    request
+}
+
 impl ChunkRunner for GrpcRunner {
     type Output = ChunkFiles;
 
@@ -224,22 +293,21 @@ impl ChunkRunner for GrpcRunner {
     ) -> AttemptFuture<ChunkFiles> {
         // tonic channels reconnect by themselves: one per worker is enough.
         let channel = self.channel(&worker.address);
-        let mut request = self.template.clone();
-        request.chunk_index = chunk.index().0;
-        request.frames = Some(chunk.frames().into());
-        request.composition_start = chunk.composition_start().0;
-        request.every_nth_frame = chunk.every_nth_frame();
-        request.output = Some(pb::ArtifactTarget {
-            kind: Some(if self.shared_dir {
-                pb::artifact_target::Kind::Location(self.work_dir.to_string_lossy().into_owned())
-            } else {
-                pb::artifact_target::Kind::Inline(pb::Inline {})
-            }),
-        });
+        let target = self.targets.get(&chunk.index().0).cloned();
+        let mut request = self.request_for(&chunk);
         let token = self.token.clone();
-        let dir = self.work_dir.clone();
         Box::pin(async move {
             let channel = channel?;
+            let target = target.ok_or_else(|| {
+                AttemptError::new(
+                    FailureKind::Invalid,
+                    format!("chunk {} has no artifact target", chunk.index().0),
+                )
+            })?;
+            request.output = Some(pb::ArtifactTarget {
+                kind: Some(target.wire()),
+            });
+            let dir = target.dir().to_path_buf();
             let mut client =
                 ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
             let mut req = tonic::Request::new(request);
@@ -303,7 +371,7 @@ impl ChunkRunner for GrpcRunner {
                             let _ = progress.try_send(ChunkProgress::default());
                         }
                         Some(pb::render_chunk_event::Event::Result(r)) => {
-                            return finish(r, index, &dir, video, audio);
+                            return finish(r, index, &target, video, audio, &progress).await;
                         }
                         None => {}
                     }
@@ -317,10 +385,10 @@ impl ChunkRunner for GrpcRunner {
     }
 }
 
-/// An artifact the worker wrote into the shared work directory: it must be
+/// An artifact the worker wrote into a directory on this machine: it must be
 /// there with the size the worker reported (the worker hashed it while
 /// writing; re-reading it here would only cost I/O).
-fn written_by_worker(artifact: &pb::Artifact) -> Result<PathBuf, String> {
+fn written_by_worker(artifact: &pb::Artifact) -> Result<LocalArtifact, String> {
     if artifact.location.is_empty() {
         return Err(format!("the worker sent no {:?} bytes", artifact.kind()));
     }
@@ -335,15 +403,62 @@ fn written_by_worker(artifact: &pb::Artifact) -> Result<PathBuf, String> {
             artifact.size
         ));
     }
-    Ok(path)
+    Ok(LocalArtifact {
+        path,
+        sha256: artifact.sha256.clone(),
+        size,
+    })
 }
 
-fn finish(
+/// Downloads an artifact the worker stored under `prefix`, verifying its
+/// sha256, into `dest`; pings `progress` meanwhile (downloads are liveness).
+async fn download(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    artifact: &pb::Artifact,
+    dest: &Path,
+    progress: &mpsc::Sender<ChunkProgress>,
+) -> Result<LocalArtifact, String> {
+    let expected_url_prefix = store.url(prefix);
+    let name = artifact
+        .location
+        .strip_prefix(&expected_url_prefix)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| {
+            format!(
+                "the worker stored its {:?} at `{}`, outside `{expected_url_prefix}`",
+                artifact.kind(),
+                artifact.location
+            )
+        })?;
+    let hash: ContentHash = artifact
+        .sha256
+        .parse()
+        .map_err(|e| format!("the worker's {:?}: {e}", artifact.kind()))?;
+    let key = format!("{prefix}{name}");
+    let get = store.get_file(&key, dest, Some(&hash));
+    tokio::pin!(get);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let meta = loop {
+        tokio::select! {
+            r = &mut get => break r.map_err(|e| format!("downloading {}: {e}", artifact.location))?,
+            _ = ticker.tick() => { let _ = progress.try_send(ChunkProgress::default()); }
+        }
+    };
+    Ok(LocalArtifact {
+        path: dest.to_path_buf(),
+        sha256: artifact.sha256.clone(),
+        size: meta.size,
+    })
+}
+
+async fn finish(
     result: pb::ChunkResult,
     index: u32,
-    dir: &Path,
+    target: &ChunkTarget,
     video: Option<PartFile>,
     audio: Option<PartFile>,
+    progress: &mpsc::Sender<ChunkProgress>,
 ) -> Result<ChunkFiles, AttemptError> {
     let bad = |m: String| AttemptError::new(FailureKind::Transient, m);
     if result.chunk_index != index {
@@ -352,38 +467,59 @@ fn finish(
             result.chunk_index
         )));
     }
-    let (video_path, audio_path) = artifact_paths(dir, index);
+    let (video_path, audio_path) = artifact_paths(target.dir(), index);
     let find = |kind: pb::ArtifactKind| result.artifacts.iter().find(|a| a.kind() == kind);
     let video_artifact = find(pb::ArtifactKind::VideoTs)
         .ok_or_else(|| bad("the worker's result lists no video artifact".into()))?;
-    let video_path = match video {
-        Some(part) => {
-            part.commit(video_artifact, &video_path).map_err(bad)?;
-            video_path
+    let audio_artifact = find(pb::ArtifactKind::AudioPcm);
+    let (video, audio) = match target {
+        ChunkTarget::Store { store, prefix, .. } => {
+            let video = download(store, prefix, video_artifact, &video_path, progress)
+                .await
+                .map_err(bad)?;
+            let audio = match audio_artifact {
+                Some(a) => Some(
+                    download(store, prefix, a, &audio_path, progress)
+                        .await
+                        .map_err(bad)?,
+                ),
+                None => None,
+            };
+            (video, audio)
         }
-        None => written_by_worker(video_artifact).map_err(bad)?,
-    };
-    let audio_path = match (find(pb::ArtifactKind::AudioPcm), audio) {
-        (Some(artifact), None) if !artifact.location.is_empty() => {
-            Some(written_by_worker(artifact).map_err(bad)?)
+        ChunkTarget::Inline(_) | ChunkTarget::SharedDir(_) => {
+            let video = match video {
+                Some(part) => part.commit(video_artifact, &video_path).map_err(bad)?,
+                None => written_by_worker(video_artifact).map_err(bad)?,
+            };
+            let audio = match (audio_artifact, audio) {
+                (Some(artifact), None) if !artifact.location.is_empty() => {
+                    Some(written_by_worker(artifact).map_err(bad)?)
+                }
+                (Some(artifact), Some(part)) => {
+                    Some(part.commit(artifact, &audio_path).map_err(bad)?)
+                }
+                (Some(artifact), None) if artifact.size == 0 => {
+                    File::create(&audio_path)
+                        .map_err(|e| bad(format!("{}: {e}", audio_path.display())))?;
+                    Some(LocalArtifact {
+                        path: audio_path,
+                        sha256: artifact.sha256.clone(),
+                        size: 0,
+                    })
+                }
+                (Some(_), None) => {
+                    return Err(bad("the worker listed audio but sent no audio bytes".into()));
+                }
+                (None, _) => None,
+            };
+            (video, audio)
         }
-        (Some(artifact), Some(part)) => {
-            part.commit(artifact, &audio_path).map_err(bad)?;
-            Some(audio_path)
-        }
-        (Some(artifact), None) if artifact.size == 0 => {
-            File::create(&audio_path).map_err(|e| bad(format!("{}: {e}", audio_path.display())))?;
-            Some(audio_path)
-        }
-        (Some(_), None) => {
-            return Err(bad("the worker listed audio but sent no audio bytes".into()));
-        }
-        (None, _) => None,
     };
     Ok(ChunkFiles {
         chunk: index,
-        video: video_path,
-        audio: audio_path,
+        video,
+        audio,
         pcm_format: result.pcm_format(),
         frame_count: result.frame_count,
         sample_count: result.sample_count,

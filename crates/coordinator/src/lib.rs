@@ -16,6 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod grpc;
 pub mod pool;
 pub mod progress;

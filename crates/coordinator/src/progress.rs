@@ -64,6 +64,13 @@ impl ProgressState {
                 self.frames_by_chunk.insert(*chunk, frames);
             }
             RenderEvent::Chunk(ScheduleEvent::ChunkRetried { .. }) => self.retries += 1,
+            RenderEvent::CacheHit { chunks, .. } => {
+                for &chunk in chunks {
+                    self.done_chunks += 1;
+                    let frames = self.chunk_frames(chunk);
+                    self.frames_by_chunk.insert(chunk, frames);
+                }
+            }
             RenderEvent::Combining => self.combining = true,
             _ => {}
         }
@@ -111,8 +118,18 @@ impl ProgressState {
 /// The one-line summary printed at the end of a render.
 pub fn summary_line(s: &RenderSummary) -> String {
     let secs = s.wall_ms as f64 / 1000.0;
+    if s.output_cached {
+        return format!(
+            "{} frames ({:.2} s of video) taken from the cache in {:.1} s -> {} ({} bytes)",
+            s.frames, s.duration_seconds, secs, s.output, s.bytes
+        );
+    }
+    let cached = match s.cached_chunks {
+        0 => String::new(),
+        n => format!(" ({n} from the cache)"),
+    };
     format!(
-        "rendered {} frames ({:.2} s of video) in {:.1} s ({:.1} fps), {} chunks, {} retries, combine {:.2} s -> {} ({} bytes)",
+        "rendered {} frames ({:.2} s of video) in {:.1} s ({:.1} fps), {} chunks{cached}, {} retries, combine {:.2} s -> {} ({} bytes)",
         s.frames,
         s.duration_seconds,
         secs,
@@ -120,7 +137,7 @@ pub fn summary_line(s: &RenderSummary) -> String {
         s.chunks,
         s.retries,
         s.combine_ms as f64 / 1000.0,
-        s.output.display(),
+        s.output,
         s.bytes
     )
 }

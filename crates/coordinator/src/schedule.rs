@@ -295,7 +295,8 @@ enum AttemptMessage<T> {
 
 /// Runs every chunk of `chunks` on the workers of `pool` (which may change
 /// while running, e.g. as DNS is re-resolved) and returns the outputs in
-/// chunk order.
+/// the order of `chunks`. `chunks` may be any subset of a plan (those not
+/// found in a cache); events and errors name chunks by their plan index.
 ///
 /// # Errors
 /// [`ScheduleError`]: a chunk refused as invalid, a chunk that failed on
@@ -356,7 +357,7 @@ pub async fn run_chunks<R: ChunkRunner>(
             in_flight += 1;
             let info = workers[w].info.clone();
             let _ = events.send(ScheduleEvent::ChunkStarted {
-                chunk: p.chunk as u32,
+                chunk: chunks[p.chunk].index().0,
                 attempt: p.attempt,
                 worker: info.address.clone(),
             });
@@ -409,7 +410,7 @@ pub async fn run_chunks<R: ChunkRunner>(
                 let Some((chunk, w, message)) = message else { continue };
                 match message {
                     AttemptMessage::Progress(progress) => {
-                        let _ = events.send(ScheduleEvent::ChunkProgress { chunk: chunk as u32, progress });
+                        let _ = events.send(ScheduleEvent::ChunkProgress { chunk: chunks[chunk].index().0, progress });
                     }
                     AttemptMessage::Done(result) => {
                         in_flight -= 1;
@@ -425,7 +426,7 @@ pub async fn run_chunks<R: ChunkRunner>(
                                 }
                                 outputs[chunk] = Some(output);
                                 let _ = events.send(ScheduleEvent::ChunkFinished {
-                                    chunk: chunk as u32,
+                                    chunk: chunks[chunk].index().0,
                                     worker: address,
                                     attempts: attempts[chunk],
                                 });
@@ -444,14 +445,14 @@ pub async fn run_chunks<R: ChunkRunner>(
                             }
                             Err(error) if error.kind == FailureKind::Invalid => {
                                 break Err(ScheduleError::Invalid {
-                                    chunk: chunk as u32,
+                                    chunk: chunks[chunk].index().0,
                                     worker: address,
                                     message: error.message,
                                 });
                             }
                             Err(error) => {
                                 let failed = FailedAttempt {
-                                    chunk: chunk as u32,
+                                    chunk: chunks[chunk].index().0,
                                     attempt: attempts[chunk],
                                     worker: address.clone(),
                                     error,
@@ -470,7 +471,7 @@ pub async fn run_chunks<R: ChunkRunner>(
                                 }
                                 if attempts[chunk] >= max_attempts {
                                     break Err(ScheduleError::Exhausted {
-                                        chunk: chunk as u32,
+                                        chunk: chunks[chunk].index().0,
                                         tries: attempts[chunk],
                                         attempts: failures.clone(),
                                     });
@@ -510,7 +511,7 @@ pub async fn run_chunks<R: ChunkRunner>(
         .enumerate()
         .map(|(i, o)| {
             o.ok_or(ScheduleError::Exhausted {
-                chunk: i as u32,
+                chunk: chunks[i].index().0,
                 tries: attempts[i],
                 attempts: failures.clone(),
             })

@@ -18,6 +18,10 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
+    let not_a_size = || format!("`{text}` is not a size (e.g. 512M, 4G or a number of bytes)");
+    if number.is_empty() {
+        return Err(not_a_size());
+    }
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -30,9 +34,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 512M, 4G or a number of bytes)"))?;
+    let value: f64 = number.parse().map_err(|_| not_a_size())?;
     let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
         return Err(format!("`{text}` is out of range"));
@@ -51,7 +53,7 @@ mod tests {
         assert_eq!(parse_byte_size("2 GiB"), Ok(2 << 30));
         assert_eq!(parse_byte_size("1T"), Ok(1 << 40));
         assert_eq!(parse_byte_size("10kb"), Ok(10 << 10));
-        let e = parse_byte_size("4X").unwrap_err();
+        let e = parse_byte_size("4X").expect_err("unknown unit");
         assert!(e.contains("`4X`") && e.contains("unit"), "{e}");
         assert!(parse_byte_size("").is_err());
         assert!(parse_byte_size("G").is_err());

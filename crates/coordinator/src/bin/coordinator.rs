@@ -15,7 +15,7 @@ use coordinator::ChunkSpec;
 use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker};
 use coordinator::progress::{Reporter, summary_line};
 use coordinator::render::{
-    Coordinator, CoordinatorOptions, RenderError, RenderRequest, RenderSource,
+    Coordinator, CoordinatorOptions, Destination, RenderError, RenderRequest, RenderSource,
     default_local_workers,
 };
 use coordinator::schedule::SchedulePolicy;
@@ -154,9 +154,28 @@ struct RenderArgs {
     /// Add a silent audio track when the composition has none.
     #[arg(long)]
     enforce_audio_track: bool,
-    /// The MP4 to write.
+    /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
+    /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
+    #[arg(long, value_name = "PATH|URL")]
+    out: String,
+    /// Also print a presigned GET URL of an s3:// output, valid this many
+    /// seconds (at most 604800).
+    #[arg(long, value_name = "SECS")]
+    presign: Option<u64>,
+    /// The render cache: a directory or `s3://bucket/prefix/` keeping
+    /// bundles, chunks and outputs by content hash, so nothing is rendered
+    /// twice; `off` for none. Default: $MONTAGE_CACHE (which may be `off`), else
+    /// $XDG_CACHE_HOME/montage, else ~/.cache/montage.
+    #[arg(long, value_name = "DIR|URL|off")]
+    cache: Option<String>,
+    /// Render everything again instead of reusing cached chunks and outputs
+    /// (what is rendered is still cached).
     #[arg(long)]
-    out: PathBuf,
+    no_cache: bool,
+    /// Trim a local cache to this size after each render, least recently
+    /// used first (e.g. 500M, 20G).
+    #[arg(long, value_name = "SIZE", default_value = "20G")]
+    cache_size: String,
     /// Run N workers in this process on loopback (the default, N = cores).
     #[arg(long, conflicts_with_all = ["worker", "workers_dns"])]
     local: Option<usize>,
@@ -281,7 +300,8 @@ fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, Coordinat
         ),
     };
     let (spec, frames) = args.split.parse()?;
-    let mut request = RenderRequest::new(source, id, spec, args.out.clone());
+    let output = Destination::parse(&args.out)?;
+    let mut request = RenderRequest::new(source, id, spec, output);
     request.props = props;
     request.frames = frames;
     request.every_nth_frame = args.every_nth_frame;
@@ -301,6 +321,19 @@ fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, Coordinat
     request.audio_bitrate = args.audio_bitrate;
     request.enforce_audio_track = args.enforce_audio_track;
     request.keep_chunks = args.keep_chunks.clone();
+    request.use_cache = !args.no_cache;
+    request.presign = match args.presign {
+        Some(0) => bail!("--presign 0 is invalid: give a number of seconds above 0"),
+        Some(s) => Some(Duration::from_secs(s)),
+        None => None,
+    };
+    let cache = args
+        .cache
+        .clone()
+        .or_else(coordinator::cache::default_cache_location)
+        .filter(|c| c != "off");
+    let cache_max_bytes = storage::parse_byte_size(&args.cache_size)
+        .map_err(|e| anyhow::anyhow!("--cache-size {e}"))?;
     if !(args.stall_timeout.is_finite() && args.stall_timeout > 0.0) {
         bail!(
             "--stall-timeout {} is invalid: give a number of seconds above 0",
@@ -326,6 +359,9 @@ fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, Coordinat
             ..SchedulePolicy::default()
         },
         token,
+        cache,
+        cache_max_bytes,
+        s3: storage::S3Config::default(),
     };
     Ok((request, options))
 }

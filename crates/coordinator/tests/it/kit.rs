@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use sha2::{Digest, Sha256};
+
 /// The `chunk-worker` binary, built beside ours by `cargo test --workspace`.
 pub fn worker_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_coordinator")).with_file_name("chunk-worker");
@@ -89,6 +91,8 @@ impl Drop for Worker {
 pub fn coordinator() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_coordinator"));
     c.env_remove("RUST_LOG");
+    // Renders are independent unless a test passes --cache.
+    c.env("MONTAGE_CACHE", "off");
     c
 }
 
@@ -196,4 +200,78 @@ pub fn decoded_audio(file: &Path, samples: u64) -> Vec<u8> {
 pub fn events<'a>(stdout: &'a str, kind: &str) -> Vec<&'a str> {
     let tag = format!("\"event\":\"{kind}\"");
     stdout.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+pub fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read output")))
+}
+
+/// `coordinator render --json` of `props` in `chunks` chunks on `workers`.
+pub fn render_command(
+    workers: &[&Worker],
+    props: &str,
+    chunks: u32,
+    out: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut c = coordinator();
+    c.args([
+        "render",
+        "--props",
+        props,
+        "--chunks",
+        &chunks.to_string(),
+        "--json",
+        "--out",
+    ])
+    .arg(out);
+    for w in workers {
+        c.args(["--worker", &w.url]);
+    }
+    c.args(extra);
+    c
+}
+
+pub fn render_on(
+    workers: &[&Worker],
+    props: &str,
+    chunks: u32,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    run(render_command(workers, props, chunks, out, extra))
+}
+
+/// Starts a `--json` render and calls `on_event` for each line until it
+/// returns true; then reads the rest. Returns (exit code, stdout, stderr).
+pub fn render_watching(
+    workers: &[&Worker],
+    props: &str,
+    chunks: u32,
+    out: &Path,
+    extra: &[&str],
+    mut on_event: impl FnMut(&str) -> bool,
+) -> (Option<i32>, String, String) {
+    let mut child = render_command(workers, props, chunks, out, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let mut done = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if !done {
+            done = on_event(&line);
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        seen,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -2,5 +2,6 @@
 //! `chunk-worker` processes over gRPC on loopback, judged by Debian's
 //! ffprobe/ffmpeg.
 
+mod cache;
 mod kit;
 mod render;

@@ -4,56 +4,15 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use sha2::{Digest, Sha256};
-
 use crate::kit::{
-    Worker, coordinator, decoded_audio, events, frame_md5s, run, stream_entry, video_packets,
+    Worker, coordinator, decoded_audio, events, frame_md5s, render_command, render_on,
+    render_watching, run, sha256, stream_entry, video_packets,
 };
 
 /// A small test pattern at 29.97 fps with a continuous sine.
 const SMALL: &str = r#"{"width":160,"height":90,"duration":96,"fps":"30000/1001"}"#;
 /// Longer chunks, so a worker can be killed while it renders.
 const SLOW: &str = r#"{"width":640,"height":360,"duration":360,"fps":"30"}"#;
-
-fn sha256(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).expect("read output")))
-}
-
-/// `coordinator render --json` of `props` in `chunks` chunks on `workers`.
-fn render_command(
-    workers: &[&Worker],
-    props: &str,
-    chunks: u32,
-    out: &Path,
-    extra: &[&str],
-) -> Command {
-    let mut c = coordinator();
-    c.args([
-        "render",
-        "--props",
-        props,
-        "--chunks",
-        &chunks.to_string(),
-        "--json",
-        "--out",
-    ])
-    .arg(out);
-    for w in workers {
-        c.args(["--worker", &w.url]);
-    }
-    c.args(extra);
-    c
-}
-
-fn render_on(
-    workers: &[&Worker],
-    props: &str,
-    chunks: u32,
-    out: &Path,
-    extra: &[&str],
-) -> std::process::Output {
-    run(render_command(workers, props, chunks, out, extra))
-}
 
 #[test]
 fn sixteen_chunks_over_three_workers_equal_one_chunk() {
@@ -141,40 +100,6 @@ fn sixteen_chunks_over_three_workers_equal_one_chunk() {
         a16 == decoded_audio(&one, samples),
         "decoded audio differs from the 1-chunk render"
     );
-}
-
-/// Starts a `--json` render and calls `on_event` for each line until it
-/// returns true; then reads the rest. Returns (exit code, stdout, stderr).
-fn render_watching(
-    workers: &[&Worker],
-    props: &str,
-    chunks: u32,
-    out: &Path,
-    extra: &[&str],
-    mut on_event: impl FnMut(&str) -> bool,
-) -> (Option<i32>, String, String) {
-    let mut child = render_command(workers, props, chunks, out, extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn coordinator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut seen = String::new();
-    let mut done = false;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if !done {
-            done = on_event(&line);
-        }
-        seen.push_str(&line);
-        seen.push('\n');
-    }
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.code(),
-        seen,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
