@@ -5,3 +5,4 @@
 mod cache;
 mod kit;
 mod render;
+mod s3;
