@@ -1,7 +1,10 @@
 //! `chunk-worker serve --listen ADDR --slots N --cache-dir DIR
-//! [--token-file F] [--log-json]`: a Montage chunk worker serving the
-//! built-in compositions. Prints `listening on ADDR` (the bound address, so
-//! `--listen 127.0.0.1:0` works) on stdout once ready.
+//! [--bundle-cache-size 4G] [--token-file F] [--log-json]`: a Montage chunk
+//! worker serving the built-in compositions and scene bundles (paths on its
+//! disk, or archives in storage it fetches and caches). Prints `listening
+//! on ADDR` (the bound address, so `--listen 127.0.0.1:0` works) on stdout
+//! once ready. S3 is reached through the standard AWS environment
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,7 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chunk_worker::{DEFAULT_RENDER_THREADS, ServeConfig, WorkerConfig};
+use chunk_worker::{
+    DEFAULT_BUNDLE_CACHE_BYTES, DEFAULT_RENDER_THREADS, S3Config, ServeConfig, WorkerConfig,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -33,9 +38,15 @@ struct ServeArgs {
     /// Chunks rendered at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1)]
     slots: usize,
-    /// Scratch directory for inline artifacts.
+    /// The worker's disk: scratch space for artifacts being delivered
+    /// (`inflight/`) and fetched bundles (`bundles/`).
     #[arg(long)]
     cache_dir: PathBuf,
+    /// Most bytes of unpacked bundles kept in `<cache-dir>/bundles`, e.g.
+    /// `4G`, `512M` or plain bytes (K, M, G, T are powers of 1024); the
+    /// least recently used are evicted first.
+    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_BUNDLE_CACHE_BYTES)]
+    bundle_cache_size: u64,
     /// File holding the shared bearer token (surrounding whitespace ignored).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -71,7 +82,36 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         cache_dir: args.cache_dir.clone(),
         token,
         grace: Duration::from_secs(args.grace_secs),
+        bundle_cache_bytes: args.bundle_cache_size,
+        // Endpoint, region and credentials from the AWS environment.
+        s3: S3Config::default(),
     })
+}
+
+/// A byte count: plain bytes, or a number with `K`, `M`, `G` or `T` (powers
+/// of 1024, optionally followed by `B` or `iB`). Clap prefixes the error
+/// with the flag and the value.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let unit_at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(unit_at);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}`: expected bytes or a number followed by K, M, G or T (e.g. 4G, 512M)"
+            ));
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        "expected bytes or a number followed by K, M, G or T (e.g. 4G, 512M)".to_owned()
+    })?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text} is more than {} bytes", u64::MAX))
 }
 
 fn init_logs(json: bool) {
@@ -102,4 +142,38 @@ async fn main() -> anyhow::Result<()> {
     }
     bound.run(chunk_worker::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("4X").expect_err("unit").contains("unknown unit `X`"));
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn a_bad_size_names_the_flag() {
+        let err = Cli::try_parse_from([
+            "chunk-worker",
+            "serve",
+            "--cache-dir",
+            "/tmp/x",
+            "--bundle-cache-size",
+            "lots",
+        ])
+        .expect_err("bad size");
+        let text = err.to_string();
+        assert!(text.contains("--bundle-cache-size"), "{text}");
+        assert!(text.contains("lots"), "{text}");
+    }
 }
