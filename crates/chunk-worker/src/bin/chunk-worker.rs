@@ -155,7 +155,11 @@ mod tests {
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert_eq!(parse_size("64k"), Ok(64 << 10));
         assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("4X").expect_err("unit").contains("unknown unit `X`"));
+        assert!(
+            parse_size("4X")
+                .expect_err("unit")
+                .contains("unknown unit `X`")
+        );
         assert!(parse_size("G").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999T").is_err());
