@@ -58,6 +58,93 @@ fn worker(extra: &[&str]) -> Worker {
     Worker::start_with_env(extra, &testkit::moto().aws_env())
 }
 
+/// A TCP proxy in front of moto that counts the requests starting with
+/// `needle` (e.g. `GET /bucket/bundles/`) it forwards. Aborted on drop.
+struct CountingProxy {
+    endpoint: String,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    async fn start(needle: String) -> CountingProxy {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = count.clone();
+        let target = testkit::moto().addr;
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (counter, needle) = (counter.clone(), needle.clone());
+                tokio::spawn(async move {
+                    let (mut client_rd, mut client_wr) = client.into_split();
+                    let (mut server_rd, mut server_wr) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
+                    });
+                    // Requests carry no body here, so scanning the bytes
+                    // sent finds each request line; `seen` keeps a needle's
+                    // length of context across reads.
+                    let mut seen: Vec<u8> = Vec::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_rd.read(&mut buf).await {
+                        if n == 0 || server_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let keep = seen.len().min(needle.len() - 1);
+                        seen.drain(..seen.len() - keep);
+                        seen.extend_from_slice(&buf[..n]);
+                        let hits = seen
+                            .windows(needle.len())
+                            .filter(|w| *w == needle.as_bytes())
+                            .count();
+                        counter.fetch_add(hits, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    back.abort();
+                });
+            }
+        });
+        CountingProxy {
+            endpoint,
+            count,
+            task,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// moto's AWS environment, with the endpoint replaced by this proxy.
+    fn aws_env(&self) -> Vec<(&'static str, String)> {
+        with_endpoint(&self.endpoint)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// moto's AWS environment with another endpoint.
+fn with_endpoint(endpoint: &str) -> Vec<(&'static str, String)> {
+    testkit::moto()
+        .aws_env()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "AWS_ENDPOINT_URL" => (k, endpoint.to_owned()),
+            _ => (k, v),
+        })
+        .collect()
+}
+
 /// Packs `dir` the way the coordinator does and uploads it as
 /// `bundles/<sha256>.tar`; returns the archive and its URL.
 async fn upload_bundle(store: &S3Store, dir: &Path, scratch: &Path) -> (PackedArchive, String) {
@@ -113,10 +200,12 @@ async fn a_bundle_from_s3_renders_like_the_same_bundle_on_disk_and_stays_cached(
     let dir = bundle_dir();
     let (packed, url) = upload_bundle(&store, dir.path(), scratch.path()).await;
     let sha = packed.sha256.to_hex();
-    let w = worker(&["--slots", "2"]);
+    let proxy = CountingProxy::start(format!("GET /{}/bundles/", store.bucket())).await;
+    let w = Worker::start_with_env(&["--slots", "2"], &proxy.aws_env());
     let mut client = w.client().await;
 
-    // Two chunks asking for the bundle at the same moment share one fetch.
+    // Two chunks asking for the bundle at the same moment share one
+    // download.
     let (mut c1, mut c2) = (client.clone(), client.clone());
     let (a, b) = tokio::join!(
         kit::render(&mut c1, bundle_request(bundle_source(&url, &sha))),
@@ -124,6 +213,7 @@ async fn a_bundle_from_s3_renders_like_the_same_bundle_on_disk_and_stays_cached(
     );
     let (a, b) = (a.expect("render from s3"), b.expect("second render"));
     assert_eq!(a.ts, b.ts);
+    assert_eq!(proxy.count(), 1, "bundle downloads");
     assert_eq!(
         kit::stream_info(&kit::write(scratch.path(), "a.ts", &a.ts))["nb_read_frames"],
         "10"
@@ -167,6 +257,7 @@ async fn a_bundle_from_s3_renders_like_the_same_bundle_on_disk_and_stays_cached(
         .await
         .expect("render from the cache");
     assert_eq!(again.ts, a.ts);
+    assert_eq!(proxy.count(), 1, "bundle downloads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,4 +486,91 @@ async fn describe_fetches_a_bundle_from_s3_or_a_local_archive() {
             vec![sha.clone()]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_upload_keeps_reporting_progress_and_stops_when_the_client_leaves() {
+    // An "S3 endpoint" that accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", hole.local_addr().expect("addr"));
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = connections.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let w = Worker::start_with_env(&["--slots", "1"], &with_endpoint(&endpoint));
+    let mut client = w.client().await;
+    let mut req = kit::request(
+        serde_json::json!({"width": 160, "height": 90, "duration": 10}),
+        0,
+        9,
+        0,
+        None,
+    );
+    req.output = Some(pb::ArtifactTarget {
+        kind: Some(pb::artifact_target::Kind::Location(
+            "s3://nowhere/chunks/".to_owned(),
+        )),
+    });
+    let mut stream = client
+        .render_chunk(req)
+        .await
+        .expect("accepted")
+        .into_inner();
+    // Rendering ends quickly; the upload then hangs, and progress keeps
+    // coming (the coordinator's stall timeout counts silence).
+    let mut after_encoding = 0;
+    while after_encoding < 5 {
+        let event = stream.message().await.expect("stream").expect("an event");
+        match event.event {
+            Some(pb::render_chunk_event::Event::Progress(p)) if p.frames_encoded == 10 => {
+                after_encoding += 1;
+            }
+            Some(pb::render_chunk_event::Event::Progress(_)) => {}
+            other => panic!("unexpected event while uploading: {other:?}"),
+        }
+    }
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the upload never reached the endpoint"
+    );
+    let inflight = w.dir.path().join("cache/inflight");
+    assert_ne!(kit::files_in(&inflight), Vec::<String>::new());
+
+    // The client leaves: the upload is dropped, the scratch files removed
+    // and the slot freed.
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !kit::files_in(&inflight).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scratch files left: {:?}",
+            tree(&inflight)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The slot is released just after the files are removed.
+    let small = kit::request(
+        serde_json::json!({"width": 160, "height": 90}),
+        0,
+        1,
+        0,
+        None,
+    );
+    while let Err(e) = kit::render(&mut client, small.clone()).await {
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(w.log().contains("chunk cancelled"), "{}", w.log());
+    holder.abort();
 }
