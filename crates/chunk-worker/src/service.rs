@@ -393,6 +393,20 @@ fn progress_event(p: Progress) -> pb::RenderChunkEvent {
     }
 }
 
+/// Refuses a `BundleRef` on a worker that cannot open scene bundles, before
+/// anything is downloaded.
+fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerError> {
+    match source {
+        SourceSpec::BundleRef { .. } if worker.bundle_opener.is_none() => {
+            Err(WorkerError::Unsupported {
+                field: "source.bundle",
+                message: "this worker has no scene bundle loader configured; use a registered composition".into(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `work` while sending the progress in `state` every
 /// [`PROGRESS_INTERVAL`] (the coordinator counts silence towards its stall
 /// timeout, also while a bundle downloads or artifacts upload). Returns
@@ -743,6 +757,7 @@ impl ChunkWorker for Service {
         }
         let request = ChunkRequest::try_from(request.into_inner())
             .map_err(|e| to_status(&WorkerError::Field(e)))?;
+        can_open(&inner.worker, &request.source).map_err(|e| to_status(&e))?;
         let permit = inner.slots.clone().try_acquire_owned().map_err(|_| {
             tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
             to_status(&WorkerError::Busy {
@@ -772,6 +787,7 @@ impl ChunkWorker for Service {
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let r = request.into_inner();
         let mut spec = SourceSpec::try_from(r.source).map_err(|e| to_status(&e.into()))?;
+        can_open(&self.inner.worker, &spec).map_err(|e| to_status(&e))?;
         // Held until described, so the bundle is not evicted meanwhile.
         let _bundle = match &spec {
             SourceSpec::BundleRef { location, sha256 } => {
@@ -799,5 +815,28 @@ impl ChunkWorker for Service {
         Ok(Response::new(pb::DescribeResponse {
             meta: Some((&meta).into()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_ref_needs_a_bundle_opener() {
+        let bundle = SourceSpec::BundleRef {
+            location: "s3://b-1/x.tar".into(),
+            sha256: "0".repeat(64),
+        };
+        let bare = WorkerConfig::new(composition::Registry::new());
+        let err = can_open(&bare, &bundle).expect_err("no opener");
+        assert_eq!(to_status(&err).code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.to_string()
+                .starts_with("field `source.bundle`: this worker has no scene bundle loader"),
+            "{err}"
+        );
+        assert!(can_open(&bare, &SourceSpec::Registered).is_ok());
+        assert!(can_open(&WorkerConfig::standard(), &bundle).is_ok());
     }
 }

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chunk_worker::{
-    DEFAULT_BUNDLE_CACHE_BYTES, DEFAULT_RENDER_THREADS, S3Config, ServeConfig, WorkerConfig,
-};
+use chunk_worker::{DEFAULT_RENDER_THREADS, S3Config, ServeConfig, WorkerConfig};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -45,7 +43,7 @@ struct ServeArgs {
     /// Most bytes of unpacked bundles kept in `<cache-dir>/bundles`, e.g.
     /// `4G`, `512M` or plain bytes (K, M, G, T are powers of 1024); the
     /// least recently used are evicted first.
-    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_BUNDLE_CACHE_BYTES)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4G")]
     bundle_cache_size: u64,
     /// File holding the shared bearer token (surrounding whitespace ignored).
     #[arg(long)]
@@ -150,7 +148,10 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(
+            parse_size("4G"),
+            Ok(chunk_worker::DEFAULT_BUNDLE_CACHE_BYTES)
+        );
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert_eq!(parse_size("64k"), Ok(64 << 10));
