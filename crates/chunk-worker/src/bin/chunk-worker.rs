@@ -41,9 +41,9 @@ struct ServeArgs {
     #[arg(long)]
     cache_dir: PathBuf,
     /// Most bytes of unpacked bundles kept in `<cache-dir>/bundles`, e.g.
-    /// `4G`, `512M` or plain bytes (K, M, G, T are powers of 1024); the
-    /// least recently used are evicted first.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4G")]
+    /// `4G`, `512M`, `1.5GiB` or plain bytes (K, M, G, T are powers of
+    /// 1024); the least recently used are evicted first.
+    #[arg(long, value_name = "SIZE", value_parser = storage::parse_byte_size, default_value = "4G")]
     bundle_cache_size: u64,
     /// File holding the shared bearer token (surrounding whitespace ignored).
     #[arg(long)]
@@ -86,32 +86,6 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     })
 }
 
-/// A byte count: plain bytes, or a number with `K`, `M`, `G` or `T` (powers
-/// of 1024, optionally followed by `B` or `iB`). Clap prefixes the error
-/// with the flag and the value.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let unit_at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(unit_at);
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}`: expected bytes or a number followed by K, M, G or T (e.g. 4G, 512M)"
-            ));
-        }
-    };
-    let n: u64 = digits.parse().map_err(|_| {
-        "expected bytes or a number followed by K, M, G or T (e.g. 4G, 512M)".to_owned()
-    })?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text} is more than {} bytes", u64::MAX))
-}
-
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -147,23 +121,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
+    fn the_default_cache_size_is_the_library_default() {
+        let cli = Cli::try_parse_from(["chunk-worker", "serve", "--cache-dir", "/tmp/x"])
+            .expect("defaults");
+        let Command::Serve(args) = cli.command;
         assert_eq!(
-            parse_size("4G"),
-            Ok(chunk_worker::DEFAULT_BUNDLE_CACHE_BYTES)
+            args.bundle_cache_size,
+            chunk_worker::DEFAULT_BUNDLE_CACHE_BYTES
         );
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(
-            parse_size("4X")
-                .expect_err("unit")
-                .contains("unknown unit `X`")
-        );
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]
