@@ -39,6 +39,16 @@ pub enum WorkerError {
         /// The path given.
         path: PathBuf,
     },
+    /// Fetching a bundle or uploading an artifact through object storage
+    /// failed. The storage error names the location, key or archive entry.
+    #[error("{field}: {source}")]
+    Storage {
+        /// The request field whose location was being used
+        /// (`source.bundle`, `output.location`).
+        field: &'static str,
+        /// The cause.
+        source: storage::StorageError,
+    },
     /// FFmpeg (swscale, libx264 or the MPEG-TS muxer) failed.
     #[error("{stage}: {message}")]
     Encoder {
@@ -98,6 +108,10 @@ impl WorkerError {
             path: path.into(),
             source,
         }
+    }
+
+    pub(crate) fn storage(field: &'static str) -> impl FnOnce(storage::StorageError) -> Self {
+        move |source| WorkerError::Storage { field, source }
     }
 
     pub(crate) fn encoder(stage: &'static str, err: impl std::fmt::Display) -> Self {

@@ -5,7 +5,10 @@
 //! [`ChunkRequest`] into a directory without any network, for embedding and
 //! tests. The gRPC service ([`serve`], [`bind`]) is a thin layer over it
 //! that adds slots, progress streaming, inline artifact delivery, bearer
-//! tokens, health and graceful shutdown.
+//! tokens, health and graceful shutdown, and object storage: content-
+//! addressed bundles (`BundleRef`) fetched once into a disk cache
+//! ([`Bundles`]) and artifacts uploaded under `s3://bucket/prefix/`
+//! ([`ArtifactTarget::Storage`]).
 //!
 //! Artifacts of chunk `i` (see [`ChunkRequest::artifact_names`]):
 //! - `chunk-NNNNNN.ts`: H.264 (libx264, settings from [`VideoSettings`]) in
@@ -52,6 +55,7 @@ mod pipeline;
 mod request;
 mod service;
 mod status;
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +78,8 @@ pub use service::{
     BoundWorker, INLINE_PIECE_BYTES, PROGRESS_INTERVAL, ServeConfig, bind, serve, shutdown_signal,
 };
 pub use status::to_status;
+pub use storage::{CachedBundle, S3Config};
+pub use stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES, Stores};
 
 /// Opens a scene bundle directory as a composition source (the scene crate's
 /// `SceneBundle::open`, wired in by the binary).
@@ -200,8 +206,10 @@ impl WorkerConfig {
     /// # Errors
     /// [`WorkerError::BundleNotFound`] for a bundle path that does not exist,
     /// [`WorkerError::Unsupported`] for a bundle when no opener is configured
-    /// or a content-addressed bundle (not fetched yet), and the opener's
-    /// [`CompositionError`].
+    /// or for a content-addressed bundle ([`SourceSpec::BundleRef`]: this
+    /// call does no I/O beyond the local disk; fetch it with
+    /// [`Bundles::fetch`] and pass the unpacked directory as
+    /// [`SourceSpec::BundlePath`]), and the opener's [`CompositionError`].
     pub fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn CompositionSource>, WorkerError> {
         match spec {
             SourceSpec::Registered => Ok(self.registry.clone()),
@@ -221,7 +229,7 @@ impl WorkerConfig {
             SourceSpec::BundleRef { location, .. } => Err(WorkerError::Unsupported {
                 field: "source.bundle",
                 message: format!(
-                    "`{location}`: fetching bundles is not supported by this worker yet; use bundle_path"
+                    "`{location}`: content-addressed bundles are fetched by the gRPC service; library callers fetch them with `Bundles::fetch` and render the unpacked directory as a bundle path"
                 ),
             }),
         }

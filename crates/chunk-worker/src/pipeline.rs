@@ -81,7 +81,8 @@ pub struct StageTimings {
     pub encode: Duration,
     /// Rendering and writing PCM.
     pub audio: Duration,
-    /// Delivering the artifacts (set by the service for inline delivery).
+    /// Delivering the artifacts (set by the service: streaming them inline
+    /// or uploading them to storage).
     pub deliver: Duration,
     /// Wall time of the whole chunk.
     pub total: Duration,
@@ -188,10 +189,10 @@ pub fn render_chunk(
     let started = Instant::now();
     let dir = match &request.target {
         ArtifactTarget::Directory(d) => d.clone(),
-        ArtifactTarget::Inline => {
+        ArtifactTarget::Inline | ArtifactTarget::Storage(_) => {
             return Err(WorkerError::Unsupported {
                 field: "output",
-                message: "inline delivery is done by the gRPC service; render_chunk needs a directory target".into(),
+                message: "inline delivery and uploads are done by the gRPC service; render_chunk needs a directory target".into(),
             });
         }
     };

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use chunker::{Chunk, ChunkIndex};
 use composition::Props;
 use montage_proto::convert::{FieldError, props_from_json};
+use storage::{ContentHash, Location};
 use timebase::FrameRange;
 
 use crate::pb;
@@ -393,12 +394,21 @@ pub enum ArtifactTarget {
     /// directory under its cache dir and streams them from there.
     Inline,
     /// Written into this local directory as `chunk-NNNNNN.ts` and
-    /// `chunk-NNNNNN.pcm` (the chunk index, six digits).
+    /// `chunk-NNNNNN.pcm` (the chunk index, six digits), each under a
+    /// temporary name in that directory and renamed when complete.
     Directory(PathBuf),
+    /// Uploaded as `chunk-NNNNNN.ts` and `chunk-NNNNNN.pcm` under this
+    /// object-storage prefix (`s3://bucket/prefix/`, always ending with `/`
+    /// or empty). The gRPC service renders into its scratch directory and
+    /// uploads; [`crate::render_chunk`] refuses it.
+    Storage(Location),
 }
 
 impl TryFrom<pb::ArtifactTarget> for ArtifactTarget {
     type Error = FieldError;
+
+    /// `inline`; a plain path or `file://` URL is a local directory; an
+    /// `s3://bucket/prefix/` URL is a storage prefix and must end with `/`.
     fn try_from(t: pb::ArtifactTarget) -> Result<Self, Self::Error> {
         use pb::artifact_target::Kind;
         match t.kind {
@@ -408,18 +418,27 @@ impl TryFrom<pb::ArtifactTarget> for ArtifactTarget {
                 if loc.is_empty() {
                     return Err(FieldError::new("output.location", "is empty"));
                 }
-                if let Some(path) = loc.strip_prefix("file://") {
-                    return Ok(ArtifactTarget::Directory(PathBuf::from(path)));
+                if !loc.contains("://") {
+                    return Ok(ArtifactTarget::Directory(PathBuf::from(loc)));
                 }
-                if loc.contains("://") {
-                    return Err(FieldError::new(
+                let parsed = Location::parse(&loc)
+                    .map_err(|e| FieldError::new("output.location", e.to_string()))?;
+                match parsed {
+                    Location::Local { root, key } => {
+                        Ok(ArtifactTarget::Directory(if key.is_empty() {
+                            root
+                        } else {
+                            root.join(key)
+                        }))
+                    }
+                    Location::S3 { .. } if !parsed.is_prefix() => Err(FieldError::new(
                         "output.location",
                         format!(
-                            "`{loc}`: only local directories and file:// URLs are supported by this worker"
+                            "`{loc}` names one object: artifacts go under a prefix, which must end with `/` (e.g. `{loc}/`)"
                         ),
-                    ));
+                    )),
+                    s3 @ Location::S3 { .. } => Ok(ArtifactTarget::Storage(s3)),
                 }
-                Ok(ArtifactTarget::Directory(PathBuf::from(loc)))
             }
         }
     }
@@ -433,13 +452,64 @@ pub enum SourceSpec {
     Registered,
     /// A scene bundle directory on the worker's disk.
     BundlePath(PathBuf),
-    /// A content-addressed bundle archive (not fetched by this worker yet).
+    /// A content-addressed bundle archive in storage. The gRPC service
+    /// fetches it into its bundle cache; library callers use
+    /// [`crate::Bundles::fetch`] and render the unpacked directory as a
+    /// [`SourceSpec::BundlePath`]. Requests built from the wire have both
+    /// fields checked with [`SourceSpec::parse_bundle_ref`].
     BundleRef {
-        /// Storage location.
+        /// Storage location of the archive: a path, `file://` URL or
+        /// `s3://bucket/key`.
         location: String,
-        /// Lower-case hex sha256.
+        /// Lower-case hex sha256 of the archive.
         sha256: String,
     },
+}
+
+impl SourceSpec {
+    /// Checks a bundle reference: `location` must parse as a storage
+    /// location naming one object (not a prefix) and `sha256` must be 64
+    /// lower-case hexadecimal digits.
+    ///
+    /// # Errors
+    /// A [`FieldError`] naming `source.bundle.location` or
+    /// `source.bundle.sha256`.
+    pub fn parse_bundle_ref(
+        location: &str,
+        sha256: &str,
+    ) -> Result<(Location, ContentHash), FieldError> {
+        const LOCATION: &str = "source.bundle.location";
+        const SHA256: &str = "source.bundle.sha256";
+        if location.is_empty() {
+            return Err(FieldError::new(LOCATION, "is empty"));
+        }
+        let parsed =
+            Location::parse(location).map_err(|e| FieldError::new(LOCATION, e.to_string()))?;
+        if parsed.is_prefix() {
+            return Err(FieldError::new(
+                LOCATION,
+                format!(
+                    "`{location}` names a directory or prefix: expected the bundle archive itself"
+                ),
+            ));
+        }
+        let lower_hex = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !lower_hex {
+            return Err(FieldError::new(
+                SHA256,
+                format!(
+                    "`{sha256}`: expected the archive's sha256 as 64 lower-case hexadecimal digits"
+                ),
+            ));
+        }
+        let hash = sha256
+            .parse::<ContentHash>()
+            .map_err(|e| FieldError::new(SHA256, e.to_string()))?;
+        Ok((parsed, hash))
+    }
 }
 
 impl TryFrom<Option<pb::CompositionSource>> for SourceSpec {
@@ -453,10 +523,13 @@ impl TryFrom<Option<pb::CompositionSource>> for SourceSpec {
                 Err(FieldError::new("source.bundle_path", "is empty"))
             }
             Some(Kind::BundlePath(p)) => Ok(SourceSpec::BundlePath(PathBuf::from(p))),
-            Some(Kind::Bundle(b)) => Ok(SourceSpec::BundleRef {
-                location: b.location,
-                sha256: b.sha256,
-            }),
+            Some(Kind::Bundle(b)) => {
+                SourceSpec::parse_bundle_ref(&b.location, &b.sha256)?;
+                Ok(SourceSpec::BundleRef {
+                    location: b.location,
+                    sha256: b.sha256,
+                })
+            }
         }
     }
 }
@@ -538,7 +611,7 @@ impl ChunkRequest {
     pub fn target_dir(&self) -> Option<&Path> {
         match &self.target {
             ArtifactTarget::Directory(d) => Some(d),
-            ArtifactTarget::Inline => None,
+            ArtifactTarget::Inline | ArtifactTarget::Storage(_) => None,
         }
     }
 }
@@ -653,6 +726,7 @@ impl From<&ChunkRequest> for pb::RenderChunkRequest {
                     ArtifactTarget::Directory(d) => {
                         Kind::Location(d.to_string_lossy().into_owned())
                     }
+                    ArtifactTarget::Storage(prefix) => Kind::Location(prefix.to_string()),
                 }),
             }),
         }
@@ -734,6 +808,102 @@ mod tests {
         }
     }
 
+    #[track_caller]
+    fn check_target(location: &str, expected: Result<ArtifactTarget, &str>) {
+        let got = ArtifactTarget::try_from(pb::ArtifactTarget {
+            kind: Some(pb::artifact_target::Kind::Location(location.into())),
+        })
+        .map_err(|e| e.to_string());
+        assert_eq!(got, expected.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn artifact_targets() {
+        check_target(
+            "out/chunks",
+            Ok(ArtifactTarget::Directory("out/chunks".into())),
+        );
+        check_target(
+            "file:///tmp/a%20b/",
+            Ok(ArtifactTarget::Directory("/tmp/a b/".into())),
+        );
+        check_target(
+            "s3://renders/p/chunks/ab/cd/k/",
+            Ok(ArtifactTarget::Storage(
+                Location::parse("s3://renders/p/chunks/ab/cd/k/").expect("valid"),
+            )),
+        );
+        check_target(
+            "s3://renders",
+            Ok(ArtifactTarget::Storage(
+                Location::parse("s3://renders").expect("valid"),
+            )),
+        );
+        check_target(
+            "s3://renders/a//b/",
+            Err(
+                "field `output.location`: location `s3://renders/a//b/`: a key may not have empty segments (`//`)",
+            ),
+        );
+        check_target(
+            "gs://renders/x/",
+            Err(
+                "field `output.location`: location `gs://renders/x/`: unsupported scheme `gs://` (expected s3://, file:// or a path)",
+            ),
+        );
+    }
+
+    #[track_caller]
+    fn check_bundle(location: &str, sha256: &str, expected: Result<(), &str>) {
+        let got = SourceSpec::try_from(Some(pb::CompositionSource {
+            kind: Some(pb::composition_source::Kind::Bundle(pb::BundleRef {
+                location: location.into(),
+                sha256: sha256.into(),
+            })),
+        }))
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        assert_eq!(got, expected.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn bundle_refs_are_checked() {
+        let sha = "0123456789abcdef".repeat(4);
+        check_bundle("s3://b-1/p/bundles/x.tar", &sha, Ok(()));
+        check_bundle("/srv/bundles/x.tar", &sha, Ok(()));
+        check_bundle("file:///srv/bundles/x.tar", &sha, Ok(()));
+        check_bundle("", &sha, Err("field `source.bundle.location`: is empty"));
+        check_bundle(
+            "s3://b-1/p/",
+            &sha,
+            Err(
+                "field `source.bundle.location`: `s3://b-1/p/` names a directory or prefix: expected the bundle archive itself",
+            ),
+        );
+        check_bundle(
+            "ftp://x/y.tar",
+            &sha,
+            Err(
+                "field `source.bundle.location`: location `ftp://x/y.tar`: unsupported scheme `ftp://` (expected s3://, file:// or a path)",
+            ),
+        );
+        let upper = sha.to_ascii_uppercase();
+        check_bundle(
+            "s3://b-1/x.tar",
+            &upper,
+            Err(&format!(
+                "field `source.bundle.sha256`: `{upper}`: expected the archive's sha256 as 64 lower-case hexadecimal digits"
+            )),
+        );
+        check_bundle(
+            "s3://b-1/x.tar",
+            "abc",
+            Err(
+                "field `source.bundle.sha256`: `abc`: expected the archive's sha256 as 64 lower-case hexadecimal digits",
+            ),
+        );
+    }
+
     #[test]
     fn request_fields_are_named() {
         let good = ChunkRequest {
@@ -770,13 +940,11 @@ mod tests {
         );
         let mut bad = wire.clone();
         bad.output = Some(pb::ArtifactTarget {
-            kind: Some(pb::artifact_target::Kind::Location("s3://b/k".into())),
+            kind: Some(pb::artifact_target::Kind::Location("s3://bkt/k".into())),
         });
-        assert!(
-            ChunkRequest::try_from(bad)
-                .expect_err("s3")
-                .to_string()
-                .starts_with("field `output.location`: `s3://b/k`: only local")
+        assert_eq!(
+            ChunkRequest::try_from(bad).expect_err("s3").to_string(),
+            "field `output.location`: `s3://bkt/k` names one object: artifacts go under a prefix, which must end with `/` (e.g. `s3://bkt/k/`)"
         );
         let mut bad = wire;
         bad.audio = Some(pb::AudioSettings {

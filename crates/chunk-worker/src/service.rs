@@ -1,10 +1,14 @@
 //! The gRPC service: a thin layer over [`crate::render_chunk`].
 //!
 //! Each `RenderChunk` call takes a slot (a [`Semaphore`] permit; none free →
-//! `RESOURCE_EXHAUSTED`), runs the pipeline on a blocking thread, streams
-//! progress every [`PROGRESS_INTERVAL`], then inline artifact pieces of at
-//! most [`INLINE_PIECE_BYTES`], then exactly one result. A failed send means
-//! the client left: the chunk is cancelled and its files removed.
+//! `RESOURCE_EXHAUSTED`), fetches a `BundleRef` source into the bundle cache
+//! if needed, runs the pipeline on a blocking thread, then delivers: inline
+//! artifact pieces of at most [`INLINE_PIECE_BYTES`], or an upload under an
+//! `s3://` prefix, or nothing more for a local directory. Progress is
+//! streamed every [`PROGRESS_INTERVAL`] throughout (fetch, render and
+//! upload), then exactly one result. A failed send means the client left:
+//! the chunk is cancelled (a download or upload in progress is aborted) and
+//! its files removed.
 //!
 //! Shutdown (mini-redis style): stop taking chunks (`UNAVAILABLE`, health
 //! `NOT_SERVING`), wait for in-flight chunks up to the grace period, cancel
@@ -25,10 +29,13 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
+use storage::{CachedBundle, Location, S3Config};
+
 use crate::pb;
 use crate::pb::chunk_worker_server::{ChunkWorker, ChunkWorkerServer};
-use crate::pipeline::{ChunkResult, Progress};
+use crate::pipeline::{ArtifactFile, ChunkResult, Progress};
 use crate::request::{ArtifactTarget, ChunkRequest, SourceSpec};
+use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES, Stores};
 use crate::{WorkerConfig, WorkerError, render_chunk, to_status};
 
 /// How often progress is streamed while a chunk renders (the contract asks
@@ -55,8 +62,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Chunks rendered at once; more requests get `RESOURCE_EXHAUSTED`.
     pub slots: usize,
-    /// Scratch space: inline artifacts are rendered under
-    /// `cache_dir/inflight/` and removed once streamed.
+    /// The worker's disk: inline and uploaded artifacts are rendered under
+    /// `cache_dir/inflight/` and removed once delivered; fetched bundles are
+    /// unpacked under `cache_dir/bundles/<sha256>/`.
     pub cache_dir: PathBuf,
     /// Shared secret: when set, calls must carry
     /// `authorization: Bearer <token>` or get `UNAUTHENTICATED`.
@@ -64,10 +72,20 @@ pub struct ServeConfig {
     /// How long in-flight chunks may run on after SIGTERM before they are
     /// cancelled.
     pub grace: Duration,
+    /// The most bytes of unpacked bundles kept under `cache_dir/bundles/`
+    /// (least recently used evicted first; a bundle in use is never
+    /// evicted).
+    pub bundle_cache_bytes: u64,
+    /// How to reach S3 for `s3://` bundles and artifact prefixes. The
+    /// default takes everything from the standard AWS environment
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
+    pub s3: S3Config,
 }
 
 impl ServeConfig {
-    /// One slot, no token, a 30 s grace period.
+    /// One slot, no token, a 30 s grace period, a
+    /// [`DEFAULT_BUNDLE_CACHE_BYTES`] bundle cache, S3 from the AWS
+    /// environment.
     pub fn new(listen: SocketAddr, cache_dir: PathBuf) -> Self {
         ServeConfig {
             listen,
@@ -75,6 +93,8 @@ impl ServeConfig {
             cache_dir,
             token: None,
             grace: Duration::from_secs(30),
+            bundle_cache_bytes: DEFAULT_BUNDLE_CACHE_BYTES,
+            s3: S3Config::default(),
         }
     }
 }
@@ -84,6 +104,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     slot_count: usize,
     inflight_dir: PathBuf,
+    /// Fetched bundles, and the stores they and uploads go through.
+    bundles: Bundles,
     draining: AtomicBool,
     /// Cancels every in-flight chunk (after the grace period).
     cancel_all: CancellationToken,
@@ -134,8 +156,8 @@ impl std::fmt::Debug for BoundWorker {
 ///
 /// # Errors
 /// [`WorkerError::Server`] if the address cannot be bound,
-/// [`WorkerError::Io`] if the cache directory cannot be created,
-/// [`WorkerError::Field`] for zero slots.
+/// [`WorkerError::Io`] or [`WorkerError::Storage`] if the cache directory
+/// cannot be created, [`WorkerError::Field`] for zero slots.
 pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWorker, WorkerError> {
     if config.slots == 0 {
         return Err(montage_proto::convert::FieldError::new(
@@ -151,6 +173,13 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
     tokio::fs::create_dir_all(&inflight_dir)
         .await
         .map_err(|e| WorkerError::io(&inflight_dir, e))?;
+    let stores = Arc::new(Stores::new(config.s3.clone()));
+    let bundles = Bundles::open(
+        config.cache_dir.join("bundles"),
+        config.bundle_cache_bytes,
+        stores,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| WorkerError::Server {
@@ -166,6 +195,7 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         slots: Arc::new(Semaphore::new(config.slots)),
         slot_count: config.slots,
         inflight_dir,
+        bundles,
         draining: AtomicBool::new(false),
         cancel_all: CancellationToken::new(),
         tracker: TaskTracker::new(),
@@ -317,6 +347,8 @@ impl BoundWorker {
                 tracing::error!("chunks did not stop after cancellation; exiting anyway");
             }
         }
+        // Cancelled uploads abort their multipart uploads in the background.
+        inner.bundles.stores().settle().await;
         stop_server.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -361,18 +393,75 @@ fn progress_event(p: Progress) -> pb::RenderChunkEvent {
     }
 }
 
+/// Refuses a `BundleRef` on a worker that cannot open scene bundles, before
+/// anything is downloaded.
+fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerError> {
+    match source {
+        SourceSpec::BundleRef { .. } if worker.bundle_opener.is_none() => {
+            Err(WorkerError::Unsupported {
+                field: "source.bundle",
+                message: "this worker has no scene bundle loader configured; use a registered composition".into(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs `work` while sending the progress in `state` every
+/// [`PROGRESS_INTERVAL`] (the coordinator counts silence towards its stall
+/// timeout, also while a bundle downloads or artifacts upload). Returns
+/// `None`, dropping `work` (which aborts a download or an upload), when the
+/// client leaves or `cancel` fires.
+async fn report_while<T>(
+    work: impl Future<Output = T>,
+    state: &Mutex<Progress>,
+    tx: &mpsc::Sender<EventResult>,
+    cancel: &CancellationToken,
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    loop {
+        tokio::select! {
+            r = &mut work => return Some(r),
+            _ = ticker.tick() => {
+                let p = state.lock().map(|s| *s).unwrap_or_default();
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(progress_event(p))) {
+                    cancel.cancel();
+                    return None;
+                }
+            }
+            _ = tx.closed() => {
+                cancel.cancel();
+                return None;
+            }
+            _ = cancel.cancelled() => return None,
+        }
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The wire result; `inline` leaves the artifact locations empty.
-fn result_to_pb(r: &ChunkResult, inline: bool) -> pb::ChunkResult {
-    let artifact = |kind: pb::ArtifactKind, f: &crate::ArtifactFile| pb::Artifact {
+/// Where a chunk's artifacts were delivered.
+enum Delivered {
+    /// Streamed in the call: the result's locations are empty.
+    Inline,
+    /// Left in the request's local directory: the locations are the paths.
+    Directory,
+    /// Uploaded: the objects' URLs (video, audio).
+    Uploaded(String, String),
+}
+
+/// The wire result.
+fn result_to_pb(r: &ChunkResult, delivered: &Delivered) -> pb::ChunkResult {
+    let artifact = |kind: pb::ArtifactKind, f: &ArtifactFile| pb::Artifact {
         kind: kind.into(),
-        location: if inline {
-            String::new()
-        } else {
-            f.path.to_string_lossy().into_owned()
+        location: match (delivered, kind) {
+            (Delivered::Inline, _) => String::new(),
+            (Delivered::Directory, _) => f.path.to_string_lossy().into_owned(),
+            (Delivered::Uploaded(video, _), pb::ArtifactKind::VideoTs) => video.clone(),
+            (Delivered::Uploaded(_, audio), _) => audio.clone(),
         },
         sha256: f.sha256.clone(),
         size: f.size,
@@ -408,8 +497,11 @@ impl Inner {
         let _permit = permit;
         let started = Instant::now();
         let cancel = self.cancel_all.child_token();
-        let inline_dir = match request.target {
-            ArtifactTarget::Inline => {
+        // Inline and uploaded artifacts are rendered into a private scratch
+        // directory, removed whatever happens.
+        let delivery = request.target.clone();
+        let scratch_dir = match delivery {
+            ArtifactTarget::Inline | ArtifactTarget::Storage(_) => {
                 let n = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let dir = self
                     .inflight_dir
@@ -420,9 +512,9 @@ impl Inner {
             ArtifactTarget::Directory(_) => None,
         };
         let outcome = self
-            .render_and_deliver(&request, inline_dir.is_some(), &cancel, &tx, started)
+            .render_and_deliver(request.clone(), &delivery, &cancel, &tx, started)
             .await;
-        if let Some(dir) = &inline_dir {
+        if let Some(dir) = &scratch_dir {
             let _ = tokio::fs::remove_dir_all(dir).await;
         }
         match outcome {
@@ -444,14 +536,17 @@ impl Inner {
         }
     }
 
+    /// Fetches the bundle, renders and delivers to `delivery` (the request's
+    /// own target is already a directory to render into).
     async fn render_and_deliver(
         &self,
-        request: &ChunkRequest,
-        inline: bool,
+        mut request: ChunkRequest,
+        delivery: &ArtifactTarget,
         cancel: &CancellationToken,
         tx: &mpsc::Sender<EventResult>,
         started: Instant,
     ) -> Result<pb::RenderChunkEvent, WorkerError> {
+        let chunk = request.span.index.0;
         let state = Arc::new(Mutex::new(Progress {
             frames_total: request
                 .span
@@ -460,6 +555,20 @@ impl Inner {
                 .div_ceil(u64::from(request.span.every_nth_frame.max(1))),
             ..Progress::default()
         }));
+        // Held until the chunk is done, so the bundle is not evicted while
+        // it renders.
+        let _bundle: Option<CachedBundle> = match &request.source {
+            SourceSpec::BundleRef { location, sha256 } => {
+                let fetch = self.bundles.fetch(location, sha256);
+                let bundle = report_while(fetch, &state, tx, cancel)
+                    .await
+                    .ok_or(WorkerError::Cancelled { chunk })??;
+                request.source = SourceSpec::BundlePath(bundle.path().to_path_buf());
+                Some(bundle)
+            }
+            _ => None,
+        };
+        let request = &request;
         let sink_state = state.clone();
         let worker = self.worker.clone();
         let req = request.clone();
@@ -504,15 +613,26 @@ impl Inner {
             });
         }
         let deliver = Instant::now();
-        if inline {
-            for (kind, file) in [
-                (pb::ArtifactKind::VideoTs, &result.video),
-                (pb::ArtifactKind::AudioPcm, &result.audio),
-            ] {
-                self.stream_file(kind, &file.path, tx, cancel, request.span.index.0)
-                    .await?;
+        let delivered = match delivery {
+            ArtifactTarget::Inline => {
+                for (kind, file) in [
+                    (pb::ArtifactKind::VideoTs, &result.video),
+                    (pb::ArtifactKind::AudioPcm, &result.audio),
+                ] {
+                    self.stream_file(kind, &file.path, tx, cancel, chunk)
+                        .await?;
+                }
+                Delivered::Inline
             }
-        }
+            ArtifactTarget::Directory(_) => Delivered::Directory,
+            ArtifactTarget::Storage(prefix) => {
+                let upload = self.upload(prefix, request, &result);
+                let (video, audio) = report_while(upload, &state, tx, cancel)
+                    .await
+                    .ok_or(WorkerError::Cancelled { chunk })??;
+                Delivered::Uploaded(video, audio)
+            }
+        };
         result.timings.deliver = deliver.elapsed();
         result.timings.total = started.elapsed();
         tracing::info!(
@@ -526,9 +646,52 @@ impl Inner {
         );
         Ok(pb::RenderChunkEvent {
             event: Some(pb::render_chunk_event::Event::Result(result_to_pb(
-                &result, inline,
+                &result, &delivered,
             ))),
         })
+    }
+
+    /// Uploads both artifacts (at once) under `prefix`; returns their URLs
+    /// (video, audio). Dropping the future aborts the uploads.
+    async fn upload(
+        &self,
+        prefix: &Location,
+        request: &ChunkRequest,
+        result: &ChunkResult,
+    ) -> Result<(String, String), WorkerError> {
+        const FIELD: &str = "output.location";
+        let store = self
+            .bundles
+            .stores()
+            .open(prefix)
+            .await
+            .map_err(WorkerError::storage(FIELD))?;
+        let (ts_name, pcm_name) = ChunkRequest::artifact_names(request.span.index);
+        let put = |name: String, file: &ArtifactFile| {
+            let store = Arc::clone(&store);
+            let key = format!("{}{name}", prefix.key());
+            let (path, sha256, size) = (file.path.clone(), file.sha256.clone(), file.size);
+            async move {
+                let meta = store
+                    .put_file(&key, &path)
+                    .await
+                    .map_err(WorkerError::storage(FIELD))?;
+                let uploaded = meta.sha256.map(|h| h.to_hex()).unwrap_or_default();
+                if uploaded != sha256 || meta.size != size {
+                    // The file changed between rendering and uploading.
+                    return Err(WorkerError::Storage {
+                        field: FIELD,
+                        source: storage::StorageError::HashMismatch {
+                            location: store.url(&key),
+                            expected: format!("{sha256} ({size} bytes)"),
+                            actual: format!("{uploaded} ({} bytes)", meta.size),
+                        },
+                    });
+                }
+                Ok(store.url(&key))
+            }
+        };
+        tokio::try_join!(put(ts_name, &result.video), put(pcm_name, &result.audio))
     }
 
     async fn stream_file(
@@ -594,6 +757,7 @@ impl ChunkWorker for Service {
         }
         let request = ChunkRequest::try_from(request.into_inner())
             .map_err(|e| to_status(&WorkerError::Field(e)))?;
+        can_open(&inner.worker, &request.source).map_err(|e| to_status(&e))?;
         let permit = inner.slots.clone().try_acquire_owned().map_err(|_| {
             tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
             to_status(&WorkerError::Busy {
@@ -622,7 +786,22 @@ impl ChunkWorker for Service {
         request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let r = request.into_inner();
-        let spec = SourceSpec::try_from(r.source).map_err(|e| to_status(&e.into()))?;
+        let mut spec = SourceSpec::try_from(r.source).map_err(|e| to_status(&e.into()))?;
+        can_open(&self.inner.worker, &spec).map_err(|e| to_status(&e))?;
+        // Held until described, so the bundle is not evicted meanwhile.
+        let _bundle = match &spec {
+            SourceSpec::BundleRef { location, sha256 } => {
+                let bundle = self
+                    .inner
+                    .bundles
+                    .fetch(location, sha256)
+                    .await
+                    .map_err(|e| to_status(&e))?;
+                spec = SourceSpec::BundlePath(bundle.path().to_path_buf());
+                Some(bundle)
+            }
+            _ => None,
+        };
         let props = montage_proto::convert::props_from_json("props_json", &r.props_json)
             .map_err(|e| to_status(&e.into()))?;
         let worker = self.inner.worker.clone();
@@ -636,5 +815,28 @@ impl ChunkWorker for Service {
         Ok(Response::new(pb::DescribeResponse {
             meta: Some((&meta).into()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_ref_needs_a_bundle_opener() {
+        let bundle = SourceSpec::BundleRef {
+            location: "s3://b-1/x.tar".into(),
+            sha256: "0".repeat(64),
+        };
+        let bare = WorkerConfig::new(composition::Registry::new());
+        let err = can_open(&bare, &bundle).expect_err("no opener");
+        assert_eq!(to_status(&err).code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.to_string()
+                .starts_with("field `source.bundle`: this worker has no scene bundle loader"),
+            "{err}"
+        );
+        assert!(can_open(&bare, &SourceSpec::Registered).is_ok());
+        assert!(can_open(&WorkerConfig::standard(), &bundle).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 //! message.
 
 use composition::ErrorKind;
+use storage::StorageError;
 use tonic::{Code, Status};
 
 use crate::WorkerError;
@@ -10,7 +11,14 @@ use crate::WorkerError;
 /// The status a [`WorkerError`] is reported as:
 /// - bad request fields, scene, props or range, unsupported sources →
 ///   `INVALID_ARGUMENT` (not worth retrying);
-/// - missing asset or bundle → `NOT_FOUND`;
+/// - missing asset or bundle → `NOT_FOUND`, also a bundle archive missing
+///   from storage;
+/// - a bundle archive refused while unpacking (an entry outside the target,
+///   size or entry limits, not a tar) → `INVALID_ARGUMENT`;
+/// - a bundle archive whose bytes do not hash to the requested sha256 →
+///   `DATA_LOSS`;
+/// - any other storage failure (network, S3 errors, retries exhausted, the
+///   worker's disk) → `UNAVAILABLE`, so the coordinator tries again;
 /// - encoder, disk or internal failures → `INTERNAL`;
 /// - no free slot → `RESOURCE_EXHAUSTED` (try another worker);
 /// - draining → `UNAVAILABLE`; cancelled → `CANCELLED`;
@@ -31,6 +39,7 @@ fn code(err: &WorkerError) -> Code {
             _ => Code::Internal,
         },
         WorkerError::BundleNotFound { .. } => Code::NotFound,
+        WorkerError::Storage { source, .. } => storage_code(source),
         WorkerError::Encoder { .. }
         | WorkerError::Io { .. }
         | WorkerError::Panicked { .. }
@@ -39,6 +48,19 @@ fn code(err: &WorkerError) -> Code {
         WorkerError::Busy { .. } => Code::ResourceExhausted,
         WorkerError::Draining => Code::Unavailable,
         WorkerError::Unauthenticated { .. } => Code::Unauthenticated,
+    }
+}
+
+fn storage_code(err: &StorageError) -> Code {
+    match err {
+        StorageError::NotFound { .. } => Code::NotFound,
+        StorageError::Unpack { .. }
+        | StorageError::InvalidLocation { .. }
+        | StorageError::InvalidKey { .. }
+        | StorageError::InvalidHash { .. } => Code::InvalidArgument,
+        StorageError::HashMismatch { .. } => Code::DataLoss,
+        StorageError::Cancelled { .. } => Code::Cancelled,
+        _ => Code::Unavailable,
     }
 }
 
@@ -101,6 +123,48 @@ mod tests {
                 message: "x".into(),
             },
             Code::InvalidArgument,
+        );
+        let storage = |source| WorkerError::Storage {
+            field: "source.bundle",
+            source,
+        };
+        check(
+            storage(StorageError::NotFound {
+                location: "s3://b/k.tar".into(),
+            }),
+            Code::NotFound,
+        );
+        check(
+            storage(StorageError::Unpack {
+                archive: "s3://b/k.tar".into(),
+                entry: "../escape".into(),
+                reason: "x".into(),
+            }),
+            Code::InvalidArgument,
+        );
+        check(
+            storage(StorageError::HashMismatch {
+                location: "s3://b/k.tar".into(),
+                expected: "a".into(),
+                actual: "b".into(),
+            }),
+            Code::DataLoss,
+        );
+        check(
+            storage(StorageError::RetriesExhausted {
+                op: "GetObject",
+                location: "s3://b/k.tar".into(),
+                attempts: vec!["503".into()],
+            }),
+            Code::Unavailable,
+        );
+        check(
+            storage(StorageError::S3 {
+                op: "PutObject",
+                location: "s3://b/k".into(),
+                message: "AccessDenied".into(),
+            }),
+            Code::Unavailable,
         );
     }
 }

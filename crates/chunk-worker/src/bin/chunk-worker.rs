@@ -1,7 +1,10 @@
 //! `chunk-worker serve --listen ADDR --slots N --cache-dir DIR
-//! [--token-file F] [--log-json]`: a Montage chunk worker serving the
-//! built-in compositions. Prints `listening on ADDR` (the bound address, so
-//! `--listen 127.0.0.1:0` works) on stdout once ready.
+//! [--bundle-cache-size 4G] [--token-file F] [--log-json]`: a Montage chunk
+//! worker serving the built-in compositions and scene bundles (paths on its
+//! disk, or archives in storage it fetches and caches). Prints `listening
+//! on ADDR` (the bound address, so `--listen 127.0.0.1:0` works) on stdout
+//! once ready. S3 is reached through the standard AWS environment
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chunk_worker::{DEFAULT_RENDER_THREADS, ServeConfig, WorkerConfig};
+use chunk_worker::{DEFAULT_RENDER_THREADS, S3Config, ServeConfig, WorkerConfig};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -33,9 +36,15 @@ struct ServeArgs {
     /// Chunks rendered at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1)]
     slots: usize,
-    /// Scratch directory for inline artifacts.
+    /// The worker's disk: scratch space for artifacts being delivered
+    /// (`inflight/`) and fetched bundles (`bundles/`).
     #[arg(long)]
     cache_dir: PathBuf,
+    /// Most bytes of unpacked bundles kept in `<cache-dir>/bundles`, e.g.
+    /// `4G`, `512M`, `1.5GiB` or plain bytes (K, M, G, T are powers of
+    /// 1024); the least recently used are evicted first.
+    #[arg(long, value_name = "SIZE", value_parser = storage::parse_byte_size, default_value = "4G")]
+    bundle_cache_size: u64,
     /// File holding the shared bearer token (surrounding whitespace ignored).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -71,6 +80,9 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         cache_dir: args.cache_dir.clone(),
         token,
         grace: Duration::from_secs(args.grace_secs),
+        bundle_cache_bytes: args.bundle_cache_size,
+        // Endpoint, region and credentials from the AWS environment.
+        s3: S3Config::default(),
     })
 }
 
@@ -102,4 +114,36 @@ async fn main() -> anyhow::Result<()> {
     }
     bound.run(chunk_worker::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cache_size_is_the_library_default() {
+        let cli = Cli::try_parse_from(["chunk-worker", "serve", "--cache-dir", "/tmp/x"])
+            .expect("defaults");
+        let Command::Serve(args) = cli.command;
+        assert_eq!(
+            args.bundle_cache_size,
+            chunk_worker::DEFAULT_BUNDLE_CACHE_BYTES
+        );
+    }
+
+    #[test]
+    fn a_bad_size_names_the_flag() {
+        let err = Cli::try_parse_from([
+            "chunk-worker",
+            "serve",
+            "--cache-dir",
+            "/tmp/x",
+            "--bundle-cache-size",
+            "lots",
+        ])
+        .expect_err("bad size");
+        let text = err.to_string();
+        assert!(text.contains("--bundle-cache-size"), "{text}");
+        assert!(text.contains("lots"), "{text}");
+    }
 }

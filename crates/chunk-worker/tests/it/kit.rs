@@ -20,12 +20,19 @@ impl Worker {
     /// Starts a worker with `extra` flags after `serve --listen 127.0.0.1:0
     /// --cache-dir <tmp>/cache`.
     pub fn start(extra: &[&str]) -> Worker {
+        Worker::start_with_env(extra, &[])
+    }
+
+    /// As [`Worker::start`], with extra environment variables (the AWS ones
+    /// pointing at moto).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> Worker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
             .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(dir.path().join("cache"))
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

@@ -1,7 +1,9 @@
 //! Integration tests of the chunk worker: the real `chunk-worker` binary on
-//! 127.0.0.1, real gRPC, Debian's `ffprobe`/`ffmpeg` as judges.
+//! 127.0.0.1, real gRPC, Debian's `ffprobe`/`ffmpeg` as judges, and the
+//! real moto S3 server (`testkit`).
 
 mod chunks;
 mod kit;
 mod library;
+mod object_storage;
 mod service;

@@ -1,0 +1,147 @@
+//! The worker's side of object storage: stores opened once and reused, and
+//! content-addressed bundles fetched into a size-bounded disk cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use storage::archive::UnpackLimits;
+use storage::{BundleCache, CachedBundle, Location, ObjectStore, S3Config};
+
+use crate::WorkerError;
+use crate::request::SourceSpec;
+
+/// The default bound on unpacked bundles kept on a worker's disk (4 GiB).
+pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Object stores opened for a worker's requests. An S3 client holds a
+/// connection pool and resolved credentials, so each bucket's store is
+/// opened once and shared by every later request; local stores cost nothing
+/// and are made per use.
+#[derive(Debug)]
+pub struct Stores {
+    s3: S3Config,
+    buckets: tokio::sync::Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl Stores {
+    /// Stores reaching S3 with `s3` (its `None` fields fall back to the
+    /// standard AWS environment: `AWS_ENDPOINT_URL`, `AWS_REGION`, keys,
+    /// profiles).
+    pub fn new(s3: S3Config) -> Self {
+        Stores {
+            s3,
+            buckets: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The store `location` lives in (use [`Location::key`] inside it).
+    ///
+    /// # Errors
+    /// [`storage::StorageError::InvalidConfig`] when the S3 settings are out
+    /// of range.
+    pub async fn open(&self, location: &Location) -> storage::Result<Arc<dyn ObjectStore>> {
+        let Location::S3 { bucket, .. } = location else {
+            return storage::open(location, &self.s3).await;
+        };
+        let mut buckets = self.buckets.lock().await;
+        if let Some(store) = buckets.get(bucket) {
+            return Ok(Arc::clone(store));
+        }
+        let store = storage::open(location, &self.s3).await?;
+        buckets.insert(bucket.clone(), Arc::clone(&store));
+        Ok(store)
+    }
+
+    /// Waits until every store has finished aborting the multipart uploads
+    /// of dropped (cancelled) uploads. Call it before the process exits.
+    pub async fn settle(&self) {
+        let stores: Vec<_> = self.buckets.lock().await.values().cloned().collect();
+        for store in stores {
+            store.settle().await;
+        }
+    }
+}
+
+/// Content-addressed scene bundles on a worker's disk: archives fetched from
+/// storage once, verified by sha256, unpacked safely and kept in a
+/// [`BundleCache`] within a size bound.
+///
+/// The gRPC service uses it for `BundleRef` sources. A library caller does
+/// the same before the (synchronous) [`crate::render_chunk`]:
+///
+/// ```no_run
+/// # async fn demo(request: &mut chunk_worker::ChunkRequest) -> Result<(), chunk_worker::WorkerError> {
+/// use std::sync::Arc;
+/// use chunk_worker::{Bundles, SourceSpec, Stores};
+/// let stores = Arc::new(Stores::new(storage::S3Config::default()));
+/// let bundles = Bundles::open("/var/cache/montage/bundles".into(), 4 << 30, stores).await?;
+/// if let SourceSpec::BundleRef { location, sha256 } = &request.source {
+///     let bundle = bundles.fetch(location, sha256).await?;
+///     request.source = SourceSpec::BundlePath(bundle.path().to_path_buf());
+///     // Keep `bundle` alive until the chunk is rendered: it pins the
+///     // directory against eviction.
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Bundles {
+    stores: Arc<Stores>,
+    cache: BundleCache,
+}
+
+impl Bundles {
+    /// Opens (creating) the cache in `dir`, keeping at most `max_bytes` of
+    /// unpacked bundles; the least recently used bundle nobody holds is
+    /// evicted first.
+    ///
+    /// # Errors
+    /// [`WorkerError::Storage`] when the directory cannot be created or read.
+    pub async fn open(
+        dir: PathBuf,
+        max_bytes: u64,
+        stores: Arc<Stores>,
+    ) -> Result<Self, WorkerError> {
+        let cache = BundleCache::open(dir, max_bytes, UnpackLimits::default())
+            .await
+            .map_err(WorkerError::storage("bundle cache"))?;
+        Ok(Bundles { stores, cache })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.cache.dir()
+    }
+
+    /// The object stores bundles are fetched from.
+    pub fn stores(&self) -> &Arc<Stores> {
+        &self.stores
+    }
+
+    /// The unpacked bundle `sha256` stored at `location`, downloaded,
+    /// verified and unpacked unless it is cached already. Several callers
+    /// asking at once download it once. The bundle directory is not evicted
+    /// while the returned [`CachedBundle`] is alive.
+    ///
+    /// # Errors
+    /// [`WorkerError::Field`] naming `source.bundle.location` or
+    /// `source.bundle.sha256` when they are malformed;
+    /// [`WorkerError::Storage`] (field `source.bundle`) when the archive is
+    /// missing, does not hash to `sha256`, is refused by the unpacker, or
+    /// cannot be downloaded.
+    pub async fn fetch(&self, location: &str, sha256: &str) -> Result<CachedBundle, WorkerError> {
+        let (location, hash) = SourceSpec::parse_bundle_ref(location, sha256)?;
+        if let Some(hit) = self.cache.get(&hash).await {
+            return Ok(hit);
+        }
+        let store = self
+            .stores
+            .open(&location)
+            .await
+            .map_err(WorkerError::storage("source.bundle"))?;
+        self.cache
+            .fetch(store.as_ref(), location.key(), &hash)
+            .await
+            .map_err(WorkerError::storage("source.bundle"))
+    }
+}
