@@ -10,7 +10,8 @@
 //! chunk per worker. Started any other way (`cargo test --all-targets`) it
 //! runs a quick mode: 2 variants at 320x180, 30 frames.
 //!
-//! Not measured yet: the cost of a cache hit (there is no render cache).
+//! Then the cost of a cache hit beside a miss, on a coordinator with a local
+//! render cache (see `cache_hits`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +95,82 @@ fn main() -> Result<(), BoxError> {
         "{:.0} variants per hour ({:.1} frames/s)",
         variants as f64 * 3600.0 / wall.as_secs_f64().max(1e-9),
         (variants * frames) as f64 / wall.as_secs_f64().max(1e-9)
+    );
+    if let Ok(c) = Arc::try_unwrap(coordinator) {
+        runtime.block_on(c.shutdown());
+    }
+    cache_hits(&runtime, &bundle, scratch.path(), workers)?;
+    Ok(())
+}
+
+/// The cost of a cache hit, side by side with a miss, on a coordinator with
+/// a local render cache: a new variant (rendered), the same variant again
+/// (the whole output from the cache), and the same chunks with another AAC
+/// bitrate (every chunk from the cache, combined again). Medians of a few
+/// variants.
+fn cache_hits(
+    runtime: &tokio::runtime::Runtime,
+    bundle: &std::path::Path,
+    scratch: &std::path::Path,
+    workers: usize,
+) -> Result<(), BoxError> {
+    let options = CoordinatorOptions {
+        cache: Some(scratch.join("cache").display().to_string()),
+        ..CoordinatorOptions::default()
+    };
+    let coordinator = Arc::new(runtime.block_on(Coordinator::embedded(
+        workers,
+        WorkerConfig::standard(),
+        options,
+    ))?);
+    let (mut miss, mut output_hit, mut chunk_hit) = (Vec::new(), Vec::new(), Vec::new());
+    for v in 0..3u64 {
+        let render = |bitrate: u32| -> Result<(Duration, u64, bool), BoxError> {
+            let out = scratch.join(format!("cached-{v}.mp4"));
+            let mut request = RenderRequest::new(
+                RenderSource::Bundle(bundle.to_path_buf()),
+                "promo",
+                ChunkSpec::Count(u32::try_from(workers).unwrap_or(1)),
+                &out,
+            );
+            request
+                .props
+                .insert("name".into(), format!("Cached {v}").into());
+            request.audio_bitrate = bitrate;
+            let t = Instant::now();
+            let s = runtime.block_on(async { coordinator.render(request).finish().await })?;
+            let took = t.elapsed();
+            std::fs::remove_file(&out)?;
+            Ok((took, s.cached_chunks as u64, s.output_cached))
+        };
+        let (t, cached, _) = render(192_000)?;
+        assert_eq!(cached, 0, "a new variant must render");
+        miss.push(t);
+        let (t, _, whole) = render(192_000)?;
+        assert!(whole, "the same variant must come from the cache");
+        output_hit.push(t);
+        let (t, cached, whole) = render(128_000)?;
+        assert!(!whole && cached > 0, "the chunks must come from the cache");
+        chunk_hit.push(t);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2)
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0
+    };
+    let (m, o, c) = (
+        median(&mut miss),
+        median(&mut output_hit),
+        median(&mut chunk_hit),
+    );
+    println!(
+        "cache: new variant {m:.0} ms; same variant (output from cache) {o:.0} ms = {:.1} % of a render; \
+         same chunks, new AAC bitrate (combine only) {c:.0} ms = {:.1} %",
+        100.0 * o / m.max(1e-9),
+        100.0 * c / m.max(1e-9)
     );
     if let Ok(c) = Arc::try_unwrap(coordinator) {
         runtime.block_on(c.shutdown());

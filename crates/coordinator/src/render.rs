@@ -379,6 +379,8 @@ impl Coordinator {
             let mut config = ServeConfig::new(listen, cache.path().join(format!("worker-{i}")));
             config.slots = 1;
             config.token = options.token.clone();
+            // Local workers reach the same buckets as the coordinator.
+            config.s3 = options.s3.clone();
             let bound = chunk_worker::bind(config, worker.clone())
                 .await
                 .map_err(|e| RenderError::Unavailable(format!("starting local worker {i}: {e}")))?;

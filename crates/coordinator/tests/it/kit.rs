@@ -28,6 +28,11 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(slots: u32) -> Worker {
+        Worker::start_with_env(slots, &[])
+    }
+
+    /// A worker with extra environment variables (e.g. the AWS ones).
+    pub fn start_with_env(slots: u32, env: &[(&str, String)]) -> Worker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("worker.log")).expect("log");
         let mut child = Command::new(worker_binary())
@@ -40,6 +45,7 @@ impl Worker {
                 "--cache-dir",
             ])
             .arg(dir.path().join("cache"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -58,6 +64,11 @@ impl Worker {
             url: format!("http://{addr}"),
             _dir: dir,
         }
+    }
+
+    /// The worker's cache directory (`--cache-dir`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self._dir.path().join("cache")
     }
 
     pub fn pid(&self) -> u32 {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use storage::{ObjectStore as _, S3Config, S3Credentials, S3Store};
 
-use crate::kit::{coordinator, events, frame_md5s, run, sha256};
+use crate::kit::{Worker, coordinator, events, frame_md5s, run, sha256};
 
 const QUICK: &str = r#"{"width":160,"height":90,"duration":60,"fps":"30"}"#;
 
@@ -140,4 +140,118 @@ fn a_bad_output_url_is_refused_before_rendering() {
         stderr.contains("--out: location `s3://Not_A_Bucket/x.mp4`"),
         "{stderr}"
     );
+}
+
+/// A small scene bundle: the golden test scene (composition `keyframes`,
+/// 160x90, 30 frames) with the font and image it uses.
+fn small_bundle() -> tempfile::TempDir {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo.join("tests/fixtures/scenes/golden/scene.json"),
+        dir.path().join("scene.json"),
+    )
+    .expect("copy scene");
+    for f in ["DejaVuSans-Bold.ttf", "badge.png"] {
+        std::fs::copy(repo.join("examples/promo").join(f), dir.path().join(f)).expect("copy asset");
+    }
+    dir
+}
+
+#[test]
+fn a_fleet_shares_an_s3_cache_and_gets_the_bundle_by_hash() {
+    let (name, store) = bucket("fleet");
+    let bundle = small_bundle();
+    let env = testkit::moto().aws_env();
+    let workers = [
+        Worker::start_with_env(1, &env),
+        Worker::start_with_env(1, &env),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let render = |extra: &[&str], out: &str| {
+        let mut c = s3_coordinator();
+        c.arg("render")
+            .arg(bundle.path())
+            .args(["--composition", "keyframes", "--chunks", "3", "--json"])
+            .args(extra)
+            .args(["--out", out]);
+        let o = run(c);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout
+    };
+    let cache = format!("s3://{name}/cache/");
+    let remote = [
+        "--worker",
+        &workers[0].url,
+        "--worker",
+        &workers[1].url,
+        "--cache",
+        &cache,
+    ];
+    let stdout = render(&remote, &format!("s3://{name}/renders/"));
+    assert_eq!(events(&stdout, "chunk_started").len(), 3);
+    let summary = done(&stdout);
+
+    // The bundle went up once, as a content-addressed archive, and the
+    // workers unpacked it from there into their own caches.
+    let archives = keys(&store, "cache/bundles/");
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let sha = archives[0]
+        .strip_prefix("cache/bundles/")
+        .and_then(|k| k.strip_suffix(".tar"))
+        .expect("bundles/<sha256>.tar")
+        .to_owned();
+    let unpacked = workers
+        .iter()
+        .filter(|w| {
+            w.cache_dir()
+                .join("bundles")
+                .join(&sha)
+                .join("scene.json")
+                .is_file()
+        })
+        .count();
+    assert!(unpacked >= 1, "no worker unpacked bundle {sha}");
+
+    // The workers wrote the chunks straight into the bucket, each with its
+    // record.
+    let chunk_keys = keys(&store, "cache/chunks/");
+    assert_eq!(
+        chunk_keys
+            .iter()
+            .filter(|k| k.ends_with("/chunk.json"))
+            .count(),
+        3,
+        "{chunk_keys:?}"
+    );
+    assert_eq!(
+        chunk_keys.iter().filter(|k| k.ends_with(".ts")).count(),
+        3,
+        "{chunk_keys:?}"
+    );
+
+    // The output is the file local workers make from the same bundle.
+    let output = summary["output"].as_str().expect("output URL").to_owned();
+    let key = output
+        .strip_prefix(&format!("s3://{name}/"))
+        .expect("in the bucket");
+    let fetched = dir.path().join("fetched.mp4");
+    download(&store, key, &fetched);
+    let hash = sha256(&fetched);
+    assert!(key.ends_with(&format!("{hash}.mp4")), "{key}");
+    let local = dir.path().join("local.mp4");
+    render(
+        &["--local", "2", "--cache", "off"],
+        &local.display().to_string(),
+    );
+    assert_eq!(sha256(&local), hash);
+    assert_eq!(frame_md5s(&local).len(), 30);
+
+    // The same render again is served from the bucket without rendering.
+    let stdout = render(&remote, &format!("s3://{name}/renders/"));
+    assert!(events(&stdout, "chunk_started").is_empty(), "{stdout}");
+    let again = done(&stdout);
+    assert_eq!(again["output_cached"], true);
+    assert_eq!(again["output"], output.as_str());
 }
