@@ -95,6 +95,35 @@ pub struct S3Config {
     pub multipart: MultipartConfig,
 }
 
+impl S3Config {
+    /// An S3-compatible server at `endpoint_url` (path-style addressing) with
+    /// static credentials, ignoring the AWS environment's endpoint and keys:
+    /// for self-hosted servers and tests.
+    ///
+    /// ```
+    /// let c = storage::S3Config::static_endpoint("http://127.0.0.1:9000", "us-east-1", "key", "secret");
+    /// assert_eq!(c.endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
+    /// ```
+    #[must_use]
+    pub fn static_endpoint(
+        endpoint_url: &str,
+        region: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Self {
+        S3Config {
+            endpoint_url: Some(endpoint_url.to_owned()),
+            region: Some(region.to_owned()),
+            credentials: Some(S3Credentials {
+                access_key_id: access_key_id.to_owned(),
+                secret_access_key: secret_access_key.to_owned(),
+                session_token: None,
+            }),
+            ..S3Config::default()
+        }
+    }
+}
+
 /// Objects in one S3 bucket.
 #[derive(Clone)]
 pub struct S3Store {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chunk_worker::pb;
 use storage::archive::PackedArchive;
-use storage::{ObjectStore as _, S3Config, S3Credentials, S3Store};
+use storage::{ObjectStore as _, S3Config, S3Store};
 use tonic::Code;
 
 use crate::kit::{self, Worker};
@@ -41,16 +41,12 @@ async fn bucket(tag: &str) -> S3Store {
     let moto = testkit::moto();
     let bucket = testkit::bucket(tag);
     moto.create_bucket(&bucket);
-    let config = S3Config {
-        endpoint_url: Some(moto.endpoint.clone()),
-        region: Some(testkit::REGION.to_owned()),
-        credentials: Some(S3Credentials {
-            access_key_id: testkit::ACCESS_KEY.to_owned(),
-            secret_access_key: testkit::SECRET_KEY.to_owned(),
-            session_token: None,
-        }),
-        ..S3Config::default()
-    };
+    let config = S3Config::static_endpoint(
+        &moto.endpoint,
+        testkit::REGION,
+        testkit::ACCESS_KEY,
+        testkit::SECRET_KEY,
+    );
     S3Store::connect(&bucket, &config).await.expect("connect")
 }
 

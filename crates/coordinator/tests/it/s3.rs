@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use storage::{ObjectStore as _, S3Config, S3Credentials, S3Store};
+use storage::{ObjectStore as _, S3Config, S3Store};
 
 use crate::kit::{Worker, coordinator, events, frame_md5s, run, sha256};
 
@@ -23,16 +23,12 @@ fn bucket(tag: &str) -> (String, S3Store) {
     let moto = testkit::moto();
     let name = testkit::bucket(tag);
     moto.create_bucket(&name);
-    let config = S3Config {
-        endpoint_url: Some(moto.endpoint.clone()),
-        region: Some(testkit::REGION.into()),
-        credentials: Some(S3Credentials {
-            access_key_id: testkit::ACCESS_KEY.into(),
-            secret_access_key: testkit::SECRET_KEY.into(),
-            session_token: None,
-        }),
-        ..S3Config::default()
-    };
+    let config = S3Config::static_endpoint(
+        &moto.endpoint,
+        testkit::REGION,
+        testkit::ACCESS_KEY,
+        testkit::SECRET_KEY,
+    );
     let store = runtime()
         .block_on(S3Store::connect(&name, &config))
         .expect("connect");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use storage::{MultipartConfig, RetryPolicy, S3Config, S3Credentials, S3Store};
+use storage::{MultipartConfig, RetryPolicy, S3Config, S3Store};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -17,14 +17,6 @@ pub use testkit::{bucket, moto};
 /// Small parts and quick retries, so tests stay fast.
 pub fn test_config(endpoint: &str) -> S3Config {
     S3Config {
-        endpoint_url: Some(endpoint.to_owned()),
-        region: Some("us-east-1".to_owned()),
-        force_path_style: None,
-        credentials: Some(S3Credentials {
-            access_key_id: "testing".to_owned(),
-            secret_access_key: "testing".to_owned(),
-            session_token: None,
-        }),
         retry: RetryPolicy {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(10),
@@ -34,6 +26,7 @@ pub fn test_config(endpoint: &str) -> S3Config {
             threshold: 6 * 1024 * 1024,
             part_size: 5 * 1024 * 1024,
         },
+        ..S3Config::static_endpoint(endpoint, "us-east-1", "testing", "testing")
     }
 }
 
