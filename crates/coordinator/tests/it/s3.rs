@@ -65,15 +65,24 @@ fn done(stdout: &str) -> serde_json::Value {
 fn outputs_go_to_stable_keys_with_presigned_urls() {
     let (name, store) = bucket("out");
     let dir = tempfile::tempdir().expect("tempdir");
+    // Local workers with the cache in the bucket: they write their chunks
+    // into it.
     let local = dir.path().join("local.mp4");
     let o = run({
         let mut c = s3_coordinator();
         c.args(["render", "--local", "2", "--chunks", "3", "--props", QUICK])
-            .args(["--cache", "off", "--out"])
+            .args(["--cache", &format!("s3://{name}/cache"), "--out"])
             .arg(&local);
         c
     });
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cached = keys(&store, "cache/chunks/");
+    assert_eq!(
+        cached.iter().filter(|k| k.ends_with("/chunk.json")).count(),
+        3,
+        "{cached:?}"
+    );
+    assert_eq!(keys(&store, "cache/outputs/").len(), 2, "mp4 and record");
 
     // An exact key.
     let o = run({
