@@ -1,6 +1,7 @@
 //! Montage's test kit, for tests only: a real S3-protocol server (moto's
 //! standalone server, installed by `scripts/setup-s3-test-server.sh`) on
-//! loopback, shared by the storage, chunk-worker and coordinator tests.
+//! loopback, shared by the storage, chunk-worker and coordinator tests, and
+//! [`WorkerProcess`], a real `chunk-worker serve` process on a free port.
 //!
 //! ```no_run
 //! let s3 = testkit::moto();
@@ -13,6 +14,7 @@
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -164,5 +166,128 @@ impl MotoServer {
             answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
             "creating bucket {bucket}: {answer}"
         );
+    }
+}
+
+/// A `chunk-worker serve` process listening on a free loopback port, with
+/// its cache directory and log (`worker.log`) in a fresh temporary
+/// directory. Killed (and resumed first, if stopped) on drop.
+pub struct WorkerProcess {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The temporary directory: `cache/` (the `--cache-dir`) and `worker.log`.
+    pub dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Starts `binary serve --listen 127.0.0.1:0 --cache-dir <tmp>/cache`
+    /// with `extra` flags and `env` variables, and waits for its
+    /// `listening on ADDR` line.
+    ///
+    /// # Panics
+    /// When the worker cannot start or prints something else first.
+    pub fn start(binary: &Path, extra: &[&str], env: &[(&str, String)]) -> WorkerProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("montage-worker-")
+            .tempdir()
+            .expect("worker temp dir");
+        let log = std::fs::File::create(dir.path().join("worker.log")).expect("worker log file");
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("read the listening line");
+        let Some(addr) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "unexpected first line {line:?}; log:\n{}",
+                std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
+            );
+        };
+        WorkerProcess {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            addr,
+            dir,
+        }
+    }
+
+    /// The worker's `--cache-dir`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// The process id.
+    ///
+    /// # Panics
+    /// When the worker has already been waited for.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("worker running")
+    }
+
+    /// Sends a signal with `kill` (`-9`, `-TERM`, `-STOP`, `-CONT`).
+    ///
+    /// # Panics
+    /// When `kill` fails.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {} failed", self.pid());
+    }
+
+    /// What the worker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit.
+    ///
+    /// # Panics
+    /// When it is still running after `within` (it is killed, and the log
+    /// shown).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("worker running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "worker did not exit within {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

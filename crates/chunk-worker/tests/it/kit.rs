@@ -1,19 +1,28 @@
 //! Test kit: workers in temp dirs on free ports, gRPC helpers, ffprobe.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use chunk_worker::pb;
 use pb::chunk_worker_client::ChunkWorkerClient;
+use testkit::WorkerProcess;
 use tonic::transport::Channel;
 
-/// A `chunk-worker serve` process, killed on drop.
-pub struct Worker {
-    pub child: Option<Child>,
-    pub addr: String,
-    pub dir: tempfile::TempDir,
+/// A `chunk-worker serve` process of this crate's binary, killed on drop
+/// (see [`testkit::WorkerProcess`] for its fields and process control).
+pub struct Worker(WorkerProcess);
+
+impl std::ops::Deref for Worker {
+    type Target = WorkerProcess;
+    fn deref(&self) -> &WorkerProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut WorkerProcess {
+        &mut self.0
+    }
 }
 
 impl Worker {
@@ -26,44 +35,15 @@ impl Worker {
     /// As [`Worker::start`], with extra environment variables (the AWS ones
     /// pointing at moto).
     pub fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> Worker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--cache-dir"])
-            .arg(dir.path().join("cache"))
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start chunk-worker");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Worker {
-            child: Some(child),
-            addr,
-            dir,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+        Worker(WorkerProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_chunk-worker")),
+            extra,
+            env,
+        ))
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
+        Channel::from_shared(self.url.clone())
             .expect("uri")
             .connect()
             .await
@@ -77,34 +57,6 @@ impl Worker {
     /// A fresh directory for artifacts.
     pub fn out_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    /// Waits for the process to exit (SIGTERM tests).
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "worker did not exit within {within:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::kit::{Worker, coordinator, events, frame_md5s, render_command, render_on, run, sha256};
+use crate::kit::{
+    coordinator, events, frame_md5s, render_command, render_on, run, sha256, start_worker,
+};
 
 /// Twelve 60-frame chunks: long enough that the coordinator can be killed
 /// with most of them unrendered.
@@ -58,7 +60,7 @@ fn cache_arg(dir: &Path) -> [String; 2] {
 fn a_killed_coordinator_resumes_from_the_chunks_it_finished() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
-    let workers = [Worker::start(1), Worker::start(1)];
+    let workers = [start_worker(1), start_worker(1)];
     let pool = [&workers[0], &workers[1]];
     let [flag, value] = cache_arg(&cache);
     let extra = [flag.as_str(), value.as_str()];

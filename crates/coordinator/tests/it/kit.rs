@@ -3,7 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+pub use testkit::WorkerProcess;
 
 use sha2::{Digest, Sha256};
 
@@ -18,84 +20,14 @@ pub fn worker_binary() -> PathBuf {
     path
 }
 
-/// A `chunk-worker serve` process in its own temp dir, killed on drop.
-pub struct Worker {
-    child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    _dir: tempfile::TempDir,
+/// A `chunk-worker serve` process with `slots` slots, killed on drop.
+pub fn start_worker(slots: u32) -> WorkerProcess {
+    start_worker_with_env(slots, &[])
 }
 
-impl Worker {
-    pub fn start(slots: u32) -> Worker {
-        Worker::start_with_env(slots, &[])
-    }
-
-    /// A worker with extra environment variables (e.g. the AWS ones).
-    pub fn start_with_env(slots: u32, env: &[(&str, String)]) -> Worker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("worker.log")).expect("log");
-        let mut child = Command::new(worker_binary())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--slots",
-                &slots.to_string(),
-                "--cache-dir",
-            ])
-            .arg(dir.path().join("cache"))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start chunk-worker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Worker {
-            child: Some(child),
-            url: format!("http://{addr}"),
-            _dir: dir,
-        }
-    }
-
-    /// The worker's cache directory (`--cache-dir`).
-    pub fn cache_dir(&self) -> PathBuf {
-        self._dir.path().join("cache")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("running")
-    }
-
-    /// Sends a signal (`-9`, `-STOP`, `-CONT`).
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A worker with extra environment variables (e.g. the AWS ones).
+pub fn start_worker_with_env(slots: u32, env: &[(&str, String)]) -> WorkerProcess {
+    WorkerProcess::start(&worker_binary(), &["--slots", &slots.to_string()], env)
 }
 
 /// A `coordinator` command.
@@ -219,7 +151,7 @@ pub fn sha256(path: &Path) -> String {
 
 /// `coordinator render --json` of `props` in `chunks` chunks on `workers`.
 pub fn render_command(
-    workers: &[&Worker],
+    workers: &[&WorkerProcess],
     props: &str,
     chunks: u32,
     out: &Path,
@@ -244,7 +176,7 @@ pub fn render_command(
 }
 
 pub fn render_on(
-    workers: &[&Worker],
+    workers: &[&WorkerProcess],
     props: &str,
     chunks: u32,
     out: &Path,
@@ -256,7 +188,7 @@ pub fn render_on(
 /// Starts a `--json` render and calls `on_event` for each line until it
 /// returns true; then reads the rest. Returns (exit code, stdout, stderr).
 pub fn render_watching(
-    workers: &[&Worker],
+    workers: &[&WorkerProcess],
     props: &str,
     chunks: u32,
     out: &Path,

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::kit::{
-    Worker, coordinator, decoded_audio, events, frame_md5s, render_command, render_on,
-    render_watching, run, sha256, stream_entry, video_packets,
+    WorkerProcess, coordinator, decoded_audio, events, frame_md5s, render_command, render_on,
+    render_watching, run, sha256, start_worker, stream_entry, video_packets,
 };
 
 /// A small test pattern at 29.97 fps with a continuous sine.
@@ -16,8 +16,8 @@ const SLOW: &str = r#"{"width":640,"height":360,"duration":360,"fps":"30"}"#;
 
 #[test]
 fn sixteen_chunks_over_three_workers_equal_one_chunk() {
-    let workers = [Worker::start(2), Worker::start(1), Worker::start(1)];
-    let refs: Vec<&Worker> = workers.iter().collect();
+    let workers = [start_worker(2), start_worker(1), start_worker(1)];
+    let refs: Vec<&WorkerProcess> = workers.iter().collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let one = dir.path().join("one.mp4");
     let sixteen = dir.path().join("sixteen.mp4");
@@ -106,8 +106,8 @@ fn sixteen_chunks_over_three_workers_equal_one_chunk() {
 fn a_worker_killed_mid_render_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clean = dir.path().join("clean.mp4");
-    let victim = Worker::start(1);
-    let others = [Worker::start(1), Worker::start(1)];
+    let victim = start_worker(1);
+    let others = [start_worker(1), start_worker(1)];
     let o = render_on(&[&others[0]], SLOW, 6, &clean, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
@@ -134,8 +134,8 @@ fn a_worker_killed_mid_render_changes_nothing() {
 #[test]
 fn a_frozen_worker_is_caught_by_the_stall_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let frozen = Worker::start(1);
-    let healthy = Worker::start(1);
+    let frozen = start_worker(1);
+    let healthy = start_worker(1);
     let out = dir.path().join("out.mp4");
     let (code, stdout, stderr) = render_watching(
         &[&frozen, &healthy],
@@ -166,8 +166,8 @@ fn a_frozen_worker_is_caught_by_the_stall_timeout() {
 #[test]
 fn all_workers_gone_fails_with_every_attempt_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = Worker::start(1);
-    let b = Worker::start(1);
+    let a = start_worker(1);
+    let b = start_worker(1);
     let out = dir.path().join("out.mp4");
     let (code, _, stderr) =
         render_watching(&[&a, &b], SLOW, 4, &out, &["--retries", "3"], |line| {
@@ -198,7 +198,7 @@ fn all_workers_gone_fails_with_every_attempt_listed() {
 #[test]
 fn interrupt_cancels_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = Worker::start(1);
+    let w = start_worker(1);
     let out = dir.path().join("out.mp4");
     let mut child = render_command(&[&w], SLOW, 6, &out, &[])
         .stdout(Stdio::piped())
@@ -270,7 +270,7 @@ fn bad_input_exits_2_with_a_one_line_reason() {
 #[test]
 fn kept_chunks_recombine_to_the_same_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = Worker::start(2);
+    let w = start_worker(2);
     let rendered = dir.path().join("rendered.mp4");
     let chunks = dir.path().join("chunks");
     let o = render_on(
@@ -332,7 +332,7 @@ fn local_workers_and_remote_workers_give_the_same_file() {
     // Local workers write chunks into the work directory; remote ones stream
     // them back over gRPC. The output must not depend on which.
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = Worker::start(2);
+    let w = start_worker(2);
     let remote = dir.path().join("remote.mp4");
     let local = dir.path().join("local.mp4");
     let o = render_on(&[&w], SMALL, 4, &remote, &[]);

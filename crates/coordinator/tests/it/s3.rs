@@ -7,7 +7,7 @@ use std::process::Command;
 
 use storage::{ObjectStore as _, S3Config, S3Store};
 
-use crate::kit::{Worker, coordinator, events, frame_md5s, run, sha256};
+use crate::kit::{coordinator, events, frame_md5s, run, sha256, start_worker_with_env};
 
 const QUICK: &str = r#"{"width":160,"height":90,"duration":60,"fps":"30"}"#;
 
@@ -169,8 +169,8 @@ fn a_fleet_shares_an_s3_cache_and_gets_the_bundle_by_hash() {
     let bundle = small_bundle();
     let env = testkit::moto().aws_env();
     let workers = [
-        Worker::start_with_env(1, &env),
-        Worker::start_with_env(1, &env),
+        start_worker_with_env(1, &env),
+        start_worker_with_env(1, &env),
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let render = |extra: &[&str], out: &str| {
