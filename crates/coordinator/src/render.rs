@@ -888,13 +888,20 @@ impl Coordinator {
             Destination::Storage(location) => location,
         };
         let store = storage::open(location, &self.options.s3).await?;
+        let hash = ContentHash::of_file(file).await?;
         let key = if location.is_prefix() {
-            let hash = ContentHash::of_file(file).await?;
             storage::content_key(location.key(), &hash, "mp4")
         } else {
             location.key().to_owned()
         };
-        store.put_file(&key, file).await?;
+        // The same bytes under the same key (a re-run): nothing to upload.
+        let present = store
+            .head(&key)
+            .await?
+            .is_some_and(|m| m.sha256 == Some(hash));
+        if !present {
+            store.put_file(&key, file).await?;
+        }
         let presigned = match request.presign {
             Some(ttl) => Some(store.presign_get(&key, ttl).await?),
             None => None,
