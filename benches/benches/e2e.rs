@@ -24,6 +24,10 @@
 //! and frames per second; then the ratios (a)/(c), (b)/(a) in CPU time,
 //! (c)/(d), and combine's share of (b).
 //!
+//! The process first calls `chunk_worker::reuse_freed_memory()`, as the
+//! worker and coordinator binaries do; `GLIBC_TUNABLES=glibc.malloc.arena_test=8`
+//! (any `glibc.malloc` tunable) keeps glibc's defaults instead, to compare.
+//!
 //! `MONTAGE_BENCH_RUNS=N` runs each case N times and keeps the run with the
 //! median wall time. Started any other way than by `cargo bench` (e.g. by
 //! `cargo test --all-targets`) it runs a quick mode: a copy of the bundle at
@@ -325,6 +329,8 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 }
 
 fn main() -> Result<(), BoxError> {
+    // What the worker and coordinator binaries do first (see its docs).
+    let malloc_tuned = chunk_worker::reuse_freed_memory();
     let full = full_run();
     let runs: usize = env_or("MONTAGE_BENCH_RUNS", 1);
     let scratch = tempfile::tempdir()?;
@@ -338,7 +344,8 @@ fn main() -> Result<(), BoxError> {
     let workers = coordinator::render::default_local_workers();
     println!(
         "e2e{}: `{COMPOSITION}` from {}, {}x{} at {} fps, {frames} frames; libx264 {} {:?}, \
-         {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case",
+         {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case; \
+         glibc malloc {}",
         if full {
             ""
         } else {
@@ -353,6 +360,11 @@ fn main() -> Result<(), BoxError> {
         video.encoder_threads,
         config.render_threads,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if malloc_tuned {
+            "keeps freed memory (chunk_worker::reuse_freed_memory)"
+        } else {
+            "defaults"
+        },
     );
 
     // (a) One chunk in one process.
