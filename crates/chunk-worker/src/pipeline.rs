@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Each pool thread renders with its own `FrameRenderer`, straight into the
-//! input buffer of its own [`FrameConverter`], so conversion scales with the
-//! pool instead of bottlenecking one thread and no RGBA frame is copied; swscale runs bit-exact, so which thread
+//! input buffer of its own [`FrameConverter`] (no RGBA frame is copied), and
+//! converts there, so conversion scales with the pool instead of
+//! bottlenecking one thread; swscale runs bit-exact, so which thread
 //! converted a frame never shows in the bytes. The encoder reorders simply
 //! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
 //! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
@@ -32,9 +33,12 @@ use crate::encode::{FrameConverter, TS_CLOCK_HZ, TsEncoder, YuvFrame};
 use crate::request::{ArtifactTarget, ChunkRequest, PcmFormat, PixelFormat};
 use crate::{WorkerConfig, WorkerError};
 
-/// Converted frames each pool thread may have finished ahead of the
-/// encoder.
-pub const RENDER_QUEUE_DEPTH: usize = 2;
+/// Converted frames each pool thread may have queued for the encoder (one
+/// more waits in the thread while the queue is full). One is enough: libx264
+/// buffers its own lookahead, and each queued 1080p frame is 3 MB of peak
+/// memory per thread (`--bench memory`: 1080p worker peak 336 MiB with 1,
+/// 350 MiB with 2, same CPU and wall time).
+pub const RENDER_QUEUE_DEPTH: usize = 1;
 
 /// Audio is rendered and written this many samples at a time (one second at
 /// 48 kHz), so a long chunk never holds all its PCM in memory.
