@@ -97,9 +97,8 @@ impl FrameConverter {
     /// A converter from `width`x`height` RGBA to `format`.
     ///
     /// # Errors
-    /// [`WorkerError::Encoder`] if FFmpeg cannot set up the conversion (an
-    /// odd size with 4:2:0 is accepted here and refused by
-    /// [`crate::render_chunk`]).
+    /// [`WorkerError::Encoder`] if FFmpeg cannot set up the conversion or
+    /// allocate the input frame.
     pub fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, WorkerError> {
         init()?;
         let format = pixel(format);
@@ -113,6 +112,12 @@ impl FrameConverter {
                 .map_err(|e| WorkerError::encoder("swscale setup", e))?;
         sws_bt709::set_bt709_limited(&mut sws)?;
         let mut rgba = frame::Video::new(Pixel::RGBA, width, height);
+        if rgba.planes() == 0 {
+            return Err(WorkerError::encoder(
+                "swscale setup",
+                format!("cannot allocate a {width}x{height} RGBA frame"),
+            ));
+        }
         let row = width as usize * 4;
         let staging = if rgba.stride(0) == row {
             // FFmpeg's buffer is uninitialised; a renderer that skipped a
