@@ -48,7 +48,17 @@ const USER_HZ: u64 = 100;
 /// This process's CPU time so far, or `None` where `/proc/self/stat` is not
 /// readable.
 pub fn cpu_time() -> Option<CpuTime> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    process_cpu_time(None)
+}
+
+/// CPU time so far of this process (`pid` `None`) or of process `pid`, or
+/// `None` where its `/proc/<pid>/stat` is not readable.
+pub fn process_cpu_time(pid: Option<u32>) -> Option<CpuTime> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces; the
     // fields after it start with field 3 (state).
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -67,7 +77,9 @@ pub fn cpu_time() -> Option<CpuTime> {
     })
 }
 
-fn status_kib(pid: Option<u32>, key: &str) -> Option<u64> {
+/// A memory line of `/proc/<pid>/status` (`pid` `None`: this process) in
+/// KiB, e.g. `key` `"VmRSS:"` or `"VmHWM:"`.
+pub fn status_kib(pid: Option<u32>, key: &str) -> Option<u64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".to_owned(),
@@ -159,6 +171,8 @@ mod tests {
         let peak = peak_rss_kib(None).expect("VmHWM");
         assert!(peak > 0);
         assert!(peak_rss_kib(Some(std::process::id())).is_some());
+        let mine = process_cpu_time(Some(std::process::id())).expect("/proc/<pid>/stat");
+        assert!(mine.own >= after.own);
         assert!(rss_kib().expect("VmRSS") > 0);
     }
 }

@@ -10,6 +10,10 @@
 //! chunk per worker. Started any other way (`cargo test --all-targets`) it
 //! runs a quick mode: 2 variants at 320x180, 30 frames.
 //!
+//! The process first calls `chunk_worker::reuse_freed_memory()`, as the
+//! binaries do; any `glibc.malloc` tunable in `GLIBC_TUNABLES` keeps glibc's
+//! defaults instead, to compare.
+//!
 //! Then the cost of a cache hit beside a miss, on a coordinator with a local
 //! render cache (see `cache_hits`).
 
@@ -24,6 +28,8 @@ use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
+    // What the worker and coordinator binaries do first (see its docs).
+    let malloc_tuned = chunk_worker::reuse_freed_memory();
     let full = full_run();
     let (variants, width, height, frames) = if full {
         (env_or("MONTAGE_BENCH_VARIANTS", 100u64), 1280, 720, 180)
@@ -43,11 +49,16 @@ fn main() -> Result<(), BoxError> {
     ))?);
     println!(
         "batch{}: {variants} variants of `promo` at {width}x{height}, {frames} frames each, \
-         {workers} embedded workers, one chunk per worker",
+         {workers} embedded workers, one chunk per worker; glibc malloc {}",
         if full {
             ""
         } else {
             " (quick mode: not a cargo bench run)"
+        },
+        if malloc_tuned {
+            "keeps freed memory (chunk_worker::reuse_freed_memory)"
+        } else {
+            "defaults"
         }
     );
     reset_peak_rss();

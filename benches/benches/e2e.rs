@@ -14,15 +14,24 @@
 //!   copies them out, so what is measured is the worker's RGBA→YUV
 //!   conversion and libx264 encode with identical settings (the chunk-worker
 //!   crate does not expose its encoder on its own);
-//! - (d) Debian's `ffmpeg` CLI encoding the same RGBA frames from a raw file
-//!   (`-f rawvideo -pix_fmt rgba ... -c:v libx264 -preset veryfast -crf 18
-//!   -pix_fmt yuv420p -threads 4`).
+//! - (d) Debian's `ffmpeg` CLI encoding the same frames as YUV from a raw
+//!   file, converted beforehand by the worker's own `FrameConverter`
+//!   (`-f rawvideo -pix_fmt yuv420p ... -c:v libx264 -preset veryfast -crf 18
+//!   -threads 4`): libx264 alone;
+//! - (d') the same from the RGBA frames (`-pix_fmt rgba`), so ffmpeg
+//!   converts with its own (not bit-exact, SIMD) swscale path, as (c) does
+//!   with the worker's.
 //!
 //! For each it prints wall time, CPU time (user + system of this process and
 //! its waited-for children, from `/proc/self/stat`), peak resident memory
 //! (`VmHWM`, reset before each case; for (d) the ffmpeg process's, sampled)
 //! and frames per second; then the ratios (a)/(c), (b)/(a) in CPU time,
-//! (c)/(d), and combine's share of (b).
+//! (c)/(d), (c)/(d'), and combine's share of (b). It also times the
+//! worker's RGBA→YUV conversion of all frames on one thread.
+//!
+//! The process first calls `chunk_worker::reuse_freed_memory()`, as the
+//! worker and coordinator binaries do; `GLIBC_TUNABLES=glibc.malloc.arena_test=8`
+//! (any `glibc.malloc` tunable) keeps glibc's defaults instead, to compare.
 //!
 //! `MONTAGE_BENCH_RUNS=N` runs each case N times and keeps the run with the
 //! median wall time. Started any other way than by `cargo bench` (e.g. by
@@ -36,8 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chunk_worker::{
-    ArtifactTarget, ChunkRequest, ChunkSpan, PcmFormat, Quality, SourceSpec, VideoSettings,
-    WorkerConfig, render_chunk,
+    ArtifactTarget, ChunkRequest, ChunkSpan, FrameConverter, PcmFormat, PixelFormat, Quality,
+    SourceSpec, VideoSettings, WorkerConfig, render_chunk,
 };
 use chunker::{ChunkIndex, ChunkSpec};
 use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
@@ -255,17 +264,19 @@ fn render_to_memory(
     Ok(out)
 }
 
-/// (d): Debian's ffmpeg encoding `raw`. Returns the output size and the
-/// ffmpeg process's peak resident memory (sampled every 10 ms).
+/// (d), (d'): Debian's ffmpeg encoding `raw` (frames of `pix_fmt`).
+/// Returns the output size and the ffmpeg process's peak resident memory
+/// (sampled every 10 ms).
 fn ffmpeg_encode(
     raw: &Path,
+    pix_fmt: &str,
     meta: &CompositionMeta,
     out: &Path,
 ) -> Result<(u64, Option<u64>), BoxError> {
     let video = video_settings();
     let mut child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgba"])
+        .args(["-f", "rawvideo", "-pix_fmt", pix_fmt])
         .args(["-s", &format!("{}x{}", meta.width, meta.height)])
         .args(["-r", &meta.fps.to_string()])
         .arg("-i")
@@ -325,6 +336,8 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 }
 
 fn main() -> Result<(), BoxError> {
+    // What the worker and coordinator binaries do first (see its docs).
+    let malloc_tuned = chunk_worker::reuse_freed_memory();
     let full = full_run();
     let runs: usize = env_or("MONTAGE_BENCH_RUNS", 1);
     let scratch = tempfile::tempdir()?;
@@ -338,7 +351,8 @@ fn main() -> Result<(), BoxError> {
     let workers = coordinator::render::default_local_workers();
     println!(
         "e2e{}: `{COMPOSITION}` from {}, {}x{} at {} fps, {frames} frames; libx264 {} {:?}, \
-         {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case",
+         {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case; \
+         glibc malloc {}",
         if full {
             ""
         } else {
@@ -353,6 +367,11 @@ fn main() -> Result<(), BoxError> {
         video.encoder_threads,
         config.render_threads,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if malloc_tuned {
+            "keeps freed memory (chunk_worker::reuse_freed_memory)"
+        } else {
+            "defaults"
+        },
     );
 
     // (a) One chunk in one process.
@@ -420,18 +439,39 @@ fn main() -> Result<(), BoxError> {
         Ok(r.video.size)
     })?;
 
-    // (d) Debian's ffmpeg on the same frames from a raw file.
+    // (d) Debian's ffmpeg on the same frames as YUV from a raw file, (d')
+    // from the RGBA frames.
     let raw = scratch.path().join("frames.rgba");
+    let yuv = scratch.path().join("frames.yuv");
+    let mut convert = Duration::ZERO;
     {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&raw)?);
+        let mut rgba_file = std::io::BufWriter::new(std::fs::File::create(&raw)?);
+        let mut yuv_file = std::io::BufWriter::new(std::fs::File::create(&yuv)?);
+        let mut conv = FrameConverter::new(meta.width, meta.height, video.pixel_format)?;
+        let mut planes = Vec::new();
         for frame in rendered.iter() {
-            file.write_all(frame)?;
+            rgba_file.write_all(frame)?;
+            conv.rgba_mut().copy_from_slice(frame);
+            let t = Instant::now();
+            let converted = conv.convert()?;
+            convert += t.elapsed();
+            planes.clear();
+            converted.write_packed(&mut planes);
+            yuv_file.write_all(&planes)?;
         }
-        file.flush()?;
+        rgba_file.flush()?;
+        yuv_file.flush()?;
     }
     drop(rendered);
     let out_d = scratch.path().join("d.ts");
-    let ((bytes_d, peak_d), d) = measure(runs, frames, || ffmpeg_encode(&raw, &meta, &out_d))?;
+    let yuv_fmt = match video.pixel_format {
+        PixelFormat::Yuv420p => "yuv420p",
+        PixelFormat::Yuv444p => "yuv444p",
+    };
+    let ((bytes_d, peak_d), d) =
+        measure(runs, frames, || ffmpeg_encode(&yuv, yuv_fmt, &meta, &out_d))?;
+    let ((bytes_d2, peak_d2), d2) =
+        measure(runs, frames, || ffmpeg_encode(&raw, "rgba", &meta, &out_d))?;
 
     println!();
     println!(
@@ -464,10 +504,16 @@ fn main() -> Result<(), BoxError> {
         &format!("{bytes_c} B TS, video only; peak includes the frames held"),
     );
     print_row(
-        "(d) ffmpeg CLI, raw RGBA file",
+        "(d) ffmpeg CLI, raw YUV file",
         &d,
         Some(peak_d.unwrap_or(0)),
         &format!("{bytes_d} B TS; peak is ffmpeg's own (+MiB: n/a)"),
+    );
+    print_row(
+        "(d') ffmpeg CLI, raw RGBA file",
+        &d2,
+        Some(peak_d2.unwrap_or(0)),
+        &format!("{bytes_d2} B TS; ffmpeg converts to yuv420p itself"),
     );
     println!();
     println!(
@@ -485,9 +531,15 @@ fn main() -> Result<(), BoxError> {
         ratio(b.wall, a.wall)
     );
     println!(
-        "(c)/(d): wall {:.2}, CPU {:.2}",
+        "worker RGBA->YUV conversion (FrameConverter) of {frames} frames on one thread: {:.2} s",
+        convert.as_secs_f64()
+    );
+    println!(
+        "(c)/(d): wall {:.2}, CPU {:.2}   (c)/(d'): wall {:.2}, CPU {:.2}",
         ratio(c.wall, d.wall),
-        ratio(c.cpu, d.cpu)
+        ratio(c.cpu, d.cpu),
+        ratio(c.wall, d2.wall),
+        ratio(c.cpu, d2.cpu)
     );
     println!(
         "combine share of (b): {:.1} % of wall ({} of {} ms)   (target <= 2 %)",

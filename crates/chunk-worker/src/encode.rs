@@ -1,5 +1,5 @@
-//! FFmpeg glue: RGBA→YUV conversion with swscale and H.264 encoding with
-//! libx264 into an MPEG-TS file.
+//! FFmpeg glue: RGBA→YUV conversion with swscale ([`FrameConverter`]) and
+//! H.264 encoding with libx264 into an MPEG-TS file.
 //!
 //! Every setting that reaches the bitstream comes from [`VideoSettings`] and
 //! the composition's size and rate, never from the machine: the x264 thread
@@ -19,6 +19,14 @@ use crate::request::{PixelFormat, Quality, VideoSettings};
 
 /// The MPEG-TS system clock (ISO/IEC 13818-1, 2.4.2.2: PTS/DTS count 90 kHz).
 pub const TS_CLOCK_HZ: u32 = timebase::MPEG_TS_CLOCK_HZ;
+
+/// Frames buffered between libx264's lookahead thread and its encoding
+/// threads (x264's `sync-lookahead`). x264 defaults to `bframes + threads`
+/// frames, each a full frame with its half-resolution copies (about 6 MB at
+/// 1080p); the slice-type and rate-control decisions do not depend on it,
+/// so the bytes are the same with a shorter buffer and the worker's peak
+/// memory is lower.
+pub const X264_SYNC_LOOKAHEAD: u32 = 1;
 
 static INIT: Once = Once::new();
 
@@ -40,18 +48,58 @@ fn pixel(p: PixelFormat) -> Pixel {
     }
 }
 
-/// Converts premultiplied, opaque RGBA frames to tagged BT.709 limited-range
-/// YUV.
-pub(crate) struct Converter {
+/// Converts RGBA frames to YUV exactly as a worker does before encoding:
+/// swscale, bit-exact, BT.709 matrix, limited range, colour tagged BT.709.
+///
+/// The RGBA input is premultiplied and opaque (what a
+/// [`composition::FrameRenderer`] produces), rows top to bottom, stride
+/// `width · 4`. Render straight into [`FrameConverter::rgba_mut`] and call
+/// [`FrameConverter::convert`]: the converter owns the input buffer, so no
+/// frame is copied before conversion. The same input gives the same bytes on
+/// every CPU.
+///
+/// ```
+/// use chunk_worker::{FrameConverter, PixelFormat};
+///
+/// let mut conv = FrameConverter::new(64, 36, PixelFormat::Yuv420p)?;
+/// conv.rgba_mut().chunks_exact_mut(4).for_each(|p| p.copy_from_slice(&[255, 255, 255, 255]));
+/// let yuv = conv.convert()?;
+/// let mut planes = Vec::new();
+/// yuv.write_packed(&mut planes);
+/// assert_eq!(planes.len(), 64 * 36 * 3 / 2);
+/// assert_eq!(planes[0], 235); // white is Y 235 in limited range
+/// # Ok::<(), chunk_worker::WorkerError>(())
+/// ```
+pub struct FrameConverter {
     sws: scaling::Context,
+    /// swscale's input. Rendered into directly when its rows are exactly
+    /// `width · 4` bytes apart (FFmpeg aligns rows to 32 bytes, so when
+    /// `width` is a multiple of 8).
     rgba: frame::Video,
+    /// The input buffer when `rgba`'s rows are padded: copied row by row.
+    staging: Option<Vec<u8>>,
     width: u32,
     height: u32,
     format: Pixel,
 }
 
-impl Converter {
-    pub(crate) fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, WorkerError> {
+impl std::fmt::Debug for FrameConverter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameConverter")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameConverter {
+    /// A converter from `width`x`height` RGBA to `format`.
+    ///
+    /// # Errors
+    /// [`WorkerError::Encoder`] if FFmpeg cannot set up the conversion or
+    /// allocate the input frame.
+    pub fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, WorkerError> {
         init()?;
         let format = pixel(format);
         // Same size in and out, so the filter only matters for chroma
@@ -63,26 +111,54 @@ impl Converter {
             scaling::Context::get(Pixel::RGBA, width, height, format, width, height, flags)
                 .map_err(|e| WorkerError::encoder("swscale setup", e))?;
         sws_bt709::set_bt709_limited(&mut sws)?;
-        Ok(Converter {
+        let mut rgba = frame::Video::new(Pixel::RGBA, width, height);
+        if rgba.planes() == 0 {
+            return Err(WorkerError::encoder(
+                "swscale setup",
+                format!("cannot allocate a {width}x{height} RGBA frame"),
+            ));
+        }
+        let row = width as usize * 4;
+        let staging = if rgba.stride(0) == row {
+            // FFmpeg's buffer is uninitialised; a renderer that skipped a
+            // pixel must not expose old memory.
+            rgba.data_mut(0).fill(0);
+            None
+        } else {
+            Some(vec![0u8; row * height as usize])
+        };
+        Ok(FrameConverter {
             sws,
-            rgba: frame::Video::new(Pixel::RGBA, width, height),
+            rgba,
+            staging,
             width,
             height,
             format,
         })
     }
 
-    /// Converts one RGBA frame (stride `width · 4`) into a new YUV frame.
-    pub(crate) fn convert(&mut self, rgba: &[u8]) -> Result<frame::Video, WorkerError> {
-        let row = self.width as usize * 4;
-        let stride = self.rgba.stride(0);
-        let plane = self.rgba.data_mut(0);
-        for (y, src) in rgba
-            .chunks_exact(row)
-            .take(self.height as usize)
-            .enumerate()
-        {
-            plane[y * stride..y * stride + row].copy_from_slice(src);
+    /// The RGBA input buffer, `width · height · 4` bytes: render the next
+    /// frame into it, then call [`FrameConverter::convert`].
+    pub fn rgba_mut(&mut self) -> &mut [u8] {
+        let len = self.width as usize * 4 * self.height as usize;
+        match &mut self.staging {
+            Some(buf) => buf,
+            None => &mut self.rgba.data_mut(0)[..len],
+        }
+    }
+
+    /// Converts what is in the input buffer into a new YUV frame.
+    ///
+    /// # Errors
+    /// [`WorkerError::Encoder`] if swscale fails.
+    pub fn convert(&mut self) -> Result<YuvFrame, WorkerError> {
+        if let Some(buf) = &self.staging {
+            let row = self.width as usize * 4;
+            let stride = self.rgba.stride(0);
+            let plane = self.rgba.data_mut(0);
+            for (y, src) in buf.chunks_exact(row).enumerate() {
+                plane[y * stride..y * stride + row].copy_from_slice(src);
+            }
         }
         let mut yuv = frame::Video::new(self.format, self.width, self.height);
         self.sws
@@ -92,7 +168,98 @@ impl Converter {
         yuv.set_color_range(color::Range::MPEG);
         yuv.set_color_primaries(color::Primaries::BT709);
         yuv.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
-        Ok(yuv)
+        Ok(YuvFrame(yuv))
+    }
+}
+
+/// A converted frame, as the encoder receives it (see [`FrameConverter`]).
+pub struct YuvFrame(pub(crate) frame::Video);
+
+impl std::fmt::Debug for YuvFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YuvFrame")
+            .field("width", &self.0.width())
+            .field("height", &self.0.height())
+            .field("format", &self.0.format())
+            .finish()
+    }
+}
+
+impl YuvFrame {
+    /// Appends the planes to `out` (Y, then U, then V), rows without
+    /// padding: the layout `ffmpeg -f rawvideo -pix_fmt yuv420p` (or
+    /// `yuv444p`) reads.
+    pub fn write_packed(&self, out: &mut Vec<u8>) {
+        let f = &self.0;
+        for plane in 0..f.planes() {
+            let row = f.plane_width(plane) as usize;
+            let stride = f.stride(plane);
+            let data = f.data(plane);
+            for y in 0..f.plane_height(plane) as usize {
+                out.extend_from_slice(&data[y * stride..y * stride + row]);
+            }
+        }
+    }
+}
+
+/// Makes this process's allocator keep memory that libx264 frees, so the
+/// next chunk reuses it instead of asking the kernel for fresh pages; call it
+/// first thing in `main` of a process that renders chunks (a worker, or a
+/// coordinator with embedded workers), before any thread starts. Returns
+/// whether it was applied.
+///
+/// Every chunk opens and closes its own libx264 encoder, which allocates
+/// about 250 MB at 1080p (frames, lookahead) and frees it at the end.
+/// glibc's default gives that memory back to the kernel, so each chunk
+/// faults in and zeroes it again: for 16 chunks of 19 frames, 20 % more CPU
+/// than one chunk of 300 (`cargo bench -p montage-benches --bench e2e`,
+/// (b)/(a)). This sets glibc's `malloc` to one arena (so the next encoder's
+/// threads find the memory the last one freed), allocations up to 32 MiB
+/// from the heap rather than `mmap`, and up to 1 GiB of free memory kept
+/// rather than trimmed. Peak memory stays that of one chunk per slot; the
+/// memory is held between chunks.
+///
+/// Does nothing (returns `false`) on other C libraries, or when
+/// `GLIBC_TUNABLES` already sets a `glibc.malloc` tunable: the operator's
+/// choice wins. Changes no output byte.
+pub fn reuse_freed_memory() -> bool {
+    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc")) {
+        return false;
+    }
+    malloc_policy::apply()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // glibc's mallopt, with constants from <malloc.h>; see SAFETY
+mod malloc_policy {
+    use std::ffi::c_int;
+
+    const M_TRIM_THRESHOLD: c_int = -1;
+    const M_MMAP_THRESHOLD: c_int = -3;
+    const M_ARENA_MAX: c_int = -8;
+    /// glibc's largest `M_MMAP_THRESHOLD` on 64-bit (`HEAP_MAX_SIZE / 2`).
+    const MMAP_THRESHOLD: c_int = 32 << 20;
+    const TRIM_THRESHOLD: c_int = 1 << 30;
+
+    unsafe extern "C" {
+        fn mallopt(param: c_int, value: c_int) -> c_int;
+    }
+
+    pub(super) fn apply() -> bool {
+        // SAFETY: mallopt only changes allocator parameters; glibc documents
+        // it as safe to call at any time (mallopt returns 0 on a bad value).
+        unsafe {
+            mallopt(M_ARENA_MAX, 1) == 1
+                && mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                && mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod malloc_policy {
+    pub(super) fn apply() -> bool {
+        false
     }
 }
 
@@ -206,12 +373,13 @@ impl TsEncoder {
             opts.set("level", level);
         }
         // Closed GOPs so no frame references another chunk; fixed keyint and
-        // B-frames so every chunk has the same structure rules.
+        // B-frames so every chunk has the same structure rules. The
+        // lookahead thread's buffer only changes memory, not the bitstream.
         opts.set(
             "x264-params",
             &format!(
-                "keyint={}:bframes={}:open-gop=0",
-                settings.keyint, settings.bframes
+                "keyint={}:bframes={}:open-gop=0:sync-lookahead={}",
+                settings.keyint, settings.bframes, X264_SYNC_LOOKAHEAD
             ),
         );
         let encoder = enc
@@ -252,10 +420,10 @@ impl TsEncoder {
 
     /// Encodes `frame` as output frame `pts` (in output frames relative to
     /// the render's first frame), writing whatever packets are ready.
-    pub(crate) fn encode(&mut self, frame: &mut frame::Video, pts: i64) -> Result<(), WorkerError> {
-        frame.set_pts(Some(pts));
+    pub(crate) fn encode(&mut self, frame: &mut YuvFrame, pts: i64) -> Result<(), WorkerError> {
+        frame.0.set_pts(Some(pts));
         self.encoder
-            .send_frame(frame)
+            .send_frame(&frame.0)
             .map_err(|e| WorkerError::encoder("libx264 encode", e))?;
         self.drain()
     }

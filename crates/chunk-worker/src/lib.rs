@@ -62,7 +62,7 @@ use std::sync::Arc;
 
 use composition::{CompositionError, CompositionSource, Registry};
 
-pub use encode::TS_CLOCK_HZ;
+pub use encode::{FrameConverter, TS_CLOCK_HZ, X264_SYNC_LOOKAHEAD, YuvFrame, reuse_freed_memory};
 pub use error::WorkerError;
 pub use montage_proto::v1 as pb;
 pub use pipeline::{

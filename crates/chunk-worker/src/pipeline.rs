@@ -7,13 +7,14 @@
 //! audio thread: PCM in blocks of AUDIO_BLOCK_SAMPLES
 //! ```
 //!
-//! Each pool thread renders with its own `FrameRenderer` and converts with
-//! its own swscale context, so conversion scales with the pool instead of
+//! Each pool thread renders with its own `FrameRenderer`, straight into the
+//! input buffer of its own [`FrameConverter`] (no RGBA frame is copied), and
+//! converts there, so conversion scales with the pool instead of
 //! bottlenecking one thread; swscale runs bit-exact, so which thread
 //! converted a frame never shows in the bytes. The encoder reorders simply
 //! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
 //! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
-//! buffer, so memory is flat whatever the chunk's length.
+//! buffer (the converter's), so memory is flat whatever the chunk's length.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -28,13 +29,16 @@ use sha2::{Digest, Sha256};
 use timebase::{Fps, FrameIndex, SampleSpan};
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{Converter, TS_CLOCK_HZ, TsEncoder};
+use crate::encode::{FrameConverter, TS_CLOCK_HZ, TsEncoder, YuvFrame};
 use crate::request::{ArtifactTarget, ChunkRequest, PcmFormat, PixelFormat};
 use crate::{WorkerConfig, WorkerError};
 
-/// Converted frames each pool thread may have finished ahead of the
-/// encoder.
-pub const RENDER_QUEUE_DEPTH: usize = 2;
+/// Converted frames each pool thread may have queued for the encoder (one
+/// more waits in the thread while the queue is full). One is enough: libx264
+/// buffers its own lookahead, and each queued 1080p frame is 3 MB of peak
+/// memory per thread (`--bench memory`: 1080p worker peak 336 MiB with 1,
+/// 350 MiB with 2, same CPU and wall time).
+pub const RENDER_QUEUE_DEPTH: usize = 1;
 
 /// Audio is rendered and written this many samples at a time (one second at
 /// 48 kHz), so a long chunk never holds all its PCM in memory.
@@ -356,7 +360,7 @@ struct Job<'a> {
 /// (sha256, size) of a finished artifact.
 type Digested = (String, u64);
 
-type Rendered = Result<(u64, ffmpeg_next::frame::Video), WorkerError>;
+type Rendered = Result<(u64, YuvFrame), WorkerError>;
 
 impl Job<'_> {
     fn cancelled(&self) -> WorkerError {
@@ -452,18 +456,18 @@ impl Job<'_> {
         tx: &mpsc::SyncSender<Rendered>,
     ) -> Result<(), WorkerError> {
         let mut renderer = self.prepared.frame_renderer()?;
-        let mut conv = Converter::new(
+        // Frames are rendered straight into the converter's input buffer.
+        let mut conv = FrameConverter::new(
             self.meta.width,
             self.meta.height,
             self.request.video.pixel_format,
         )?;
-        let mut rgba = vec![0u8; self.meta.frame_bytes()];
         for k in (thread..frames.len()).step_by(self.render_threads) {
             if self.stop.is_cancelled() {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            let r = renderer.render_frame(frames[k], &mut rgba);
+            let r = renderer.render_frame(frames[k], conv.rgba_mut());
             add_elapsed(&self.counters.render_ns, t);
             if let Err(e) = r {
                 // The encoder reports it in frame order and stops the others.
@@ -471,7 +475,7 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            let yuv = match conv.convert(&rgba) {
+            let yuv = match conv.convert() {
                 Ok(yuv) => yuv,
                 Err(e) => {
                     let _ = tx.send(Err(e));
