@@ -242,9 +242,23 @@ impl RenderCache {
                         path: dir.clone(),
                         source,
                     })?;
+                // Absolute, so workers and records never depend on the
+                // current directory.
+                let dir =
+                    tokio::fs::canonicalize(&dir)
+                        .await
+                        .map_err(|source| StorageError::Io {
+                            op: "resolve",
+                            path: dir.clone(),
+                            source,
+                        })?;
                 Some(dir)
             }
             Location::S3 { .. } => None,
+        };
+        let parsed = match &local_root {
+            Some(dir) => Location::local(format!("{}/", dir.display())),
+            None => parsed,
         };
         let store = storage::open(&parsed, s3).await?;
         Ok(RenderCache {
@@ -689,5 +703,54 @@ mod tests {
             ),
             k
         );
+    }
+
+    /// A file of `bytes` bytes last modified `age` ago.
+    fn aged_file(path: &Path, bytes: usize, age: Duration) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, vec![0u8; bytes]).expect("write");
+        let f = std::fs::File::options()
+            .append(true)
+            .open(path)
+            .expect("open");
+        f.set_modified(SystemTime::now() - age).expect("set mtime");
+    }
+
+    #[test]
+    fn trimming_removes_the_least_recently_used_but_never_recent_entries() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let hour = Duration::from_secs(3600);
+        let chunk = |name: &str, age: Duration, complete: bool| {
+            let dir = root.path().join("chunks/aa/bb").join(name);
+            aged_file(&dir.join("chunk-000000.ts"), 1000, age);
+            if complete {
+                aged_file(&dir.join("chunk.json"), 10, age);
+            }
+            dir
+        };
+        let oldest = chunk("oldest", 5 * hour, true);
+        let older = chunk("older", 4 * hour, true);
+        let recent = chunk("recent", Duration::from_secs(60), true);
+        let partial = chunk("partial", 48 * hour, false);
+        let fresh_partial = chunk("fresh-partial", hour, false);
+        let out = root.path().join("outputs/cc/dd/k");
+        aged_file(&out.with_extension("mp4"), 1000, 3 * hour);
+        aged_file(&out.with_extension("json"), 10, 3 * hour);
+
+        // 6040 bytes in all; keep at most 2500: the stale partial goes
+        // whatever the size, then the oldest complete entries until the rest
+        // fits, but the entry used a minute ago stays.
+        let removed = trim_local(root.path(), 2500);
+        assert!(!partial.exists() && !oldest.exists() && !older.exists());
+        assert!(recent.exists() && fresh_partial.exists());
+        assert!(
+            !out.with_extension("mp4").exists(),
+            "the output was older than the limit allowed"
+        );
+        assert_eq!(removed, 1000 + 1010 + 1010 + 1010);
+
+        // Under the limit, nothing complete goes.
+        assert_eq!(trim_local(root.path(), 1 << 30), 0);
+        assert!(recent.exists());
     }
 }

@@ -347,7 +347,11 @@ pub struct Coordinator {
     pool: PoolKind,
     options: CoordinatorOptions,
     cache: tokio::sync::OnceCell<Option<RenderCache>>,
+    last_trim: std::sync::Mutex<Option<Instant>>,
 }
+
+/// A local cache is trimmed at most this often.
+const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Workers an embedded pool starts unless told otherwise: one per core.
 pub fn default_local_workers() -> usize {
@@ -404,6 +408,7 @@ impl Coordinator {
             },
             options,
             cache: tokio::sync::OnceCell::new(),
+            last_trim: std::sync::Mutex::new(None),
         })
     }
 
@@ -413,6 +418,7 @@ impl Coordinator {
             pool: PoolKind::Remote(pool),
             options,
             cache: tokio::sync::OnceCell::new(),
+            last_trim: std::sync::Mutex::new(None),
         }
     }
 
@@ -846,7 +852,9 @@ impl Coordinator {
         let (output, presigned_url) =
             until_cancelled(&cancel, self.deliver(&request, &combined)).await?;
         drop(work);
-        if let Some(cache) = cache {
+        if let Some(cache) = cache
+            && self.trim_due()
+        {
             let max = match self.options.cache_max_bytes {
                 0 => crate::cache::DEFAULT_LOCAL_CACHE_BYTES,
                 n => n,
@@ -873,6 +881,19 @@ impl Coordinator {
         };
         let _ = events.send(RenderEvent::Done(summary.clone()));
         Ok(summary)
+    }
+
+    /// Whether the local cache is due a trim: at most once a minute, so a
+    /// batch of many short renders does not walk the cache after each.
+    fn trim_due(&self) -> bool {
+        let Ok(mut last) = self.last_trim.lock() else {
+            return false;
+        };
+        let due = last.is_none_or(|t| t.elapsed() >= TRIM_INTERVAL);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
     }
 
     /// Uploads a finished local MP4 to a storage destination (a file
