@@ -26,7 +26,10 @@ const v = document.getElementById('v');
 const report = (s) => fetch('/result?' + encodeURIComponent(s));
 v.addEventListener('error', () => report('error code=' + (v.error && v.error.code) + ' ' + (v.error && v.error.message)));
 v.addEventListener('loadedmetadata', () => { v.currentTime = v.duration - 0.05; });
-v.addEventListener('seeked', () => {
+// After the seek the frame may still be on its way to the compositor
+// (a loaded machine): draw again every 250 ms until it shows, for up to 10 s.
+let tries = 0;
+const draw = () => {
   const c = document.getElementById('c');
   c.width = v.videoWidth; c.height = v.videoHeight;
   const g = c.getContext('2d');
@@ -34,10 +37,13 @@ v.addEventListener('seeked', () => {
   const d = g.getImageData(0, 0, c.width, c.height).data;
   let lit = 0;
   for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 30) lit++;
+  if (lit * 4 <= c.width * c.height && ++tries < 40) { setTimeout(draw, 250); return; }
   report('ok duration=' + v.duration + ' time=' + v.currentTime + ' size=' + v.videoWidth + 'x' + v.videoHeight +
          ' lit=' + lit + ' error=' + (v.error ? v.error.code : 'none') +
-         ' h264=' + v.canPlayType('video/mp4; codecs="avc1.640015, mp4a.40.2"'));
-});
+         ' h264=' + v.canPlayType('video/mp4; codecs="avc1.640015, mp4a.40.2"') +
+         ' readyState=' + v.readyState + ' tries=' + tries);
+};
+v.addEventListener('seeked', draw);
 setTimeout(() => report('timeout readyState=' + v.readyState + ' networkState=' + v.networkState), 60000);
 </script></body></html>"#;
 
