@@ -411,12 +411,14 @@ fn written_by_worker(artifact: &pb::Artifact) -> Result<LocalArtifact, String> {
 }
 
 /// Downloads an artifact the worker stored under `prefix`, verifying its
-/// sha256, into `dest`; pings `progress` meanwhile (downloads are liveness).
+/// sha256, into `dir` under the object's own name (so the cache record the
+/// coordinator writes names the objects); pings `progress` meanwhile
+/// (downloads are liveness).
 async fn download(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
     artifact: &pb::Artifact,
-    dest: &Path,
+    dir: &Path,
     progress: &mpsc::Sender<ChunkProgress>,
 ) -> Result<LocalArtifact, String> {
     let expected_url_prefix = store.url(prefix);
@@ -436,7 +438,8 @@ async fn download(
         .parse()
         .map_err(|e| format!("the worker's {:?}: {e}", artifact.kind()))?;
     let key = format!("{prefix}{name}");
-    let get = store.get_file(&key, dest, Some(&hash));
+    let dest = dir.join(name);
+    let get = store.get_file(&key, &dest, Some(&hash));
     tokio::pin!(get);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let meta = loop {
@@ -446,7 +449,7 @@ async fn download(
         }
     };
     Ok(LocalArtifact {
-        path: dest.to_path_buf(),
+        path: dir.join(name),
         sha256: artifact.sha256.clone(),
         size: meta.size,
     })
@@ -467,19 +470,18 @@ async fn finish(
             result.chunk_index
         )));
     }
-    let (video_path, audio_path) = artifact_paths(target.dir(), index);
     let find = |kind: pb::ArtifactKind| result.artifacts.iter().find(|a| a.kind() == kind);
     let video_artifact = find(pb::ArtifactKind::VideoTs)
         .ok_or_else(|| bad("the worker's result lists no video artifact".into()))?;
     let audio_artifact = find(pb::ArtifactKind::AudioPcm);
     let (video, audio) = match target {
-        ChunkTarget::Store { store, prefix, .. } => {
-            let video = download(store, prefix, video_artifact, &video_path, progress)
+        ChunkTarget::Store { store, prefix, dir } => {
+            let video = download(store, prefix, video_artifact, dir, progress)
                 .await
                 .map_err(bad)?;
             let audio = match audio_artifact {
                 Some(a) => Some(
-                    download(store, prefix, a, &audio_path, progress)
+                    download(store, prefix, a, dir, progress)
                         .await
                         .map_err(bad)?,
                 ),
@@ -487,7 +489,8 @@ async fn finish(
             };
             (video, audio)
         }
-        ChunkTarget::Inline(_) | ChunkTarget::SharedDir(_) => {
+        ChunkTarget::Inline(dir) | ChunkTarget::SharedDir(dir) => {
+            let (video_path, audio_path) = artifact_paths(dir, index);
             let video = match video {
                 Some(part) => part.commit(video_artifact, &video_path).map_err(bad)?,
                 None => written_by_worker(video_artifact).map_err(bad)?,

@@ -675,7 +675,7 @@ impl Coordinator {
         // The whole output, if it was made before.
         if let Some(cache) = cache.filter(|_| request.use_cache && request.keep_chunks.is_none())
             && let Some((record, key)) =
-                until_cancelled(&cancel, lookup(cache.lookup_output(&out_key))).await?
+                cancellable(&cancel, lookup(cache.lookup_output(&out_key))).await?
         {
             let _ = events.send(RenderEvent::CacheHit {
                 chunks: all_chunks.clone(),
@@ -707,18 +707,12 @@ impl Coordinator {
         // Chunks made before.
         let mut hits: HashMap<u32, CachedChunk> = HashMap::new();
         if let Some(cache) = cache.filter(|_| request.use_cache) {
-            let found = until_cancelled(&cancel, async {
-                let lookups = plan.chunks().iter().zip(&keys).map(|(c, k)| async move {
+            let lookups =
+                plan.chunks().iter().zip(&keys).map(|(c, k)| async move {
                     (c.index().0, lookup(cache.lookup_chunk(k)).await)
                 });
-                Ok::<_, RenderError>(futures_util::future::join_all(lookups).await)
-            })
-            .await?;
-            for (index, hit) in found {
-                if let Some(hit) = hit? {
-                    hits.insert(index, hit);
-                }
-            }
+            let found = cancellable(&cancel, futures_util::future::join_all(lookups)).await?;
+            hits.extend(found.into_iter().filter_map(|(i, hit)| Some((i, hit?))));
         }
         if !hits.is_empty() {
             let mut chunks: Vec<u32> = hits.keys().copied().collect();
@@ -813,10 +807,7 @@ impl Coordinator {
             attempts.insert(chunk.index().0, n);
             files.insert(chunk.index().0, f);
         }
-        let downloaded = until_cancelled(&cancel, async {
-            Ok::<_, RenderError>(hit_downloads.join_all().await)
-        })
-        .await?;
+        let downloaded = cancellable(&cancel, hit_downloads.join_all()).await?;
         for f in downloaded {
             let f = f?;
             files.insert(f.chunk, f);
@@ -840,9 +831,9 @@ impl Coordinator {
         let combine_ms = combine_started.elapsed().as_millis() as u64;
         if let Some(cache) = cache {
             // A failure to record is not a failed render.
-            if let Err(e) = until_cancelled(
+            if let Err(e) = cancellable(
                 &cancel,
-                lookup_ok(cache.record_output(&out_key, &combined, report.frames)),
+                cache.record_output(&out_key, &combined, report.frames),
             )
             .await?
             {
@@ -969,6 +960,17 @@ struct PreparedSource {
 }
 
 /// Runs a future unless the render is cancelled first.
+async fn cancellable<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = T>,
+) -> Result<T, RenderError> {
+    tokio::select! {
+        r = fut => Ok(r),
+        _ = cancel.cancelled() => Err(RenderError::Cancelled),
+    }
+}
+
+/// Runs a fallible future unless the render is cancelled first.
 async fn until_cancelled<T, E>(
     cancel: &CancellationToken,
     fut: impl Future<Output = Result<T, E>>,
@@ -976,31 +978,16 @@ async fn until_cancelled<T, E>(
 where
     RenderError: From<E>,
 {
-    tokio::select! {
-        r = fut => r.map_err(RenderError::from),
-        _ = cancel.cancelled() => Err(RenderError::Cancelled),
-    }
+    cancellable(cancel, fut).await?.map_err(RenderError::from)
 }
 
 /// A cache lookup whose storage failure is reported but does not fail the
 /// render: the chunk is rendered again instead.
-async fn lookup<T>(
-    fut: impl Future<Output = Result<Option<T>, StorageError>>,
-) -> Result<Option<T>, RenderError> {
-    match fut.await {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            tracing::warn!(error = %e, "cache lookup failed: rendering instead");
-            Ok(None)
-        }
-    }
-}
-
-/// Wraps a result so a failure can be logged by the caller.
-async fn lookup_ok<T>(
-    fut: impl Future<Output = Result<T, StorageError>>,
-) -> Result<Result<T, StorageError>, RenderError> {
-    Ok(fut.await)
+async fn lookup<T>(fut: impl Future<Output = Result<Option<T>, StorageError>>) -> Option<T> {
+    fut.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cache lookup failed: rendering instead");
+        None
+    })
 }
 
 fn seconds(plan: &Plan, frames: u64) -> f64 {

@@ -120,20 +120,8 @@ impl Split {
 
 #[derive(Args, Debug)]
 struct RenderArgs {
-    /// A scene bundle folder; without it, the compositions built into the
-    /// workers (`test-pattern`).
-    bundle: Option<PathBuf>,
-    /// The composition id (default: the bundle's only composition, or
-    /// `test-pattern`).
-    #[arg(long)]
-    composition: Option<String>,
-    /// Props: a JSON object, or a file holding one.
-    #[arg(long, value_name = "FILE|JSON")]
-    props: Option<String>,
-    /// One prop, `key=value` (value parsed as JSON if it is JSON, else a
-    /// string); repeatable, applied after --props.
-    #[arg(long = "prop", value_name = "KEY=VALUE")]
-    prop: Vec<String>,
+    #[command(flatten)]
+    select: Select,
     #[command(flatten)]
     split: Split,
     /// Keep only every Nth frame.
@@ -285,16 +273,20 @@ fn render_props(props: Option<&str>, each: &[String]) -> anyhow::Result<Props> {
 
 /// Turns what the user typed into the library's render request and options.
 fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, CoordinatorOptions)> {
-    let props = render_props(args.props.as_deref(), &args.prop)?;
-    let (source, id) = match &args.bundle {
+    let props = render_props(args.select.props.as_deref(), &args.select.prop)?;
+    let (source, id) = match &args.select.bundle {
         Some(dir) => {
             let bundle = coordinator::open_source(Some(dir))?;
-            let id = coordinator::choose_composition(bundle.as_ref(), args.composition.as_deref())?;
+            let id = coordinator::choose_composition(
+                bundle.as_ref(),
+                args.select.composition.as_deref(),
+            )?;
             (RenderSource::Bundle(dir.clone()), id)
         }
         None => (
             RenderSource::Registered,
-            args.composition
+            args.select
+                .composition
                 .clone()
                 .unwrap_or_else(|| composition::builtin::TEST_PATTERN_ID.to_owned()),
         ),
