@@ -78,8 +78,9 @@ pub use service::{
     BoundWorker, INLINE_PIECE_BYTES, PROGRESS_INTERVAL, ServeConfig, bind, serve, shutdown_signal,
 };
 pub use status::to_status;
+pub use storage::Stores;
 pub use storage::{CachedBundle, S3Config};
-pub use stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES, Stores};
+pub use stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
 
 /// Opens a scene bundle directory as a composition source (the scene crate's
 /// `SceneBundle::open`, wired in by the binary).

@@ -35,8 +35,9 @@ use crate::pb;
 use crate::pb::chunk_worker_server::{ChunkWorker, ChunkWorkerServer};
 use crate::pipeline::{ArtifactFile, ChunkResult, Progress};
 use crate::request::{ArtifactTarget, ChunkRequest, SourceSpec};
-use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES, Stores};
+use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
 use crate::{WorkerConfig, WorkerError, render_chunk, to_status};
+use storage::Stores;
 
 /// How often progress is streamed while a chunk renders (the contract asks
 /// for at least every 250 ms).

@@ -1,67 +1,18 @@
-//! The worker's side of object storage: stores opened once and reused, and
-//! content-addressed bundles fetched into a size-bounded disk cache.
+//! The worker's side of object storage: content-addressed bundles fetched
+//! into a size-bounded disk cache, from stores opened once and reused
+//! ([`Stores`]).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use storage::archive::UnpackLimits;
-use storage::{BundleCache, CachedBundle, Location, ObjectStore, S3Config};
+use storage::{BundleCache, CachedBundle, Stores};
 
 use crate::WorkerError;
 use crate::request::SourceSpec;
 
 /// The default bound on unpacked bundles kept on a worker's disk (4 GiB).
 pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
-
-/// Object stores opened for a worker's requests. An S3 client holds a
-/// connection pool and resolved credentials, so each bucket's store is
-/// opened once and shared by every later request; local stores cost nothing
-/// and are made per use.
-#[derive(Debug)]
-pub struct Stores {
-    s3: S3Config,
-    buckets: tokio::sync::Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
-}
-
-impl Stores {
-    /// Stores reaching S3 with `s3` (its `None` fields fall back to the
-    /// standard AWS environment: `AWS_ENDPOINT_URL`, `AWS_REGION`, keys,
-    /// profiles).
-    pub fn new(s3: S3Config) -> Self {
-        Stores {
-            s3,
-            buckets: tokio::sync::Mutex::default(),
-        }
-    }
-
-    /// The store `location` lives in (use [`Location::key`] inside it).
-    ///
-    /// # Errors
-    /// [`storage::StorageError::InvalidConfig`] when the S3 settings are out
-    /// of range.
-    pub async fn open(&self, location: &Location) -> storage::Result<Arc<dyn ObjectStore>> {
-        let Location::S3 { bucket, .. } = location else {
-            return storage::open(location, &self.s3).await;
-        };
-        let mut buckets = self.buckets.lock().await;
-        if let Some(store) = buckets.get(bucket) {
-            return Ok(Arc::clone(store));
-        }
-        let store = storage::open(location, &self.s3).await?;
-        buckets.insert(bucket.clone(), Arc::clone(&store));
-        Ok(store)
-    }
-
-    /// Waits until every store has finished aborting the multipart uploads
-    /// of dropped (cancelled) uploads. Call it before the process exits.
-    pub async fn settle(&self) {
-        let stores: Vec<_> = self.buckets.lock().await.values().cloned().collect();
-        for store in stores {
-            store.settle().await;
-        }
-    }
-}
 
 /// Content-addressed scene bundles on a worker's disk: archives fetched from
 /// storage once, verified by sha256, unpacked safely and kept in a

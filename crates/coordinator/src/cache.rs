@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use montage_proto::v1 as pb;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use storage::{ContentHash, Hasher, Location, ObjectStore, S3Config, StorageError};
+use storage::{ContentHash, Hasher, Location, ObjectStore, StorageError, Stores};
 
 /// Bumped whenever the same request would give different bytes (a change in
 /// the renderer, the encoder settings it derives, or the chunk format), so
@@ -219,13 +219,13 @@ pub struct RenderCache {
 
 impl RenderCache {
     /// Opens the cache at `location` (a directory, `file://` URL or
-    /// `s3://bucket/prefix`; a trailing `/` is implied), creating a local
-    /// directory.
+    /// `s3://bucket/prefix`; a trailing `/` is implied) in one of `stores`,
+    /// creating a local directory.
     ///
     /// # Errors
     /// An invalid location, an S3 configuration error, or a directory that
     /// cannot be created.
-    pub async fn open(location: &str, s3: &S3Config) -> Result<Self, StorageError> {
+    pub async fn open(location: &str, stores: &Stores) -> Result<Self, StorageError> {
         let text = if location.ends_with('/') {
             location.to_owned()
         } else {
@@ -260,7 +260,7 @@ impl RenderCache {
             Some(dir) => Location::local(format!("{}/", dir.display())),
             None => parsed,
         };
-        let store = storage::open(&parsed, s3).await?;
+        let store = stores.open(&parsed).await?;
         Ok(RenderCache {
             store,
             prefix: parsed.key().to_owned(),

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use storage::{ContentHash, Location, S3Config, StorageError};
+use storage::{ContentHash, Location, S3Config, StorageError, Stores};
 
 use crate::cache::{
     ArtifactRecord, CachedChunk, ChunkRecord, OutputSettings, RenderCache, SourceIdentity,
@@ -347,6 +347,8 @@ pub struct Coordinator {
     pool: PoolKind,
     options: CoordinatorOptions,
     cache: tokio::sync::OnceCell<Option<RenderCache>>,
+    /// S3 clients, one per bucket, shared by the cache and every output.
+    stores: Stores,
     last_trim: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -406,9 +408,10 @@ impl Coordinator {
                 tasks,
                 _cache: cache,
             },
-            options,
             cache: tokio::sync::OnceCell::new(),
+            stores: Stores::new(options.s3.clone()),
             last_trim: std::sync::Mutex::new(None),
+            options,
         })
     }
 
@@ -416,14 +419,17 @@ impl Coordinator {
     pub fn remote(pool: RemotePool, options: CoordinatorOptions) -> Self {
         Coordinator {
             pool: PoolKind::Remote(pool),
-            options,
             cache: tokio::sync::OnceCell::new(),
+            stores: Stores::new(options.s3.clone()),
             last_trim: std::sync::Mutex::new(None),
+            options,
         }
     }
 
-    /// Stops local workers (if any) and waits for them.
+    /// Stops local workers (if any) and waits for them, and for cancelled
+    /// uploads to be aborted.
     pub async fn shutdown(self) {
+        self.stores.settle().await;
         if let PoolKind::Embedded {
             stop, mut tasks, ..
         } = self.pool
@@ -497,7 +503,7 @@ impl Coordinator {
             .get_or_try_init(|| async {
                 match &self.options.cache {
                     None => Ok(None),
-                    Some(location) => RenderCache::open(location, &self.options.s3)
+                    Some(location) => RenderCache::open(location, &self.stores)
                         .await
                         .map(Some)
                         .map_err(|e| match e {
@@ -899,7 +905,7 @@ impl Coordinator {
             Destination::File(path) => return Ok((path.display().to_string(), None)),
             Destination::Storage(location) => location,
         };
-        let store = storage::open(location, &self.options.s3).await?;
+        let store = self.stores.open(location).await?;
         let hash = ContentHash::of_file(file).await?;
         let key = if location.is_prefix() {
             storage::content_key(location.key(), &hash, "mp4")

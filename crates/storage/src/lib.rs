@@ -44,6 +44,7 @@ mod location;
 mod s3;
 mod size;
 mod store;
+mod stores;
 
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ pub use store::{
     MIN_PART_SIZE, MULTIPART_THRESHOLD, MultipartConfig, ObjectMeta, ObjectStore, PART_SIZE,
     RetryPolicy,
 };
+pub use stores::Stores;
 
 /// The store a location lives in: a [`LocalStore`] rooted at the location's
 /// directory, or an [`S3Store`] for its bucket configured from `s3` and the
