@@ -219,9 +219,17 @@ impl YuvFrame {
 /// rather than trimmed. Peak memory stays that of one chunk per slot; the
 /// memory is held between chunks.
 ///
+/// **Not used by the binaries yet.** With it, two renders of the same
+/// request on long-lived worker processes under load were seen to give
+/// different bytes (the coordinator tests `a_killed_coordinator_resumes…`
+/// and `a_fleet_shares_an_s3_cache…` failed about half the time; with
+/// `GLIBC_TUNABLES=glibc.malloc.arena_test=8` never): something in the
+/// pipeline reads memory it did not write, which fresh kernel-zeroed pages
+/// hide. Until that read is found, this is for measurements only.
+///
 /// Does nothing (returns `false`) on other C libraries, or when
 /// `GLIBC_TUNABLES` already sets a `glibc.malloc` tunable: the operator's
-/// choice wins. Changes no output byte.
+/// choice wins. Meant to change no output byte (see above).
 pub fn reuse_freed_memory() -> bool {
     if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc")) {
         return false;

@@ -100,8 +100,8 @@ fn init_logs(json: bool) {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists: chunks reuse the memory libx264 freed.
-    chunk_worker::reuse_freed_memory();
+    // Not `chunk_worker::reuse_freed_memory()`: with it, outputs differed
+    // between runs under load (see its docs).
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -499,9 +499,6 @@ fn run_sync(command: Command) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    // Before any thread exists: embedded workers' chunks reuse the memory
-    // libx264 freed (see the function's docs; GLIBC_TUNABLES overrides it).
-    chunk_worker::reuse_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
