@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chunk_worker::WorkerConfig;
 use chunker::ChunkSpec;
-use coordinator::render::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
+use coordinator::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
 use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, resized_promo};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,7 +38,7 @@ fn main() -> Result<(), BoxError> {
     };
     let scratch = tempfile::tempdir()?;
     let bundle = resized_promo(scratch.path(), "promo-batch", width, height, frames)?;
-    let workers = coordinator::render::default_local_workers();
+    let workers = coordinator::default_local_workers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

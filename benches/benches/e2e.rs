@@ -53,7 +53,7 @@ use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
 use composition::{
     Composition, CompositionError, CompositionMeta, FrameRenderer, Prepared, Props, Registry,
 };
-use coordinator::render::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
+use coordinator::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
 use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, rss_kib};
 use timebase::{FrameIndex, FrameRange, SampleSpan};
 use tokio_util::sync::CancellationToken;
@@ -348,7 +348,7 @@ fn main() -> Result<(), BoxError> {
     let meta = promo.describe(&Props::new())?;
     let frames = meta.duration_frames;
     let video = video_settings();
-    let workers = coordinator::render::default_local_workers();
+    let workers = coordinator::default_local_workers();
     println!(
         "e2e{}: `{COMPOSITION}` from {}, {}x{} at {} fps, {frames} frames; libx264 {} {:?}, \
          {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case; \

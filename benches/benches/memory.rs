@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use chunk_worker::{ServeConfig, WorkerConfig};
 use chunker::ChunkSpec;
 use coordinator::pool::RemotePool;
-use coordinator::render::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
 use coordinator::schedule::WorkerInfo;
+use coordinator::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
 use montage_benches::{full_run, peak_rss_kib, process_cpu_time, resized_promo, status_kib};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -147,13 +147,13 @@ fn run_case(case: &Case, scratch: &Path) -> Result<Measured, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let coordinator = std::sync::Arc::new(Coordinator::remote(
-        RemotePool::Addresses(vec![WorkerInfo {
-            address: worker.address.clone(),
-            slots: 1,
-        }]),
-        CoordinatorOptions::default(),
-    ));
+    let pool = coordinator::PoolSpec::Remote(RemotePool::Addresses(vec![WorkerInfo {
+        address: worker.address.clone(),
+        slots: 1,
+    }]));
+    let coordinator = std::sync::Arc::new(
+        runtime.block_on(Coordinator::new(pool, CoordinatorOptions::default()))?,
+    );
     let request = RenderRequest::new(
         RenderSource::Bundle(bundle),
         "promo",

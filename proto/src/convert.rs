@@ -4,43 +4,21 @@
 //! [`FieldError`] that names the field, so a worker can answer
 //! `INVALID_ARGUMENT` with a message a person can act on.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chunker::ChunkIndex;
 use composition::CompositionMeta;
+use spec::{
+    ArtifactKind, ArtifactTarget, BundleRef, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
+    ChunkSpan, ContentHash, DeliveredArtifact, DescribeRequest, H264Profile, PcmFormat,
+    PixelFormat, Quality, RendererVersion, SourceSpec, StageTimings, VideoSettings,
+};
 use timebase::{Fps, FrameRange, SampleSpan};
 
 use crate::v1 as pb;
 
-/// A wire message with a missing or invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {message}")]
-pub struct FieldError {
-    /// The field's path in the message, e.g. `frames.last`.
-    pub field: String,
-    /// What is wrong with it and what is allowed.
-    pub message: String,
-}
-
-impl FieldError {
-    /// An error for `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The error for a required message field that was not set.
-    pub fn missing(field: impl Into<String>) -> Self {
-        FieldError::new(field, "is required but was not set")
-    }
-
-    /// Nests the error under `outer` (`meta` + `fps` → `meta.fps`).
-    pub fn within(self, outer: &str) -> Self {
-        FieldError {
-            field: format!("{outer}.{}", self.field),
-            message: self.message,
-        }
-    }
-}
+pub use spec::FieldError;
 
 impl TryFrom<pb::Fraction> for Fps {
     type Error = FieldError;
@@ -133,6 +111,7 @@ impl TryFrom<pb::CompositionMeta> for CompositionMeta {
             .ok_or_else(|| FieldError::missing("fps"))?
             .try_into()?;
         let meta = CompositionMeta {
+            version: m.version,
             id: m.id,
             width: m.width,
             height: m.height,
@@ -157,6 +136,545 @@ impl From<&CompositionMeta> for pb::CompositionMeta {
             duration_frames: m.duration_frames,
             has_audio: m.has_audio,
             props_json: serde_json::Value::Object(m.props.clone()).to_string(),
+            version: m.version.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::VideoSettings> for VideoSettings {
+    type Error = FieldError;
+
+    /// Unset fields take the defaults ([`VideoSettings::default`], or the
+    /// lossless ones when `lossless` is set); set fields are taken as given
+    /// and validated.
+    fn try_from(v: pb::VideoSettings) -> Result<Self, Self::Error> {
+        let d = if v.lossless {
+            VideoSettings::lossless()
+        } else {
+            VideoSettings::default()
+        };
+        if let Some(codec) = v.codec.as_deref()
+            && codec != "h264"
+        {
+            return Err(FieldError::new(
+                "video.codec",
+                format!(
+                    "`{}` is not supported: only h264 (libx264)",
+                    spec::quote(codec)
+                ),
+            ));
+        }
+        let profile = match v.profile.as_deref() {
+            None => d.profile,
+            Some(p) => H264Profile::parse(p).ok_or_else(|| {
+                FieldError::new(
+                    "video.profile",
+                    format!(
+                        "`{}` is not supported; allowed: baseline, main, high, high444",
+                        spec::quote(p)
+                    ),
+                )
+            })?,
+        };
+        let pixel_format = match v.pixel_format.as_deref() {
+            None => d.pixel_format,
+            Some(p) => PixelFormat::parse(p).ok_or_else(|| {
+                FieldError::new(
+                    "video.pixel_format",
+                    format!(
+                        "`{}` is not supported; allowed: yuv420p, yuv444p",
+                        spec::quote(p)
+                    ),
+                )
+            })?,
+        };
+        let quality = match (v.lossless, v.crf) {
+            (true, Some(crf)) => {
+                return Err(FieldError::new(
+                    "video.crf",
+                    format!("{crf} given with lossless: leave crf unset"),
+                ));
+            }
+            (true, None) => Quality::Lossless,
+            (false, None) => d.quality,
+            (false, Some(crf)) => Quality::Crf(u8::try_from(crf).map_err(|_| {
+                FieldError::new(
+                    "video.crf",
+                    format!("{crf} is out of range: allowed 0-{}", spec::MAX_CRF),
+                )
+            })?),
+        };
+        let settings = VideoSettings {
+            quality,
+            preset: v.preset.unwrap_or(d.preset),
+            profile,
+            level: v.level,
+            keyint: v.keyint.unwrap_or(d.keyint),
+            bframes: v.bframes.unwrap_or(d.bframes),
+            pixel_format,
+            encoder_threads: v.encoder_threads.unwrap_or(d.encoder_threads),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+impl From<&VideoSettings> for pb::VideoSettings {
+    /// Every field explicit, so the worker's defaults never decide anything.
+    fn from(v: &VideoSettings) -> Self {
+        pb::VideoSettings {
+            codec: Some("h264".to_owned()),
+            crf: match v.quality {
+                Quality::Crf(c) => Some(u32::from(c)),
+                Quality::Lossless => None,
+            },
+            preset: Some(v.preset.clone()),
+            profile: Some(v.profile.as_str().to_owned()),
+            level: v.level.clone(),
+            keyint: Some(v.keyint),
+            bframes: Some(v.bframes),
+            pixel_format: Some(v.pixel_format.as_str().to_owned()),
+            lossless: v.quality == Quality::Lossless,
+            encoder_threads: Some(v.encoder_threads),
+        }
+    }
+}
+
+impl From<PcmFormat> for pb::PcmFormat {
+    fn from(f: PcmFormat) -> Self {
+        match f {
+            PcmFormat::S16le => pb::PcmFormat::S16le,
+            PcmFormat::F32le => pb::PcmFormat::F32le,
+        }
+    }
+}
+
+/// The PCM format a wire enum value names (unspecified: the default).
+///
+/// # Errors
+/// A [`FieldError`] for `field` naming an unknown value.
+pub fn pcm_format(field: &str, value: i32) -> Result<PcmFormat, FieldError> {
+    match pb::PcmFormat::try_from(value) {
+        Ok(pb::PcmFormat::Unspecified) => Ok(PcmFormat::default()),
+        Ok(pb::PcmFormat::S16le) => Ok(PcmFormat::S16le),
+        Ok(pb::PcmFormat::F32le) => Ok(PcmFormat::F32le),
+        Err(_) => Err(FieldError::new(
+            field,
+            format!("{value} is not a known PCM format"),
+        )),
+    }
+}
+
+/// The source a request names.
+///
+/// # Errors
+/// A [`FieldError`] naming `source…` when it is missing or invalid.
+pub fn source(s: Option<pb::CompositionSource>) -> Result<SourceSpec, FieldError> {
+    s.ok_or_else(|| FieldError::missing("source"))?.try_into()
+}
+
+impl TryFrom<pb::CompositionSource> for SourceSpec {
+    type Error = FieldError;
+    fn try_from(s: pb::CompositionSource) -> Result<Self, Self::Error> {
+        use pb::composition_source::Kind;
+        match s.kind {
+            None => Err(FieldError::missing("source")),
+            Some(Kind::Registered(_)) => Ok(SourceSpec::Registered),
+            Some(Kind::BundlePath(p)) if p.is_empty() => {
+                Err(FieldError::new("source.bundle_path", "is empty"))
+            }
+            Some(Kind::BundlePath(p)) => Ok(SourceSpec::BundlePath(PathBuf::from(p))),
+            Some(Kind::Bundle(b)) => Ok(SourceSpec::BundleRef(BundleRef::parse(
+                &b.location,
+                &b.sha256,
+            )?)),
+        }
+    }
+}
+
+impl From<&SourceSpec> for pb::CompositionSource {
+    fn from(s: &SourceSpec) -> Self {
+        use pb::composition_source::Kind;
+        pb::CompositionSource {
+            kind: Some(match s {
+                SourceSpec::Registered => Kind::Registered(pb::Registered {}),
+                SourceSpec::BundlePath(p) => Kind::BundlePath(p.to_string_lossy().into_owned()),
+                SourceSpec::BundleRef(b) => Kind::Bundle(pb::BundleRef {
+                    location: b.location.to_string(),
+                    sha256: b.sha256.to_hex(),
+                }),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::ArtifactTarget> for ArtifactTarget {
+    type Error = FieldError;
+
+    /// `inline`; a plain path or `file://` URL is a local directory; an
+    /// `s3://bucket/prefix/` URL is a storage prefix and must end with `/`.
+    fn try_from(t: pb::ArtifactTarget) -> Result<Self, Self::Error> {
+        use pb::artifact_target::Kind;
+        match t.kind {
+            None => Err(FieldError::missing("output.kind")),
+            Some(Kind::Inline(_)) => Ok(ArtifactTarget::Inline),
+            Some(Kind::Location(loc)) => ArtifactTarget::parse_location(&loc),
+        }
+    }
+}
+
+impl From<&ArtifactTarget> for pb::ArtifactTarget {
+    fn from(t: &ArtifactTarget) -> Self {
+        use pb::artifact_target::Kind;
+        pb::ArtifactTarget {
+            kind: Some(match t.location() {
+                None => Kind::Inline(pb::Inline {}),
+                Some(location) => Kind::Location(location),
+            }),
+        }
+    }
+}
+
+impl From<&RendererVersion> for pb::RendererVersion {
+    fn from(r: &RendererVersion) -> Self {
+        pb::RendererVersion {
+            montage: r.montage.clone(),
+            x264: r.x264.clone(),
+            ffmpeg: r.ffmpeg.clone(),
+        }
+    }
+}
+
+impl From<pb::RendererVersion> for RendererVersion {
+    fn from(r: pb::RendererVersion) -> Self {
+        RendererVersion {
+            montage: r.montage,
+            x264: r.x264,
+            ffmpeg: r.ffmpeg,
+        }
+    }
+}
+
+/// A chunk request as the wire carries it, with the renderer version the
+/// caller expects (checked by the worker, not part of the domain request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireChunkRequest {
+    /// The request.
+    pub request: ChunkRequest,
+    /// The renderer the caller's cache keys assume, if it says.
+    pub renderer: Option<RendererVersion>,
+}
+
+impl TryFrom<pb::RenderChunkRequest> for WireChunkRequest {
+    type Error = FieldError;
+    fn try_from(r: pb::RenderChunkRequest) -> Result<Self, Self::Error> {
+        if r.composition_id.is_empty() {
+            return Err(FieldError::new("composition_id", "is empty"));
+        }
+        let frames: FrameRange = r
+            .frames
+            .ok_or_else(|| FieldError::missing("frames"))?
+            .try_into()?;
+        if r.composition_start > frames.first.0 {
+            return Err(FieldError::new(
+                "composition_start",
+                format!(
+                    "{} is after the chunk's first frame {}",
+                    r.composition_start, frames.first
+                ),
+            ));
+        }
+        let every_nth_frame = match r.every_nth_frame {
+            None => 1,
+            Some(0) => {
+                return Err(FieldError::new(
+                    "every_nth_frame",
+                    "0 is invalid: keep at least 1 frame in every 1 (leave unset for every frame)",
+                ));
+            }
+            Some(n) => n,
+        };
+        let audio = r.audio.unwrap_or_default();
+        if let Some(rate) = audio.sample_rate
+            && rate != composition::SAMPLE_RATE
+        {
+            return Err(FieldError::new(
+                "audio.sample_rate",
+                format!(
+                    "{rate} is not supported: compositions render at {} Hz",
+                    composition::SAMPLE_RATE
+                ),
+            ));
+        }
+        if let Some(channels) = audio.channels
+            && channels as usize != composition::AUDIO_CHANNELS
+        {
+            return Err(FieldError::new(
+                "audio.channels",
+                format!(
+                    "{channels} is not supported: compositions render {} channels",
+                    composition::AUDIO_CHANNELS
+                ),
+            ));
+        }
+        let video = match r.video {
+            None => VideoSettings::default(),
+            Some(v) => v.try_into()?,
+        };
+        Ok(WireChunkRequest {
+            request: ChunkRequest {
+                job_id: r.job_id,
+                source: source(r.source)?,
+                props: props_from_json("props_json", &r.props_json)?,
+                composition_id: r.composition_id,
+                span: ChunkSpan {
+                    index: ChunkIndex(r.chunk_index),
+                    frames,
+                    composition_start: r.composition_start,
+                    every_nth_frame,
+                },
+                video,
+                pcm_format: pcm_format("audio.pcm_format", audio.pcm_format)?,
+                target: r
+                    .output
+                    .ok_or_else(|| FieldError::missing("output"))?
+                    .try_into()?,
+            },
+            renderer: r.renderer.map(RendererVersion::from),
+        })
+    }
+}
+
+impl From<&WireChunkRequest> for pb::RenderChunkRequest {
+    fn from(w: &WireChunkRequest) -> Self {
+        let r = &w.request;
+        pb::RenderChunkRequest {
+            job_id: r.job_id.clone(),
+            chunk_index: r.span.index.0,
+            source: Some((&r.source).into()),
+            composition_id: r.composition_id.clone(),
+            props_json: spec::canonical_json(&serde_json::Value::Object(r.props.clone())),
+            frames: Some(r.span.frames.into()),
+            composition_start: r.span.composition_start,
+            every_nth_frame: Some(r.span.every_nth_frame),
+            video: Some((&r.video).into()),
+            audio: Some(pb::AudioSettings {
+                sample_rate: Some(composition::SAMPLE_RATE),
+                channels: Some(composition::AUDIO_CHANNELS as u32),
+                pcm_format: pb::PcmFormat::from(r.pcm_format).into(),
+            }),
+            output: Some((&r.target).into()),
+            renderer: w.renderer.as_ref().map(Into::into),
+        }
+    }
+}
+
+impl TryFrom<pb::DescribeRequest> for DescribeRequest {
+    type Error = FieldError;
+    fn try_from(r: pb::DescribeRequest) -> Result<Self, Self::Error> {
+        if r.composition_id.is_empty() {
+            return Err(FieldError::new("composition_id", "is empty"));
+        }
+        Ok(DescribeRequest {
+            source: source(r.source)?,
+            props: props_from_json("props_json", &r.props_json)?,
+            composition_id: r.composition_id,
+        })
+    }
+}
+
+impl From<&DescribeRequest> for pb::DescribeRequest {
+    fn from(r: &DescribeRequest) -> Self {
+        pb::DescribeRequest {
+            source: Some((&r.source).into()),
+            composition_id: r.composition_id.clone(),
+            props_json: spec::canonical_json(&serde_json::Value::Object(r.props.clone())),
+        }
+    }
+}
+
+/// A composition's metadata and the renderer that resolved it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    /// The metadata.
+    pub meta: CompositionMeta,
+    /// The worker's renderer versions.
+    pub renderer: RendererVersion,
+}
+
+impl TryFrom<pb::DescribeResponse> for Described {
+    type Error = FieldError;
+    fn try_from(r: pb::DescribeResponse) -> Result<Self, Self::Error> {
+        Ok(Described {
+            meta: r
+                .meta
+                .ok_or_else(|| FieldError::missing("meta"))?
+                .try_into()?,
+            renderer: r
+                .renderer
+                .ok_or_else(|| FieldError::missing("renderer"))?
+                .into(),
+        })
+    }
+}
+
+impl From<&Described> for pb::DescribeResponse {
+    fn from(d: &Described) -> Self {
+        pb::DescribeResponse {
+            meta: Some((&d.meta).into()),
+            renderer: Some((&d.renderer).into()),
+        }
+    }
+}
+
+fn artifact_kind(field: &str, value: i32) -> Result<ArtifactKind, FieldError> {
+    match pb::ArtifactKind::try_from(value) {
+        Ok(pb::ArtifactKind::VideoTs) => Ok(ArtifactKind::VideoTs),
+        Ok(pb::ArtifactKind::AudioPcm) => Ok(ArtifactKind::AudioPcm),
+        Ok(pb::ArtifactKind::Unspecified) | Err(_) => Err(FieldError::new(
+            field,
+            format!("{value} is not an artifact kind"),
+        )),
+    }
+}
+
+impl From<ArtifactKind> for pb::ArtifactKind {
+    fn from(k: ArtifactKind) -> Self {
+        match k {
+            ArtifactKind::VideoTs => pb::ArtifactKind::VideoTs,
+            ArtifactKind::AudioPcm => pb::ArtifactKind::AudioPcm,
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl From<&StageTimings> for pb::StageTimings {
+    fn from(t: &StageTimings) -> Self {
+        pb::StageTimings {
+            render_us: micros(t.render),
+            convert_us: micros(t.convert),
+            encode_us: micros(t.encode),
+            audio_us: micros(t.audio),
+            deliver_us: micros(t.deliver),
+            total_us: micros(t.total),
+        }
+    }
+}
+
+impl From<pb::StageTimings> for StageTimings {
+    fn from(t: pb::StageTimings) -> Self {
+        StageTimings {
+            render: Duration::from_micros(t.render_us),
+            convert: Duration::from_micros(t.convert_us),
+            encode: Duration::from_micros(t.encode_us),
+            audio: Duration::from_micros(t.audio_us),
+            deliver: Duration::from_micros(t.deliver_us),
+            total: Duration::from_micros(t.total_us),
+        }
+    }
+}
+
+impl TryFrom<pb::ChunkResult> for ChunkReport {
+    type Error = FieldError;
+    fn try_from(r: pb::ChunkResult) -> Result<Self, Self::Error> {
+        let artifacts = r
+            .artifacts
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let field = |f: &str| format!("result.artifacts[{i}].{f}");
+                Ok(DeliveredArtifact {
+                    kind: artifact_kind(&field("kind"), a.kind)?,
+                    location: (!a.location.is_empty()).then_some(a.location),
+                    sha256: ContentHash::parse_lower_hex(&a.sha256)
+                        .map_err(|e| FieldError::new(field("sha256"), e.to_string()))?,
+                    size: a.size,
+                })
+            })
+            .collect::<Result<Vec<_>, FieldError>>()?;
+        Ok(ChunkReport {
+            chunk_index: r.chunk_index,
+            frame_count: r.frame_count,
+            sample_count: r.sample_count,
+            pcm_format: pcm_format("result.pcm_format", r.pcm_format)?,
+            artifacts,
+            timings: r.timings.unwrap_or_default().into(),
+        })
+    }
+}
+
+impl From<&ChunkReport> for pb::ChunkResult {
+    fn from(r: &ChunkReport) -> Self {
+        pb::ChunkResult {
+            chunk_index: r.chunk_index,
+            frame_count: r.frame_count,
+            sample_count: r.sample_count,
+            pcm_format: pb::PcmFormat::from(r.pcm_format).into(),
+            artifacts: r
+                .artifacts
+                .iter()
+                .map(|a| pb::Artifact {
+                    kind: pb::ArtifactKind::from(a.kind).into(),
+                    location: a.location.clone().unwrap_or_default(),
+                    sha256: a.sha256.to_hex(),
+                    size: a.size,
+                })
+                .collect(),
+            timings: Some((&r.timings).into()),
+        }
+    }
+}
+
+impl From<ChunkProgress> for pb::Progress {
+    fn from(p: ChunkProgress) -> Self {
+        pb::Progress {
+            frames_rendered: p.frames_rendered,
+            frames_encoded: p.frames_encoded,
+            frames_total: p.frames_total,
+        }
+    }
+}
+
+impl TryFrom<pb::RenderChunkEvent> for ChunkEvent {
+    type Error = FieldError;
+    fn try_from(e: pb::RenderChunkEvent) -> Result<Self, Self::Error> {
+        use pb::render_chunk_event::Event;
+        match e.event.ok_or_else(|| FieldError::missing("event"))? {
+            Event::Progress(p) => Ok(ChunkEvent::Progress(ChunkProgress {
+                frames_rendered: p.frames_rendered,
+                frames_encoded: p.frames_encoded,
+                frames_total: p.frames_total,
+            })),
+            Event::Data(d) => Ok(ChunkEvent::Data {
+                kind: artifact_kind("data.kind", d.kind)?,
+                offset: d.offset,
+                bytes: d.data,
+            }),
+            Event::Result(r) => Ok(ChunkEvent::Result(r.try_into()?)),
+        }
+    }
+}
+
+impl From<ChunkEvent> for pb::RenderChunkEvent {
+    fn from(e: ChunkEvent) -> Self {
+        use pb::render_chunk_event::Event;
+        pb::RenderChunkEvent {
+            event: Some(match e {
+                ChunkEvent::Progress(p) => Event::Progress(p.into()),
+                ChunkEvent::Data {
+                    kind,
+                    offset,
+                    bytes,
+                } => Event::Data(pb::ArtifactData {
+                    kind: pb::ArtifactKind::from(kind).into(),
+                    offset,
+                    data: bytes,
+                }),
+                ChunkEvent::Result(r) => Event::Result((&r).into()),
+            }),
         }
     }
 }
@@ -174,6 +692,7 @@ mod tests {
             fps: Fps::new(30_000, 1001).expect("fps"),
             duration_frames: 300,
             has_audio: true,
+            version: "1".into(),
             props: serde_json::json!({"name": "Ada"})
                 .as_object()
                 .cloned()

@@ -15,7 +15,7 @@ use ffmpeg_next as ffmpeg;
 use timebase::Fps;
 
 use crate::WorkerError;
-use crate::request::{PixelFormat, Quality, VideoSettings};
+use spec::{PixelFormat, Quality, RendererVersion, VideoSettings};
 
 /// The MPEG-TS system clock (ISO/IEC 13818-1, 2.4.2.2: PTS/DTS count 90 kHz).
 pub const TS_CLOCK_HZ: u32 = timebase::MPEG_TS_CLOCK_HZ;
@@ -29,6 +29,83 @@ pub const TS_CLOCK_HZ: u32 = timebase::MPEG_TS_CLOCK_HZ;
 pub const X264_SYNC_LOOKAHEAD: u32 = 1;
 
 static INIT: Once = Once::new();
+
+/// Montage's own part of the renderer version: bumped whenever the same
+/// request would give different bytes (a change in the renderer, the
+/// encoder settings it derives, or the chunk format).
+pub const BITSTREAM_VERSION: &str = concat!("montage-", env!("CARGO_PKG_VERSION"), "+bitstream.1");
+
+/// The versions of everything in this process that decides the bytes a
+/// chunk gets: [`BITSTREAM_VERSION`], the libx264 build (read from the
+/// version string x264 writes into its own stream, since FFmpeg does not
+/// expose it) and the FFmpeg libraries. Computed once.
+///
+/// # Errors
+/// [`WorkerError::Encoder`] if libx264 cannot be opened.
+pub fn renderer_version() -> Result<&'static RendererVersion, WorkerError> {
+    static VERSION: std::sync::OnceLock<RendererVersion> = std::sync::OnceLock::new();
+    if let Some(v) = VERSION.get() {
+        return Ok(v);
+    }
+    let version = RendererVersion {
+        montage: BITSTREAM_VERSION.to_owned(),
+        x264: x264_build()?,
+        ffmpeg: ffmpeg_versions(),
+    };
+    Ok(VERSION.get_or_init(|| version))
+}
+
+fn ffmpeg_versions() -> String {
+    let v = |n: u32| format!("{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff);
+    format!(
+        "avcodec {}, avformat {}, swscale {}, avutil {}",
+        v(ffmpeg::codec::version()),
+        v(ffmpeg::format::version()),
+        v(ffmpeg::software::scaling::version()),
+        v(ffmpeg::util::version()),
+    )
+}
+
+/// Encodes one tiny frame and reads x264's self-description from the SEI it
+/// writes before the first frame ("x264 - core 164 r3095 baee400 - H.264…").
+fn x264_build() -> Result<String, WorkerError> {
+    init()?;
+    const STAGE: &str = "libx264 version";
+    let codec = ffmpeg::encoder::find_by_name("libx264")
+        .ok_or_else(|| WorkerError::encoder(STAGE, "this FFmpeg has no libx264 encoder"))?;
+    let mut enc = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(|e| WorkerError::encoder(STAGE, e))?;
+    enc.set_width(16);
+    enc.set_height(16);
+    enc.set_format(Pixel::YUV420P);
+    enc.set_time_base(Rational::new(1, 25));
+    let mut opts = Dictionary::new();
+    opts.set("preset", "ultrafast");
+    let mut encoder = enc
+        .open_with(opts)
+        .map_err(|e| WorkerError::encoder(STAGE, e))?;
+    let mut frame = frame::Video::new(Pixel::YUV420P, 16, 16);
+    frame.set_pts(Some(0));
+    encoder
+        .send_frame(&frame)
+        .and_then(|()| encoder.send_eof())
+        .map_err(|e| WorkerError::encoder(STAGE, e))?;
+    let mut bytes = Vec::new();
+    let mut packet = ffmpeg::Packet::empty();
+    while encoder.receive_packet(&mut packet).is_ok() {
+        bytes.extend_from_slice(packet.data().unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let start = text
+        .find("x264 - ")
+        .map(|i| i + "x264 - ".len())
+        .ok_or_else(|| WorkerError::encoder(STAGE, "x264 wrote no version string"))?;
+    let rest = &text[start..];
+    let end = rest.find(" - ").unwrap_or(rest.len().min(64));
+    Ok(rest[..end].to_owned())
+}
 
 /// Initialises FFmpeg once per process and keeps its logging to errors
 /// (x264 prints statistics at info level for every chunk).

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use composition::CompositionError;
-use montage_proto::convert::FieldError;
+use spec::FieldError;
 
 /// Why a chunk could not be rendered or delivered. The gRPC layer maps each
 /// variant to a status code in exactly one place (`status.rs`).
@@ -88,6 +88,17 @@ pub enum WorkerError {
     Unauthenticated {
         /// What was wrong with the credentials.
         reason: &'static str,
+    },
+    /// The request expects a renderer (libx264, FFmpeg, Montage) other than
+    /// the one this worker runs: its chunks would not join the others.
+    #[error(
+        "this worker runs {ours}, but the request expects {expected}: try a worker of that version"
+    )]
+    RendererMismatch {
+        /// What the request expects.
+        expected: String,
+        /// What this worker runs.
+        ours: String,
     },
     /// The worker is shutting down and takes no new chunks.
     #[error("the worker is draining and takes no new chunks")]

@@ -52,7 +52,6 @@
 mod encode;
 mod error;
 mod pipeline;
-mod request;
 mod service;
 mod status;
 mod stores;
@@ -62,20 +61,22 @@ use std::sync::Arc;
 
 use composition::{CompositionError, CompositionSource, Registry};
 
-pub use encode::{FrameConverter, TS_CLOCK_HZ, X264_SYNC_LOOKAHEAD, YuvFrame, reuse_freed_memory};
+pub use encode::{
+    BITSTREAM_VERSION, FrameConverter, TS_CLOCK_HZ, X264_SYNC_LOOKAHEAD, YuvFrame,
+    renderer_version, reuse_freed_memory,
+};
 pub use error::WorkerError;
-pub use montage_proto::v1 as pb;
 pub use pipeline::{
-    AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, Progress, ProgressSink, RENDER_QUEUE_DEPTH,
-    StageTimings, render_chunk,
+    AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, ProgressSink, RENDER_QUEUE_DEPTH, render_chunk,
 };
-pub use request::{
-    ArtifactTarget, ChunkRequest, ChunkSpan, H264_LEVELS, H264Profile, MAX_BFRAMES,
-    MAX_ENCODER_THREADS, MAX_KEYINT, PcmFormat, PixelFormat, Quality, SourceSpec, VideoSettings,
-    X264_PRESETS,
-};
+// The request types a caller of `render_chunk` builds, from the pure `spec`
+// crate, so an embedder needs no second dependency for them.
 pub use service::{
     BoundWorker, INLINE_PIECE_BYTES, PROGRESS_INTERVAL, ServeConfig, bind, serve, shutdown_signal,
+};
+pub use spec::{
+    ArtifactTarget, BundleRef, ChunkProgress, ChunkRequest, ChunkSpan, PcmFormat, PixelFormat,
+    Quality, RendererVersion, SourceSpec, StageTimings, VideoSettings,
 };
 pub use status::to_status;
 pub use storage::Stores;
@@ -227,10 +228,11 @@ impl WorkerConfig {
                     })?;
                 Ok(opener(path)?)
             }
-            SourceSpec::BundleRef { location, .. } => Err(WorkerError::Unsupported {
+            SourceSpec::BundleRef(reference) => Err(WorkerError::Unsupported {
                 field: "source.bundle",
                 message: format!(
-                    "`{location}`: content-addressed bundles are fetched by the gRPC service; library callers fetch them with `Bundles::fetch` and render the unpacked directory as a bundle path"
+                    "`{}`: content-addressed bundles are fetched by the gRPC service; library callers fetch them with `Bundles::fetch` and render the unpacked directory as a bundle path",
+                    reference.location
                 ),
             }),
         }

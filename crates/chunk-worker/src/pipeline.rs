@@ -30,8 +30,10 @@ use timebase::{Fps, FrameIndex, SampleSpan};
 use tokio_util::sync::CancellationToken;
 
 use crate::encode::{FrameConverter, TS_CLOCK_HZ, TsEncoder, YuvFrame};
-use crate::request::{ArtifactTarget, ChunkRequest, PcmFormat, PixelFormat};
 use crate::{WorkerConfig, WorkerError};
+use spec::{
+    ArtifactTarget, ChunkProgress, ChunkRequest, ContentHash, PcmFormat, PixelFormat, StageTimings,
+};
 
 /// Converted frames each pool thread may have queued for the encoder (one
 /// more waits in the thread while the queue is full). One is enough: libx264
@@ -47,49 +49,19 @@ pub const AUDIO_BLOCK_SAMPLES: u64 = 48_000;
 /// Buffer size for artifact files.
 const FILE_BUFFER_BYTES: usize = 1 << 20;
 
-/// How far a chunk has got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Progress {
-    /// Frames rendered to RGBA.
-    pub frames_rendered: u64,
-    /// Frames that came out of the encoder.
-    pub frames_encoded: u64,
-    /// Frames the chunk has.
-    pub frames_total: u64,
-}
-
 /// Receives progress from the pipeline's threads; must be cheap (called
 /// after every frame).
-pub type ProgressSink<'a> = dyn Fn(Progress) + Send + Sync + 'a;
+pub type ProgressSink<'a> = dyn Fn(ChunkProgress) + Send + Sync + 'a;
 
 /// One artifact file and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactFile {
     /// Where it was written (its final name).
     pub path: PathBuf,
-    /// Lower-case hex sha256 of the bytes.
-    pub sha256: String,
+    /// The sha256 of the bytes.
+    pub sha256: ContentHash,
     /// Size in bytes.
     pub size: u64,
-}
-
-/// Time spent per stage. Render, convert, encode and audio are summed over
-/// their threads and overlap in wall time; `total` is wall time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StageTimings {
-    /// Rendering RGBA frames (summed over render threads).
-    pub render: Duration,
-    /// RGBA→YUV conversion.
-    pub convert: Duration,
-    /// libx264 and the muxer, including the final flush and hashing.
-    pub encode: Duration,
-    /// Rendering and writing PCM.
-    pub audio: Duration,
-    /// Delivering the artifacts (set by the service: streaming them inline
-    /// or uploading them to storage).
-    pub deliver: Duration,
-    /// Wall time of the whole chunk.
-    pub total: Duration,
 }
 
 /// What a rendered chunk produced.
@@ -129,39 +101,22 @@ impl ChunkResult {
     }
 }
 
-/// A temporary file renamed to its final name on commit and removed if
-/// dropped uncommitted (error, cancel or panic).
-struct TempArtifact {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
+/// A temporary file beside `name` in `dir`, removed if dropped before it is
+/// persisted (error, cancel or panic).
+fn temp_artifact(dir: &Path, name: &str) -> Result<tempfile::TempPath, WorkerError> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map(tempfile::NamedTempFile::into_temp_path)
+        .map_err(|e| WorkerError::io(dir, e))
 }
 
-impl TempArtifact {
-    fn new(dir: &Path, name: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempArtifact {
-            tmp: dir.join(format!(".{name}.{}.{n}.tmp", std::process::id())),
-            dest: dir.join(name),
-            committed: false,
-        }
-    }
-
-    fn commit(mut self) -> Result<PathBuf, WorkerError> {
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| WorkerError::io(&self.dest, e))?;
-        self.committed = true;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for TempArtifact {
-    fn drop(&mut self) {
-        if !self.committed {
-            // The file may never have been created; nothing else to do.
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+/// Renames a finished artifact to its final name.
+fn persist(tmp: tempfile::TempPath, dest: PathBuf) -> Result<PathBuf, WorkerError> {
+    tmp.persist(&dest)
+        .map_err(|e| WorkerError::io(&dest, e.error))?;
+    Ok(dest)
 }
 
 /// Renders one chunk: frames `request.span.frames` to H.264 in MPEG-TS and
@@ -247,7 +202,7 @@ pub fn render_chunk(
     if request.video.pixel_format == PixelFormat::Yuv420p
         && (meta.width % 2 == 1 || meta.height % 2 == 1)
     {
-        return Err(montage_proto::convert::FieldError::new(
+        return Err(spec::FieldError::new(
             "video.pixel_format",
             format!(
                 "composition `{}` is {}x{}: yuv420p needs an even width and height; use yuv444p",
@@ -262,8 +217,8 @@ pub fn render_chunk(
     }
 
     let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index);
-    let ts_tmp = TempArtifact::new(&dir, &ts_name);
-    let pcm_tmp = TempArtifact::new(&dir, &pcm_name);
+    let ts_tmp = temp_artifact(&dir, &ts_name)?;
+    let pcm_tmp = temp_artifact(&dir, &pcm_name)?;
     let job = Job {
         prepared: prepared.as_ref(),
         meta: &meta,
@@ -275,12 +230,12 @@ pub fn render_chunk(
         stop: cancel.child_token(),
         counters: Counters::default(),
     };
-    let (video, audio) = job.run(&ts_tmp.tmp, &pcm_tmp.tmp)?;
+    let (video, audio) = job.run(&ts_tmp, &pcm_tmp)?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }
-    let ts_path = ts_tmp.commit()?;
-    let pcm_path = pcm_tmp.commit()?;
+    let ts_path = persist(ts_tmp, dir.join(&ts_name))?;
+    let pcm_path = persist(pcm_tmp, dir.join(&pcm_name))?;
     let c = &job.counters;
     let timings = StageTimings {
         render: nanos(&c.render_ns),
@@ -358,7 +313,7 @@ struct Job<'a> {
 }
 
 /// (sha256, size) of a finished artifact.
-type Digested = (String, u64);
+type Digested = (ContentHash, u64);
 
 type Rendered = Result<(u64, YuvFrame), WorkerError>;
 
@@ -370,7 +325,7 @@ impl Job<'_> {
     }
 
     fn report(&self) {
-        (self.progress)(Progress {
+        (self.progress)(ChunkProgress {
             frames_rendered: self.counters.rendered.load(Ordering::Relaxed),
             frames_encoded: self.counters.encoded.load(Ordering::Relaxed),
             frames_total: self.chunk.frame_count(),
@@ -574,7 +529,7 @@ impl Job<'_> {
         }
         out.flush().map_err(|e| WorkerError::io(path, e))?;
         add_elapsed(&self.counters.audio_ns, t);
-        Ok((hex::encode(hasher.finalize()), size))
+        Ok((ContentHash::from_bytes(hasher.finalize().into()), size))
     }
 }
 
@@ -599,7 +554,7 @@ pub(crate) fn encode_pcm(samples: &[f32], format: PcmFormat, out: &mut Vec<u8>) 
     }
 }
 
-/// sha256 (lower-case hex) and size of a file.
+/// sha256 and size of a file.
 pub(crate) fn digest_file(path: &Path) -> Result<Digested, WorkerError> {
     let mut f = File::open(path).map_err(|e| WorkerError::io(path, e))?;
     let mut hasher = Sha256::new();
@@ -613,7 +568,7 @@ pub(crate) fn digest_file(path: &Path) -> Result<Digested, WorkerError> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok((ContentHash::from_bytes(hasher.finalize().into()), size))
 }
 
 #[cfg(test)]

@@ -29,12 +29,16 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
+use montage_proto::convert::{Described, WireChunkRequest};
+use montage_proto::v1 as pb;
+use pb::chunk_worker_server::{ChunkWorker, ChunkWorkerServer};
+use spec::{
+    ArtifactKind, ArtifactTarget, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
+    DeliveredArtifact, DescribeRequest, SourceSpec,
+};
 use storage::{CachedBundle, Location, S3Config};
 
-use crate::pb;
-use crate::pb::chunk_worker_server::{ChunkWorker, ChunkWorkerServer};
-use crate::pipeline::{ArtifactFile, ChunkResult, Progress};
-use crate::request::{ArtifactTarget, ChunkRequest, SourceSpec};
+use crate::pipeline::{ArtifactFile, ChunkResult};
 use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
 use crate::{WorkerConfig, WorkerError, render_chunk, to_status};
 use storage::Stores;
@@ -161,13 +165,13 @@ impl std::fmt::Debug for BoundWorker {
 /// cannot be created, [`WorkerError::Field`] for zero slots.
 pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWorker, WorkerError> {
     if config.slots == 0 {
-        return Err(montage_proto::convert::FieldError::new(
-            "slots",
-            "0 is invalid: a worker needs at least 1 slot",
-        )
-        .into());
+        return Err(
+            spec::FieldError::new("slots", "0 is invalid: a worker needs at least 1 slot").into(),
+        );
     }
     crate::encode::init()?;
+    // Fails here, at start-up, rather than on the first chunk.
+    crate::renderer_version()?;
     let inflight_dir = config.cache_dir.join("inflight");
     // Leftovers of a crashed process: nothing there is ever reused.
     let _ = tokio::fs::remove_dir_all(&inflight_dir).await;
@@ -384,21 +388,15 @@ impl tokio_stream::Stream for ChunkEvents {
     }
 }
 
-fn progress_event(p: Progress) -> pb::RenderChunkEvent {
-    pb::RenderChunkEvent {
-        event: Some(pb::render_chunk_event::Event::Progress(pb::Progress {
-            frames_rendered: p.frames_rendered,
-            frames_encoded: p.frames_encoded,
-            frames_total: p.frames_total,
-        })),
-    }
+fn progress_event(p: ChunkProgress) -> pb::RenderChunkEvent {
+    ChunkEvent::Progress(p).into()
 }
 
 /// Refuses a `BundleRef` on a worker that cannot open scene bundles, before
 /// anything is downloaded.
 fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerError> {
     match source {
-        SourceSpec::BundleRef { .. } if worker.bundle_opener.is_none() => {
+        SourceSpec::BundleRef(_) if worker.bundle_opener.is_none() => {
             Err(WorkerError::Unsupported {
                 field: "source.bundle",
                 message: "this worker has no scene bundle loader configured; use a registered composition".into(),
@@ -415,7 +413,7 @@ fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerErro
 /// client leaves or `cancel` fires.
 async fn report_while<T>(
     work: impl Future<Output = T>,
-    state: &Mutex<Progress>,
+    state: &Mutex<ChunkProgress>,
     tx: &mpsc::Sender<EventResult>,
     cancel: &CancellationToken,
 ) -> Option<T> {
@@ -440,10 +438,6 @@ async fn report_while<T>(
     }
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// Where a chunk's artifacts were delivered.
 enum Delivered {
     /// Streamed in the call: the result's locations are empty.
@@ -454,36 +448,29 @@ enum Delivered {
     Uploaded(String, String),
 }
 
-/// The wire result.
-fn result_to_pb(r: &ChunkResult, delivered: &Delivered) -> pb::ChunkResult {
-    let artifact = |kind: pb::ArtifactKind, f: &ArtifactFile| pb::Artifact {
-        kind: kind.into(),
+/// The chunk's report as the client gets it.
+fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
+    let artifact = |kind: ArtifactKind, f: &ArtifactFile| DeliveredArtifact {
+        kind,
         location: match (delivered, kind) {
-            (Delivered::Inline, _) => String::new(),
-            (Delivered::Directory, _) => f.path.to_string_lossy().into_owned(),
-            (Delivered::Uploaded(video, _), pb::ArtifactKind::VideoTs) => video.clone(),
-            (Delivered::Uploaded(_, audio), _) => audio.clone(),
+            (Delivered::Inline, _) => None,
+            (Delivered::Directory, _) => Some(f.path.to_string_lossy().into_owned()),
+            (Delivered::Uploaded(video, _), ArtifactKind::VideoTs) => Some(video.clone()),
+            (Delivered::Uploaded(_, audio), ArtifactKind::AudioPcm) => Some(audio.clone()),
         },
-        sha256: f.sha256.clone(),
+        sha256: f.sha256,
         size: f.size,
     };
-    pb::ChunkResult {
+    ChunkReport {
         chunk_index: r.chunk.index().0,
         frame_count: r.frame_count(),
         sample_count: r.sample_count(),
-        pcm_format: pb::PcmFormat::from(r.pcm_format).into(),
+        pcm_format: r.pcm_format,
         artifacts: vec![
-            artifact(pb::ArtifactKind::VideoTs, &r.video),
-            artifact(pb::ArtifactKind::AudioPcm, &r.audio),
+            artifact(ArtifactKind::VideoTs, &r.video),
+            artifact(ArtifactKind::AudioPcm, &r.audio),
         ],
-        timings: Some(pb::StageTimings {
-            render_us: micros(r.timings.render),
-            convert_us: micros(r.timings.convert),
-            encode_us: micros(r.timings.encode),
-            audio_us: micros(r.timings.audio),
-            deliver_us: micros(r.timings.deliver),
-            total_us: micros(r.timings.total),
-        }),
+        timings: r.timings,
     }
 }
 
@@ -548,19 +535,19 @@ impl Inner {
         started: Instant,
     ) -> Result<pb::RenderChunkEvent, WorkerError> {
         let chunk = request.span.index.0;
-        let state = Arc::new(Mutex::new(Progress {
+        let state = Arc::new(Mutex::new(ChunkProgress {
             frames_total: request
                 .span
                 .frames
                 .len()
                 .div_ceil(u64::from(request.span.every_nth_frame.max(1))),
-            ..Progress::default()
+            ..ChunkProgress::default()
         }));
         // Held until the chunk is done, so the bundle is not evicted while
         // it renders.
         let _bundle: Option<CachedBundle> = match &request.source {
-            SourceSpec::BundleRef { location, sha256 } => {
-                let fetch = self.bundles.fetch(location, sha256);
+            SourceSpec::BundleRef(reference) => {
+                let fetch = self.bundles.fetch(reference);
                 let bundle = report_while(fetch, &state, tx, cancel)
                     .await
                     .ok_or(WorkerError::Cancelled { chunk })??;
@@ -575,7 +562,7 @@ impl Inner {
         let req = request.clone();
         let token = cancel.clone();
         let mut handle = tokio::task::spawn_blocking(move || {
-            let sink = move |p: Progress| {
+            let sink = move |p: ChunkProgress| {
                 if let Ok(mut s) = sink_state.lock() {
                     *s = p;
                 }
@@ -617,8 +604,8 @@ impl Inner {
         let delivered = match delivery {
             ArtifactTarget::Inline => {
                 for (kind, file) in [
-                    (pb::ArtifactKind::VideoTs, &result.video),
-                    (pb::ArtifactKind::AudioPcm, &result.audio),
+                    (ArtifactKind::VideoTs, &result.video),
+                    (ArtifactKind::AudioPcm, &result.audio),
                 ] {
                     self.stream_file(kind, &file.path, tx, cancel, chunk)
                         .await?;
@@ -645,11 +632,7 @@ impl Inner {
             total_ms = result.timings.total.as_millis() as u64,
             "chunk delivered"
         );
-        Ok(pb::RenderChunkEvent {
-            event: Some(pb::render_chunk_event::Event::Result(result_to_pb(
-                &result, &delivered,
-            ))),
-        })
+        Ok(ChunkEvent::Result(report(&result, &delivered)).into())
     }
 
     /// Uploads both artifacts (at once) under `prefix`; returns their URLs
@@ -671,14 +654,14 @@ impl Inner {
         let put = |name: String, file: &ArtifactFile| {
             let store = Arc::clone(&store);
             let key = format!("{}{name}", prefix.key());
-            let (path, sha256, size) = (file.path.clone(), file.sha256.clone(), file.size);
+            let (path, sha256, size) = (file.path.clone(), file.sha256, file.size);
             async move {
                 let meta = store
                     .put_file(&key, &path)
                     .await
                     .map_err(WorkerError::storage(FIELD))?;
-                let uploaded = meta.sha256.map(|h| h.to_hex()).unwrap_or_default();
-                if uploaded != sha256 || meta.size != size {
+                if meta.sha256 != Some(sha256) || meta.size != size {
+                    let uploaded = meta.sha256.map(|h| h.to_hex()).unwrap_or_default();
                     // The file changed between rendering and uploading.
                     return Err(WorkerError::Storage {
                         field: FIELD,
@@ -697,7 +680,7 @@ impl Inner {
 
     async fn stream_file(
         &self,
-        kind: pb::ArtifactKind,
+        kind: ArtifactKind,
         path: &std::path::Path,
         tx: &mpsc::Sender<EventResult>,
         cancel: &CancellationToken,
@@ -724,13 +707,12 @@ impl Inner {
                 return Ok(());
             }
             buf.truncate(filled);
-            let event = pb::RenderChunkEvent {
-                event: Some(pb::render_chunk_event::Event::Data(pb::ArtifactData {
-                    kind: kind.into(),
-                    offset,
-                    data: buf,
-                })),
-            };
+            let event = ChunkEvent::Data {
+                kind,
+                offset,
+                bytes: buf,
+            }
+            .into();
             offset += filled as u64;
             tokio::select! {
                 r = tx.send(Ok(event)) => {
@@ -756,8 +738,10 @@ impl ChunkWorker for Service {
         if inner.draining.load(Ordering::SeqCst) {
             return Err(to_status(&WorkerError::Draining));
         }
-        let request = ChunkRequest::try_from(request.into_inner())
-            .map_err(|e| to_status(&WorkerError::Field(e)))?;
+        let WireChunkRequest { request, renderer } =
+            WireChunkRequest::try_from(request.into_inner())
+                .map_err(|e| to_status(&WorkerError::Field(e)))?;
+        check_renderer(renderer.as_ref()).map_err(|e| to_status(&e))?;
         can_open(&inner.worker, &request.source).map_err(|e| to_status(&e))?;
         let permit = inner.slots.clone().try_acquire_owned().map_err(|_| {
             tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
@@ -786,37 +770,57 @@ impl ChunkWorker for Service {
         &self,
         request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let r = request.into_inner();
-        let mut spec = SourceSpec::try_from(r.source).map_err(|e| to_status(&e.into()))?;
-        can_open(&self.inner.worker, &spec).map_err(|e| to_status(&e))?;
+        let DescribeRequest {
+            mut source,
+            composition_id,
+            props,
+        } = DescribeRequest::try_from(request.into_inner()).map_err(|e| to_status(&e.into()))?;
+        can_open(&self.inner.worker, &source).map_err(|e| to_status(&e))?;
         // Held until described, so the bundle is not evicted meanwhile.
-        let _bundle = match &spec {
-            SourceSpec::BundleRef { location, sha256 } => {
+        let _bundle = match &source {
+            SourceSpec::BundleRef(reference) => {
                 let bundle = self
                     .inner
                     .bundles
-                    .fetch(location, sha256)
+                    .fetch(reference)
                     .await
                     .map_err(|e| to_status(&e))?;
-                spec = SourceSpec::BundlePath(bundle.path().to_path_buf());
+                source = SourceSpec::BundlePath(bundle.path().to_path_buf());
                 Some(bundle)
             }
             _ => None,
         };
-        let props = montage_proto::convert::props_from_json("props_json", &r.props_json)
-            .map_err(|e| to_status(&e.into()))?;
         let worker = self.inner.worker.clone();
-        let id = r.composition_id;
         let meta = tokio::task::spawn_blocking(move || -> Result<_, WorkerError> {
-            Ok(worker.source(&spec)?.composition(&id)?.describe(&props)?)
+            Ok(worker
+                .source(&source)?
+                .composition(&composition_id)?
+                .describe(&props)?)
         })
         .await
         .map_err(|_| to_status(&WorkerError::Panicked { stage: "describe" }))?
         .map_err(|e| to_status(&e))?;
-        Ok(Response::new(pb::DescribeResponse {
-            meta: Some((&meta).into()),
-        }))
+        let renderer = crate::renderer_version()
+            .map_err(|e| to_status(&e))?
+            .clone();
+        Ok(Response::new((&Described { meta, renderer }).into()))
     }
+}
+
+/// Refuses a request whose caller expects another renderer: its cache keys
+/// say so, and chunks from two renderers may not join.
+fn check_renderer(expected: Option<&spec::RendererVersion>) -> Result<(), WorkerError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let ours = crate::renderer_version()?;
+    if expected != ours {
+        return Err(WorkerError::RendererMismatch {
+            expected: expected.to_string(),
+            ours: ours.to_string(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -825,10 +829,9 @@ mod tests {
 
     #[test]
     fn a_bundle_ref_needs_a_bundle_opener() {
-        let bundle = SourceSpec::BundleRef {
-            location: "s3://b-1/x.tar".into(),
-            sha256: "0".repeat(64),
-        };
+        let bundle = SourceSpec::BundleRef(
+            spec::BundleRef::parse("s3://b-1/x.tar", &"0".repeat(64)).expect("valid"),
+        );
         let bare = WorkerConfig::new(composition::Registry::new());
         let err = can_open(&bare, &bundle).expect_err("no opener");
         assert_eq!(to_status(&err).code(), tonic::Code::InvalidArgument);

@@ -17,6 +17,10 @@ use crate::WorkerError;
 ///   size or entry limits, not a tar) → `INVALID_ARGUMENT`;
 /// - a bundle archive whose bytes do not hash to the requested sha256 →
 ///   `DATA_LOSS`;
+/// - storage refusing access (403) → `PERMISSION_DENIED` (no worker would
+///   do better);
+/// - a request for another renderer version → `FAILED_PRECONDITION` (try a
+///   worker of that version);
 /// - any other storage failure (network, S3 errors, retries exhausted, the
 ///   worker's disk) → `UNAVAILABLE`, so the coordinator tries again;
 /// - encoder, disk or internal failures → `INTERNAL`;
@@ -47,6 +51,7 @@ fn code(err: &WorkerError) -> Code {
         WorkerError::Cancelled { .. } => Code::Cancelled,
         WorkerError::Busy { .. } => Code::ResourceExhausted,
         WorkerError::Draining => Code::Unavailable,
+        WorkerError::RendererMismatch { .. } => Code::FailedPrecondition,
         WorkerError::Unauthenticated { .. } => Code::Unauthenticated,
     }
 }
@@ -59,6 +64,7 @@ fn storage_code(err: &StorageError) -> Code {
         | StorageError::InvalidKey { .. }
         | StorageError::InvalidHash { .. } => Code::InvalidArgument,
         StorageError::HashMismatch { .. } => Code::DataLoss,
+        StorageError::PermissionDenied { .. } => Code::PermissionDenied,
         StorageError::Cancelled { .. } => Code::Cancelled,
         _ => Code::Unavailable,
     }
@@ -159,12 +165,19 @@ mod tests {
             Code::Unavailable,
         );
         check(
-            storage(StorageError::S3 {
+            storage(StorageError::PermissionDenied {
                 op: "PutObject",
                 location: "s3://b/k".into(),
                 message: "AccessDenied".into(),
             }),
-            Code::Unavailable,
+            Code::PermissionDenied,
+        );
+        check(
+            WorkerError::RendererMismatch {
+                expected: "a".into(),
+                ours: "b".into(),
+            },
+            Code::FailedPrecondition,
         );
     }
 }

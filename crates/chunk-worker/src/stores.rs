@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use spec::BundleRef;
 use storage::archive::UnpackLimits;
 use storage::{BundleCache, CachedBundle, Stores};
 
 use crate::WorkerError;
-use crate::request::SourceSpec;
 
 /// The default bound on unpacked bundles kept on a worker's disk (4 GiB).
 pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -27,8 +27,8 @@ pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// use chunk_worker::{Bundles, SourceSpec, Stores};
 /// let stores = Arc::new(Stores::new(storage::S3Config::default()));
 /// let bundles = Bundles::open("/var/cache/montage/bundles".into(), 4 << 30, stores).await?;
-/// if let SourceSpec::BundleRef { location, sha256 } = &request.source {
-///     let bundle = bundles.fetch(location, sha256).await?;
+/// if let SourceSpec::BundleRef(reference) = &request.source {
+///     let bundle = bundles.fetch(reference).await?;
 ///     request.source = SourceSpec::BundlePath(bundle.path().to_path_buf());
 ///     // Keep `bundle` alive until the chunk is rendered: it pins the
 ///     // directory against eviction.
@@ -69,29 +69,27 @@ impl Bundles {
         &self.stores
     }
 
-    /// The unpacked bundle `sha256` stored at `location`, downloaded,
-    /// verified and unpacked unless it is cached already. Several callers
+    /// The unpacked bundle `reference` names, downloaded, verified and
+    /// unpacked unless it is cached already. Several callers
     /// asking at once download it once. The bundle directory is not evicted
     /// while the returned [`CachedBundle`] is alive.
     ///
     /// # Errors
-    /// [`WorkerError::Field`] naming `source.bundle.location` or
-    /// `source.bundle.sha256` when they are malformed;
     /// [`WorkerError::Storage`] (field `source.bundle`) when the archive is
     /// missing, does not hash to `sha256`, is refused by the unpacker, or
     /// cannot be downloaded.
-    pub async fn fetch(&self, location: &str, sha256: &str) -> Result<CachedBundle, WorkerError> {
-        let (location, hash) = SourceSpec::parse_bundle_ref(location, sha256)?;
-        if let Some(hit) = self.cache.get(&hash).await {
+    pub async fn fetch(&self, reference: &BundleRef) -> Result<CachedBundle, WorkerError> {
+        let BundleRef { location, sha256 } = reference;
+        if let Some(hit) = self.cache.get(sha256).await {
             return Ok(hit);
         }
         let store = self
             .stores
-            .open(&location)
+            .open(location)
             .await
             .map_err(WorkerError::storage("source.bundle"))?;
         self.cache
-            .fetch(store.as_ref(), location.key(), &hash)
+            .fetch(store.as_ref(), location.key(), sha256)
             .await
             .map_err(WorkerError::storage("source.bundle"))
     }

@@ -83,6 +83,12 @@ pub fn quiet_ffmpeg_logs() {
 /// The AAC bitrate used unless told otherwise, in bits per second.
 pub const DEFAULT_AUDIO_BITRATE: u32 = 192_000;
 
+/// The lowest AAC bitrate accepted, in bits per second.
+pub const MIN_AUDIO_BITRATE: u32 = 16_000;
+
+/// The highest AAC bitrate accepted, in bits per second.
+pub const MAX_AUDIO_BITRATE: u32 = 512_000;
+
 /// How a chunk's PCM samples are stored: interleaved stereo, little endian.
 /// In JSON: `"s16le"` or `"f32le"` (FFmpeg's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -294,7 +300,7 @@ impl CombineOptions {
                 allowed: "8000 to 768000 Hz (48000 is the default)",
             });
         }
-        if !(16_000..=512_000).contains(&self.audio_bitrate) {
+        if !(MIN_AUDIO_BITRATE..=MAX_AUDIO_BITRATE).contains(&self.audio_bitrate) {
             return Err(CombineError::InvalidOption {
                 option: "audio_bitrate",
                 given: self.audio_bitrate.to_string(),

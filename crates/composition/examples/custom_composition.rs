@@ -59,6 +59,9 @@ impl Composition for Pulse {
             duration_frames: 50,
             has_audio: false,
             props: props.clone(),
+            // Bump when `pulse` would draw different pixels for the same
+            // props: cached chunks of the old version stop matching.
+            version: "1".into(),
         };
         meta.validate()?;
         Ok(meta)

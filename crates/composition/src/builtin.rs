@@ -18,6 +18,9 @@ use crate::{
 /// The id of [`TestPattern`].
 pub const TEST_PATTERN_ID: &str = "test-pattern";
 
+/// The test pattern's version (see [`crate::CompositionMeta::version`]).
+pub const TEST_PATTERN_VERSION: &str = "1";
+
 /// Number of bits of the frame index drawn as blocks along the top.
 pub const TEST_PATTERN_INDEX_BITS: u32 = 16;
 
@@ -138,6 +141,7 @@ fn resolve(props: &Props) -> Result<Settings, CompositionError> {
         duration_frames: duration,
         has_audio,
         props: resolved,
+        version: TEST_PATTERN_VERSION.to_owned(),
     };
     meta.validate()?;
     Ok(Settings {

@@ -75,7 +75,18 @@ pub struct CompositionMeta {
     pub has_audio: bool,
     /// The props it was resolved with, defaults merged in.
     pub props: Props,
+    /// The composition's version, set by its author: a registered (Rust)
+    /// composition bumps it whenever its code would render different
+    /// pixels or samples for the same props, so cached chunks stop
+    /// matching. Scene bundles are identified by their contents instead and
+    /// say [`SCENE_VERSION`].
+    #[serde(default)]
+    pub version: String,
 }
+
+/// The version every scene-bundle composition reports: the bundle's bytes
+/// and the renderer's version decide its output.
+pub const SCENE_VERSION: &str = "scene";
 
 impl CompositionMeta {
     /// Bytes of one RGBA8 frame: `width · height · 4`.

@@ -3,13 +3,15 @@
 //! retry, a re-run after a crash or an identical variant never renders the
 //! same bytes twice.
 //!
-//! A chunk's key is the sha256 of everything that decides its bytes: the
-//! bundle's archive hash (or "registered" for compositions built into the
-//! workers), the composition id, its props with defaults merged in (as
-//! canonical JSON), the frame range, the composition start, the frame step,
-//! the video and audio settings, and [`RENDERER_VERSION`]. An output's key
-//! hashes its chunks' keys in order with everything combining adds (frame
-//! rate, sample rate, frame count, AAC bitrate, silent-track choice).
+//! A chunk's key is [`spec::ChunkIdentity::key`]: the sha256 of a
+//! versioned, canonical encoding of everything that decides its bytes (the
+//! bundle's archive hash or a registered composition's version, the
+//! composition id, its *resolved* props, the frames, the video and audio
+//! settings, and the renderer's versions: Montage's, libx264's and FFmpeg's,
+//! as the workers report them). An output's key ([`output_key`]) hashes its
+//! chunks' keys in order with everything combining adds (frame rate, sample
+//! rate, frame count, AAC bitrate, silent-track choice) and the versions of
+//! the code that combines.
 //!
 //! Layout under the cache root:
 //!
@@ -30,15 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use montage_proto::v1 as pb;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use storage::{ContentHash, Hasher, Location, ObjectStore, StorageError, Stores};
-
-/// Bumped whenever the same request would give different bytes (a change in
-/// the renderer, the encoder settings it derives, or the chunk format), so
-/// older cache entries stop matching.
-pub const RENDERER_VERSION: &str = concat!("montage-", env!("CARGO_PKG_VERSION"), "+bitstream.1");
+use storage::{ContentHash, Location, ObjectStore, StorageError, Stores};
 
 /// The format of the records this module writes.
 const RECORD_FORMAT: u32 = 1;
@@ -50,80 +45,12 @@ pub const TRIM_GRACE: Duration = Duration::from_secs(10 * 60);
 /// The default size bound of a local cache (chunks and outputs): 20 GiB.
 pub const DEFAULT_LOCAL_CACHE_BYTES: u64 = 20 << 30;
 
-/// What identifies a composition source in a cache key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceIdentity {
-    /// A scene bundle, by the sha256 of its deterministic archive.
-    Bundle(ContentHash),
-    /// A composition compiled into the workers' binaries.
-    Registered,
-}
-
-/// `value` as JSON with object keys sorted at every level, whatever
-/// `serde_json` features the build enabled.
-pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn write(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            scalar => out.push_str(&scalar.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
-}
-
-/// The cache key of one chunk: `request` is the chunk's full request (its
-/// job id, index, source and target are ignored; its props must be the
-/// resolved ones, as canonical JSON), `source` what the source holds.
-pub fn chunk_key(request: &pb::RenderChunkRequest, source: &SourceIdentity) -> ContentHash {
-    let mut r = request.clone();
-    r.job_id.clear();
-    r.chunk_index = 0;
-    r.source = None;
-    r.output = None;
-    let mut h = Hasher::new();
-    h.update(b"montage-chunk\0");
-    h.update(RENDERER_VERSION.as_bytes());
-    h.update(b"\0");
-    match source {
-        SourceIdentity::Bundle(hash) => {
-            h.update(b"bundle:");
-            h.update(hash.as_bytes());
-        }
-        SourceIdentity::Registered => h.update(b"registered"),
-    }
-    h.update(b"\0");
-    h.update(&r.encode_to_vec());
-    h.finish()
-}
-
 /// What combining adds to the chunks, for [`output_key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutputSettings {
+    /// The versions of the code that combines (this process's Montage and
+    /// FFmpeg: the AAC encoder and the MP4 muxer).
+    pub combiner: String,
     /// Output frame rate, `num/den`.
     pub fps: String,
     /// Audio sample rate.
@@ -141,17 +68,12 @@ pub struct OutputSettings {
 /// The cache key of a whole output: its chunks' keys in order plus what
 /// combining adds.
 pub fn output_key(chunks: &[ContentHash], settings: &OutputSettings) -> ContentHash {
-    let mut h = Hasher::new();
-    h.update(b"montage-output\0");
-    h.update(RENDERER_VERSION.as_bytes());
-    h.update(b"\0");
-    for k in chunks {
-        h.update(k.as_bytes());
+    #[derive(Serialize)]
+    struct Output<'a> {
+        chunks: &'a [ContentHash],
+        settings: &'a OutputSettings,
     }
-    let text =
-        serde_json::to_value(settings).map_or_else(|_| String::new(), |v| canonical_json(&v));
-    h.update(text.as_bytes());
-    h.finish()
+    spec::key::key_of("montage-output", &Output { chunks, settings })
 }
 
 /// One artifact of a cached chunk.
@@ -357,7 +279,7 @@ impl RenderCache {
             // Local bytes are cheap to hash: verify them fully.
             Some(_) => {
                 let path = PathBuf::from(self.store.url(key));
-                Ok(ContentHash::of_file(&path).await?.to_hex() == sha256)
+                Ok(storage::hash_file(&path).await?.to_hex() == sha256)
             }
             // Stored sha256 now; the bytes are verified again on download.
             None => Ok(meta.sha256.as_ref().is_none_or(|h| h.to_hex() == sha256)),
@@ -460,7 +382,7 @@ impl RenderCache {
         let meta = self.store.put_file(&mp4, file).await?;
         let sha256 = match meta.sha256 {
             Some(h) => h.to_hex(),
-            None => ContentHash::of_file(file).await?.to_hex(),
+            None => storage::hash_file(file).await?.to_hex(),
         };
         let record = OutputRecord {
             format: RECORD_FORMAT,
@@ -623,64 +545,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let v: serde_json::Value =
-            serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":2,"x":"é"}],"c":null}}"#).expect("JSON");
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":null,"z":[{"x":"é","y":2}]},"b":1}"#
-        );
-    }
-
-    fn request() -> pb::RenderChunkRequest {
-        pb::RenderChunkRequest {
-            job_id: "job-1".into(),
-            chunk_index: 3,
-            composition_id: "promo".into(),
-            props_json: r#"{"name":"Ada"}"#.into(),
-            frames: Some(pb::FrameRange { first: 0, last: 9 }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn chunk_keys_follow_what_decides_the_bytes() {
-        let bundle = SourceIdentity::Bundle(ContentHash::of_bytes(b"bundle"));
-        let base = chunk_key(&request(), &bundle);
-        // The job, the index and the delivery do not change the bytes.
-        let mut same = request();
-        same.job_id = "another".into();
-        same.chunk_index = 7;
-        same.output = Some(pb::ArtifactTarget {
-            kind: Some(pb::artifact_target::Kind::Inline(pb::Inline {})),
-        });
-        assert_eq!(chunk_key(&same, &bundle), base);
-        // Props, frames, settings and the source do.
-        let mut props = request();
-        props.props_json = r#"{"name":"Bob"}"#.into();
-        let mut frames = request();
-        frames.frames = Some(pb::FrameRange { first: 0, last: 10 });
-        let mut video = request();
-        video.video = Some(pb::VideoSettings {
-            crf: 20,
-            ..Default::default()
-        });
-        for other in [props, frames, video] {
-            assert_ne!(chunk_key(&other, &bundle), base);
-        }
-        assert_ne!(chunk_key(&request(), &SourceIdentity::Registered), base);
-        assert_ne!(
-            chunk_key(
-                &request(),
-                &SourceIdentity::Bundle(ContentHash::of_bytes(b"other"))
-            ),
-            base
-        );
-    }
-
-    #[test]
     fn output_keys_depend_on_chunks_and_combine_settings() {
         let s = OutputSettings {
+            combiner: "montage-0.1.0; avcodec 59".into(),
             fps: "30/1".into(),
             sample_rate: 48_000,
             frames: 90,
@@ -698,6 +565,16 @@ mod tests {
                 &[a, b],
                 &OutputSettings {
                     audio_bitrate: 128_000,
+                    ..s.clone()
+                }
+            ),
+            k
+        );
+        assert_ne!(
+            output_key(
+                &[a, b],
+                &OutputSettings {
+                    combiner: "montage-0.2.0; avcodec 60".into(),
                     ..s
                 }
             ),

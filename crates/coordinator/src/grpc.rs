@@ -1,10 +1,14 @@
 //! The production [`ChunkRunner`]: one `RenderChunk` call over gRPC.
 //!
 //! This is the only module of the coordinator that sees generated proto
-//! types. Status codes decide what happens next (never message text):
-//! `INVALID_ARGUMENT` and `UNAUTHENTICATED` fail the render, `RESOURCE_EXHAUSTED`
-//! sends the chunk elsewhere without counting an attempt, anything else is
-//! retried on another worker.
+//! types: requests go out as domain types converted by `montage-proto`, and
+//! events come back converted into domain types before anything else reads
+//! them. Status codes decide what happens next (never message text):
+//! `INVALID_ARGUMENT`, `NOT_FOUND` and `UNAUTHENTICATED` fail the render as
+//! the input's fault, `PERMISSION_DENIED` fails it naming the permission,
+//! `RESOURCE_EXHAUSTED` sends the chunk elsewhere without counting an
+//! attempt, anything else (`FAILED_PRECONDITION`: another renderer version)
+//! is retried on another worker.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,9 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chunker::Chunk;
+use composition::CompositionMeta;
+use montage_proto::convert::WireChunkRequest;
 use montage_proto::v1 as pb;
 use pb::chunk_worker_client::ChunkWorkerClient;
 use sha2::{Digest, Sha256};
+use spec::{
+    ArtifactKind, ArtifactTarget, ChunkEvent, ChunkReport, ChunkRequest, ChunkSpan,
+    DeliveredArtifact, DescribeRequest, PcmFormat, RendererVersion, StageTimings,
+};
 use storage::{ContentHash, ObjectStore};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,9 +48,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub struct LocalArtifact {
     /// The file.
     pub path: PathBuf,
-    /// Lower-case hex sha256 of its bytes (as the worker reported and the
-    /// coordinator checked, or trusted for a worker on this machine).
-    pub sha256: String,
+    /// The sha256 of its bytes (as the worker reported and the coordinator
+    /// checked, or trusted for a worker on this machine).
+    pub sha256: ContentHash,
     /// Bytes.
     pub size: u64,
 }
@@ -55,22 +65,21 @@ pub struct ChunkFiles {
     /// Raw interleaved PCM, if the render has audio.
     pub audio: Option<LocalArtifact>,
     /// The PCM sample format.
-    pub pcm_format: pb::PcmFormat,
+    pub pcm_format: PcmFormat,
     /// Frames the worker reported.
     pub frame_count: u64,
     /// Samples (per channel) the worker reported.
     pub sample_count: u64,
     /// The worker's stage timings.
-    pub timings: pb::StageTimings,
+    pub timings: StageTimings,
 }
 
 /// Maps a gRPC status to what the scheduler does next.
 pub fn classify(status: &tonic::Status) -> FailureKind {
     use tonic::Code;
     match status.code() {
-        Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied => {
-            FailureKind::Invalid
-        }
+        Code::InvalidArgument | Code::NotFound | Code::Unauthenticated => FailureKind::Invalid,
+        Code::PermissionDenied => FailureKind::Permission,
         Code::ResourceExhausted => FailureKind::Busy,
         _ => FailureKind::Transient,
     }
@@ -103,16 +112,17 @@ pub enum ChunkTarget {
 }
 
 impl ChunkTarget {
-    fn wire(&self) -> pb::artifact_target::Kind {
-        match self {
-            ChunkTarget::Inline(_) => pb::artifact_target::Kind::Inline(pb::Inline {}),
-            ChunkTarget::SharedDir(dir) => {
-                pb::artifact_target::Kind::Location(dir.to_string_lossy().into_owned())
-            }
+    /// What the worker is told.
+    fn target(&self) -> Result<ArtifactTarget, AttemptError> {
+        Ok(match self {
+            ChunkTarget::Inline(_) => ArtifactTarget::Inline,
+            ChunkTarget::SharedDir(dir) => ArtifactTarget::Directory(dir.clone()),
             ChunkTarget::Store { store, prefix, .. } => {
-                pb::artifact_target::Kind::Location(store.url(prefix))
+                ArtifactTarget::parse_location(&store.url(prefix)).map_err(|e| {
+                    AttemptError::new(FailureKind::Invalid, format!("chunk target: {e}"))
+                })?
             }
-        }
+        })
     }
 
     /// The local directory the chunk's files end up in.
@@ -126,33 +136,31 @@ impl ChunkTarget {
 
 /// Runs chunks on workers over gRPC, each to its [`ChunkTarget`].
 pub struct GrpcRunner {
-    template: pb::RenderChunkRequest,
+    template: ChunkRequest,
+    renderer: Option<RendererVersion>,
     targets: HashMap<u32, ChunkTarget>,
     token: Option<String>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl GrpcRunner {
-    /// A runner sending `template` (everything but the chunk's own fields)
-    /// for every chunk, delivering chunk `i`'s artifacts to `targets[&i]`,
-    /// authenticating with `token` when given.
+    /// A runner sending `template` (everything but the chunk's own span and
+    /// target) for every chunk, expecting workers that run `renderer` (when
+    /// given: others refuse), delivering chunk `i`'s artifacts to
+    /// `targets[&i]`, authenticating with `token` when given.
     pub fn new(
-        template: pb::RenderChunkRequest,
+        template: ChunkRequest,
+        renderer: Option<RendererVersion>,
         targets: HashMap<u32, ChunkTarget>,
         token: Option<String>,
     ) -> Self {
         GrpcRunner {
             template,
+            renderer,
             targets,
             token,
             channels: Mutex::default(),
         }
-    }
-
-    /// The request chunk `chunk` is rendered with (also what its cache key
-    /// is computed from).
-    pub fn request_for(&self, chunk: &Chunk) -> pb::RenderChunkRequest {
-        chunk_request(&self.template, chunk)
     }
 
     fn channel(&self, address: &str) -> Result<Channel, AttemptError> {
@@ -178,31 +186,45 @@ impl GrpcRunner {
     }
 }
 
+/// The `authorization` header value for `token`.
+///
+/// # Errors
+/// A message when the token holds characters a header cannot carry.
+pub(crate) fn check_token(
+    token: &str,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "the worker token contains characters not allowed in a header".to_owned())
+}
+
 /// Adds the bearer token to a request.
-pub fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> Result<(), String> {
+fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> Result<(), String> {
     if let Some(token) = token {
-        let value = format!("Bearer {token}").parse().map_err(|_| {
-            "the worker token contains characters not allowed in a header".to_owned()
-        })?;
-        request.metadata_mut().insert("authorization", value);
+        request
+            .metadata_mut()
+            .insert("authorization", check_token(token)?);
     }
     Ok(())
 }
 
-/// A temporary artifact file that is removed unless committed.
+/// An inline artifact arriving in pieces: a temporary file in the target
+/// directory (removed if dropped before it is committed), hashed as it is
+/// written.
 struct PartFile {
-    tmp: PathBuf,
-    file: Option<File>,
+    file: tempfile::NamedTempFile,
     hasher: Sha256,
     written: u64,
 }
 
 impl PartFile {
-    fn create(tmp: PathBuf) -> std::io::Result<Self> {
-        let file = File::create(&tmp)?;
+    fn create(dir: &Path, tag: &str) -> std::io::Result<Self> {
+        let file = tempfile::Builder::new()
+            .prefix(&format!("{tag}."))
+            .suffix(".part")
+            .tempfile_in(dir)?;
         Ok(PartFile {
-            tmp,
-            file: Some(file),
+            file,
             hasher: Sha256::new(),
             written: 0,
         })
@@ -215,9 +237,9 @@ impl PartFile {
                 self.written
             ));
         }
-        let file = self.file.as_mut().ok_or("artifact already closed")?;
-        file.write_all(data)
-            .map_err(|e| format!("writing {}: {e}", self.tmp.display()))?;
+        self.file
+            .write_all(data)
+            .map_err(|e| format!("writing {}: {e}", self.file.path().display()))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())
@@ -225,39 +247,30 @@ impl PartFile {
 
     /// Checks size and hash against the worker's result and renames the file
     /// into place.
-    fn commit(mut self, expected: &pb::Artifact, dest: &Path) -> Result<LocalArtifact, String> {
-        if let Some(mut f) = self.file.take() {
-            f.flush()
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("writing {}: {e}", self.tmp.display()))?;
-        }
-        let sha = hex::encode(self.hasher.clone().finalize());
+    fn commit(
+        mut self,
+        expected: &DeliveredArtifact,
+        dest: &Path,
+    ) -> Result<LocalArtifact, String> {
+        self.file
+            .flush()
+            .and_then(|()| self.file.as_file().sync_all())
+            .map_err(|e| format!("writing {}: {e}", self.file.path().display()))?;
+        let sha = ContentHash::from_bytes(self.hasher.finalize().into());
         if self.written != expected.size || sha != expected.sha256 {
             return Err(format!(
                 "artifact {:?} arrived as {} bytes with sha256 {sha}, but the worker reported {} bytes with sha256 {}",
-                expected.kind(),
-                self.written,
-                expected.size,
-                expected.sha256
+                expected.kind, self.written, expected.size, expected.sha256
             ));
         }
-        std::fs::rename(&self.tmp, dest)
-            .map_err(|e| format!("renaming {} to {}: {e}", self.tmp.display(), dest.display()))?;
-        self.tmp = PathBuf::new();
+        self.file
+            .persist(dest)
+            .map_err(|e| format!("renaming into {}: {}", dest.display(), e.error))?;
         Ok(LocalArtifact {
             path: dest.to_path_buf(),
             sha256: sha,
             size: self.written,
         })
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            self.file.take();
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 
@@ -269,15 +282,52 @@ pub fn artifact_paths(dir: &Path, chunk: u32) -> (PathBuf, PathBuf) {
     )
 }
 
-/// `template` with one chunk's own fields filled in (no target).
-pub fn chunk_request(template: &pb::RenderChunkRequest, chunk: &Chunk) -> pb::RenderChunkRequest {
-    let mut request = template.clone();
-    request.chunk_index = chunk.index().0;
-    request.frames = Some(chunk.frames().into());
-    request.composition_start = chunk.composition_start().0;
-    request.every_nth_frame = chunk.every_nth_frame();
-    request.output = None;
-    request
+/// A worker's answer to `Describe`: the composition's metadata and the
+/// versions of the renderer that will render it.
+///
+/// # Errors
+/// The [`AttemptError`] to report: `Invalid` for a request the worker
+/// refuses (a missing bundle or composition is the caller's input when
+/// selecting), `Transient` when it cannot be reached or answers badly.
+pub async fn describe(
+    worker: &WorkerInfo,
+    request: &DescribeRequest,
+    token: Option<&str>,
+) -> Result<Described, AttemptError> {
+    use montage_proto::convert::Described as Wire;
+    let endpoint = Endpoint::from_shared(worker.address.clone())
+        .map_err(|e| {
+            AttemptError::new(
+                FailureKind::Invalid,
+                format!("worker address `{}`: {e}", spec::quote(&worker.address)),
+            )
+        })?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| AttemptError::new(FailureKind::Transient, format!("connecting: {e}")))?;
+    let mut client = ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut req = tonic::Request::new(pb::DescribeRequest::from(request));
+    authorize(&mut req, token).map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
+    let response = client
+        .describe(req)
+        .await
+        .map_err(|s| AttemptError::new(classify(&s), s.message().to_owned()))?
+        .into_inner();
+    let Wire { meta, renderer } = Wire::try_from(response).map_err(|e| {
+        AttemptError::new(FailureKind::Transient, format!("the worker's answer: {e}"))
+    })?;
+    Ok(Described { meta, renderer })
+}
+
+/// A composition's metadata and the renderer that resolved it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    /// The metadata.
+    pub meta: CompositionMeta,
+    /// The worker's renderer versions.
+    pub renderer: RendererVersion,
 }
 
 impl ChunkRunner for GrpcRunner {
@@ -294,7 +344,9 @@ impl ChunkRunner for GrpcRunner {
         // tonic channels reconnect by themselves: one per worker is enough.
         let channel = self.channel(&worker.address);
         let target = self.targets.get(&chunk.index().0).cloned();
-        let mut request = self.request_for(&chunk);
+        let mut request = self.template.clone();
+        request.span = ChunkSpan::from(&chunk);
+        let renderer = self.renderer.clone();
         let token = self.token.clone();
         Box::pin(async move {
             let channel = channel?;
@@ -304,13 +356,12 @@ impl ChunkRunner for GrpcRunner {
                     format!("chunk {} has no artifact target", chunk.index().0),
                 )
             })?;
-            request.output = Some(pb::ArtifactTarget {
-                kind: Some(target.wire()),
-            });
+            request.target = target.target()?;
+            let wire = pb::RenderChunkRequest::from(&WireChunkRequest { request, renderer });
             let dir = target.dir().to_path_buf();
             let mut client =
                 ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-            let mut req = tonic::Request::new(request);
+            let mut req = tonic::Request::new(wire);
             authorize(&mut req, token.as_deref())
                 .map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
             let index = chunk.index().0;
@@ -334,46 +385,47 @@ impl ChunkRunner for GrpcRunner {
                                 "the worker ended the stream without a result",
                             )
                         })?;
-                    match event.event {
-                        Some(pb::render_chunk_event::Event::Progress(p)) => {
-                            let _ = progress
-                                .send(ChunkProgress {
-                                    frames_rendered: p.frames_rendered,
-                                    frames_encoded: p.frames_encoded,
-                                })
-                                .await;
+                    let event = ChunkEvent::try_from(event).map_err(|e| {
+                        AttemptError::new(FailureKind::Transient, format!("the worker sent {e}"))
+                    })?;
+                    match event {
+                        ChunkEvent::Progress(p) => {
+                            let _ = progress.send(p).await;
                         }
-                        Some(pb::render_chunk_event::Event::Data(d)) => {
-                            let (slot, ext) = match d.kind() {
-                                pb::ArtifactKind::VideoTs => (&mut video, "ts"),
-                                pb::ArtifactKind::AudioPcm => (&mut audio, "pcm"),
-                                pb::ArtifactKind::Unspecified => {
-                                    return Err(AttemptError::new(
-                                        FailureKind::Transient,
-                                        "the worker sent artifact data of unspecified kind",
-                                    ));
-                                }
+                        ChunkEvent::Data {
+                            kind,
+                            offset,
+                            bytes,
+                        } => {
+                            let ext = kind.extension();
+                            let slot = match kind {
+                                ArtifactKind::VideoTs => &mut video,
+                                ArtifactKind::AudioPcm => &mut audio,
                             };
                             if slot.is_none() {
-                                let tmp = dir.join(format!("{tag}.{ext}.part"));
-                                *slot = Some(PartFile::create(tmp).map_err(|e| {
-                                    AttemptError::new(
-                                        FailureKind::Transient,
-                                        format!("creating a chunk file in {}: {e}", dir.display()),
-                                    )
-                                })?);
+                                *slot =
+                                    Some(PartFile::create(&dir, &format!("{tag}.{ext}")).map_err(
+                                        |e| {
+                                            AttemptError::new(
+                                                FailureKind::Transient,
+                                                format!(
+                                                    "creating a chunk file in {}: {e}",
+                                                    dir.display()
+                                                ),
+                                            )
+                                        },
+                                    )?);
                             }
                             if let Some(part) = slot.as_mut() {
-                                part.write(d.offset, &d.data)
+                                part.write(offset, &bytes)
                                     .map_err(|m| AttemptError::new(FailureKind::Transient, m))?;
                             }
                             // Bytes arriving are liveness too.
                             let _ = progress.try_send(ChunkProgress::default());
                         }
-                        Some(pb::render_chunk_event::Event::Result(r)) => {
+                        ChunkEvent::Result(r) => {
                             return finish(r, index, &target, video, audio, &progress).await;
                         }
-                        None => {}
                     }
                 }
             };
@@ -385,27 +437,39 @@ impl ChunkRunner for GrpcRunner {
     }
 }
 
-/// An artifact the worker wrote into a directory on this machine: it must be
-/// there with the size the worker reported (the worker hashed it while
-/// writing; re-reading it here would only cost I/O).
-fn written_by_worker(artifact: &pb::Artifact) -> Result<LocalArtifact, String> {
-    if artifact.location.is_empty() {
-        return Err(format!("the worker sent no {:?} bytes", artifact.kind()));
+/// An artifact the worker wrote into the directory this coordinator gave it,
+/// on this machine: it must be exactly the file the coordinator expects
+/// (nothing a worker names elsewhere is accepted), with the size the worker
+/// reported (the worker hashed it while writing; re-reading it here would
+/// only cost I/O).
+fn written_by_worker(
+    artifact: &DeliveredArtifact,
+    expected: &Path,
+) -> Result<LocalArtifact, String> {
+    let Some(location) = &artifact.location else {
+        return Err(format!("the worker sent no {:?} bytes", artifact.kind));
+    };
+    if Path::new(location) != expected {
+        return Err(format!(
+            "the worker wrote its {:?} to `{}`, not to `{}` where it was asked",
+            artifact.kind,
+            spec::quote(location),
+            expected.display()
+        ));
     }
-    let path = PathBuf::from(&artifact.location);
-    let size = std::fs::metadata(&path)
-        .map_err(|e| format!("the worker's {}: {e}", path.display()))?
+    let size = std::fs::metadata(expected)
+        .map_err(|e| format!("the worker's {}: {e}", expected.display()))?
         .len();
     if size != artifact.size {
         return Err(format!(
             "{} holds {size} bytes, but the worker reported {}",
-            path.display(),
+            expected.display(),
             artifact.size
         ));
     }
     Ok(LocalArtifact {
-        path,
-        sha256: artifact.sha256.clone(),
+        path: expected.to_path_buf(),
+        sha256: artifact.sha256,
         size,
     })
 }
@@ -417,46 +481,42 @@ fn written_by_worker(artifact: &pb::Artifact) -> Result<LocalArtifact, String> {
 async fn download(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
-    artifact: &pb::Artifact,
+    artifact: &DeliveredArtifact,
     dir: &Path,
     progress: &mpsc::Sender<ChunkProgress>,
 ) -> Result<LocalArtifact, String> {
     let expected_url_prefix = store.url(prefix);
-    let name = artifact
-        .location
+    let location = artifact.location.as_deref().unwrap_or_default();
+    let name = location
         .strip_prefix(&expected_url_prefix)
         .filter(|n| !n.is_empty() && !n.contains('/'))
         .ok_or_else(|| {
             format!(
                 "the worker stored its {:?} at `{}`, outside `{expected_url_prefix}`",
-                artifact.kind(),
-                artifact.location
+                artifact.kind,
+                spec::quote(location)
             )
         })?;
-    let hash: ContentHash = artifact
-        .sha256
-        .parse()
-        .map_err(|e| format!("the worker's {:?}: {e}", artifact.kind()))?;
     let key = format!("{prefix}{name}");
     let dest = dir.join(name);
-    let get = store.get_file(&key, &dest, Some(&hash));
+    let get = store.get_file(&key, &dest, Some(&artifact.sha256));
     tokio::pin!(get);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let meta = loop {
         tokio::select! {
-            r = &mut get => break r.map_err(|e| format!("downloading {}: {e}", artifact.location))?,
+            r = &mut get => break r.map_err(|e| format!("downloading {location}: {e}"))?,
             _ = ticker.tick() => { let _ = progress.try_send(ChunkProgress::default()); }
         }
     };
     Ok(LocalArtifact {
         path: dir.join(name),
-        sha256: artifact.sha256.clone(),
+        sha256: artifact.sha256,
         size: meta.size,
     })
 }
 
 async fn finish(
-    result: pb::ChunkResult,
+    result: ChunkReport,
     index: u32,
     target: &ChunkTarget,
     video: Option<PartFile>,
@@ -470,10 +530,10 @@ async fn finish(
             result.chunk_index
         )));
     }
-    let find = |kind: pb::ArtifactKind| result.artifacts.iter().find(|a| a.kind() == kind);
-    let video_artifact = find(pb::ArtifactKind::VideoTs)
+    let video_artifact = result
+        .artifact(ArtifactKind::VideoTs)
         .ok_or_else(|| bad("the worker's result lists no video artifact".into()))?;
-    let audio_artifact = find(pb::ArtifactKind::AudioPcm);
+    let audio_artifact = result.artifact(ArtifactKind::AudioPcm);
     let (video, audio) = match target {
         ChunkTarget::Store { store, prefix, dir } => {
             let video = download(store, prefix, video_artifact, dir, progress)
@@ -491,30 +551,30 @@ async fn finish(
         }
         ChunkTarget::Inline(dir) | ChunkTarget::SharedDir(dir) => {
             let (video_path, audio_path) = artifact_paths(dir, index);
-            let video = match video {
-                Some(part) => part.commit(video_artifact, &video_path).map_err(bad)?,
-                None => written_by_worker(video_artifact).map_err(bad)?,
+            let shared = matches!(target, ChunkTarget::SharedDir(_));
+            let local = |part: Option<PartFile>, artifact: &DeliveredArtifact, path: &Path| {
+                match part {
+                    Some(part) => part.commit(artifact, path),
+                    // An empty artifact sends no bytes.
+                    None if artifact.size == 0 && artifact.location.is_none() => {
+                        File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        Ok(LocalArtifact {
+                            path: path.to_path_buf(),
+                            sha256: artifact.sha256,
+                            size: 0,
+                        })
+                    }
+                    None if shared => written_by_worker(artifact, path),
+                    None => Err(format!(
+                        "the worker sent no {:?} bytes for an inline target",
+                        artifact.kind
+                    )),
+                }
             };
-            let audio = match (audio_artifact, audio) {
-                (Some(artifact), None) if !artifact.location.is_empty() => {
-                    Some(written_by_worker(artifact).map_err(bad)?)
-                }
-                (Some(artifact), Some(part)) => {
-                    Some(part.commit(artifact, &audio_path).map_err(bad)?)
-                }
-                (Some(artifact), None) if artifact.size == 0 => {
-                    File::create(&audio_path)
-                        .map_err(|e| bad(format!("{}: {e}", audio_path.display())))?;
-                    Some(LocalArtifact {
-                        path: audio_path,
-                        sha256: artifact.sha256.clone(),
-                        size: 0,
-                    })
-                }
-                (Some(_), None) => {
-                    return Err(bad("the worker listed audio but sent no audio bytes".into()));
-                }
-                (None, _) => None,
+            let video = local(video, video_artifact, &video_path).map_err(bad)?;
+            let audio = match audio_artifact {
+                Some(artifact) => Some(local(audio, artifact, &audio_path).map_err(bad)?),
+                None => None,
             };
             (video, audio)
         }
@@ -523,9 +583,9 @@ async fn finish(
         chunk: index,
         video,
         audio,
-        pcm_format: result.pcm_format(),
+        pcm_format: result.pcm_format,
         frame_count: result.frame_count,
         sample_count: result.sample_count,
-        timings: result.timings.unwrap_or_default(),
+        timings: result.timings,
     })
 }

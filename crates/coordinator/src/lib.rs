@@ -1,8 +1,33 @@
 //! Montage coordinator: the library entry point that selects a composition,
 //! plans chunks, fans them out to workers, retries, reports and combines.
 //!
-//! Today it selects and plans; fan-out, retries and combining arrive with the
-//! coordinator issue.
+//! The main embedding API is [`Coordinator::render`]: build a
+//! [`Coordinator`] over a [`PoolSpec`] (workers in this process, a list of
+//! addresses or a DNS name), then start renders described by a
+//! [`RenderRequest`]; each returns a [`RenderHandle`] that streams
+//! [`RenderEvent`]s, cancels on drop and ends with a [`RenderSummary`] or an
+//! [`Error`] whose [`ErrorKind`] says whose fault it was.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use coordinator::{ChunkSpec, Coordinator, CoordinatorOptions, PoolSpec, RenderRequest, RenderSource};
+//!
+//! # async fn demo() -> Result<(), coordinator::Error> {
+//! let options = CoordinatorOptions { cache: Some("/var/cache/montage".into()), ..Default::default() };
+//! let coordinator = Arc::new(Coordinator::new(PoolSpec::local(), options).await?);
+//! let request = RenderRequest::new(
+//!     RenderSource::Bundle("examples/promo".into()),
+//!     "promo",
+//!     ChunkSpec::Count(16),
+//!     std::path::PathBuf::from("promo.mp4"),
+//! );
+//! let summary = coordinator.render(request).finish().await?;
+//! assert_eq!(summary.frames, 300);
+//! # Ok(()) }
+//! ```
+//!
+//! Without workers, the same crate selects, plans and renders stills
+//! locally:
 //!
 //! ```
 //! use coordinator::{plan_render, ChunkSpec};
@@ -12,57 +37,41 @@
 //! let (meta, plan) = plan_render(&registry, TEST_PATTERN_ID, &Props::new(), ChunkSpec::Count(4), None)?;
 //! assert_eq!(meta.duration_frames, 90);
 //! assert_eq!(plan.chunks().len(), 4);
-//! # Ok::<(), coordinator::CoordinatorError>(())
+//! # Ok::<(), coordinator::Error>(())
 //! ```
 #![deny(missing_docs)]
 
 pub mod cache;
-pub mod grpc;
+mod coordinator;
+mod error;
+mod events;
+mod grpc;
+mod job;
 pub mod pool;
 pub mod progress;
-pub mod render;
+mod request;
 pub mod schedule;
 
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub use chunker::{ChunkSpec, Plan, PlanError, PlanRequest};
-use composition::scene::SceneBundle;
-use composition::{CompositionError, CompositionMeta, CompositionSource, Props, Registry};
+pub use coordinator::{Coordinator, CoordinatorOptions, PoolSpec, default_local_workers};
+pub use error::{Error, ErrorKind};
+pub use events::{EVENT_BUFFER, RenderEvent, RenderHandle, RenderSummary};
+pub use request::{Destination, MAX_PRESIGN, RenderRequest, RenderSource};
+pub use spec::{PcmFormat, VideoSettings};
 
-/// An error from the coordinator.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CoordinatorError {
-    /// The composition could not be selected or resolved.
-    #[error(transparent)]
-    Composition(#[from] CompositionError),
-    /// The render could not be planned.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// A source holds several compositions and none was chosen.
-    #[error("the source holds several compositions; choose one of: {}", available.join(", "))]
-    NoComposition {
-        /// The ids available.
-        available: Vec<String>,
-    },
-    /// Writing an output file failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The failure.
-        source: std::io::Error,
-    },
-}
+use composition::scene::SceneBundle;
+use composition::{CompositionMeta, CompositionSource, Props, Registry};
 
 /// The compositions to choose from: the scene bundle in `bundle` if given,
 /// otherwise the built-in registry.
 ///
 /// # Errors
-/// [`CoordinatorError::Composition`] if the bundle does not open or validate.
-pub fn open_source(bundle: Option<&Path>) -> Result<Arc<dyn CompositionSource>, CoordinatorError> {
+/// [`Error::Composition`] if the bundle does not open or validate.
+pub fn open_source(bundle: Option<&Path>) -> Result<Arc<dyn CompositionSource>, Error> {
     Ok(match bundle {
         Some(dir) => Arc::new(SceneBundle::open(dir)?),
         None => Arc::new(Registry::with_builtins()),
@@ -73,20 +82,21 @@ pub fn open_source(bundle: Option<&Path>) -> Result<Arc<dyn CompositionSource>, 
 /// composition.
 ///
 /// # Errors
-/// [`CoordinatorError::NoComposition`] if none was requested and the source
+/// [`Error::Input`] if none was requested and the source
 /// holds several (or none).
 pub fn choose_composition(
     source: &dyn CompositionSource,
     requested: Option<&str>,
-) -> Result<String, CoordinatorError> {
+) -> Result<String, Error> {
     if let Some(id) = requested {
         return Ok(id.to_owned());
     }
     match source.ids().as_slice() {
         [only] => Ok(only.clone()),
-        ids => Err(CoordinatorError::NoComposition {
-            available: ids.to_vec(),
-        }),
+        ids => Err(Error::Input(format!(
+            "the source holds several compositions; choose one of: {}",
+            ids.join(", ")
+        ))),
     }
 }
 
@@ -95,34 +105,26 @@ pub fn choose_composition(
 /// is never half-written.
 ///
 /// # Errors
-/// [`CoordinatorError::Composition`] for a bad composition, props or frame,
-/// [`CoordinatorError::Io`] if the file cannot be written.
+/// [`Error::Composition`] for a bad composition, props or frame,
+/// [`Error::Io`] if the file cannot be written.
 pub fn write_still(
     source: &dyn CompositionSource,
     id: &str,
     props: &Props,
     frame: u64,
     out: &Path,
-) -> Result<CompositionMeta, CoordinatorError> {
+) -> Result<CompositionMeta, Error> {
     let (meta, png) = composition::still::render_still_png(source, id, props, frame)?;
-    let io = |source| CoordinatorError::Io {
-        path: out.to_owned(),
-        source,
-    };
-    let name = out.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file name",
-        ))
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = out.with_file_name(tmp_name);
-    std::fs::write(&tmp, &png).map_err(io)?;
-    std::fs::rename(&tmp, out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
+    let context = || format!("writing {}", out.display());
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(context()))?;
+    std::io::Write::write_all(&mut file, &png).map_err(Error::io(context()))?;
+    file.persist(out).map_err(|e| Error::Io {
+        context: context(),
+        source: e.error,
     })?;
     Ok(meta)
 }
@@ -131,19 +133,19 @@ pub fn write_still(
 /// *select* step).
 ///
 /// # Errors
-/// [`CoordinatorError::Composition`] for an unknown id or bad props.
+/// [`Error::Composition`] for an unknown id or bad props.
 pub fn select_composition(
     source: &dyn CompositionSource,
     id: &str,
     props: &Props,
-) -> Result<CompositionMeta, CoordinatorError> {
+) -> Result<CompositionMeta, Error> {
     Ok(source.composition(id)?.describe(props)?)
 }
 
 /// Selects a composition and plans its chunks.
 ///
 /// # Errors
-/// [`CoordinatorError`] for an unknown composition, bad props or a request
+/// [`Error`] for an unknown composition, bad props or a request
 /// the planner refuses.
 pub fn plan_render(
     source: &dyn CompositionSource,
@@ -151,19 +153,20 @@ pub fn plan_render(
     props: &Props,
     chunks: ChunkSpec,
     frames: Option<RangeInclusive<u64>>,
-) -> Result<(CompositionMeta, Plan), CoordinatorError> {
+) -> Result<(CompositionMeta, Plan), Error> {
     let meta = select_composition(source, id, props)?;
     let mut request = PlanRequest::new(meta.duration_frames, meta.fps, chunks);
     if let Some(range) = frames {
         request = request.with_frame_range(range);
     }
-    let plan = chunker::plan(&request)?;
+    let plan = chunker::plan(&request).map_err(|e| Error::Input(e.to_string()))?;
     Ok((meta, plan))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn promo() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo")

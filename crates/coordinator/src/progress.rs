@@ -1,17 +1,21 @@
 //! Turning render events into what a person or a log shipper reads: a
-//! one-line progress bar on a terminal, or one JSON object per event.
+//! progress bar on a terminal (`indicatif`), or one JSON object per event.
+//! Log lines written through [`LogWriter`] while a bar is shown are printed
+//! above it instead of through it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::render::{RenderEvent, RenderSummary};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::events::{RenderEvent, RenderSummary};
 use crate::schedule::ScheduleEvent;
 
 /// Tracks a render's progress from its events.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ProgressState {
-    started: Instant,
     total_frames: u64,
     chunks: usize,
     frames_per_chunk: u64,
@@ -19,21 +23,6 @@ pub struct ProgressState {
     retries: usize,
     frames_by_chunk: BTreeMap<u32, u64>,
     combining: bool,
-}
-
-impl Default for ProgressState {
-    fn default() -> Self {
-        ProgressState {
-            started: Instant::now(),
-            total_frames: 0,
-            chunks: 0,
-            frames_per_chunk: 0,
-            done_chunks: 0,
-            retries: 0,
-            frames_by_chunk: BTreeMap::new(),
-            combining: false,
-        }
-    }
 }
 
 impl ProgressState {
@@ -90,27 +79,17 @@ impl ProgressState {
             .min(self.total_frames)
     }
 
-    /// The progress line: frames, percentage, fps, ETA, chunks and retries.
-    pub fn line(&self) -> String {
-        let done = self.frames_done();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let fps = done as f64 / secs;
-        let width = 30usize;
-        let filled = if self.total_frames == 0 {
-            0
-        } else {
-            (done as usize * width) / self.total_frames as usize
-        };
-        let bar: String = "#".repeat(filled) + &"-".repeat(width - filled.min(width));
-        let eta = if fps > 0.0 && done < self.total_frames {
-            format!("{:.0}s", (self.total_frames - done) as f64 / fps)
-        } else {
-            "-".into()
-        };
+    /// Frames in the render.
+    pub fn total_frames(&self) -> u64 {
+        self.total_frames
+    }
+
+    /// What the bar says beside the frames: chunks done, retries, stage.
+    pub fn message(&self) -> String {
         let stage = if self.combining { " combining" } else { "" };
         format!(
-            "[{bar}] {done}/{} frames {fps:.1} fps ETA {eta} | chunks {}/{} retried {}{stage}",
-            self.total_frames, self.done_chunks, self.chunks, self.retries
+            "chunks {}/{} retried {}{stage}",
+            self.done_chunks, self.chunks, self.retries
         )
     }
 }
@@ -142,24 +121,68 @@ pub fn summary_line(s: &RenderSummary) -> String {
     )
 }
 
+/// The bar being shown, if any: log lines are printed above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A `tracing` writer for stderr that suspends the progress bar while a
+/// line is written, so logs and the bar never interleave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter
+    }
+}
+
 /// Writes events as they come: JSON lines on stdout, or a progress bar on
 /// stderr when it is a terminal.
 #[derive(Debug)]
 pub struct Reporter {
     json: bool,
-    tty: bool,
     state: ProgressState,
-    last_draw: Option<Instant>,
+    bar: Option<ProgressBar>,
 }
 
 impl Reporter {
     /// A reporter writing JSON lines (`json`) or a progress bar (when `tty`).
     pub fn new(json: bool, tty: bool) -> Self {
+        let bar = (!json && tty).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{bar:30}] {pos}/{len} frames {per_sec:.1} ETA {eta} | {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("#>-"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(250));
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = Some(bar.clone());
+            }
+            bar
+        });
         Reporter {
             json,
-            tty,
             state: ProgressState::default(),
-            last_draw: None,
+            bar,
         }
     }
 
@@ -174,29 +197,20 @@ impl Reporter {
             }
             return;
         }
-        if !self.tty {
-            return;
-        }
-        // Redraw at most 10 times a second, and always on chunk boundaries.
-        let important = !matches!(
-            event,
-            RenderEvent::Chunk(ScheduleEvent::ChunkProgress { .. })
-        );
-        let due = self
-            .last_draw
-            .is_none_or(|t| t.elapsed().as_millis() >= 100);
-        if important || due {
-            self.last_draw = Some(Instant::now());
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{}", self.state.line());
-            let _ = err.flush();
+        if let Some(bar) = &self.bar {
+            bar.set_length(self.state.total_frames());
+            bar.set_position(self.state.frames_done());
+            bar.set_message(self.state.message());
         }
     }
 
-    /// Ends the bar line (if one was drawn).
+    /// Ends the bar (if one was drawn), leaving its last state on screen.
     pub fn finish(&mut self) {
-        if self.tty && !self.json && self.last_draw.is_some() {
-            let _ = writeln!(std::io::stderr());
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = None;
+            }
         }
     }
 }

@@ -18,6 +18,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use storage::Backoff;
+
+use crate::Error;
+
 /// Attempts per chunk unless configured otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// A worker that sends nothing for this long has stalled.
@@ -26,6 +30,8 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// The longest backoff between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest stall timeout accepted: a day.
+pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Consecutive failures after which a worker is set aside.
 pub const QUARANTINE_AFTER_FAILURES: u32 = 2;
 /// How long a failing worker is set aside.
@@ -50,9 +56,12 @@ pub struct WorkerInfo {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureKind {
-    /// The request itself is wrong (INVALID_ARGUMENT): the render fails at
-    /// once, nothing is retried.
+    /// The request itself is wrong (INVALID_ARGUMENT, NOT_FOUND): the
+    /// render fails at once, nothing is retried.
     Invalid,
+    /// Storage refused the worker access (PERMISSION_DENIED): no worker
+    /// would do better; the render fails at once.
+    Permission,
     /// The worker had no free slot (RESOURCE_EXHAUSTED): try elsewhere; not
     /// counted as an attempt.
     Busy,
@@ -81,14 +90,8 @@ impl AttemptError {
     }
 }
 
-/// Progress of one running attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct ChunkProgress {
-    /// Frames rendered so far.
-    pub frames_rendered: u64,
-    /// Frames encoded so far.
-    pub frames_encoded: u64,
-}
+/// Progress of one running attempt (the worker's frames so far).
+pub use spec::ChunkProgress;
 
 /// The boxed future an attempt runs as.
 pub type AttemptFuture<T> = Pin<Box<dyn Future<Output = Result<T, AttemptError>> + Send>>;
@@ -112,15 +115,15 @@ pub trait ChunkRunner: Send + Sync + 'static {
 }
 
 /// Retry and timeout policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SchedulePolicy {
     /// Attempts per chunk (at least 1).
     pub max_attempts: u32,
     /// No message from a worker for this long fails the attempt.
     pub stall_timeout: Duration,
-    /// Backoff before the second attempt, doubled per attempt up to
-    /// [`MAX_BACKOFF`].
-    pub backoff_base: Duration,
+    /// Waits between a chunk's attempts: `backoff.delay(n)` after its n-th
+    /// failure.
+    pub backoff: Backoff,
     /// How long a worker is set aside after [`QUARANTINE_AFTER_FAILURES`]
     /// consecutive failures.
     pub quarantine: Duration,
@@ -131,20 +134,38 @@ impl Default for SchedulePolicy {
         SchedulePolicy {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
-            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff: Backoff::exponential(DEFAULT_BACKOFF_BASE, MAX_BACKOFF)
+                .with_jitter(storage::backoff::DEFAULT_JITTER),
             quarantine: DEFAULT_QUARANTINE,
         }
     }
 }
 
 impl SchedulePolicy {
+    /// Checks the policy: at least one attempt, and a stall timeout between
+    /// 1 ms and [`MAX_STALL_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the value (as its CLI flag) and the range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_attempts == 0 {
+            return Err(Error::Input(
+                "--retries 0 is invalid: a chunk needs at least 1 attempt".into(),
+            ));
+        }
+        if self.stall_timeout < Duration::from_millis(1) || self.stall_timeout > MAX_STALL_TIMEOUT {
+            return Err(Error::Input(format!(
+                "--stall-timeout {} is out of range: allowed 0.001-{} seconds",
+                self.stall_timeout.as_secs_f64(),
+                MAX_STALL_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
     /// The wait before attempt `attempt` (1-based; the first has none).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        if attempt <= 1 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32 << (attempt - 2).min(16);
-        self.backoff_base.saturating_mul(factor).min(MAX_BACKOFF)
+        self.backoff.delay(attempt.saturating_sub(1))
     }
 }
 
@@ -207,55 +228,6 @@ pub enum ScheduleEvent {
     },
 }
 
-/// Why scheduling stopped without every chunk done.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ScheduleError {
-    /// A worker refused the request as invalid; retrying cannot help.
-    #[error("chunk {chunk} was refused as invalid by {worker}: {message}")]
-    Invalid {
-        /// The chunk.
-        chunk: u32,
-        /// The worker.
-        worker: String,
-        /// The worker's message.
-        message: String,
-    },
-    /// A chunk failed on every attempt.
-    #[error(
-        "chunk {chunk} failed after {tries} attempts; failed attempts of this render:\n{}",
-        format_attempts(attempts)
-    )]
-    Exhausted {
-        /// The chunk.
-        chunk: u32,
-        /// Attempts the chunk had.
-        tries: u32,
-        /// Every failed attempt of the render (all chunks), oldest first.
-        attempts: Vec<FailedAttempt>,
-    },
-    /// There are no workers to run on (the pool stayed empty for the stall
-    /// timeout).
-    #[error("no workers available: the worker pool is empty")]
-    NoWorkers,
-    /// The render was cancelled.
-    #[error("cancelled")]
-    Cancelled,
-}
-
-fn format_attempts(attempts: &[FailedAttempt]) -> String {
-    attempts
-        .iter()
-        .map(|a| {
-            format!(
-                "  chunk {} attempt {} on {}: {:?}: {}",
-                a.chunk, a.attempt, a.worker, a.error.kind, a.error.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Every chunk's output, in chunk order, and every failed attempt.
 #[derive(Debug)]
 pub struct ScheduleOutcome<T> {
@@ -293,239 +265,449 @@ enum AttemptMessage<T> {
     Done(Result<T, AttemptError>),
 }
 
+/// A message from a running attempt: (chunk slot, worker slot, message).
+type Message<T> = (usize, usize, AttemptMessage<T>);
+
+/// Messages buffered between running attempts and the scheduler.
+const MESSAGE_CHANNEL: usize = 64;
+
 /// Runs every chunk of `chunks` on the workers of `pool` (which may change
 /// while running, e.g. as DNS is re-resolved) and returns the outputs in
 /// the order of `chunks`. `chunks` may be any subset of a plan (those not
 /// found in a cache); events and errors name chunks by their plan index.
+/// Progress events are dropped when `events` is full (the next one says
+/// the same, and newer); the others wait for room.
 ///
 /// # Errors
-/// [`ScheduleError`]: a chunk refused as invalid, a chunk that failed on
-/// every attempt (listing every attempt), an empty pool, or cancellation.
+/// [`Error::Refused`] for a chunk refused as invalid, [`Error::ChunkFailed`]
+/// for a chunk that failed on every attempt (listing every attempt),
+/// [`Error::NoWorkers`] for an empty pool, [`Error::Cancelled`].
 pub async fn run_chunks<R: ChunkRunner>(
     runner: Arc<R>,
     chunks: &[Chunk],
-    mut pool: watch::Receiver<Vec<WorkerInfo>>,
+    pool: watch::Receiver<Vec<WorkerInfo>>,
     policy: SchedulePolicy,
-    events: mpsc::UnboundedSender<ScheduleEvent>,
+    events: mpsc::Sender<ScheduleEvent>,
     cancel: CancellationToken,
-) -> Result<ScheduleOutcome<R::Output>, ScheduleError> {
-    let max_attempts = policy.max_attempts.max(1);
-    let mut workers: Vec<WorkerState> = Vec::new();
-    sync_workers(&mut workers, &pool.borrow_and_update());
+) -> Result<ScheduleOutcome<R::Output>, Error> {
+    Scheduler::new(runner, chunks, pool, policy, events, cancel)
+        .run()
+        .await
+}
 
-    let start = Instant::now();
-    let mut pending: VecDeque<Pending> = (0..chunks.len())
-        .map(|chunk| Pending {
-            chunk,
-            attempt: 1,
-            not_before: start,
-            avoid: Vec::new(),
+/// One run of the scheduler: the chunks, the workers as it sees them, what
+/// waits and what runs. [`Scheduler::run`] is its loop: dispatch what can
+/// start, wait for something to change, handle it.
+struct Scheduler<'a, R: ChunkRunner> {
+    runner: Arc<R>,
+    chunks: &'a [Chunk],
+    pool: watch::Receiver<Vec<WorkerInfo>>,
+    pool_open: bool,
+    policy: SchedulePolicy,
+    events: mpsc::Sender<ScheduleEvent>,
+    cancel: CancellationToken,
+    /// Cancels every running attempt when the scheduler stops.
+    attempts_cancel: CancellationToken,
+    workers: Vec<WorkerState>,
+    pending: VecDeque<Pending>,
+    outputs: Vec<Option<R::Output>>,
+    attempts: Vec<u32>,
+    /// Per chunk, the workers it failed on.
+    avoided: Vec<Vec<String>>,
+    failures: Vec<FailedAttempt>,
+    running: JoinSet<()>,
+    in_flight: usize,
+    messages_tx: mpsc::Sender<Message<R::Output>>,
+    messages: mpsc::Receiver<Message<R::Output>>,
+    /// Since when the pool has had no slot at all.
+    empty_since: Option<Instant>,
+}
+
+/// What the loop does after waiting.
+enum Wake<T> {
+    Cancelled,
+    PoolChanged(bool),
+    Timer,
+    Message(Option<Message<T>>),
+}
+
+impl<'a, R: ChunkRunner> Scheduler<'a, R> {
+    fn new(
+        runner: Arc<R>,
+        chunks: &'a [Chunk],
+        mut pool: watch::Receiver<Vec<WorkerInfo>>,
+        policy: SchedulePolicy,
+        events: mpsc::Sender<ScheduleEvent>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut workers = Vec::new();
+        sync_workers(&mut workers, &pool.borrow_and_update());
+        let start = Instant::now();
+        let (messages_tx, messages) = mpsc::channel(MESSAGE_CHANNEL);
+        Scheduler {
+            runner,
+            chunks,
+            pool,
+            pool_open: true,
+            policy: SchedulePolicy {
+                max_attempts: policy.max_attempts.max(1),
+                ..policy
+            },
+            events,
+            attempts_cancel: cancel.child_token(),
+            cancel,
+            workers,
+            pending: (0..chunks.len())
+                .map(|chunk| Pending {
+                    chunk,
+                    attempt: 1,
+                    not_before: start,
+                    avoid: Vec::new(),
+                })
+                .collect(),
+            outputs: chunks.iter().map(|_| None).collect(),
+            attempts: vec![0; chunks.len()],
+            avoided: vec![Vec::new(); chunks.len()],
+            failures: Vec::new(),
+            running: JoinSet::new(),
+            in_flight: 0,
+            messages_tx,
+            messages,
+            empty_since: None,
+        }
+    }
+
+    async fn run(mut self) -> Result<ScheduleOutcome<R::Output>, Error> {
+        let result = self.drive().await;
+        // Stop whatever still runs and wait for it: attempts clean up their
+        // own temporary files when cancelled.
+        self.attempts_cancel.cancel();
+        self.messages.close();
+        while self.running.join_next().await.is_some() {}
+        result?;
+        let chunks = self.chunks;
+        let failures = self.failures;
+        let attempts = self.attempts;
+        let outputs = self
+            .outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.ok_or_else(|| Error::ChunkFailed {
+                    chunk: chunks[i].index().0,
+                    tries: attempts[i],
+                    attempts: failures.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ScheduleOutcome {
+            outputs,
+            attempts,
+            failures,
         })
-        .collect();
-    let mut outputs: Vec<Option<R::Output>> = chunks.iter().map(|_| None).collect();
-    let mut attempts = vec![0u32; chunks.len()];
-    let mut avoided: Vec<Vec<String>> = vec![Vec::new(); chunks.len()];
-    let mut failures: Vec<FailedAttempt> = Vec::new();
-    let mut running: JoinSet<()> = JoinSet::new();
-    let (tx, mut rx) = mpsc::channel::<(usize, usize, AttemptMessage<R::Output>)>(PROGRESS_CHANNEL);
-    let attempts_cancel = cancel.child_token();
-    let mut in_flight = 0usize;
-    let mut pool_open = true;
-    let mut empty_since: Option<Instant> = None;
+    }
 
-    let result = loop {
-        if cancel.is_cancelled() {
-            break Err(ScheduleError::Cancelled);
+    /// The loop: until every chunk is done, or one fails for good.
+    async fn drive(&mut self) -> Result<(), Error> {
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if self.pending.is_empty() && self.in_flight == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            self.dispatch_ready(now).await;
+            let empty_deadline = self.empty_pool_deadline(now)?;
+            match self.wait(now, empty_deadline).await {
+                Wake::Cancelled => return Err(Error::Cancelled),
+                Wake::PoolChanged(true) => {
+                    sync_workers(&mut self.workers, &self.pool.borrow_and_update());
+                }
+                Wake::PoolChanged(false) => self.pool_open = false,
+                Wake::Timer | Wake::Message(None) => {}
+                Wake::Message(Some((chunk, worker, AttemptMessage::Progress(progress)))) => {
+                    let _ = worker;
+                    self.progress(chunk, progress);
+                }
+                Wake::Message(Some((chunk, worker, AttemptMessage::Done(result)))) => {
+                    self.attempt_done(chunk, worker, result).await?;
+                }
+            }
         }
-        if pending.is_empty() && in_flight == 0 {
-            break Ok(());
-        }
-        let now = Instant::now();
-        // Dispatch every ready chunk that has a free slot, preferring a worker
-        // other than the one it last failed on.
+    }
+
+    /// Starts every ready chunk that has a free slot, preferring a worker
+    /// other than the ones it failed on.
+    async fn dispatch_ready(&mut self, now: Instant) {
         let mut i = 0;
-        while i < pending.len() {
-            if pending[i].not_before > now {
+        while i < self.pending.len() {
+            if self.pending[i].not_before > now {
                 i += 1;
                 continue;
             }
-            let choice = pick_worker(&workers, now, &pending[i].avoid);
-            let Some(w) = choice else { break };
-            let Some(p) = pending.remove(i) else { break };
-            workers[w].busy += 1;
-            attempts[p.chunk] = p.attempt;
-            in_flight += 1;
-            let info = workers[w].info.clone();
-            let _ = events.send(ScheduleEvent::ChunkStarted {
-                chunk: chunks[p.chunk].index().0,
-                attempt: p.attempt,
-                worker: info.address.clone(),
-            });
-            spawn_attempt(
-                &mut running,
-                Arc::clone(&runner),
-                info,
-                chunks[p.chunk],
-                p.chunk,
-                w,
-                p.attempt,
-                policy.stall_timeout,
-                tx.clone(),
-                attempts_cancel.child_token(),
-            );
+            let Some(w) = pick_worker(&self.workers, now, &self.pending[i].avoid) else {
+                break;
+            };
+            let Some(p) = self.pending.remove(i) else {
+                break;
+            };
+            self.start(p, w).await;
         }
-        let no_workers = in_flight == 0 && workers.iter().all(|w| w.info.slots == 0);
-        if no_workers && !pool_open {
-            break Err(ScheduleError::NoWorkers);
-        }
-        if !no_workers {
-            empty_since = None;
-        }
-        let empty_deadline = if no_workers {
-            let since = *empty_since.get_or_insert(now);
-            if now >= since + policy.stall_timeout {
-                break Err(ScheduleError::NoWorkers);
-            }
-            Some(since + policy.stall_timeout)
-        } else {
-            None
+    }
+
+    async fn start(&mut self, p: Pending, w: usize) {
+        self.workers[w].busy += 1;
+        self.attempts[p.chunk] = p.attempt;
+        self.in_flight += 1;
+        let info = self.workers[w].info.clone();
+        self.emit(ScheduleEvent::ChunkStarted {
+            chunk: self.chunks[p.chunk].index().0,
+            attempt: p.attempt,
+            worker: info.address.clone(),
+        })
+        .await;
+        let attempt = Attempt {
+            runner: Arc::clone(&self.runner),
+            info,
+            chunk: self.chunks[p.chunk],
+            chunk_slot: p.chunk,
+            worker_slot: w,
+            attempt: p.attempt,
+            stall_timeout: self.policy.stall_timeout,
+            tx: self.messages_tx.clone(),
+            cancel: self.attempts_cancel.child_token(),
         };
-        // Sleep until something can change: a message, a pool change, the
-        // next pending chunk's backoff, a worker's quarantine ending, or the
-        // end of the wait for an empty pool to fill.
-        let wake = match (next_wake(&pending, &workers, now), empty_deadline) {
+        self.running.spawn(attempt.run());
+    }
+
+    /// When an empty pool gives up: it may fill (DNS) for up to the stall
+    /// timeout.
+    fn empty_pool_deadline(&mut self, now: Instant) -> Result<Option<Instant>, Error> {
+        let no_workers = self.in_flight == 0 && self.workers.iter().all(|w| w.info.slots == 0);
+        if !no_workers {
+            self.empty_since = None;
+            return Ok(None);
+        }
+        if !self.pool_open {
+            return Err(no_workers_error());
+        }
+        let since = *self.empty_since.get_or_insert(now);
+        if now >= since + self.policy.stall_timeout {
+            return Err(no_workers_error());
+        }
+        Ok(Some(since + self.policy.stall_timeout))
+    }
+
+    /// Sleeps until something can change: a message, a pool change, the
+    /// next pending chunk's backoff, a worker's quarantine ending, or the end
+    /// of the wait for an empty pool to fill.
+    async fn wait(&mut self, now: Instant, empty_deadline: Option<Instant>) -> Wake<R::Output> {
+        let wake = match (next_wake(&self.pending, &self.workers, now), empty_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         tokio::select! {
-            _ = cancel.cancelled() => break Err(ScheduleError::Cancelled),
-            changed = pool.changed(), if pool_open => {
-                match changed {
-                    Ok(()) => sync_workers(&mut workers, &pool.borrow_and_update()),
-                    Err(_) => pool_open = false,
-                }
-            }
-            _ = sleep_until_opt(wake) => {}
-            message = rx.recv() => {
-                let Some((chunk, w, message)) = message else { continue };
-                match message {
-                    AttemptMessage::Progress(progress) => {
-                        let _ = events.send(ScheduleEvent::ChunkProgress { chunk: chunks[chunk].index().0, progress });
-                    }
-                    AttemptMessage::Done(result) => {
-                        in_flight -= 1;
-                        let mut worker = workers.get_mut(w);
-                        if let Some(s) = worker.as_deref_mut() {
-                            s.busy = s.busy.saturating_sub(1);
-                        }
-                        let address = worker.as_ref().map(|s| s.info.address.clone()).unwrap_or_default();
-                        match result {
-                            Ok(output) => {
-                                if let Some(s) = worker {
-                                    s.consecutive_failures = 0;
-                                }
-                                outputs[chunk] = Some(output);
-                                let _ = events.send(ScheduleEvent::ChunkFinished {
-                                    chunk: chunks[chunk].index().0,
-                                    worker: address,
-                                    attempts: attempts[chunk],
-                                });
-                            }
-                            Err(error) if error.kind == FailureKind::Busy => {
-                                if let Some(s) = worker {
-                                    s.unavailable_until = Some(Instant::now() + BUSY_COOL_DOWN);
-                                }
-                                let avoid = previous_avoid(&mut avoided, chunk);
-                                pending.push_front(Pending {
-                                    chunk,
-                                    attempt: attempts[chunk],
-                                    not_before: Instant::now(),
-                                    avoid,
-                                });
-                            }
-                            Err(error) if error.kind == FailureKind::Invalid => {
-                                break Err(ScheduleError::Invalid {
-                                    chunk: chunks[chunk].index().0,
-                                    worker: address,
-                                    message: error.message,
-                                });
-                            }
-                            Err(error) => {
-                                let failed = FailedAttempt {
-                                    chunk: chunks[chunk].index().0,
-                                    attempt: attempts[chunk],
-                                    worker: address.clone(),
-                                    error,
-                                };
-                                failures.push(failed.clone());
-                                if let Some(s) = worker {
-                                    s.consecutive_failures += 1;
-                                    if s.consecutive_failures >= QUARANTINE_AFTER_FAILURES {
-                                        s.consecutive_failures = 0;
-                                        s.unavailable_until = Some(Instant::now() + policy.quarantine);
-                                        let _ = events.send(ScheduleEvent::WorkerQuarantined {
-                                            worker: address.clone(),
-                                            for_ms: policy.quarantine.as_millis() as u64,
-                                        });
-                                    }
-                                }
-                                if attempts[chunk] >= max_attempts {
-                                    break Err(ScheduleError::Exhausted {
-                                        chunk: chunks[chunk].index().0,
-                                        tries: attempts[chunk],
-                                        attempts: failures.clone(),
-                                    });
-                                }
-                                let next = attempts[chunk] + 1;
-                                let backoff = policy.backoff(next);
-                                let _ = events.send(ScheduleEvent::ChunkRetried {
-                                    failed,
-                                    backoff_ms: backoff.as_millis() as u64,
-                                });
-                                let mut avoid = previous_avoid(&mut avoided, chunk);
-                                avoid.push(address);
-                                avoided[chunk] = avoid.clone();
-                                pending.push_back(Pending {
-                                    chunk,
-                                    attempt: next,
-                                    not_before: Instant::now() + backoff,
-                                    avoid,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
+            _ = self.cancel.cancelled() => Wake::Cancelled,
+            changed = self.pool.changed(), if self.pool_open => Wake::PoolChanged(changed.is_ok()),
+            _ = sleep_until_opt(wake) => Wake::Timer,
+            message = self.messages.recv() => Wake::Message(message),
         }
-    };
+    }
 
-    // Stop whatever still runs and wait for it: attempts clean up their own
-    // temporary files when cancelled.
-    attempts_cancel.cancel();
-    drop(rx);
-    while running.join_next().await.is_some() {}
-    result?;
+    fn progress(&self, chunk: usize, progress: ChunkProgress) {
+        // Dropped when the consumer lags: the next progress says more.
+        let _ = self.events.try_send(ScheduleEvent::ChunkProgress {
+            chunk: self.chunks[chunk].index().0,
+            progress,
+        });
+    }
 
-    let outputs = outputs
-        .into_iter()
-        .enumerate()
-        .map(|(i, o)| {
-            o.ok_or(ScheduleError::Exhausted {
-                chunk: chunks[i].index().0,
-                tries: attempts[i],
-                attempts: failures.clone(),
-            })
+    async fn emit(&self, event: ScheduleEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn attempt_done(
+        &mut self,
+        chunk: usize,
+        w: usize,
+        result: Result<R::Output, AttemptError>,
+    ) -> Result<(), Error> {
+        self.in_flight -= 1;
+        if let Some(s) = self.workers.get_mut(w) {
+            s.busy = s.busy.saturating_sub(1);
+        }
+        let address = self
+            .workers
+            .get(w)
+            .map(|s| s.info.address.clone())
+            .unwrap_or_default();
+        match result {
+            Ok(output) => {
+                if let Some(s) = self.workers.get_mut(w) {
+                    s.consecutive_failures = 0;
+                }
+                self.outputs[chunk] = Some(output);
+                self.emit(ScheduleEvent::ChunkFinished {
+                    chunk: self.chunks[chunk].index().0,
+                    worker: address,
+                    attempts: self.attempts[chunk],
+                })
+                .await;
+                Ok(())
+            }
+            Err(error) => match error.kind {
+                FailureKind::Busy => {
+                    self.busy(chunk, w);
+                    Ok(())
+                }
+                FailureKind::Invalid | FailureKind::Permission => Err(Error::Refused {
+                    chunk: self.chunks[chunk].index().0,
+                    worker: address,
+                    message: error.message,
+                    kind: error.kind,
+                }),
+                _ => self.failed(chunk, w, address, error).await,
+            },
+        }
+    }
+
+    /// The worker had no free slot: try again at once, elsewhere if
+    /// possible, without counting an attempt.
+    fn busy(&mut self, chunk: usize, w: usize) {
+        if let Some(s) = self.workers.get_mut(w) {
+            s.unavailable_until = Some(Instant::now() + BUSY_COOL_DOWN);
+        }
+        self.pending.push_front(Pending {
+            chunk,
+            attempt: self.attempts[chunk],
+            not_before: Instant::now(),
+            avoid: self.avoided[chunk].clone(),
+        });
+    }
+
+    /// An attempt failed: count it against the worker (quarantining it
+    /// after repeated failures) and retry the chunk elsewhere after its
+    /// backoff, unless it has no attempts left.
+    async fn failed(
+        &mut self,
+        chunk: usize,
+        w: usize,
+        address: String,
+        error: AttemptError,
+    ) -> Result<(), Error> {
+        let failed = FailedAttempt {
+            chunk: self.chunks[chunk].index().0,
+            attempt: self.attempts[chunk],
+            worker: address.clone(),
+            error,
+        };
+        self.failures.push(failed.clone());
+        self.count_worker_failure(w, &address).await;
+        if self.attempts[chunk] >= self.policy.max_attempts {
+            return Err(Error::ChunkFailed {
+                chunk: self.chunks[chunk].index().0,
+                tries: self.attempts[chunk],
+                attempts: self.failures.clone(),
+            });
+        }
+        let next = self.attempts[chunk] + 1;
+        let backoff = self.policy.backoff(next);
+        self.emit(ScheduleEvent::ChunkRetried {
+            failed,
+            backoff_ms: backoff.as_millis() as u64,
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ScheduleOutcome {
-        outputs,
-        attempts,
-        failures,
-    })
+        .await;
+        self.avoided[chunk].push(address);
+        self.pending.push_back(Pending {
+            chunk,
+            attempt: next,
+            not_before: Instant::now() + backoff,
+            avoid: self.avoided[chunk].clone(),
+        });
+        Ok(())
+    }
+
+    async fn count_worker_failure(&mut self, w: usize, address: &str) {
+        let quarantine = self.policy.quarantine;
+        let Some(s) = self.workers.get_mut(w) else {
+            return;
+        };
+        s.consecutive_failures += 1;
+        if s.consecutive_failures >= QUARANTINE_AFTER_FAILURES {
+            s.consecutive_failures = 0;
+            s.unavailable_until = Some(Instant::now() + quarantine);
+            self.emit(ScheduleEvent::WorkerQuarantined {
+                worker: address.to_owned(),
+                for_ms: quarantine.as_millis() as u64,
+            })
+            .await;
+        }
+    }
 }
 
-fn previous_avoid(avoided: &mut [Vec<String>], chunk: usize) -> Vec<String> {
-    avoided.get(chunk).cloned().unwrap_or_default()
+fn no_workers_error() -> Error {
+    Error::NoWorkers("no workers available: the worker pool is empty".into())
+}
+
+/// One attempt of one chunk on one worker, watched for stalls.
+struct Attempt<R: ChunkRunner> {
+    runner: Arc<R>,
+    info: WorkerInfo,
+    chunk: Chunk,
+    chunk_slot: usize,
+    worker_slot: usize,
+    attempt: u32,
+    stall_timeout: Duration,
+    tx: mpsc::Sender<Message<R::Output>>,
+    cancel: CancellationToken,
+}
+
+impl<R: ChunkRunner> Attempt<R> {
+    /// Runs the attempt, forwarding its progress; an attempt silent for the
+    /// stall timeout is cancelled and reported as stalled.
+    async fn run(self) {
+        let (ptx, mut prx) = mpsc::channel(PROGRESS_CHANNEL);
+        let fut = self.runner.run(
+            &self.info,
+            self.chunk,
+            self.attempt,
+            ptx,
+            self.cancel.clone(),
+        );
+        tokio::pin!(fut);
+        let mut deadline = Instant::now() + self.stall_timeout;
+        let mut progress_open = true;
+        let result = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                p = prx.recv(), if progress_open => match p {
+                    Some(p) => {
+                        deadline = Instant::now() + self.stall_timeout;
+                        let _ = self.tx.send((self.chunk_slot, self.worker_slot, AttemptMessage::Progress(p))).await;
+                    }
+                    None => progress_open = false,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.cancel.cancel();
+                    // Let the attempt stop and clean up before reporting.
+                    let _ = (&mut fut).await;
+                    break Err(AttemptError::new(FailureKind::Stalled, format!(
+                        "no progress for {:.1} s (stall timeout)",
+                        self.stall_timeout.as_secs_f64()
+                    )));
+                }
+            }
+        };
+        let _ = self
+            .tx
+            .send((
+                self.chunk_slot,
+                self.worker_slot,
+                AttemptMessage::Done(result),
+            ))
+            .await;
+    }
 }
 
 fn pick_worker(workers: &[WorkerState], now: Instant, avoid: &[String]) -> Option<usize> {
@@ -612,52 +794,6 @@ fn sync_workers(workers: &mut Vec<WorkerState>, pool: &[WorkerInfo]) {
             });
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-fn spawn_attempt<R: ChunkRunner>(
-    set: &mut JoinSet<()>,
-    runner: Arc<R>,
-    info: WorkerInfo,
-    chunk: Chunk,
-    chunk_slot: usize,
-    worker_slot: usize,
-    attempt: u32,
-    stall_timeout: Duration,
-    tx: mpsc::Sender<(usize, usize, AttemptMessage<R::Output>)>,
-    cancel: CancellationToken,
-) {
-    set.spawn(async move {
-        let (ptx, mut prx) = mpsc::channel(PROGRESS_CHANNEL);
-        let fut = runner.run(&info, chunk, attempt, ptx, cancel.clone());
-        tokio::pin!(fut);
-        let mut deadline = Instant::now() + stall_timeout;
-        let mut progress_open = true;
-        let result = loop {
-            tokio::select! {
-                r = &mut fut => break r,
-                p = prx.recv(), if progress_open => match p {
-                    Some(p) => {
-                        deadline = Instant::now() + stall_timeout;
-                        let _ = tx.send((chunk_slot, worker_slot, AttemptMessage::Progress(p))).await;
-                    }
-                    None => progress_open = false,
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    cancel.cancel();
-                    // Let the attempt stop and clean up before reporting.
-                    let _ = (&mut fut).await;
-                    break Err(AttemptError::new(FailureKind::Stalled, format!(
-                        "no progress for {:.1} s (stall timeout)",
-                        stall_timeout.as_secs_f64()
-                    )));
-                }
-            }
-        };
-        let _ = tx
-            .send((chunk_slot, worker_slot, AttemptMessage::Done(result)))
-            .await;
-    });
 }
 
 #[cfg(test)]

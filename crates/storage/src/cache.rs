@@ -176,7 +176,7 @@ impl BundleCache {
         if let Some(hit) = self.use_entry(&mut state, hash) {
             return Ok(hit);
         }
-        let actual = ContentHash::of_file(archive_path).await?;
+        let actual = crate::hash_file(archive_path).await?;
         crate::fsutil::check_hash(&archive_path.display().to_string(), Some(hash), &actual)?;
         self.insert_locked(
             &mut state,

@@ -77,6 +77,19 @@ pub enum StorageError {
         /// The service's or client's error, flattened to text.
         message: String,
     },
+    /// S3 refused access (403: `AccessDenied`, bad credentials, a bucket
+    /// policy): retrying will not help, and neither will another worker.
+    #[error(
+        "{location}: S3 {op} was refused: {message} (check the credentials and the bucket's policy)"
+    )]
+    PermissionDenied {
+        /// The S3 operation.
+        op: &'static str,
+        /// The object's URL.
+        location: String,
+        /// The service's error, flattened to text.
+        message: String,
+    },
     /// A transient failure (5xx, throttling, timeout, connection reset)
     /// persisted through every attempt. Each attempt's error is kept.
     #[error("{location}: S3 {op} failed after {} attempts: {}", attempts.len(), attempts.join("; "))]
@@ -151,7 +164,47 @@ impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
+
+    /// Whether this is [`StorageError::PermissionDenied`].
+    #[must_use]
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::PermissionDenied { .. })
+    }
 }
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl From<spec::LocationError> for StorageError {
+    fn from(e: spec::LocationError) -> Self {
+        StorageError::InvalidLocation {
+            text: e.text,
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<spec::HashError> for StorageError {
+    fn from(e: spec::HashError) -> Self {
+        StorageError::InvalidHash {
+            text: e.text,
+            reason: e.reason,
+        }
+    }
+}
+
+/// Checks an object key (not a prefix).
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    spec::check_key(key).map_err(|reason| StorageError::InvalidKey {
+        key: spec::quote(key),
+        reason,
+    })
+}
+
+/// Checks a listing prefix: empty, or a key that may end with `/`.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+    spec::check_prefix(prefix).map_err(|reason| StorageError::InvalidKey {
+        key: spec::quote(prefix),
+        reason,
+    })
+}

@@ -35,12 +35,12 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod backoff;
 mod cache;
 mod error;
 mod fsutil;
 mod hash;
 mod local;
-mod location;
 mod s3;
 mod size;
 mod store;
@@ -48,16 +48,17 @@ mod stores;
 
 use std::sync::Arc;
 
+pub use backoff::Backoff;
 pub use cache::{BundleCache, CachedBundle};
 pub use error::{Result, StorageError};
-pub use hash::{ContentHash, Hasher, content_key};
+pub use hash::{ContentHash, Hasher, content_key, hash_file};
 pub use local::LocalStore;
-pub use location::Location;
 pub use s3::{
     CONNECT_TIMEOUT, DEFAULT_REGION, READ_TIMEOUT, S3Config, S3Credentials, S3Store,
     SHA256_METADATA,
 };
 pub use size::parse_byte_size;
+pub use spec::{Location, LocationError};
 pub use store::{
     ByteStream, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, MAX_PART_SIZE, MAX_PARTS,
     MIN_PART_SIZE, MULTIPART_THRESHOLD, MultipartConfig, ObjectMeta, ObjectStore, PART_SIZE,

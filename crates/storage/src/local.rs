@@ -7,8 +7,8 @@ use futures_util::StreamExt as _;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Result, StorageError};
+use crate::error::{validate_key, validate_prefix};
 use crate::fsutil::{self, TEMP_MARKER};
-use crate::location::{validate_key, validate_prefix};
 use crate::store::{ByteStream, ObjectMeta, ObjectStore};
 
 /// Objects as files under a root directory; key `a/b.mp4` is the file

@@ -23,9 +23,9 @@ use tokio::task::JoinSet;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Result, StorageError};
+use crate::error::{validate_key, validate_prefix};
 use crate::fsutil::{self, TempPath};
 use crate::hash::ContentHash;
-use crate::location::{validate_key, validate_prefix};
 use crate::store::{ByteStream, MultipartConfig, ObjectMeta, ObjectStore, RetryPolicy};
 
 /// The user-metadata name under which the object's sha256 is stored
@@ -484,7 +484,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| StorageError::io("stat", path, e))?
             .len();
-        let sha = ContentHash::of_file(path).await?;
+        let sha = crate::hash_file(path).await?;
         if size >= self.multipart.threshold {
             self.put_multipart(key, path, size, sha).await
         } else {
@@ -729,7 +729,7 @@ where
                 tracing::warn!(op, location, attempt = n, error = %message, "transient storage failure");
                 errors.push(format!("attempt {n}: {message}"));
                 if n < policy.max_attempts {
-                    tokio::time::sleep(policy.backoff(n)).await;
+                    tokio::time::sleep(policy.backoff().delay(n)).await;
                 }
             }
         }
@@ -767,6 +767,24 @@ where
             location: location.to_owned(),
         });
     }
+    let denied = status == Some(403)
+        || err.code().is_some_and(|c| {
+            matches!(
+                c,
+                "AccessDenied"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken"
+            )
+        });
+    if denied {
+        return Failure::Fatal(StorageError::PermissionDenied {
+            op,
+            location: location.to_owned(),
+            message,
+        });
+    }
     Failure::Fatal(StorageError::S3 {
         op,
         location: location.to_owned(),
@@ -799,7 +817,7 @@ fn stored_sha(
     };
     text.parse()
         .map(Some)
-        .map_err(|e: StorageError| StorageError::S3 {
+        .map_err(|e: spec::HashError| StorageError::S3 {
             op: "read metadata",
             location: location.to_owned(),
             message: format!("x-amz-meta-{SHA256_METADATA}: {e}"),

@@ -151,16 +151,12 @@ impl RetryPolicy {
         Ok(())
     }
 
-    /// The wait before attempt `attempt + 1` after `attempt` (1-based)
-    /// failed: `initial_backoff · 2^(attempt-1)`, capped at `max_backoff`.
+    /// The waits between attempts: exponential from `initial_backoff` to
+    /// `max_backoff`, with [`crate::backoff::DEFAULT_JITTER`].
     #[must_use]
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.initial_backoff
-            .checked_mul(factor)
-            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
+    pub fn backoff(&self) -> crate::Backoff {
+        crate::Backoff::exponential(self.initial_backoff, self.max_backoff)
+            .with_jitter(crate::backoff::DEFAULT_JITTER)
     }
 }
 
@@ -263,18 +259,6 @@ pub trait ObjectStore: fmt::Debug + Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(700),
-        };
-        let waits: Vec<_> = (1..=5).map(|a| p.backoff(a).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 700, 700]);
-        assert_eq!(p.backoff(200), Duration::from_millis(700));
-    }
 
     #[test]
     fn configs_validate() {

@@ -1,7 +1,7 @@
 //! Media checks of chunks rendered through the real worker.
 
-use chunk_worker::pb;
 use composition::{CompositionSource, Registry};
+use montage_proto::v1 as pb;
 use serde_json::json;
 use timebase::SampleSpan;
 
@@ -137,7 +137,7 @@ async fn every_nth_frame_times_frames_at_the_output_rate() {
     // Chunk 2 of a render of frames 0-59 keeping every 2nd frame: frames
     // 20..=29 render 20, 22, …, 28 → output frames 10..=14 at 15 fps.
     let mut req = kit::request(props, 20, 29, 0, None);
-    req.every_nth_frame = 2;
+    req.every_nth_frame = Some(2);
     let c = kit::render(&mut client, req).await.expect("render");
     let r = c.result.expect("result");
     assert_eq!(r.frame_count, 5);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chunk_worker::pb;
+use montage_proto::v1 as pb;
 use pb::chunk_worker_client::ChunkWorkerClient;
 use testkit::WorkerProcess;
 use tonic::transport::Channel;
@@ -78,11 +78,11 @@ pub fn request(
         props_json: props.to_string(),
         frames: Some(pb::FrameRange { first, last }),
         composition_start,
-        every_nth_frame: 1,
+        every_nth_frame: Some(1),
         video: Some((&chunk_worker::VideoSettings::default()).into()),
         audio: Some(pb::AudioSettings {
-            sample_rate: 48_000,
-            channels: 2,
+            sample_rate: Some(48_000),
+            channels: Some(2),
             pcm_format: pb::PcmFormat::S16le.into(),
         }),
         output: Some(pb::ArtifactTarget {
@@ -91,6 +91,7 @@ pub fn request(
                 Some(dir) => pb::artifact_target::Kind::Location(dir.display().to_string()),
             }),
         }),
+        renderer: None,
     }
 }
 

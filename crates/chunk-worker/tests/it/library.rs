@@ -38,7 +38,7 @@ fn renders_reports_progress_and_times_stages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = WorkerConfig::new(Registry::with_builtins());
     let last_encoded = AtomicU64::new(0);
-    let sink = |p: chunk_worker::Progress| {
+    let sink = |p: chunk_worker::ChunkProgress| {
         assert_eq!(p.frames_total, 10);
         last_encoded.fetch_max(p.frames_encoded, Ordering::Relaxed);
     };
@@ -63,7 +63,7 @@ fn a_cancelled_chunk_leaves_no_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = WorkerConfig::new(Registry::with_builtins());
     let cancel = CancellationToken::new();
-    let after_three = |p: chunk_worker::Progress| {
+    let after_three = |p: chunk_worker::ChunkProgress| {
         if p.frames_rendered >= 3 {
             cancel.cancel();
         }
@@ -78,7 +78,7 @@ fn a_cancelled_chunk_leaves_no_files() {
 fn bad_ranges_and_sources_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = WorkerConfig::new(Registry::with_builtins());
-    let none = |_: chunk_worker::Progress| {};
+    let none = |_: chunk_worker::ChunkProgress| {};
     let cancel = CancellationToken::new();
     let err =
         render_chunk(&config, &request(dir.path(), 290, 300), &none, &cancel).expect_err("outside");
@@ -117,7 +117,7 @@ fn bundle_paths_go_through_the_configured_opener() {
         Ok(std::sync::Arc::new(Registry::with_builtins()) as std::sync::Arc<_>)
     });
     let config = WorkerConfig::new(Registry::new()).with_bundle_opener(opener);
-    let none = |_: chunk_worker::Progress| {};
+    let none = |_: chunk_worker::ChunkProgress| {};
     let mut req = request(&dir.path().join("out"), 0, 2);
     req.source = SourceSpec::BundlePath(bundle.clone());
     let r = render_chunk(&config, &req, &none, &CancellationToken::new()).expect("render");

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chunk_worker::pb;
+use montage_proto::v1 as pb;
 use storage::archive::PackedArchive;
 use storage::{ObjectStore as _, S3Config, S3Store};
 use tonic::Code;

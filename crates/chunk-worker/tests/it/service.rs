@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use chunk_worker::pb;
+use montage_proto::v1 as pb;
 use serde_json::json;
 use tonic::Code;
 
@@ -222,7 +222,7 @@ async fn errors_map_to_status_codes_with_the_composition_message() {
     // Bad settings name the field.
     let mut req = kit::request(json!({}), 0, 1, 0, None);
     req.video = Some(pb::VideoSettings {
-        preset: "warp".into(),
+        preset: Some("warp".into()),
         ..Default::default()
     });
     check(req, Code::InvalidArgument, "field `video.preset`").await;

@@ -315,6 +315,7 @@ impl SceneComposition {
             duration_frames: duration,
             has_audio: !c.audio.is_empty(),
             props: all,
+            version: crate::SCENE_VERSION.to_owned(),
         };
         meta.validate()?;
         Ok((comp, meta))

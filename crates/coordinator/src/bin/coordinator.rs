@@ -1,24 +1,24 @@
-//! The `coordinator` command line. Thin: parse flags, build the library's
-//! request, make one library call, print.
+//! The `coordinator` command line. Thin: clap parses the flags (each with
+//! its own parser, so a bad value names its flag), one function turns them
+//! into the library's request, pool and options, the library validates them
+//! and does the work, and the error's kind decides the exit code.
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use composition::Props;
-use coordinator::ChunkSpec;
 use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker};
-use coordinator::progress::{Reporter, summary_line};
-use coordinator::render::{
-    Coordinator, CoordinatorOptions, Destination, RenderError, RenderRequest, RenderSource,
-    default_local_workers,
+use coordinator::progress::{LogWriter, Reporter, summary_line};
+use coordinator::schedule::{SchedulePolicy, WorkerInfo};
+use coordinator::{
+    ChunkSpec, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind, PoolSpec,
+    RenderRequest, RenderSource, VideoSettings,
 };
-use coordinator::schedule::SchedulePolicy;
 
 /// Montage: chunked, distributed video rendering.
 #[derive(Parser, Debug)]
@@ -83,8 +83,8 @@ struct Select {
     props: Option<String>,
     /// One prop, `key=value` (value parsed as JSON if it is JSON, else a
     /// string); repeatable, applied after --props.
-    #[arg(long = "prop", value_name = "KEY=VALUE")]
-    prop: Vec<String>,
+    #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
+    prop: Vec<(String, serde_json::Value)>,
 }
 
 /// How to split a render into chunks.
@@ -101,20 +101,18 @@ struct Split {
     #[arg(long)]
     frames_per_chunk: Option<u64>,
     /// Render only frames A-B (inclusive).
-    #[arg(long, value_name = "A-B")]
-    frames: Option<String>,
+    #[arg(long, value_name = "A-B", value_parser = parse_range)]
+    frames: Option<RangeInclusive<u64>>,
 }
 
 impl Split {
-    /// The chunk spec and frame range typed.
-    fn parse(&self) -> anyhow::Result<(ChunkSpec, Option<RangeInclusive<u64>>)> {
-        let spec = match (self.chunks, self.frames_per_chunk) {
+    /// The chunk spec typed (clap requires one of the two).
+    fn spec(&self) -> ChunkSpec {
+        match (self.chunks, self.frames_per_chunk) {
             (Some(n), _) => ChunkSpec::Count(n),
             (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
-            (None, None) => bail!("give --chunks N or --frames-per-chunk K"),
-        };
-        let frames = self.frames.as_deref().map(parse_range).transpose()?;
-        Ok((spec, frames))
+            (None, None) => ChunkSpec::Count(1),
+        }
     }
 }
 
@@ -144,8 +142,8 @@ struct RenderArgs {
     enforce_audio_track: bool,
     /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
     /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
-    #[arg(long, value_name = "PATH|URL")]
-    out: String,
+    #[arg(long, value_name = "PATH|URL", value_parser = parse_destination)]
+    out: Destination,
     /// Also print a presigned GET URL of an s3:// output, valid this many
     /// seconds (at most 604800).
     #[arg(long, value_name = "SECS")]
@@ -162,14 +160,14 @@ struct RenderArgs {
     no_cache: bool,
     /// Trim a local cache to this size after each render, least recently
     /// used first (e.g. 500M, 20G).
-    #[arg(long, value_name = "SIZE", default_value = "20G")]
-    cache_size: String,
+    #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = storage::parse_byte_size)]
+    cache_size: u64,
     /// Run N workers in this process on loopback (the default, N = cores).
     #[arg(long, conflicts_with_all = ["worker", "workers_dns"])]
     local: Option<usize>,
     /// A remote worker, `http://HOST:PORT[#SLOTS]`; repeatable.
-    #[arg(long, conflicts_with = "workers_dns")]
-    worker: Vec<String>,
+    #[arg(long, conflicts_with = "workers_dns", value_parser = parse_worker_flag)]
+    worker: Vec<WorkerInfo>,
     /// Every address a DNS name resolves to, `NAME:PORT`, re-resolved while
     /// rendering.
     #[arg(long, value_name = "NAME:PORT")]
@@ -182,8 +180,8 @@ struct RenderArgs {
     retries: u32,
     /// Seconds without progress after which a worker's chunk is retried
     /// elsewhere.
-    #[arg(long, default_value_t = 60.0)]
-    stall_timeout: f64,
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    stall_timeout: Duration,
     /// A file holding the workers' bearer token.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -196,47 +194,110 @@ struct RenderArgs {
     json: bool,
 }
 
-fn parse_props(text: &str) -> anyhow::Result<Props> {
-    match serde_json::from_str::<serde_json::Value>(text).context("--props is not valid JSON")? {
-        serde_json::Value::Object(map) => Ok(map),
-        other => bail!("--props must be a JSON object, got {other}"),
+fn parse_prop(kv: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("`{}` is not key=value", spec::quote(kv)))?;
+    if k.is_empty() {
+        return Err(format!("`{}` has an empty key", spec::quote(kv)));
+    }
+    let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+    Ok((k.to_owned(), value))
+}
+
+fn parse_range(text: &str) -> Result<RangeInclusive<u64>, String> {
+    let (a, b) = text.split_once('-').ok_or_else(|| {
+        format!(
+            "`{}` is not a range: write it as A-B, e.g. 0-89",
+            spec::quote(text)
+        )
+    })?;
+    let frame = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{}` is not a frame number", spec::quote(s)))
+    };
+    Ok(frame(a)?..=frame(b)?)
+}
+
+fn parse_destination(text: &str) -> Result<Destination, String> {
+    Destination::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+}
+
+fn parse_worker_flag(text: &str) -> Result<WorkerInfo, String> {
+    parse_worker(text).map_err(|e| e.to_string())
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{}` is not a number of seconds", spec::quote(text)))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{text} is invalid: give a number of seconds above 0"))
+}
+
+/// A flag's bad value as one line, `error: --flag <reason>`, like every
+/// other input error; other command-line errors (unknown or conflicting
+/// flags, `--help`) as clap prints them, with their usage hints.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind as Clap};
+    let err = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split([' ', '=']).next().map(str::to_owned),
+        _ => None,
+    };
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    match (err.kind(), flag, source) {
+        (Clap::ValueValidation, Some(flag), Some(reason)) => {
+            eprintln!("error: {flag} {reason}");
+            Err(ExitCode::from(ErrorKind::Input.exit_code()))
+        }
+        _ => {
+            let _ = err.print();
+            Err(ExitCode::from(match err.kind() {
+                Clap::DisplayHelp | Clap::DisplayVersion => 0,
+                _ => ErrorKind::Input.exit_code(),
+            }))
+        }
     }
 }
 
-fn parse_range(text: &str) -> anyhow::Result<RangeInclusive<u64>> {
-    let (a, b) = text
-        .split_once('-')
-        .with_context(|| format!("--frames `{text}` is not a range: write it as A-B, e.g. 0-89"))?;
-    let first = a
-        .trim()
-        .parse()
-        .with_context(|| format!("--frames `{text}`: `{a}` is not a frame number"))?;
-    let last = b
-        .trim()
-        .parse()
-        .with_context(|| format!("--frames `{text}`: `{b}` is not a frame number"))?;
-    Ok(first..=last)
-}
-
-/// Prints `value` as pretty JSON; a closed pipe (`| head`) is not an error.
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    use std::io::Write;
-    let text = serde_json::to_string_pretty(value)?;
-    match writeln!(std::io::stdout().lock(), "{text}") {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+/// Props from `--props FILE|JSON` and `--prop key=value`.
+fn props(select: &Select) -> anyhow::Result<Props> {
+    let object = |text: &str| -> anyhow::Result<Props> {
+        match serde_json::from_str::<serde_json::Value>(text).context("not valid JSON")? {
+            serde_json::Value::Object(map) => Ok(map),
+            other => anyhow::bail!(
+                "must be a JSON object, got {}",
+                spec::quote(&other.to_string())
+            ),
+        }
+    };
+    let mut map = match select.props.as_deref() {
+        None => Props::new(),
+        Some(text) if text.trim_start().starts_with(['{', '[']) => {
+            object(text).context("--props")?
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--props: reading {path}"))?;
+            object(&text).with_context(|| format!("--props file {path}"))?
+        }
+    };
+    for (k, v) in &select.prop {
+        map.insert(k.clone(), v.clone());
     }
+    Ok(map)
 }
 
-/// What every subcommand selects: a source, a composition id and props.
+/// The source, composition id and props every subcommand selects.
 fn select(
     select: &Select,
-) -> anyhow::Result<(
-    std::sync::Arc<dyn composition::CompositionSource>,
-    String,
-    Props,
-)> {
-    let props = render_props(select.props.as_deref(), &select.prop)?;
+) -> anyhow::Result<(Arc<dyn composition::CompositionSource>, String, Props)> {
+    let props = props(select)?;
     let source = coordinator::open_source(select.bundle.as_deref())?;
     let id = match (&select.composition, &select.bundle) {
         (Some(id), _) => id.clone(),
@@ -246,42 +307,15 @@ fn select(
     Ok((source, id, props))
 }
 
-/// Props from `--props FILE|JSON` and `--prop key=value`.
-fn render_props(props: Option<&str>, each: &[String]) -> anyhow::Result<Props> {
-    let mut map = match props {
-        None => Props::new(),
-        Some(text) if text.trim_start().starts_with(['{', '[']) => parse_props(text)?,
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--props: reading {path}"))?;
-            parse_props(&text).with_context(|| format!("--props file {path}"))?
-        }
-    };
-    for kv in each {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--prop `{kv}` is not key=value"))?;
-        if k.is_empty() {
-            bail!("--prop `{kv}` has an empty key");
-        }
-        let value =
-            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
-        map.insert(k.to_owned(), value);
-    }
-    Ok(map)
-}
-
-/// Turns what the user typed into the library's render request and options.
-fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, CoordinatorOptions)> {
-    let props = render_props(args.select.props.as_deref(), &args.select.prop)?;
-    let (source, id) = match &args.select.bundle {
+/// Turns what the user typed into the library's request, pool and options.
+fn render_request(
+    args: &RenderArgs,
+) -> anyhow::Result<(RenderRequest, PoolSpec, CoordinatorOptions)> {
+    let (source, id, props) = match &args.select.bundle {
         Some(dir) => {
-            let bundle = coordinator::open_source(Some(dir))?;
-            let id = coordinator::choose_composition(
-                bundle.as_ref(),
-                args.select.composition.as_deref(),
-            )?;
-            (RenderSource::Bundle(dir.clone()), id)
+            let (bundle, id, props) = select(&args.select)?;
+            drop(bundle);
+            (RenderSource::Bundle(dir.clone()), id, props)
         }
         None => (
             RenderSource::Registered,
@@ -289,52 +323,38 @@ fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, Coordinat
                 .composition
                 .clone()
                 .unwrap_or_else(|| composition::builtin::TEST_PATTERN_ID.to_owned()),
+            props(&args.select)?,
         ),
     };
-    let (spec, frames) = args.split.parse()?;
-    let output = Destination::parse(&args.out)?;
-    let mut request = RenderRequest::new(source, id, spec, output);
+    let mut request = RenderRequest::new(source, id, args.split.spec(), args.out.clone());
     request.props = props;
-    request.frames = frames;
+    request.frames = args.split.frames.clone();
     request.every_nth_frame = args.every_nth_frame;
     request.video = if args.lossless {
-        chunk_worker::VideoSettings::lossless()
+        VideoSettings::lossless()
     } else {
-        chunk_worker::VideoSettings {
-            quality: chunk_worker::Quality::Crf(args.crf),
+        VideoSettings {
+            quality: spec::Quality::Crf(args.crf),
             ..Default::default()
         }
     };
     request.video.preset = args.preset.clone();
-    request
-        .video
-        .validate()
-        .map_err(|e| anyhow::anyhow!("video settings: {e}"))?;
     request.audio_bitrate = args.audio_bitrate;
     request.enforce_audio_track = args.enforce_audio_track;
     request.keep_chunks = args.keep_chunks.clone();
     request.use_cache = !args.no_cache;
-    request.presign = match args.presign {
-        Some(0) => bail!("--presign 0 is invalid: give a number of seconds above 0"),
-        Some(s) => Some(Duration::from_secs(s)),
-        None => None,
+    request.presign = args.presign.map(Duration::from_secs);
+    let pool = if !args.worker.is_empty() {
+        PoolSpec::Remote(RemotePool::Addresses(args.worker.clone()))
+    } else if let Some(dns) = &args.workers_dns {
+        PoolSpec::Remote(parse_dns(dns, args.dns_slots, DEFAULT_DNS_REFRESH)?)
+    } else {
+        let mut local = PoolSpec::local();
+        if let (Some(n), PoolSpec::Embedded { workers, .. }) = (args.local, &mut local) {
+            *workers = n;
+        }
+        local
     };
-    let cache = args
-        .cache
-        .clone()
-        .or_else(coordinator::cache::default_cache_location)
-        .filter(|c| c != "off");
-    let cache_max_bytes = storage::parse_byte_size(&args.cache_size)
-        .map_err(|e| anyhow::anyhow!("--cache-size {e}"))?;
-    if !(args.stall_timeout.is_finite() && args.stall_timeout > 0.0) {
-        bail!(
-            "--stall-timeout {} is invalid: give a number of seconds above 0",
-            args.stall_timeout
-        );
-    }
-    if args.retries == 0 {
-        bail!("--retries 0 is invalid: a chunk needs at least 1 attempt");
-    }
     let token = match &args.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -347,68 +367,60 @@ fn render_request(args: &RenderArgs) -> anyhow::Result<(RenderRequest, Coordinat
     let options = CoordinatorOptions {
         policy: SchedulePolicy {
             max_attempts: args.retries,
-            stall_timeout: Duration::from_secs_f64(args.stall_timeout),
+            stall_timeout: args.stall_timeout,
             ..SchedulePolicy::default()
         },
         token,
-        cache,
-        cache_max_bytes,
+        cache: args
+            .cache
+            .clone()
+            .or_else(coordinator::cache::default_cache_location)
+            .filter(|c| c != "off"),
+        cache_max_bytes: args.cache_size,
         s3: storage::S3Config::default(),
     };
-    Ok((request, options))
+    request.validate()?;
+    pool.validate()?;
+    options.validate()?;
+    Ok((request, pool, options))
 }
 
-/// Exit codes: 0 done, 1 render failed, 2 bad input, 130 cancelled.
-enum Outcome {
-    Failed(anyhow::Error),
-    BadInput(anyhow::Error),
-    Cancelled,
+/// A failure and the exit code it gets.
+struct Failure {
+    error: anyhow::Error,
+    kind: ErrorKind,
 }
 
-impl From<anyhow::Error> for Outcome {
-    fn from(e: anyhow::Error) -> Self {
-        Outcome::BadInput(e)
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure {
+            kind: e.kind(),
+            error: e.into(),
+        }
     }
 }
 
-async fn render(args: RenderArgs) -> Result<(), Outcome> {
-    let (request, options) = render_request(&args)?;
-    let coordinator = if !args.worker.is_empty() {
-        let workers = args
-            .worker
-            .iter()
-            .map(|w| parse_worker(w))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Outcome::BadInput(e.into()))?;
-        Coordinator::remote(RemotePool::Addresses(workers), options)
-    } else if let Some(dns) = &args.workers_dns {
-        let pool = parse_dns(dns, args.dns_slots, DEFAULT_DNS_REFRESH)
-            .map_err(|e| Outcome::BadInput(e.into()))?;
-        Coordinator::remote(pool, options)
-    } else {
-        let n = args.local.unwrap_or_else(default_local_workers);
-        if n == 0 {
-            return Err(Outcome::BadInput(anyhow::anyhow!(
-                "--local 0 is invalid: run at least 1 worker"
-            )));
-        }
-        Coordinator::embedded(n, chunk_worker::WorkerConfig::standard(), options)
-            .await
-            .map_err(|e| Outcome::Failed(e.into()))?
-    };
-    let coordinator = Arc::new(coordinator);
+impl From<anyhow::Error> for Failure {
+    /// Errors of flags and files read before the library is called are the
+    /// input's; a library error inside keeps its own kind.
+    fn from(error: anyhow::Error) -> Self {
+        let kind = error
+            .downcast_ref::<Error>()
+            .map_or(ErrorKind::Input, Error::kind);
+        Failure { error, kind }
+    }
+}
+
+async fn render(args: RenderArgs) -> Result<(), Failure> {
+    let (request, pool, options) = render_request(&args)?;
+    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
     let mut handle = coordinator.render(request);
     let cancel = handle.cancel_token();
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-                cancel.cancel();
-            }
-        });
-    }
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut reporter = Reporter::new(args.json, tty);
     while let Some(event) = handle.next_event().await {
@@ -419,59 +431,51 @@ async fn render(args: RenderArgs) -> Result<(), Outcome> {
     if let Ok(c) = Arc::try_unwrap(coordinator) {
         c.shutdown().await;
     }
-    match result {
-        Ok(summary) => {
-            eprintln!("{}", summary_line(&summary));
-            Ok(())
-        }
-        Err(RenderError::Cancelled) => Err(Outcome::Cancelled),
-        Err(e) if e.is_bad_input() => Err(Outcome::BadInput(e.into())),
-        Err(e) => Err(Outcome::Failed(e.into())),
-    }
+    let summary = result?;
+    eprintln!("{}", summary_line(&summary));
+    Ok(())
 }
 
-fn run(cli: Cli) -> Result<(), Outcome> {
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
+fn combine(manifest: &PathBuf, audio_bitrate: u32, out: &PathBuf) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("--manifest {}", manifest.display()))?;
+    let m: combine::Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("--manifest {}", manifest.display()))?;
+    let options = m.options().with_audio_bitrate(audio_bitrate);
+    let report = combine::combine_chunks(&m.chunks, &options, out).map_err(|e| Failure {
+        error: e.into(),
+        kind: ErrorKind::Internal,
+    })?;
+    eprintln!(
+        "combined {} chunks: {} frames -> {} ({} bytes)",
+        report.chunks,
+        report.frames,
+        out.display(),
+        report.bytes
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Render(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")
-            .map_err(Outcome::Failed)
-    };
-    match cli.command {
-        Command::Render(args) => runtime()?.block_on(render(*args)),
+            .map_err(|error| Failure {
+                error,
+                kind: ErrorKind::Internal,
+            })?
+            .block_on(render(*args)),
         Command::Combine {
             manifest,
             audio_bitrate,
             out,
-        } => {
-            let text = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("--manifest {}", manifest.display()))?;
-            let m: combine::Manifest = serde_json::from_str(&text)
-                .with_context(|| format!("--manifest {}", manifest.display()))?;
-            let options = m.options().with_audio_bitrate(audio_bitrate);
-            let report = combine::combine_chunks(&m.chunks, &options, &out)
-                .map_err(|e| Outcome::Failed(e.into()))?;
-            eprintln!(
-                "combined {} chunks: {} frames -> {} ({} bytes)",
-                report.chunks,
-                report.frames,
-                out.display(),
-                report.bytes
-            );
-            Ok(())
-        }
-        other => run_sync(other).map_err(Outcome::BadInput),
-    }
-}
-
-fn run_sync(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Render(_) | Command::Combine { .. } => unreachable!("handled by run"),
+        } => combine(&manifest, audio_bitrate, &out),
         Command::Describe(sel) => {
             let (source, id, props) = select(&sel)?;
             let meta = coordinator::select_composition(source.as_ref(), &id, &props)?;
-            print_json(&meta)?;
+            print_json(&meta)
         }
         Command::Still {
             select: sel,
@@ -487,41 +491,58 @@ fn run_sync(command: Command) -> anyhow::Result<()> {
                 meta.height,
                 meta.id
             );
+            Ok(())
         }
         Command::Plan { select: sel, split } => {
             let (source, id, props) = select(&sel)?;
-            let (spec, frames) = split.parse()?;
-            let (_, plan) = coordinator::plan_render(source.as_ref(), &id, &props, spec, frames)?;
-            print_json(&plan)?;
+            let (_, plan) = coordinator::plan_render(
+                source.as_ref(),
+                &id,
+                &props,
+                split.spec(),
+                split.frames.clone(),
+            )?;
+            print_json(&plan)
         }
     }
-    Ok(())
+}
+
+/// Prints `value` as pretty JSON; a closed pipe (`| head`) is not an error.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).context("printing JSON")?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("printing JSON")?),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(LogWriter)
         .init();
     // x264 and the AAC encoder chatter at FFmpeg's default log level.
     combine::quiet_ffmpeg_logs();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Outcome::BadInput(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(Outcome::Failed(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-        Err(Outcome::Cancelled) => {
+        Err(Failure {
+            kind: ErrorKind::Cancelled,
+            ..
+        }) => {
             eprintln!("cancelled: no output written");
-            ExitCode::from(130)
+            ExitCode::from(ErrorKind::Cancelled.exit_code())
+        }
+        Err(Failure { error, kind }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(kind.exit_code())
         }
     }
 }

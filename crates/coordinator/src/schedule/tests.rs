@@ -131,7 +131,7 @@ fn policy() -> SchedulePolicy {
     SchedulePolicy {
         max_attempts: 3,
         stall_timeout: Duration::from_secs(5),
-        backoff_base: Duration::from_millis(500),
+        backoff: Backoff::exponential(Duration::from_millis(500), MAX_BACKOFF),
         quarantine: Duration::from_secs(30),
     }
 }
@@ -141,10 +141,10 @@ async fn run(
     n: u32,
     workers: &[(&str, u32)],
 ) -> (
-    Result<ScheduleOutcome<(u32, String)>, ScheduleError>,
+    Result<ScheduleOutcome<(u32, String)>, Error>,
     Vec<ScheduleEvent>,
 ) {
-    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (etx, mut erx) = mpsc::channel(1024);
     let result = run_chunks(
         Arc::new(Arc::clone(runner)),
         &chunks(n),
@@ -241,11 +241,11 @@ async fn all_workers_failing_lists_every_attempt() {
         Scripted::new(|_, _, _| Behaviour::Fail(Duration::from_millis(10), FailureKind::Transient));
     let (result, _) = run(&runner, 1, &[("a", 1), ("b", 1), ("c", 1)]).await;
     let err = result.expect_err("exhausted");
-    let ScheduleError::Exhausted {
+    let Error::ChunkFailed {
         chunk, attempts, ..
     } = &err
     else {
-        panic!("expected Exhausted, got {err:?}");
+        panic!("expected ChunkFailed, got {err:?}");
     };
     assert_eq!(*chunk, 0);
     let workers: Vec<&str> = attempts.iter().map(|a| a.worker.as_str()).collect();
@@ -298,7 +298,7 @@ async fn a_worker_that_keeps_failing_is_set_aside() {
 async fn cancel_stops_running_attempts() {
     let runner = Scripted::new(|_, _, _| Behaviour::Succeed(Duration::from_secs(100)));
     let cancel = CancellationToken::new();
-    let (etx, _erx) = mpsc::unbounded_channel();
+    let (etx, _erx) = mpsc::channel(1024);
     let c = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -313,7 +313,7 @@ async fn cancel_stops_running_attempts() {
         cancel,
     )
     .await;
-    assert_eq!(result.expect_err("cancelled"), ScheduleError::Cancelled);
+    assert!(matches!(result.expect_err("cancelled"), Error::Cancelled));
     assert_eq!(runner.cancelled.load(Ordering::SeqCst), 4);
 }
 
@@ -321,7 +321,10 @@ async fn cancel_stops_running_attempts() {
 async fn an_empty_pool_is_an_error() {
     let runner = Scripted::new(|_, _, _| Behaviour::Succeed(Duration::from_secs(1)));
     let (result, _) = run(&runner, 2, &[]).await;
-    assert_eq!(result.expect_err("no workers"), ScheduleError::NoWorkers);
+    assert_eq!(
+        result.expect_err("no workers").to_string(),
+        "no workers available: the worker pool is empty"
+    );
 }
 
 #[test]
@@ -329,4 +332,35 @@ fn backoff_doubles_up_to_the_cap() {
     let p = policy();
     let waits: Vec<u64> = (1..=8).map(|a| p.backoff(a).as_millis() as u64).collect();
     assert_eq!(waits, vec![0, 500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+    // The default jitters: never longer than the exact wait, at least 80 %.
+    let d = SchedulePolicy::default();
+    for a in 2..=8 {
+        let w = d.backoff(a);
+        let exact = d.backoff.ceiling(a - 1);
+        assert!(
+            w <= exact && w >= exact.mul_f64(0.8),
+            "{a}: {w:?} vs {exact:?}"
+        );
+    }
+}
+
+#[test]
+fn policies_are_validated_with_the_flag_named() {
+    assert!(SchedulePolicy::default().validate().is_ok());
+    let zero = SchedulePolicy {
+        max_attempts: 0,
+        ..SchedulePolicy::default()
+    };
+    assert_eq!(
+        zero.validate().expect_err("0 attempts").to_string(),
+        "--retries 0 is invalid: a chunk needs at least 1 attempt"
+    );
+    let stall = SchedulePolicy {
+        stall_timeout: Duration::ZERO,
+        ..SchedulePolicy::default()
+    };
+    assert_eq!(
+        stall.validate().expect_err("0 s").to_string(),
+        "--stall-timeout 0 is out of range: allowed 0.001-86400 seconds"
+    );
 }

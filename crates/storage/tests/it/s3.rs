@@ -176,7 +176,7 @@ async fn s3_retries_transient_failures() {
     }
     assert_eq!(proxy.request_lines().len(), 4);
 
-    // A permanent error (403) is not retried.
+    // A permanent error (403) is not retried, and says it is a refusal.
     let proxy = FaultProxy::start(moto().addr, |_, _| Action::Respond(403, "AccessDenied")).await;
     let store = S3Store::connect(direct.bucket(), &test_config(&proxy.endpoint))
         .await
@@ -185,7 +185,7 @@ async fn s3_retries_transient_failures() {
     assert!(
         matches!(
             err,
-            StorageError::S3 {
+            StorageError::PermissionDenied {
                 op: "PutObject",
                 ..
             }
@@ -223,7 +223,7 @@ async fn a_failed_multipart_upload_leaves_nothing() {
     assert!(
         matches!(
             err,
-            StorageError::S3 {
+            StorageError::PermissionDenied {
                 op: "UploadPart",
                 ..
             }

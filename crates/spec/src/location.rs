@@ -4,20 +4,30 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::error::{Result, StorageError};
+/// A location string that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("location `{text}`: {reason}")]
+pub struct LocationError {
+    /// The text as given.
+    pub text: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+type Result<T> = std::result::Result<T, LocationError>;
 
 /// A parsed storage location: a store (an S3 bucket or a local directory)
 /// and a key inside it. A key that is empty or ends with `/` names a prefix
 /// (a "directory") rather than one object.
 ///
 /// ```
-/// use storage::Location;
+/// use spec::Location;
 /// let out: Location = "s3://renders/batch-7/".parse()?;
 /// assert!(out.is_prefix());
 /// assert_eq!(out.key(), "batch-7/");
 /// let file: Location = "out/final.mp4".parse()?;
 /// assert_eq!(file.key(), "final.mp4");
-/// # Ok::<(), storage::StorageError>(())
+/// # Ok::<(), spec::LocationError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Location {
@@ -42,12 +52,12 @@ impl Location {
     /// plain path. A trailing `/` marks a prefix.
     ///
     /// # Errors
-    /// [`StorageError::InvalidLocation`] naming the text: empty text, an
+    /// [`LocationError`] naming the text: empty text, an
     /// unknown scheme, an S3 URL without a valid bucket, a `file://` URL with
     /// a remote host, or a key with empty, `.` or `..` segments.
     pub fn parse(text: &str) -> Result<Self> {
-        let invalid = |reason: &str| StorageError::InvalidLocation {
-            text: text.to_owned(),
+        let invalid = |reason: &str| LocationError {
+            text: crate::quote(text),
             reason: reason.to_owned(),
         };
         if text.is_empty() {
@@ -157,7 +167,7 @@ impl Location {
 }
 
 impl FromStr for Location {
-    type Err = StorageError;
+    type Err = LocationError;
 
     fn from_str(text: &str) -> Result<Self> {
         Self::parse(text)
@@ -223,23 +233,24 @@ fn check_key_segments(key: &str, allow_prefix: bool) -> std::result::Result<(), 
     Ok(())
 }
 
-/// Checks an object key (not a prefix).
-pub(crate) fn validate_key(key: &str) -> Result<()> {
-    check_key_segments(key, false).map_err(|reason| StorageError::InvalidKey {
-        key: key.to_owned(),
-        reason,
-    })
+/// Checks an object key (not a prefix): no empty (`//`), `.` or `..`
+/// segments, no `\\` or NUL, not absolute, no trailing `/`.
+///
+/// # Errors
+/// Why the key is refused.
+pub fn check_key(key: &str) -> std::result::Result<(), String> {
+    check_key_segments(key, false)
 }
 
 /// Checks a listing prefix: empty, or a key that may end with `/`.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+///
+/// # Errors
+/// Why the prefix is refused.
+pub fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
     if prefix.is_empty() {
         return Ok(());
     }
-    check_key_segments(prefix, true).map_err(|reason| StorageError::InvalidKey {
-        key: prefix.to_owned(),
-        reason,
-    })
+    check_key_segments(prefix, true)
 }
 
 #[cfg(test)]
@@ -334,12 +345,12 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        assert!(validate_key("a/b.mp4").is_ok());
+        assert!(check_key("a/b.mp4").is_ok());
         for bad in ["", "/a", "a/", "a//b", "./a", "a/..", "a\\b"] {
-            assert!(validate_key(bad).is_err(), "{bad:?}");
+            assert!(check_key(bad).is_err(), "{bad:?}");
         }
-        assert!(validate_prefix("").is_ok());
-        assert!(validate_prefix("a/").is_ok());
-        assert!(validate_prefix("a/../").is_err());
+        assert!(check_prefix("").is_ok());
+        assert!(check_prefix("a/").is_ok());
+        assert!(check_prefix("a/../").is_err());
     }
 }

@@ -1,0 +1,873 @@
+//! One render, as its phases: [`RenderJob::run`] reads top to bottom as
+//! resolve (metadata, plan, keys) → the whole output from the cache →
+//! cached chunks → targets → schedule → assemble → combine and deliver →
+//! summary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use chunker::{Chunk, Plan, PlanRequest};
+use combine::{ChunkArtifact, CombineOptions, CombineReport, PcmAudio};
+use composition::CompositionMeta;
+use spec::{ArtifactTarget, ChunkIdentity, ChunkRequest, ChunkSpan, ContentHash, PcmFormat};
+use storage::StorageError;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::cache::{
+    ArtifactRecord, CachedChunk, ChunkRecord, OutputRecord, OutputSettings, RenderCache, output_key,
+};
+use crate::coordinator::{Coordinator, PreparedSource};
+use crate::events::{Events, RenderEvent, RenderSummary};
+use crate::grpc::{ChunkFiles, ChunkTarget, Described, GrpcRunner, LocalArtifact, artifact_paths};
+use crate::request::{Destination, RenderRequest};
+use crate::schedule::{
+    AttemptFuture, ChunkProgress, ChunkRunner, ScheduleOutcome, WorkerInfo, run_chunks,
+};
+
+/// Scheduler events buffered before they are forwarded to the handle.
+const SCHEDULE_EVENTS: usize = 64;
+
+/// The format of the chunk records this module writes.
+const CHUNK_RECORD_FORMAT: u32 = 1;
+
+/// What the resolve phase learns.
+struct Resolved {
+    source: PreparedSource,
+    described: Described,
+    plan: Plan,
+    /// Every chunk's request but its span and target.
+    template: ChunkRequest,
+    /// Chunk keys in plan order, and the output's key (with a cache).
+    keys: Option<(Vec<ContentHash>, ContentHash)>,
+}
+
+impl Resolved {
+    fn meta(&self) -> &CompositionMeta {
+        &self.described.meta
+    }
+
+    fn chunk_indices(&self) -> Vec<u32> {
+        self.plan.chunks().iter().map(|c| c.index().0).collect()
+    }
+}
+
+/// What the schedule phase produced: rendered chunks' files and attempts.
+struct Rendered {
+    files: HashMap<u32, ChunkFiles>,
+    attempts: HashMap<u32, u32>,
+    retries: usize,
+}
+
+/// One render in progress.
+pub(crate) struct RenderJob<'a> {
+    coordinator: &'a Coordinator,
+    request: RenderRequest,
+    events: Events,
+    cancel: CancellationToken,
+    started: Instant,
+    cache: Option<&'a RenderCache>,
+    work: WorkDir,
+}
+
+impl<'a> RenderJob<'a> {
+    /// A job for `request`, checked.
+    pub(crate) fn new(
+        coordinator: &'a Coordinator,
+        request: RenderRequest,
+        events: Events,
+        cancel: CancellationToken,
+    ) -> Result<Self, Error> {
+        request.validate()?;
+        let work = WorkDir::create(&request.output)?;
+        Ok(RenderJob {
+            coordinator,
+            request,
+            events,
+            cancel,
+            started: Instant::now(),
+            cache: None,
+            work,
+        })
+    }
+
+    /// The whole render, phase by phase.
+    pub(crate) async fn run(mut self) -> Result<RenderSummary, Error> {
+        self.cache = self.until_cancelled(self.coordinator.cache()).await?;
+        let resolved = self.resolve().await?;
+        if let Some(summary) = self.cached_output(&resolved).await? {
+            return Ok(summary);
+        }
+        let hits = self.cached_chunks(&resolved).await?;
+        let downloads = self.download_cached(&resolved, &hits);
+        let misses: Vec<Chunk> = resolved
+            .plan
+            .chunks()
+            .iter()
+            .filter(|c| !hits.contains_key(&c.index().0))
+            .copied()
+            .collect();
+        let targets = self.targets(&resolved, &misses)?;
+        let rendered = self.schedule(&resolved, &misses, targets).await?;
+        let files = self.assemble(&resolved, rendered.files, downloads).await?;
+        let (report, output, presigned_url, combine_ms) =
+            self.combine_and_deliver(&resolved, &files).await?;
+        let summary = RenderSummary {
+            output,
+            presigned_url,
+            frames: report.frames,
+            duration_seconds: seconds(&resolved.plan, report.frames),
+            chunks: resolved.plan.chunks().len(),
+            attempts: resolved
+                .chunk_indices()
+                .iter()
+                .map(|i| rendered.attempts.get(i).copied().unwrap_or(0))
+                .collect(),
+            retries: rendered.retries,
+            wall_ms: self.started.elapsed().as_millis() as u64,
+            combine_ms,
+            bytes: report.bytes,
+            cached_chunks: hits.len(),
+            output_cached: false,
+        };
+        self.events.send(RenderEvent::Done(summary.clone())).await;
+        Ok(summary)
+    }
+
+    /// Prepares the source, describes the composition on a worker, plans the
+    /// chunks and computes their cache keys.
+    async fn resolve(&self) -> Result<Resolved, Error> {
+        let request = &self.request;
+        let source = self
+            .until_cancelled(self.coordinator.prepare_source(&request.source, self.cache))
+            .await?;
+        let described = self
+            .until_cancelled(self.coordinator.describe(
+                &source.spec,
+                &request.composition,
+                &request.props,
+            ))
+            .await?;
+        let meta = &described.meta;
+        let plan = plan_for(meta, request)?;
+        self.events
+            .send(RenderEvent::Planned {
+                composition: meta.id.clone(),
+                width: meta.width,
+                height: meta.height,
+                fps: plan.output_fps().to_string(),
+                frames: plan.output_frames(),
+                chunks: plan.chunks().len(),
+                frames_per_chunk: plan.frames_per_chunk(),
+            })
+            .await;
+        // Workers render the resolved props: exactly what the keys say.
+        let template = ChunkRequest {
+            job_id: job_id(request),
+            source: source.spec.clone(),
+            composition_id: request.composition.clone(),
+            props: meta.props.clone(),
+            span: ChunkSpan::from(&plan.chunks()[0]),
+            video: request.video.clone(),
+            pcm_format: PcmFormat::F32le,
+            target: ArtifactTarget::Inline,
+        };
+        let mut resolved = Resolved {
+            source,
+            described,
+            plan,
+            template,
+            keys: None,
+        };
+        if self.cache.is_some() {
+            resolved.keys = Some(self.keys(&resolved)?);
+        }
+        Ok(resolved)
+    }
+
+    /// The chunks' keys in plan order and the output's.
+    fn keys(&self, r: &Resolved) -> Result<(Vec<ContentHash>, ContentHash), Error> {
+        let identity = r.source.identity(r.meta());
+        let chunks: Vec<ContentHash> = r
+            .plan
+            .chunks()
+            .iter()
+            .map(|c| {
+                ChunkIdentity {
+                    renderer: &r.described.renderer,
+                    source: &identity,
+                    composition: &r.template.composition_id,
+                    resolved_props: &r.template.props,
+                    span: &ChunkSpan::from(c),
+                    video: &r.template.video,
+                    pcm_format: r.template.pcm_format,
+                }
+                .key()
+            })
+            .collect();
+        let combiner = chunk_worker::renderer_version()
+            .map_err(|e| Error::Internal(format!("this process's FFmpeg: {e}")))?;
+        let output = output_key(
+            &chunks,
+            &OutputSettings {
+                combiner: format!("{}; {}", combiner.montage, combiner.ffmpeg),
+                fps: r.plan.output_fps().to_string(),
+                sample_rate: r.plan.sample_rate(),
+                frames: r.plan.output_frames(),
+                has_audio: r.meta().has_audio,
+                audio_bitrate: self.request.audio_bitrate,
+                enforce_audio_track: self.request.enforce_audio_track,
+            },
+        );
+        Ok((chunks, output))
+    }
+
+    /// The whole output, if it was made before: delivered from the cache.
+    async fn cached_output(&self, r: &Resolved) -> Result<Option<RenderSummary>, Error> {
+        let (Some(cache), Some((_, out_key))) = (self.cache, &r.keys) else {
+            return Ok(None);
+        };
+        if !self.request.use_cache || self.request.keep_chunks.is_some() {
+            return Ok(None);
+        }
+        let Some((record, key)) = self
+            .cancellable(lookup(cache.lookup_output(out_key)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.events
+            .send(RenderEvent::CacheHit {
+                chunks: r.chunk_indices(),
+                output: true,
+            })
+            .await;
+        let (output, presigned_url) = self
+            .until_cancelled(self.deliver_cached(cache, &key, &record))
+            .await?;
+        let chunks = r.plan.chunks().len();
+        let summary = RenderSummary {
+            output,
+            presigned_url,
+            frames: record.frames,
+            duration_seconds: seconds(&r.plan, record.frames),
+            chunks,
+            attempts: vec![0; chunks],
+            retries: 0,
+            wall_ms: self.started.elapsed().as_millis() as u64,
+            combine_ms: 0,
+            bytes: record.size,
+            cached_chunks: chunks,
+            output_cached: true,
+        };
+        self.events.send(RenderEvent::Done(summary.clone())).await;
+        Ok(Some(summary))
+    }
+
+    /// The chunks made before, verified.
+    async fn cached_chunks(&self, r: &Resolved) -> Result<HashMap<u32, CachedChunk>, Error> {
+        let mut hits = HashMap::new();
+        let (Some(cache), Some((keys, _))) = (self.cache, &r.keys) else {
+            return Ok(hits);
+        };
+        if !self.request.use_cache {
+            return Ok(hits);
+        }
+        let lookups = r
+            .plan
+            .chunks()
+            .iter()
+            .zip(keys)
+            .map(|(c, k)| async move { (c.index().0, lookup(cache.lookup_chunk(k)).await) });
+        let found = self
+            .cancellable(futures_util::future::join_all(lookups))
+            .await?;
+        hits.extend(found.into_iter().filter_map(|(i, hit)| Some((i, hit?))));
+        if !hits.is_empty() {
+            let mut chunks: Vec<u32> = hits.keys().copied().collect();
+            chunks.sort_unstable();
+            self.events
+                .send(RenderEvent::CacheHit {
+                    chunks,
+                    output: false,
+                })
+                .await;
+        }
+        Ok(hits)
+    }
+
+    /// Cached chunks stored in S3 download while the others render.
+    fn download_cached(
+        &self,
+        r: &Resolved,
+        hits: &HashMap<u32, CachedChunk>,
+    ) -> JoinSet<Result<ChunkFiles, Error>> {
+        let mut set = JoinSet::new();
+        let Some(cache) = self.cache else {
+            return set;
+        };
+        for (&index, hit) in hits {
+            let (cache, hit, dir) = (cache.clone(), hit.clone(), self.work.path().to_path_buf());
+            let has_audio = r.meta().has_audio;
+            set.spawn(async move { cached_files(&cache, &hit, index, has_audio, &dir).await });
+        }
+        set
+    }
+
+    /// Where each chunk to render goes: into the cache when there is one
+    /// (a directory local workers write into, streamed into by remote
+    /// workers, or an S3 prefix), else into the work directory.
+    fn targets(&self, r: &Resolved, misses: &[Chunk]) -> Result<HashMap<u32, ChunkTarget>, Error> {
+        let embedded = self.coordinator.embedded_pool();
+        let local = |dir: PathBuf| {
+            if embedded {
+                ChunkTarget::SharedDir(dir)
+            } else {
+                ChunkTarget::Inline(dir)
+            }
+        };
+        let mut targets = HashMap::new();
+        for chunk in misses {
+            let index = chunk.index().0;
+            let target = match (self.cache, &r.keys) {
+                (Some(cache), Some((keys, _))) => {
+                    let key = &keys[index as usize];
+                    match cache.local_root() {
+                        Some(_) => {
+                            let dir = PathBuf::from(cache.chunk_dir_url(key));
+                            std::fs::create_dir_all(&dir)
+                                .map_err(Error::io(format!("creating {}", dir.display())))?;
+                            local(dir)
+                        }
+                        None => ChunkTarget::Store {
+                            store: Arc::clone(cache.store()),
+                            prefix: cache.chunk_dir_key(key),
+                            dir: self.work.path().to_path_buf(),
+                        },
+                    }
+                }
+                _ => local(self.work.path().to_path_buf()),
+            };
+            targets.insert(index, target);
+        }
+        Ok(targets)
+    }
+
+    /// Renders the chunks not found in the cache on the pool's workers,
+    /// recording each in the cache the moment it finishes.
+    async fn schedule(
+        &self,
+        r: &Resolved,
+        misses: &[Chunk],
+        targets: HashMap<u32, ChunkTarget>,
+    ) -> Result<Rendered, Error> {
+        let runner = Arc::new(RecordingRunner {
+            inner: GrpcRunner::new(
+                r.template.clone(),
+                Some(r.described.renderer.clone()),
+                targets,
+                self.coordinator.options.token.clone(),
+            ),
+            cache: self.cache.cloned(),
+            keys: r.keys.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
+        });
+        let stop_pool = self.cancel.child_token();
+        let pool = self.coordinator.workers(stop_pool.clone()).await;
+        let (tx, rx) = mpsc::channel(SCHEDULE_EVENTS);
+        let forward = self.events.forward(rx);
+        let schedule = async {
+            let outcome = run_chunks(
+                runner,
+                misses,
+                pool,
+                self.coordinator.options.policy,
+                tx,
+                self.cancel.clone(),
+            )
+            .await;
+            stop_pool.cancel();
+            outcome
+        };
+        // Forwarding ends when the scheduler (and its sender) is done.
+        let (outcome, ()) = tokio::join!(schedule, forward);
+        let ScheduleOutcome {
+            outputs,
+            attempts,
+            failures,
+        } = outcome?;
+        let mut rendered = Rendered {
+            files: HashMap::new(),
+            attempts: HashMap::new(),
+            retries: failures.len(),
+        };
+        for ((chunk, f), n) in misses.iter().zip(outputs).zip(attempts) {
+            rendered.attempts.insert(chunk.index().0, n);
+            rendered.files.insert(chunk.index().0, f);
+        }
+        Ok(rendered)
+    }
+
+    /// Every chunk's files in plan order: rendered ones and cached ones
+    /// (waiting for their downloads).
+    async fn assemble(
+        &self,
+        r: &Resolved,
+        mut files: HashMap<u32, ChunkFiles>,
+        downloads: JoinSet<Result<ChunkFiles, Error>>,
+    ) -> Result<Vec<ChunkFiles>, Error> {
+        for f in self.cancellable(downloads.join_all()).await? {
+            let f = f?;
+            files.insert(f.chunk, f);
+        }
+        r.chunk_indices()
+            .iter()
+            .map(|i| {
+                files
+                    .remove(i)
+                    .ok_or_else(|| Error::Internal(format!("chunk {i} has no artifacts")))
+            })
+            .collect()
+    }
+
+    /// Combines the chunks into the MP4, stores it in the cache, delivers it
+    /// and trims a local cache when due. Returns the combine report, the
+    /// output's path or URL, a presigned URL when asked for, and the
+    /// combine time in milliseconds.
+    async fn combine_and_deliver(
+        &self,
+        r: &Resolved,
+        files: &[ChunkFiles],
+    ) -> Result<(CombineReport, String, Option<String>, u64), Error> {
+        self.events.send(RenderEvent::Combining).await;
+        let combine_started = Instant::now();
+        let combined = match &self.request.output {
+            Destination::File(path) => path.clone(),
+            Destination::Storage(_) => self.work.path().join("output.mp4"),
+        };
+        let artifacts = artifacts(&r.plan, r.meta(), files);
+        if let Some(dir) = &self.request.keep_chunks {
+            let (dir, plan, kept) = (dir.clone(), r.plan.clone(), artifacts.clone());
+            tokio::task::spawn_blocking(move || keep_chunks(&dir, &plan, &kept))
+                .await
+                .map_err(Error::task("keeping the chunks"))??;
+        }
+        let report = self.combine(&r.plan, artifacts, &combined).await?;
+        let combine_ms = combine_started.elapsed().as_millis() as u64;
+        if let (Some(cache), Some((_, out_key))) = (self.cache, &r.keys) {
+            // A failure to record is not a failed render.
+            if let Err(e) = self
+                .cancellable(cache.record_output(out_key, &combined, report.frames))
+                .await?
+            {
+                tracing::warn!(error = %e, "could not store the output in the cache");
+            }
+        }
+        let (output, presigned) = self
+            .until_cancelled(self.coordinator.deliver(&self.request, &combined))
+            .await?;
+        if let Some(cache) = self.cache
+            && self.coordinator.trim_due()
+        {
+            let max = match self.coordinator.options.cache_max_bytes {
+                0 => crate::cache::DEFAULT_LOCAL_CACHE_BYTES,
+                n => n,
+            };
+            cache.trim(max).await;
+        }
+        Ok((report, output, presigned, combine_ms))
+    }
+
+    /// Runs `combine` on a blocking thread, cancelled with the render.
+    async fn combine(
+        &self,
+        plan: &Plan,
+        artifacts: Vec<ChunkArtifact>,
+        output: &Path,
+    ) -> Result<CombineReport, Error> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let options = CombineOptions::new(plan.fps())
+            .with_audio_bitrate(self.request.audio_bitrate)
+            .with_enforce_audio_track(self.request.enforce_audio_track)
+            .with_expected_frames(plan.output_frames())
+            .with_cancel(Arc::clone(&flag));
+        let output = output.to_path_buf();
+        let mut job = tokio::task::spawn_blocking(move || {
+            combine::combine_chunks(&artifacts, &options, output)
+        });
+        let report = tokio::select! {
+            r = &mut job => r,
+            _ = self.cancel.cancelled() => {
+                flag.store(true, Ordering::Relaxed);
+                let _ = job.await;
+                return Err(Error::Cancelled);
+            }
+        };
+        match report.map_err(Error::task("the combine step"))? {
+            Ok(r) => Ok(r),
+            Err(combine::CombineError::Cancelled) => Err(Error::Cancelled),
+            Err(e) => Err(Error::Combine(e)),
+        }
+    }
+
+    /// Delivers an output found in the cache.
+    async fn deliver_cached(
+        &self,
+        cache: &RenderCache,
+        key: &str,
+        record: &OutputRecord,
+    ) -> Result<(String, Option<String>), Error> {
+        let hash: ContentHash = record.sha256.parse().map_err(StorageError::from)?;
+        let local = match (&self.request.output, cache.local_path(key)) {
+            // A local cache and a local file: copy.
+            (Destination::File(path), Some(cached)) => {
+                copy_atomically(&cached, path).await?;
+                path.clone()
+            }
+            // A remote cache: download, verified.
+            (Destination::File(path), None) => {
+                cache.store().get_file(key, path, Some(&hash)).await?;
+                path.clone()
+            }
+            (Destination::Storage(_), Some(cached)) => cached,
+            (Destination::Storage(_), None) => {
+                let tmp = self.work.path().join("output.mp4");
+                cache.store().get_file(key, &tmp, Some(&hash)).await?;
+                tmp
+            }
+        };
+        self.coordinator.deliver(&self.request, &local).await
+    }
+
+    /// Runs a future unless the render is cancelled first.
+    async fn cancellable<T>(&self, fut: impl Future<Output = T>) -> Result<T, Error> {
+        tokio::select! {
+            r = fut => Ok(r),
+            _ = self.cancel.cancelled() => Err(Error::Cancelled),
+        }
+    }
+
+    /// Runs a fallible future unless the render is cancelled first.
+    async fn until_cancelled<T, E>(
+        &self,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, Error>
+    where
+        Error: From<E>,
+    {
+        self.cancellable(fut).await?.map_err(Error::from)
+    }
+}
+
+impl Coordinator {
+    /// Uploads a finished local MP4 to a storage destination (a file
+    /// destination is written already). Returns the output's URL or path,
+    /// and a presigned URL when asked for.
+    pub(crate) async fn deliver(
+        &self,
+        request: &RenderRequest,
+        file: &Path,
+    ) -> Result<(String, Option<String>), Error> {
+        let location = match &request.output {
+            Destination::File(path) => return Ok((path.display().to_string(), None)),
+            Destination::Storage(location) => location,
+        };
+        let store = self.stores.open(location).await?;
+        let hash = storage::hash_file(file).await?;
+        let key = if location.is_prefix() {
+            storage::content_key(location.key(), &hash, "mp4")
+        } else {
+            location.key().to_owned()
+        };
+        // The same bytes under the same key (a re-run): nothing to upload.
+        let present = store
+            .head(&key)
+            .await?
+            .is_some_and(|m| m.sha256 == Some(hash));
+        if !present {
+            store.put_file(&key, file).await?;
+        }
+        let presigned = match request.presign {
+            Some(ttl) => Some(store.presign_get(&key, ttl).await?),
+            None => None,
+        };
+        Ok((store.url(&key), presigned))
+    }
+}
+
+/// A cache lookup whose storage failure is reported but does not fail the
+/// render: the chunk is rendered again instead.
+async fn lookup<T>(fut: impl Future<Output = Result<Option<T>, StorageError>>) -> Option<T> {
+    fut.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cache lookup failed: rendering instead");
+        None
+    })
+}
+
+fn seconds(plan: &Plan, frames: u64) -> f64 {
+    let fps = plan.output_fps();
+    frames as f64 * f64::from(fps.den()) / f64::from(fps.num())
+}
+
+/// Copies `from` to `to` through a temporary file beside `to` (tokio's copy
+/// runs on a blocking thread).
+async fn copy_atomically(from: &Path, to: &Path) -> Result<(), Error> {
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".montage-out-")
+        .tempfile_in(parent)
+        .map_err(Error::io(format!(
+            "creating a file in {}",
+            parent.display()
+        )))?
+        .into_temp_path();
+    tokio::fs::copy(from, &tmp)
+        .await
+        .map_err(Error::io(format!(
+            "copying {} to {}",
+            from.display(),
+            tmp.display()
+        )))?;
+    tmp.persist(to).map_err(|e| Error::Io {
+        context: format!("writing {}", to.display()),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// A cached chunk's files on this machine: in place for a local cache,
+/// downloaded (and verified) into `dir` for a remote one.
+async fn cached_files(
+    cache: &RenderCache,
+    hit: &CachedChunk,
+    index: u32,
+    has_audio: bool,
+    dir: &Path,
+) -> Result<ChunkFiles, Error> {
+    let mut video = None;
+    let mut audio = None;
+    for a in &hit.record.artifacts {
+        let key = cache.artifact_key(hit, &a.name);
+        let hash: ContentHash = a.sha256.parse().map_err(StorageError::from)?;
+        let path = match cache.local_path(&key) {
+            Some(p) => p,
+            None => {
+                let dest = dir.join(format!("cached-{index:06}-{}", a.name));
+                cache.store().get_file(&key, &dest, Some(&hash)).await?;
+                dest
+            }
+        };
+        let file = LocalArtifact {
+            path,
+            sha256: hash,
+            size: a.size,
+        };
+        match a.kind.as_str() {
+            "video_ts" => video = Some(file),
+            "audio_pcm" => audio = Some(file),
+            _ => {}
+        }
+    }
+    let missing = |what: &str| {
+        Error::Storage(StorageError::NotFound {
+            location: format!("cached chunk {} ({what})", hit.dir_key),
+        })
+    };
+    let video = video.ok_or_else(|| missing("video"))?;
+    if has_audio && audio.is_none() {
+        return Err(missing("audio"));
+    }
+    Ok(ChunkFiles {
+        chunk: index,
+        video,
+        audio,
+        pcm_format: PcmFormat::F32le,
+        frame_count: hit.record.frame_count,
+        sample_count: hit.record.sample_count,
+        timings: spec::StageTimings::default(),
+    })
+}
+
+/// The gRPC runner, recording every finished chunk in the cache at once, so
+/// a render killed later keeps what it finished.
+struct RecordingRunner {
+    inner: GrpcRunner,
+    cache: Option<RenderCache>,
+    keys: Vec<ContentHash>,
+}
+
+impl ChunkRunner for RecordingRunner {
+    type Output = ChunkFiles;
+
+    fn run(
+        &self,
+        worker: &WorkerInfo,
+        chunk: Chunk,
+        attempt: u32,
+        progress: mpsc::Sender<ChunkProgress>,
+        cancel: CancellationToken,
+    ) -> AttemptFuture<ChunkFiles> {
+        let attempt = self.inner.run(worker, chunk, attempt, progress, cancel);
+        let cache = self.cache.clone();
+        let key = self.keys.get(chunk.index().0 as usize).copied();
+        Box::pin(async move {
+            let files = attempt.await?;
+            if let (Some(cache), Some(key)) = (cache, key) {
+                let record = chunk_record(&key, &files);
+                if let Err(e) = cache.record_chunk(&key, &record).await {
+                    tracing::warn!(chunk = files.chunk, error = %e, "could not record the chunk in the cache");
+                }
+            }
+            Ok(files)
+        })
+    }
+}
+
+fn chunk_record(key: &ContentHash, files: &ChunkFiles) -> ChunkRecord {
+    let artifact = |kind: &str, a: &LocalArtifact| ArtifactRecord {
+        kind: kind.to_owned(),
+        name: a
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: a.sha256.to_hex(),
+        size: a.size,
+    };
+    let mut artifacts = vec![artifact("video_ts", &files.video)];
+    if let Some(a) = &files.audio {
+        artifacts.push(artifact("audio_pcm", a));
+    }
+    ChunkRecord {
+        format: CHUNK_RECORD_FORMAT,
+        key: key.to_hex(),
+        frame_count: files.frame_count,
+        sample_count: files.sample_count,
+        artifacts,
+    }
+}
+
+/// The chunks as `combine` takes them.
+fn artifacts(plan: &Plan, meta: &CompositionMeta, files: &[ChunkFiles]) -> Vec<ChunkArtifact> {
+    plan.chunks()
+        .iter()
+        .zip(files)
+        .map(|(chunk, f)| {
+            let a = ChunkArtifact::new(*chunk, f.video.path.clone());
+            match (&f.audio, meta.has_audio) {
+                (Some(pcm), true) => {
+                    a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32Le))
+                }
+                _ => a,
+            }
+        })
+        .collect()
+}
+
+/// Copies the chunks into `dir` as `chunk-NNNNNN.ts`/`.pcm` with the
+/// `manifest.json` that `coordinator combine` reads (blocking).
+fn keep_chunks(dir: &Path, plan: &Plan, artifacts: &[ChunkArtifact]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    // Absolute, so the manifest's paths work from any directory.
+    let dir =
+        std::fs::canonicalize(dir).map_err(Error::io(format!("resolving {}", dir.display())))?;
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to)
+            .map(|_| ())
+            .map_err(Error::io(format!(
+                "copying {} to {}",
+                from.display(),
+                to.display()
+            )))
+    };
+    let mut kept = Vec::with_capacity(artifacts.len());
+    for (chunk, a) in plan.chunks().iter().zip(artifacts) {
+        let (video, pcm) = artifact_paths(&dir, chunk.index().0);
+        copy(&a.video, &video)?;
+        let mut k = ChunkArtifact::new(*chunk, video);
+        if let Some(audio) = &a.audio {
+            copy(&audio.path, &pcm)?;
+            k = k.with_audio(PcmAudio::new(pcm, audio.format));
+        }
+        kept.push(k);
+    }
+    let manifest = combine::Manifest {
+        fps: plan.fps(),
+        sample_rate: plan.sample_rate(),
+        output_frames: Some(plan.output_frames()),
+        chunks: kept,
+    };
+    let path = dir.join("manifest.json");
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| Error::Internal(format!("writing {}: {e}", path.display())))?;
+    let mut file = tempfile::NamedTempFile::new_in(&dir)
+        .map_err(Error::io(format!("writing {}", path.display())))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(Error::io(format!("writing {}", path.display())))?;
+    file.persist(&path).map_err(|e| Error::Io {
+        context: format!("writing {}", path.display()),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+fn plan_for(meta: &CompositionMeta, request: &RenderRequest) -> Result<Plan, Error> {
+    let mut p = PlanRequest::new(meta.duration_frames, meta.fps, request.chunks)
+        .with_every_nth_frame(request.every_nth_frame);
+    if let Some(r) = &request.frames {
+        p = p.with_frame_range(r.clone());
+    }
+    chunker::plan(&p).map_err(|e| Error::Input(e.to_string()))
+}
+
+fn job_id(request: &RenderRequest) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!(
+        "{}-{stamp}-{}",
+        spec::quote(&request.composition),
+        std::process::id()
+    )
+}
+
+/// A temporary directory for one render (chunks without a local cache,
+/// downloads, an output on its way to storage): beside a local output so
+/// renames stay on one file system, else in the system's temporary
+/// directory. Removed when dropped.
+struct WorkDir {
+    dir: tempfile::TempDir,
+}
+
+impl WorkDir {
+    fn create(output: &Destination) -> Result<Self, Error> {
+        let parent = match output {
+            Destination::File(path) => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            Destination::Storage(_) => std::env::temp_dir(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(".montage-work-")
+            .tempdir_in(&parent)
+            .map_err(Error::io(format!(
+                "creating a work directory in {}",
+                parent.display()
+            )))?;
+        Ok(WorkDir { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}

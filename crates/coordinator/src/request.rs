@@ -1,0 +1,311 @@
+//! What a render asks for: [`RenderRequest`], checked whole by
+//! [`RenderRequest::validate`] before anything runs.
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chunker::ChunkSpec;
+use composition::Props;
+use spec::{Location, VideoSettings};
+
+use crate::Error;
+
+/// The longest presigned URL S3 signs (7 days, SigV4's limit).
+pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Where a render's composition comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderSource {
+    /// A scene bundle directory. Local workers read it in place; remote
+    /// workers get it as a content-addressed archive through an S3 cache
+    /// (`CoordinatorOptions::cache`), or, without one, must see the same
+    /// path (a shared file system).
+    Bundle(PathBuf),
+    /// A Rust composition registered in the workers' binaries.
+    Registered,
+}
+
+/// Where a render's MP4 goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A file on this machine (written under a temporary name and renamed).
+    File(PathBuf),
+    /// An object in storage: `s3://bucket/path.mp4`, or a prefix
+    /// (`s3://bucket/renders/`) under which the MP4 is named by its sha256,
+    /// spread over two levels of hashed prefixes
+    /// (`renders/ab/cd/<sha256>.mp4`).
+    Storage(Location),
+}
+
+impl Destination {
+    /// Parses what a user typed: `s3://…` is storage; `file://` URLs and
+    /// anything else are local paths.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the text when it is not a valid location or
+    /// names a local directory.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let quoted = spec::quote(text);
+        let bad = |e: spec::LocationError| Error::Input(format!("--out: {e}"));
+        if text.starts_with("s3://") {
+            let location = Location::parse(text).map_err(bad)?;
+            if location.key().is_empty() {
+                return Err(Error::Input(format!(
+                    "--out `{quoted}`: name an object (s3://bucket/path.mp4) or a prefix (s3://bucket/renders/)"
+                )));
+            }
+            return Ok(Destination::Storage(location));
+        }
+        let directory = || Error::Input(format!("--out `{quoted}` names a directory, not a file"));
+        if text.starts_with("file://") {
+            return match Location::parse(text).map_err(bad)? {
+                Location::Local { root, key } if !key.is_empty() => {
+                    Ok(Destination::File(root.join(key)))
+                }
+                _ => Err(directory()),
+            };
+        }
+        if text.is_empty() || text.ends_with('/') {
+            return Err(directory());
+        }
+        Ok(Destination::File(PathBuf::from(text)))
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::File(p) => write!(f, "{}", p.display()),
+            Destination::Storage(location) => write!(f, "{location}"),
+        }
+    }
+}
+
+impl From<PathBuf> for Destination {
+    fn from(p: PathBuf) -> Self {
+        Destination::File(p)
+    }
+}
+
+impl From<&Path> for Destination {
+    fn from(p: &Path) -> Self {
+        Destination::File(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Destination {
+    fn from(p: &PathBuf) -> Self {
+        Destination::File(p.clone())
+    }
+}
+
+/// Everything a render needs. Build with [`RenderRequest::new`], adjust the
+/// public fields, and [`RenderRequest::validate`] (the coordinator validates
+/// again before it starts).
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    /// Where the composition comes from.
+    pub source: RenderSource,
+    /// The composition's id.
+    pub composition: String,
+    /// Props (empty: defaults).
+    pub props: Props,
+    /// How to split the frames.
+    pub chunks: ChunkSpec,
+    /// Render only these frames (inclusive).
+    pub frames: Option<RangeInclusive<u64>>,
+    /// Keep one frame in this many.
+    pub every_nth_frame: u32,
+    /// Encoder settings, identical for every chunk.
+    pub video: VideoSettings,
+    /// AAC bitrate in bits per second.
+    pub audio_bitrate: u32,
+    /// Add a silent audio track when the composition has none.
+    pub enforce_audio_track: bool,
+    /// Where the MP4 goes.
+    pub output: Destination,
+    /// Also copy the chunk artifacts into this directory, with the
+    /// `manifest.json` that `coordinator combine` reads.
+    pub keep_chunks: Option<PathBuf>,
+    /// Reuse cached chunks and outputs (when the coordinator has a cache).
+    /// `false` renders everything again; what it renders is still recorded.
+    pub use_cache: bool,
+    /// Also make a presigned GET URL of a storage destination, valid this
+    /// long (at most [`MAX_PRESIGN`]).
+    pub presign: Option<Duration>,
+}
+
+impl RenderRequest {
+    /// A render of `composition` from `source` into `output`, split per
+    /// `chunks`, with default encoding.
+    pub fn new(
+        source: RenderSource,
+        composition: impl Into<String>,
+        chunks: ChunkSpec,
+        output: impl Into<Destination>,
+    ) -> Self {
+        RenderRequest {
+            source,
+            composition: composition.into(),
+            props: Props::new(),
+            chunks,
+            frames: None,
+            every_nth_frame: 1,
+            video: VideoSettings::default(),
+            audio_bitrate: combine::DEFAULT_AUDIO_BITRATE,
+            enforce_audio_track: false,
+            output: output.into(),
+            keep_chunks: None,
+            use_cache: true,
+            presign: None,
+        }
+    }
+
+    /// Checks everything that can be checked without a worker: the encoder
+    /// settings, the split, the frame range's order, the frame step, the
+    /// AAC bitrate and the presigned URL's lifetime and destination. (The
+    /// composition, props and range against its length are checked when it
+    /// is selected.)
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the field (as its CLI flag) and the value.
+    pub fn validate(&self) -> Result<(), Error> {
+        let input = |m: String| Err(Error::Input(m));
+        if self.composition.is_empty() {
+            return input("the composition id is empty".into());
+        }
+        self.video
+            .validate()
+            .map_err(|e| Error::Input(format!("video settings: {e}")))?;
+        match self.chunks {
+            ChunkSpec::Count(0) => return input("--chunks 0 is invalid: give at least 1".into()),
+            ChunkSpec::FramesPerChunk(0) => {
+                return input("--frames-per-chunk 0 is invalid: give at least 1".into());
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.frames
+            && r.start() > r.end()
+        {
+            return input(format!(
+                "--frames {}-{}: the first frame is after the last",
+                r.start(),
+                r.end()
+            ));
+        }
+        if self.every_nth_frame == 0 {
+            return input("--every-nth-frame 0 is invalid: give at least 1".into());
+        }
+        if !(combine::MIN_AUDIO_BITRATE..=combine::MAX_AUDIO_BITRATE).contains(&self.audio_bitrate)
+        {
+            return input(format!(
+                "--audio-bitrate {} is out of range: allowed {}-{}",
+                self.audio_bitrate,
+                combine::MIN_AUDIO_BITRATE,
+                combine::MAX_AUDIO_BITRATE
+            ));
+        }
+        if let Some(ttl) = self.presign {
+            if !matches!(self.output, Destination::Storage(_)) {
+                return input(format!(
+                    "--presign needs an s3:// output, not {}",
+                    self.output
+                ));
+            }
+            if ttl.is_zero() || ttl > MAX_PRESIGN {
+                return input(format!(
+                    "--presign {} is out of range: allowed 1-{} seconds",
+                    ttl.as_secs(),
+                    MAX_PRESIGN.as_secs()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RenderRequest {
+        RenderRequest::new(
+            RenderSource::Registered,
+            "test-pattern",
+            ChunkSpec::Count(2),
+            PathBuf::from("out.mp4"),
+        )
+    }
+
+    #[track_caller]
+    fn check(change: impl FnOnce(&mut RenderRequest), expected: Result<(), &str>) {
+        let mut r = request();
+        change(&mut r);
+        assert_eq!(
+            r.validate().map_err(|e| e.to_string()),
+            expected.map_err(str::to_owned)
+        );
+    }
+
+    #[test]
+    fn requests_are_checked_whole_with_the_flag_named() {
+        check(|_| {}, Ok(()));
+        check(
+            |r| r.chunks = ChunkSpec::Count(0),
+            Err("--chunks 0 is invalid: give at least 1"),
+        );
+        check(
+            // As typed on the command line (`--frames 9-3`).
+            |r| r.frames = Some(RangeInclusive::new(9, 3)),
+            Err("--frames 9-3: the first frame is after the last"),
+        );
+        check(
+            |r| r.every_nth_frame = 0,
+            Err("--every-nth-frame 0 is invalid: give at least 1"),
+        );
+        check(
+            |r| r.presign = Some(Duration::from_secs(60)),
+            Err("--presign needs an s3:// output, not out.mp4"),
+        );
+        check(
+            |r| {
+                r.output = Destination::parse("s3://b-1/x.mp4").expect("valid");
+                r.presign = Some(MAX_PRESIGN + Duration::from_secs(1));
+            },
+            Err("--presign 604801 is out of range: allowed 1-604800 seconds"),
+        );
+        check(
+            |r| r.video.preset = "warp".into(),
+            Err(
+                "video settings: field `video.preset`: `warp` is not an x264 preset; allowed: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow, placebo",
+            ),
+        );
+        check(
+            |r| r.audio_bitrate = 1,
+            Err("--audio-bitrate 1 is out of range: allowed 16000-512000"),
+        );
+    }
+
+    #[test]
+    fn destinations_name_the_text() {
+        assert_eq!(
+            Destination::parse("out/x.mp4").expect("file"),
+            Destination::File("out/x.mp4".into())
+        );
+        assert_eq!(
+            Destination::parse("out/").expect_err("dir").to_string(),
+            "--out `out/` names a directory, not a file"
+        );
+        assert_eq!(
+            Destination::parse("s3://b-1")
+                .expect_err("bucket")
+                .to_string(),
+            "--out `s3://b-1`: name an object (s3://bucket/path.mp4) or a prefix (s3://bucket/renders/)"
+        );
+        assert!(matches!(
+            Destination::parse("s3://b-1/renders/").expect("prefix"),
+            Destination::Storage(l) if l.is_prefix()
+        ));
+    }
+}

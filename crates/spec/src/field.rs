@@ -1,0 +1,60 @@
+//! The error of a request field that is missing or out of range.
+
+/// A request field (from the wire or a caller) that is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct FieldError {
+    /// The field's path in the request, e.g. `frames.last`.
+    pub field: String,
+    /// What is wrong with it and what is allowed.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The error for a required field that was not set.
+    pub fn missing(field: impl Into<String>) -> Self {
+        FieldError::new(field, "is required but was not set")
+    }
+
+    /// Nests the error under `outer` (`meta` + `fps` → `meta.fps`).
+    #[must_use]
+    pub fn within(self, outer: &str) -> Self {
+        FieldError {
+            field: format!("{outer}.{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+/// The most characters of any input an error message quotes: a client that
+/// sends a megabyte of id gets a short, readable status, not its megabyte
+/// back (which would not even fit a gRPC status header).
+pub const QUOTE_LIMIT: usize = 200;
+
+/// `text` as an error message may quote it: whole if it is at most
+/// [`QUOTE_LIMIT`] characters, else its first [`QUOTE_LIMIT`] characters and
+/// how much was left out.
+///
+/// ```
+/// assert_eq!(spec::quote("ok"), "ok");
+/// let long = "x".repeat(1000);
+/// assert_eq!(spec::quote(&long), format!("{}… (800 more characters)", "x".repeat(200)));
+/// ```
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_LIMIT) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &text[..cut],
+            text[cut..].chars().count()
+        ),
+    }
+}

@@ -1,0 +1,354 @@
+//! Video encoder settings: every value fixed by the request, so chunks
+//! rendered on different machines have identical stream parameters.
+
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+
+/// The x264 presets, fastest first.
+pub const X264_PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+/// The H.264 levels libx264 accepts, as written.
+pub const H264_LEVELS: [&str; 20] = [
+    "1", "1b", "1.1", "1.2", "1.3", "2", "2.1", "2.2", "3", "3.1", "3.2", "4", "4.1", "4.2", "5",
+    "5.1", "5.2", "6", "6.1", "6.2",
+];
+
+/// The largest keyframe interval allowed, in frames.
+pub const MAX_KEYINT: u32 = 1000;
+
+/// The most consecutive B-frames allowed (x264's limit).
+pub const MAX_BFRAMES: u32 = 16;
+
+/// The most libx264 threads a request may ask for.
+pub const MAX_ENCODER_THREADS: u32 = 16;
+
+/// The largest x264 constant rate factor.
+pub const MAX_CRF: u8 = 51;
+
+/// The H.264 profile written into the SPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum H264Profile {
+    /// Constrained to I/P frames, 4:2:0.
+    Baseline,
+    /// Main profile, 4:2:0.
+    Main,
+    /// High profile, 4:2:0 (the default).
+    High,
+    /// High 4:4:4 Predictive: needed for `yuv444p` and for lossless.
+    High444,
+}
+
+impl H264Profile {
+    /// Every profile, in the order errors list them.
+    pub const ALL: [H264Profile; 4] = [
+        H264Profile::Baseline,
+        H264Profile::Main,
+        H264Profile::High,
+        H264Profile::High444,
+    ];
+
+    /// The name libx264 knows it by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            H264Profile::Baseline => "baseline",
+            H264Profile::Main => "main",
+            H264Profile::High => "high",
+            H264Profile::High444 => "high444",
+        }
+    }
+
+    /// The profile named `s` (libx264's names).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The pixel format of the encoded video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelFormat {
+    /// 4:2:0, 8 bit (the default; plays everywhere).
+    Yuv420p,
+    /// 4:4:4, 8 bit (for lossless comparisons).
+    Yuv444p,
+}
+
+impl PixelFormat {
+    /// Every pixel format, in the order errors list them.
+    pub const ALL: [PixelFormat; 2] = [PixelFormat::Yuv420p, PixelFormat::Yuv444p];
+
+    /// FFmpeg's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PixelFormat::Yuv420p => "yuv420p",
+            PixelFormat::Yuv444p => "yuv444p",
+        }
+    }
+
+    /// The pixel format named `s` (FFmpeg's names).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Rate control of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// x264 constant rate factor, 0-[`MAX_CRF`] (18 by default).
+    Crf(u8),
+    /// Lossless: x264 constant QP 0 (needs [`H264Profile::High444`]).
+    Lossless,
+}
+
+/// Video encoder settings. Every value is fixed by the request so chunks from
+/// different machines have identical stream parameters: the SPS/PPS depend on
+/// them, and so does every byte of the stream.
+///
+/// The colour description is not configurable: RGBA is converted with the
+/// BT.709 matrix to limited ("tv") range and tagged BT.709 primaries,
+/// transfer and matrix, with a 1:1 sample aspect ratio.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VideoSettings {
+    /// Rate control.
+    pub quality: Quality,
+    /// x264 preset, one of [`X264_PRESETS`].
+    pub preset: String,
+    /// H.264 profile.
+    pub profile: H264Profile,
+    /// H.264 level as written (one of [`H264_LEVELS`]); `None` lets x264
+    /// choose from size and rate (still deterministic).
+    pub level: Option<String>,
+    /// Maximum distance between keyframes, in frames (1-[`MAX_KEYINT`]).
+    pub keyint: u32,
+    /// Maximum consecutive B-frames (0-[`MAX_BFRAMES`]).
+    pub bframes: u32,
+    /// Pixel format of the encoded video.
+    pub pixel_format: PixelFormat,
+    /// libx264 threads (1-[`MAX_ENCODER_THREADS`]). The bitstream depends on
+    /// this number (frame threads limit motion search), never on the
+    /// machine's core count, so it is part of the request.
+    pub encoder_threads: u32,
+}
+
+impl Default for VideoSettings {
+    /// libx264, CRF 18, `veryfast`, High profile, keyint 250, 3 B-frames,
+    /// `yuv420p`, 4 encoder threads.
+    fn default() -> Self {
+        VideoSettings {
+            quality: Quality::Crf(18),
+            preset: "veryfast".to_owned(),
+            profile: H264Profile::High,
+            level: None,
+            keyint: 250,
+            bframes: 3,
+            pixel_format: PixelFormat::Yuv420p,
+            encoder_threads: 4,
+        }
+    }
+}
+
+impl VideoSettings {
+    /// Lossless settings for exact comparisons in tests: QP 0, `yuv444p`,
+    /// High 4:4:4 Predictive; otherwise the defaults.
+    pub fn lossless() -> Self {
+        VideoSettings {
+            quality: Quality::Lossless,
+            profile: H264Profile::High444,
+            pixel_format: PixelFormat::Yuv444p,
+            ..VideoSettings::default()
+        }
+    }
+
+    /// Checks every value against the range allowed.
+    ///
+    /// # Errors
+    /// A [`FieldError`] naming the field (`video.crf`, `video.profile`, …),
+    /// the value given and what is allowed.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Quality::Crf(crf) = self.quality
+            && crf > MAX_CRF
+        {
+            return Err(FieldError::new(
+                "video.crf",
+                format!("{crf} is out of range: allowed 0-{MAX_CRF}"),
+            ));
+        }
+        if !X264_PRESETS.contains(&self.preset.as_str()) {
+            return Err(FieldError::new(
+                "video.preset",
+                format!(
+                    "`{}` is not an x264 preset; allowed: {}",
+                    crate::quote(&self.preset),
+                    X264_PRESETS.join(", ")
+                ),
+            ));
+        }
+        if let Some(level) = &self.level
+            && !H264_LEVELS.contains(&level.as_str())
+        {
+            return Err(FieldError::new(
+                "video.level",
+                format!(
+                    "`{}` is not an H.264 level; allowed: {}",
+                    crate::quote(level),
+                    H264_LEVELS.join(", ")
+                ),
+            ));
+        }
+        if !(1..=MAX_KEYINT).contains(&self.keyint) {
+            return Err(FieldError::new(
+                "video.keyint",
+                format!("{} is out of range: allowed 1-{MAX_KEYINT}", self.keyint),
+            ));
+        }
+        if self.bframes > MAX_BFRAMES {
+            return Err(FieldError::new(
+                "video.bframes",
+                format!("{} is out of range: allowed 0-{MAX_BFRAMES}", self.bframes),
+            ));
+        }
+        if self.profile == H264Profile::Baseline && self.bframes > 0 {
+            return Err(FieldError::new(
+                "video.bframes",
+                format!(
+                    "{} B-frames with profile baseline: baseline allows none",
+                    self.bframes
+                ),
+            ));
+        }
+        if !(1..=MAX_ENCODER_THREADS).contains(&self.encoder_threads) {
+            return Err(FieldError::new(
+                "video.encoder_threads",
+                format!(
+                    "{} is out of range: allowed 1-{MAX_ENCODER_THREADS}",
+                    self.encoder_threads
+                ),
+            ));
+        }
+        let needs_444 =
+            self.pixel_format == PixelFormat::Yuv444p || self.quality == Quality::Lossless;
+        if needs_444 && self.profile != H264Profile::High444 {
+            return Err(FieldError::new(
+                "video.profile",
+                format!(
+                    "`{}` cannot carry {} video: use high444",
+                    self.profile.as_str(),
+                    if self.quality == Quality::Lossless {
+                        "lossless"
+                    } else {
+                        "yuv444p"
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The sample format of a chunk's PCM artifact: interleaved stereo, little
+/// endian, at the composition's sample rate. In JSON: `"s16le"` or
+/// `"f32le"` (FFmpeg's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum PcmFormat {
+    /// Signed 16-bit integers: 4 bytes per stereo sample.
+    #[serde(rename = "s16le")]
+    S16le,
+    /// 32-bit IEEE floats, exactly the composition's samples: 8 bytes per
+    /// stereo sample (the default).
+    #[default]
+    #[serde(rename = "f32le")]
+    F32le,
+}
+
+impl PcmFormat {
+    /// Bytes of one sample of one channel.
+    pub fn bytes_per_sample(self) -> usize {
+        match self {
+            PcmFormat::S16le => 2,
+            PcmFormat::F32le => 4,
+        }
+    }
+
+    /// Bytes per interleaved stereo sample frame.
+    pub fn bytes_per_sample_frame(self) -> u64 {
+        2 * self.bytes_per_sample() as u64
+    }
+
+    /// FFmpeg's name for it (`-f s16le`, `-f f32le`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PcmFormat::S16le => "s16le",
+            PcmFormat::F32le => "f32le",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(v: VideoSettings, expected: Result<(), &str>) {
+        assert_eq!(
+            v.validate().map_err(|e| e.to_string()),
+            expected.map_err(str::to_owned)
+        );
+    }
+
+    #[test]
+    fn settings_are_checked_with_the_field_named() {
+        check(VideoSettings::default(), Ok(()));
+        check(VideoSettings::lossless(), Ok(()));
+        check(
+            VideoSettings {
+                quality: Quality::Crf(60),
+                ..Default::default()
+            },
+            Err("field `video.crf`: 60 is out of range: allowed 0-51"),
+        );
+        check(
+            VideoSettings {
+                preset: "warp".into(),
+                ..Default::default()
+            },
+            Err(
+                "field `video.preset`: `warp` is not an x264 preset; allowed: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow, placebo",
+            ),
+        );
+        check(
+            VideoSettings {
+                pixel_format: PixelFormat::Yuv444p,
+                ..Default::default()
+            },
+            Err("field `video.profile`: `high` cannot carry yuv444p video: use high444"),
+        );
+        check(
+            VideoSettings {
+                keyint: 5000,
+                ..Default::default()
+            },
+            Err("field `video.keyint`: 5000 is out of range: allowed 1-1000"),
+        );
+        check(
+            VideoSettings {
+                profile: H264Profile::Baseline,
+                ..Default::default()
+            },
+            Err("field `video.bframes`: 3 B-frames with profile baseline: baseline allows none"),
+        );
+    }
+}
