@@ -188,7 +188,11 @@ fn a_chunk_deserializes_only_when_its_fields_agree() {
     let json = chunk_json_with("index", serde_json::json!(2));
     let chunk: Chunk = serde_json::from_str(&json).expect("planned chunk");
     assert_eq!(
-        (chunk.frames(), chunk.first_output_frame(), chunk.frame_count()),
+        (
+            chunk.frames(),
+            chunk.first_output_frame(),
+            chunk.frame_count()
+        ),
         (FrameRange::new(20, 29).expect("range"), 10, 5)
     );
     check_refused(
