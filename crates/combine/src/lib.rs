@@ -457,7 +457,7 @@ fn temp_beside(output: &Path) -> Result<tempfile::TempPath, CombineError> {
         .tempfile_in(dir)
         .map(tempfile::NamedTempFile::into_temp_path)
         .map_err(|source| CombineError::Output {
-            path: dir.to_path_buf(),
+            path: output.to_path_buf(),
             source,
         })
 }

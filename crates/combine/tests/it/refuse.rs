@@ -373,6 +373,15 @@ fn refusals_name_the_chunk_and_leave_no_file() -> Result<()> {
         "no chunks",
     );
 
+    // An output directory that does not exist: named, and nothing created.
+    let missing = dir.join("no-such-dir").join("out.mp4");
+    let err = combine_chunks(&chunks, &options, &missing).expect_err("no directory");
+    ensure!(
+        matches!(&err, CombineError::Output { path, .. } if *path == missing),
+        "{err:?}"
+    );
+    ensure!(!dir.join("no-such-dir").exists());
+
     // The same inputs still combine (the refusals were about the changes).
     let out = out_path(dir, "good.mp4");
     combine_chunks(&chunks, &options.clone().with_verify_decode(true), &out)?;
