@@ -173,6 +173,19 @@ pub enum PlanError {
         /// The composition's frame rate.
         fps: Fps,
     },
+    /// A chunk description read from elsewhere (a manifest, a record) whose
+    /// fields disagree with each other.
+    #[error("chunk {index}: {field} {given} is invalid: {reason}")]
+    InconsistentChunk {
+        /// The chunk's index as given.
+        index: ChunkIndex,
+        /// The field that does not fit the others.
+        field: &'static str,
+        /// Its value.
+        given: u64,
+        /// What the other fields make it (or allow).
+        reason: String,
+    },
     /// The request would need more than `u32::MAX` chunks.
     #[error("{frames} frames at {per_chunk} frames per chunk need more than {max} chunks", max = u32::MAX)]
     TooManyChunks {
@@ -185,7 +198,14 @@ pub enum PlanError {
 
 /// One unit of work: a contiguous run of the composition's frames, rendered
 /// (every `every_nth_frame`th of them) by one worker.
+///
+/// Deserializing checks what the fields say about each other (a frame range
+/// that is not inverted, `every_nth_frame` of at least 1, the first output
+/// frame and the frame count that the frames imply) and refuses a chunk that
+/// disagrees with [`PlanError::InconsistentChunk`]. Its sample span can only
+/// be checked against a frame rate: `combine` does that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ChunkRepr")]
 pub struct Chunk {
     index: ChunkIndex,
     frames: FrameRange,
@@ -267,16 +287,92 @@ impl Chunk {
                 last: first,
             });
         }
-        let step = u64::from(every_nth_frame);
-        let offset = first - composition_start;
+        let (first_output_frame, output_frames) =
+            output_position(range, every_nth_frame, composition_start);
         Ok(Chunk {
             index,
             frames: range,
             every_nth_frame,
             composition_start: FrameIndex(composition_start),
-            first_output_frame: offset / step,
-            output_frames: range.len().div_ceil(step),
+            first_output_frame,
+            output_frames,
             samples: fps.sample_span_of(range, sample_rate),
+        })
+    }
+}
+
+/// A chunk's first output frame and output frame count, as its frames,
+/// `every_nth_frame` and the render's first frame decide them. The caller
+/// has checked `every_nth_frame >= 1` and `composition_start <= first`.
+fn output_position(frames: FrameRange, every_nth_frame: u32, composition_start: u64) -> (u64, u64) {
+    let step = u64::from(every_nth_frame);
+    (
+        (frames.first.0 - composition_start) / step,
+        frames.len().div_ceil(step),
+    )
+}
+
+/// What a serialized [`Chunk`] holds before it is checked.
+#[derive(Deserialize)]
+struct ChunkRepr {
+    index: ChunkIndex,
+    frames: FrameRange,
+    every_nth_frame: u32,
+    composition_start: FrameIndex,
+    first_output_frame: u64,
+    output_frames: u64,
+    samples: SampleSpan,
+}
+
+impl TryFrom<ChunkRepr> for Chunk {
+    type Error = PlanError;
+    fn try_from(raw: ChunkRepr) -> Result<Self, Self::Error> {
+        let bad = |field, given, reason: String| PlanError::InconsistentChunk {
+            index: raw.index,
+            field,
+            given,
+            reason,
+        };
+        let (frames, nth, start) = (raw.frames, raw.every_nth_frame, raw.composition_start.0);
+        if nth == 0 {
+            return Err(bad(
+                "every_nth_frame",
+                0,
+                "it must be at least 1 (1 keeps every frame)".into(),
+            ));
+        }
+        if start > frames.first.0 {
+            return Err(bad(
+                "composition_start",
+                start,
+                format!("it is after the chunk's first frame (frames {frames})"),
+            ));
+        }
+        let (first_output_frame, output_frames) = output_position(frames, nth, start);
+        if raw.first_output_frame != first_output_frame {
+            return Err(bad(
+                "first_output_frame",
+                raw.first_output_frame,
+                format!(
+                    "frames {frames} every {nth} from composition start {start} make it {first_output_frame}"
+                ),
+            ));
+        }
+        if raw.output_frames != output_frames {
+            return Err(bad(
+                "output_frames",
+                raw.output_frames,
+                format!("frames {frames} every {nth} make it {output_frames}"),
+            ));
+        }
+        Ok(Chunk {
+            index: raw.index,
+            frames,
+            every_nth_frame: nth,
+            composition_start: raw.composition_start,
+            first_output_frame,
+            output_frames,
+            samples: raw.samples,
         })
     }
 }

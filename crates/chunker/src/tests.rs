@@ -158,6 +158,75 @@ fn from_parts_matches_the_plan() {
     }
 }
 
+/// Chunk 2 of frames 0-59 every 2nd frame, in 10-frame chunks, as JSON with
+/// `field` replaced by `value`.
+fn chunk_json_with(field: &str, value: serde_json::Value) -> String {
+    let p = plan(
+        &PlanRequest::new(60, fps(30, 1), ChunkSpec::FramesPerChunk(5)).with_every_nth_frame(2),
+    )
+    .expect("plan");
+    let mut json = serde_json::to_value(p.chunks()[2]).expect("serialize");
+    json[field] = value;
+    json.to_string()
+}
+
+#[track_caller]
+fn check_refused(field: &str, value: serde_json::Value, message: &str) {
+    let json = chunk_json_with(field, value);
+    let err = serde_json::from_str::<Chunk>(&json).expect_err(&json);
+    // serde_json adds where in the text it stopped (when it knows): not
+    // part of our message.
+    let text = err.to_string();
+    let location = format!(" at line {} column {}", err.line(), err.column());
+    let ours = text.strip_suffix(&location).unwrap_or(&text);
+    assert_eq!(ours, message, "{json}");
+}
+
+#[test]
+fn a_chunk_deserializes_only_when_its_fields_agree() {
+    // The planned chunk reads back as itself.
+    let json = chunk_json_with("index", serde_json::json!(2));
+    let chunk: Chunk = serde_json::from_str(&json).expect("planned chunk");
+    assert_eq!(
+        (
+            chunk.frames(),
+            chunk.first_output_frame(),
+            chunk.frame_count()
+        ),
+        (FrameRange::new(20, 29).expect("range"), 10, 5)
+    );
+    check_refused(
+        "frames",
+        serde_json::json!({"first": 29, "last": 20}),
+        "frame range is inverted: first 29 is after last 20",
+    );
+    check_refused(
+        "samples",
+        serde_json::json!({"start": 48000, "end": 32000}),
+        "sample span is inverted: end 32000 is before start 48000",
+    );
+    check_refused(
+        "every_nth_frame",
+        serde_json::json!(0),
+        "chunk 2: every_nth_frame 0 is invalid: it must be at least 1 (1 keeps every frame)",
+    );
+    check_refused(
+        "composition_start",
+        serde_json::json!(21),
+        "chunk 2: composition_start 21 is invalid: it is after the chunk's first frame (frames 20-29)",
+    );
+    check_refused(
+        "first_output_frame",
+        serde_json::json!(9),
+        "chunk 2: first_output_frame 9 is invalid: frames 20-29 every 2 from composition start 0 make it 10",
+    );
+    check_refused(
+        "output_frames",
+        serde_json::json!(10),
+        "chunk 2: output_frames 10 is invalid: frames 20-29 every 2 make it 5",
+    );
+}
+
 fn common_fps() -> impl Strategy<Value = Fps> {
     prop::sample::select(vec![
         (24u32, 1u32),
@@ -241,6 +310,16 @@ proptest! {
         }
         let total: u64 = p.chunks().iter().map(|c| c.frame_count()).sum();
         prop_assert_eq!(total, p.output_frames());
+    }
+
+    #[test]
+    fn planned_chunks_survive_a_json_round_trip(r in request()) {
+        let p = plan(&r).expect("valid request");
+        for c in p.chunks() {
+            let text = serde_json::to_string(c).expect("serialize");
+            let back: Chunk = serde_json::from_str(&text).expect("a planned chunk reads back");
+            prop_assert_eq!(&back, c);
+        }
     }
 
     #[test]

@@ -171,6 +171,16 @@ pub enum CombineError {
         /// Actual file size.
         found_bytes: u64,
     },
+    /// A manifest ([`crate::Manifest::from_json`]) that is not valid JSON or
+    /// holds a bad value.
+    #[error("manifest: {}{detail}", if path == "." { String::new() } else { format!("{path}: ") })]
+    InvalidManifest {
+        /// Where in the document, as `chunks[3].chunk.frames` (`.` for the
+        /// document itself).
+        path: String,
+        /// What is wrong, with its line and column.
+        detail: String,
+    },
     /// The combine was cancelled through its cancellation flag.
     #[error("combine cancelled")]
     Cancelled,

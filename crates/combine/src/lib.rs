@@ -57,16 +57,16 @@ mod audio;
 mod error;
 mod ffi;
 mod h264;
+mod layout;
+mod mp4;
 mod video;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chunker::Chunk;
-use chunker::timebase::{DEFAULT_SAMPLE_RATE, Fps, SampleSpan};
-use ffmpeg::Rational;
+use chunker::timebase::{DEFAULT_SAMPLE_RATE, Fps};
 use ffmpeg_next as ffmpeg;
 use serde::{Deserialize, Serialize};
 
@@ -150,9 +150,9 @@ pub struct ChunkArtifact {
 ///     "audio": {"path": "chunk-00.pcm", "format": "s16le"}
 ///   }]
 /// }"#;
-/// let manifest: combine::Manifest = serde_json::from_str(json)?;
+/// let manifest = combine::Manifest::from_json(json)?;
 /// assert_eq!(manifest.options().expected_frames, Some(2));
-/// # Ok::<(), serde_json::Error>(())
+/// # Ok::<(), combine::CombineError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -173,6 +173,46 @@ fn default_sample_rate() -> u32 {
 }
 
 impl Manifest {
+    /// Reads a manifest from JSON, checking every chunk as it is read (see
+    /// `chunker::Chunk`): a bad value is refused with its place in the
+    /// document, e.g. `chunks[3].chunk.frames`.
+    ///
+    /// ```
+    /// let bad = r#"{"fps": 30, "chunks": [{"chunk": {"index": 0,
+    ///     "frames": {"first": 5, "last": 1}, "every_nth_frame": 1, "composition_start": 0,
+    ///     "first_output_frame": 0, "output_frames": 1, "samples": {"start": 0, "end": 1}},
+    ///     "video": "chunk-00.ts"}]}"#;
+    /// let err = combine::Manifest::from_json(bad).unwrap_err();
+    /// assert!(err.to_string().starts_with(
+    ///     "manifest: chunks[0].chunk.frames: frame range is inverted: first 5 is after last 1"
+    /// ));
+    /// ```
+    ///
+    /// # Errors
+    /// [`CombineError::InvalidManifest`] naming the JSON path of the bad
+    /// value and what is wrong with it.
+    pub fn from_json(json: &str) -> Result<Manifest, CombineError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let manifest: Manifest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            // Text that is not JSON fails before any field: the path is
+            // then `?`, which says less than "the document".
+            let path = match e.path().to_string() {
+                p if p == "?" => ".".to_owned(),
+                p => p,
+            };
+            CombineError::InvalidManifest {
+                path,
+                detail: e.inner().to_string(),
+            }
+        })?;
+        // Trailing characters after the document are an error too.
+        de.end().map_err(|e| CombineError::InvalidManifest {
+            path: ".".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(manifest)
+    }
+
     /// Default options for this manifest (bitrate, audio track and
     /// cancellation can then be set on them).
     pub fn options(&self) -> CombineOptions {
@@ -379,544 +419,155 @@ pub fn combine_chunks(
 ) -> Result<CombineReport, CombineError> {
     let output = output.as_ref();
     options.validate()?;
-    let layout = check_plan(chunks, options)?;
+    let layout = layout::Layout::check(chunks, options)?;
     let cancelled = || options.cancel.as_ref().is_some_and(Cancel::is_cancelled);
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
     ffmpeg::init().map_err(CombineError::ffmpeg("initialising FFmpeg"))?;
 
-    let temp = TempOutput::beside(output);
-    // On error `temp` is dropped, which removes the partial file.
-    let mut report = write_mp4(chunks, options, &layout, &temp.path, &cancelled)?;
+    // Removed when dropped: on any error nothing is left beside the output.
+    let temp = temp_beside(output)?;
+    let mut report = mp4::write_mp4(chunks, options, layout, &temp, &cancelled)?;
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
-    temp.persist(output)?;
+    temp.persist(output).map_err(|e| CombineError::Output {
+        path: output.to_path_buf(),
+        source: e.error,
+    })?;
     report.output = output.to_path_buf();
     Ok(report)
 }
 
-/// What the chunk list adds up to, once checked.
-struct Layout {
-    output_fps: Fps,
-    frames: u64,
-    samples: SampleSpan,
-    audio: AudioPlan,
-}
-
-enum AudioPlan {
-    None,
-    Pcm(Vec<audio::PcmPart>),
-    Silence,
-}
-
-/// Checks order, gaps, duplicates and consistency of the planned chunks, and
-/// the PCM file sizes, before anything is written.
-fn check_plan(chunks: &[ChunkArtifact], options: &CombineOptions) -> Result<Layout, CombineError> {
-    let first = chunks.first().ok_or(CombineError::NoChunks)?;
-    let c0 = first.chunk;
-    let nth = c0.every_nth_frame();
-    let output_fps = options
-        .fps
-        .every_nth(nth)
-        .map_err(|_| CombineError::InvalidOption {
-            option: "fps",
-            given: format!("{} with every_nth_frame {nth}", options.fps),
-            allowed: "a frame rate whose denominator times every_nth_frame fits in 32 bits",
-        })?;
-    if output_fps
-        .ticks_per_frame(chunker::timebase::MPEG_TS_CLOCK_HZ)
-        .is_none()
-    {
-        return Err(CombineError::InvalidOption {
-            option: "fps",
-            given: output_fps.to_string(),
-            allowed: "an output frame rate with a whole number of 90 kHz ticks per frame (24000/1001 has none)",
-        });
-    }
-
-    // Order, duplicates and gaps, judged by planned index.
-    for (pos, a) in chunks.iter().enumerate() {
-        let idx = a.chunk.index();
-        if let Some(earlier) = chunks[..pos].iter().position(|b| b.chunk.index() == idx) {
-            return Err(CombineError::DuplicateChunk {
-                index: idx,
-                first: earlier,
-                second: pos,
-            });
-        }
-    }
-    for (pos, a) in chunks.iter().enumerate() {
-        let expected = chunker::ChunkIndex(u32::try_from(pos).unwrap_or(u32::MAX));
-        let found = a.chunk.index();
-        if found == expected {
-            continue;
-        }
-        if chunks.iter().any(|b| b.chunk.index() == expected) {
-            return Err(CombineError::OutOfOrder {
-                position: pos,
-                expected,
-                found,
-            });
-        }
-        let expected_frame = chunks[..pos]
-            .iter()
-            .map(|b| b.chunk.frame_count())
-            .sum::<u64>();
-        return Err(CombineError::MissingChunk {
-            index: expected,
-            expected_frame,
-        });
-    }
-
-    // Continuity of frames and samples, and consistency with the options.
-    let mut next_output = 0u64;
-    let mut next_frame = c0.frames().first.0;
-    let mut next_sample = c0.samples().start;
-    let mismatch = |chunk: &Chunk, field: &'static str, expected: String, found: String| {
-        Err(CombineError::PlanMismatch {
-            chunk: chunk.index(),
-            field,
-            expected,
-            found,
-        })
+/// An empty temporary file in the output's directory (so the final rename
+/// stays on one file system), named after the output and hidden.
+fn temp_beside(output: &Path) -> Result<tempfile::TempPath, CombineError> {
+    let dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    for a in chunks {
-        let c = &a.chunk;
-        if c.every_nth_frame() != nth {
-            return mismatch(
-                c,
-                "every_nth_frame",
-                nth.to_string(),
-                c.every_nth_frame().to_string(),
-            );
-        }
-        if c.composition_start() != c0.composition_start() {
-            return mismatch(
-                c,
-                "composition start",
-                c0.composition_start().to_string(),
-                c.composition_start().to_string(),
-            );
-        }
-        if c.first_output_frame() != next_output {
-            return mismatch(
-                c,
-                "first output frame",
-                next_output.to_string(),
-                c.first_output_frame().to_string(),
-            );
-        }
-        let planned_frames = c.frames().len().div_ceil(u64::from(nth));
-        if c.frame_count() != planned_frames {
-            return mismatch(
-                c,
-                "output frame count",
-                format!("{planned_frames} (frames {} every {nth})", c.frames()),
-                c.frame_count().to_string(),
-            );
-        }
-        if c.frames().first.0 != next_frame {
-            return mismatch(
-                c,
-                "first frame",
-                next_frame.to_string(),
-                c.frames().first.to_string(),
-            );
-        }
-        let span = options.fps.sample_span_of(c.frames(), options.sample_rate);
-        if c.samples() != span || c.samples().start != next_sample {
-            return mismatch(
-                c,
-                "sample span",
-                format!(
-                    "{span} (frames {} at {} fps, {} Hz)",
-                    c.frames(),
-                    options.fps,
-                    options.sample_rate
-                ),
-                c.samples().to_string(),
-            );
-        }
-        next_output += c.frame_count();
-        next_frame = c.frames().last.0 + 1;
-        next_sample = c.samples().end;
-    }
-    if let Some(expected) = options.expected_frames
-        && next_output != expected
-    {
-        if next_output < expected {
-            return Err(CombineError::MissingChunk {
-                index: chunker::ChunkIndex(u32::try_from(chunks.len()).unwrap_or(u32::MAX)),
-                expected_frame: next_output,
-            });
-        }
-        return Err(CombineError::InvalidOption {
-            option: "expected_frames",
-            given: format!("{expected} (the chunks hold {next_output})"),
-            allowed: "the sum of the chunks' planned frame counts",
-        });
-    }
-    let samples = SampleSpan {
-        start: c0.samples().start,
-        end: next_sample,
-    };
-
-    // Audio: all chunks or none; every file exactly its span.
-    let has = |a: &ChunkArtifact| if a.audio.is_some() { "has" } else { "has no" };
-    if let Some(odd) = chunks
-        .iter()
-        .find(|a| a.audio.is_some() != first.audio.is_some())
-    {
-        return Err(CombineError::MixedAudio {
-            chunk: odd.chunk.index(),
-            has: has(odd),
-            first_has: has(first),
-        });
-    }
-    let audio = if first.audio.is_some() {
-        let mut parts = Vec::with_capacity(chunks.len());
-        for a in chunks {
-            let pcm = a
-                .audio
-                .as_ref()
-                .expect("every chunk has audio, checked above");
-            let span = a.chunk.samples();
-            let channels = chunker::timebase::AUDIO_CHANNELS;
-            let bps = pcm.format.bytes_per_sample();
-            let expected_bytes = span.len() * u64::from(channels) * bps as u64;
-            let found_bytes = std::fs::metadata(&pcm.path)
-                .map_err(|source| CombineError::Io {
-                    chunk: a.chunk.index(),
-                    path: pcm.path.clone(),
-                    source,
-                })?
-                .len();
-            if found_bytes != expected_bytes {
-                return Err(CombineError::SampleCount {
-                    chunk: a.chunk.index(),
-                    path: pcm.path.clone(),
-                    span,
-                    samples: span.len(),
-                    channels,
-                    bytes_per_sample: bps as u8,
-                    expected_bytes,
-                    found_bytes,
-                });
-            }
-            parts.push(audio::PcmPart {
-                chunk: a.chunk.index(),
-                path: pcm.path.clone(),
-                format: pcm.format,
-                samples: span.len(),
-            });
-        }
-        AudioPlan::Pcm(parts)
-    } else if options.enforce_audio_track {
-        AudioPlan::Silence
-    } else {
-        AudioPlan::None
-    };
-    Ok(Layout {
-        output_fps,
-        frames: next_output,
-        samples,
-        audio,
-    })
-}
-
-const fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        let t = a % b;
-        a = b;
-        b = t;
-    }
-    a
-}
-
-/// The smallest MP4 movie timescale in which both edit lists are exact: a
-/// duration of `n` frames is `n · den / num` s, a whole number of ticks for
-/// every `n` iff `num` divides the timescale; `m` samples need the sample
-/// rate to divide it (ISO/IEC 14496-12, 8.6.6: `segment_duration` is in the
-/// movie timescale).
-fn movie_timescale(output_fps: Fps, sample_rate: u32) -> Result<u32, CombineError> {
-    let (a, b) = (u64::from(output_fps.num()), u64::from(sample_rate));
-    let lcm = a / gcd(a, b) * b;
-    u32::try_from(lcm)
-        .ok()
-        .filter(|t| *t <= i32::MAX as u32)
-        .ok_or(CombineError::InvalidOption {
-            option: "fps",
-            given: format!("{output_fps} with a {sample_rate} Hz audio rate"),
-            allowed: "rates whose common timescale fits in 31 bits",
-        })
-}
-
-fn write_mp4(
-    chunks: &[ChunkArtifact],
-    options: &CombineOptions,
-    layout: &Layout,
-    temp: &Path,
-    cancelled: &dyn Fn() -> bool,
-) -> Result<CombineReport, CombineError> {
-    let output_fps = layout.output_fps;
-    let frame_tb = Rational::new(output_fps.den() as i32, output_fps.num() as i32);
-    let timescale = movie_timescale(output_fps, options.sample_rate)?;
-
-    let mut octx =
-        ffmpeg::format::output_as(temp, "mp4").map_err(|source| CombineError::Ffmpeg {
-            context: format!("creating {}", temp.display()),
-            source,
-        })?;
-    let global_header = octx
-        .format()
-        .flags()
-        .contains(ffmpeg::format::flag::Flags::GLOBAL_HEADER);
-
-    // Every chunk's parameters and decoder delay, read from its first packet
-    // before anything is written, so mismatches are refused early.
-    let mut reference: Option<video::VideoParams> = None;
-    let mut delay = 0;
-    let mut first_parameters = None;
-    for a in chunks {
-        if cancelled() {
-            return Err(CombineError::Cancelled);
-        }
-        let opened = video::ChunkVideo::open(a.chunk.index(), &a.video, output_fps)?;
-        if first_parameters.is_none() {
-            first_parameters = Some(opened.codec_parameters.clone());
-        }
-        let (params, chunk_delay) = opened.probe()?;
-        match &reference {
-            None => reference = Some(params),
-            Some(r) => {
-                if let Some((field, expected, found)) = r.first_difference(&params) {
-                    return Err(CombineError::StreamMismatch {
-                        chunk: a.chunk.index(),
-                        field,
-                        expected,
-                        found,
-                    });
-                }
-            }
-        }
-        delay = delay.max(chunk_delay);
-    }
-    let reference = reference.expect("there is at least one chunk");
-
-    // Video stream: chunk 0's parameters, stream-copied.
-    {
-        let mut params = first_parameters.expect("there is at least one chunk");
-        ffi::clear_codec_tag(&mut params);
-        let mut ost = octx
-            .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
-            .map_err(CombineError::ffmpeg("adding the video stream"))?;
-        ost.set_parameters(params);
-        ost.set_time_base(frame_tb);
-        ost.set_avg_frame_rate(Rational::new(
-            output_fps.num() as i32,
-            output_fps.den() as i32,
-        ));
-        ost.set_rate(Rational::new(
-            output_fps.num() as i32,
-            output_fps.den() as i32,
-        ));
-    }
-
-    // Audio stream: AAC encoded once from the joined PCM (or silence).
-    let total_samples = layout.samples.len();
-    let mut aac = match &layout.audio {
-        AudioPlan::None => None,
-        plan => {
-            let source = match plan {
-                AudioPlan::Pcm(parts) => audio::Source::pcm(
-                    parts
-                        .iter()
-                        .map(|p| audio::PcmPart {
-                            chunk: p.chunk,
-                            path: p.path.clone(),
-                            format: p.format,
-                            samples: p.samples,
-                        })
-                        .collect(),
-                ),
-                _ => audio::Source::Silence {
-                    left: total_samples,
-                },
-            };
-            let (track, params) = audio::AacTrack::open(
-                source,
-                total_samples,
-                options.sample_rate,
-                options.audio_bitrate,
-                global_header,
-            )?;
-            let mut ost = octx
-                .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
-                .map_err(CombineError::ffmpeg("adding the audio stream"))?;
-            ost.set_parameters(params);
-            ost.set_time_base(track.time_base());
-            Some(track)
-        }
-    };
-
-    let mut header = ffmpeg::Dictionary::new();
-    // Moov first so browsers can start playing before the whole file loads.
-    header.set("movflags", "+faststart");
-    header.set("movie_timescale", &timescale.to_string());
-    octx.write_header_with(header)
-        .map_err(CombineError::ffmpeg("writing the MP4 header"))?;
-    let video_tb = octx
-        .stream(0)
-        .expect("the video stream was added above")
-        .time_base();
-    let audio_tb = octx.stream(1).map(|s| s.time_base());
-
-    let write_audio = |octx: &mut ffmpeg::format::context::Output,
-                       track: &mut audio::AacTrack,
-                       until: u64|
-     -> Result<(), CombineError> {
-        let tb = track.time_base();
-        let out_tb = audio_tb.expect("an audio stream exists when there is a track");
-        track.encode_until(until, &mut |mut packet| {
-            packet.set_stream(1);
-            packet.rescale_ts(tb, out_tb);
-            packet
-                .write_interleaved(octx)
-                .map_err(CombineError::ffmpeg("writing an AAC packet"))
-        })
-    };
-
-    for a in chunks {
-        if cancelled() {
-            return Err(CombineError::Cancelled);
-        }
-        let chunk_video = video::ChunkVideo::open(a.chunk.index(), &a.video, output_fps)?;
-        let mut sink = |mut packet: ffmpeg::Packet| -> Result<(), CombineError> {
-            // Keep the audio just ahead of the video so the interleaver
-            // never holds more than a frame or so of either.
-            if let Some(track) = aac.as_mut() {
-                let dts_frames = packet.dts().unwrap_or(0).max(0) as u128 + 1;
-                let until =
-                    dts_frames * u128::from(options.sample_rate) * u128::from(output_fps.den())
-                        / u128::from(output_fps.num());
-                write_audio(&mut octx, track, u64::try_from(until).unwrap_or(u64::MAX))?;
-            }
-            packet.set_stream(0);
-            packet.rescale_ts(frame_tb, video_tb);
-            packet
-                .write_interleaved(&mut octx)
-                .map_err(CombineError::ffmpeg("writing a video packet"))
-        };
-        chunk_video.copy(
-            &reference,
-            delay,
-            a.chunk.first_output_frame(),
-            a.chunk.frame_count(),
-            options.verify_decode,
-            cancelled,
-            &mut sink,
-        )?;
-    }
-    let mut audio_packets = 0;
-    if let Some(track) = aac.as_mut() {
-        write_audio(&mut octx, track, u64::MAX)?;
-        if track.sent() != total_samples {
-            return Err(CombineError::Ffmpeg {
-                context: format!(
-                    "audio ended after {} of {total_samples} samples",
-                    track.sent()
-                ),
-                source: ffmpeg::Error::Eof,
-            });
-        }
-        audio_packets = track.packets();
-    }
-    if cancelled() {
-        return Err(CombineError::Cancelled);
-    }
-    octx.write_trailer().map_err(CombineError::ffmpeg(
-        "finishing the MP4 (moving the index to the front)",
-    ))?;
-    drop(octx);
-    let bytes = std::fs::metadata(temp)
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".combine-tmp");
+    // The mode FFmpeg creates files with (less the umask), as the output had
+    // when FFmpeg created it directly; tempfile's default 0600 would hide
+    // the finished video from other users.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder
+        .tempfile_in(dir)
+        .map(tempfile::NamedTempFile::into_temp_path)
         .map_err(|source| CombineError::Output {
-            path: temp.to_path_buf(),
-            source,
-        })?
-        .len();
-    Ok(CombineReport {
-        output: temp.to_path_buf(),
-        chunks: chunks.len(),
-        frames: layout.frames,
-        fps: output_fps,
-        audio_samples: aac.as_ref().map(|_| total_samples),
-        audio_packets,
-        movie_timescale: timescale,
-        bytes,
-    })
-}
-
-/// A temporary file beside the output, removed on drop unless persisted.
-struct TempOutput {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempOutput {
-    fn beside(output: &Path) -> Self {
-        let dir = output.parent().unwrap_or(Path::new(""));
-        let name = output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".into());
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = dir.join(format!(
-            ".{name}.{}-{nanos}.combine-tmp",
-            std::process::id()
-        ));
-        TempOutput { path, keep: false }
-    }
-
-    fn persist(mut self, output: &Path) -> Result<(), CombineError> {
-        std::fs::rename(&self.path, output).map_err(|source| CombineError::Output {
             path: output.to_path_buf(),
             source,
-        })?;
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.keep {
-            // Best effort: the file may not exist if creating it failed.
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chunker::{ChunkSpec, PlanRequest, plan};
+
+    /// A manifest of 5 chunks of 10 frames at 30 fps, as JSON, after `edit`.
+    fn manifest_json(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let fps = Fps::new(30, 1).expect("fps");
+        let p = plan(&PlanRequest::new(50, fps, ChunkSpec::Count(5))).expect("plan");
+        let manifest = Manifest {
+            fps,
+            sample_rate: DEFAULT_SAMPLE_RATE,
+            output_frames: Some(p.output_frames()),
+            chunks: p
+                .chunks()
+                .iter()
+                .map(|c| {
+                    ChunkArtifact::new(*c, format!("chunk-{}.ts", c.index())).with_audio(
+                        PcmAudio::new(format!("chunk-{}.pcm", c.index()), PcmFormat::S16Le),
+                    )
+                })
+                .collect(),
+        };
+        let mut json = serde_json::to_value(&manifest).expect("serialize");
+        edit(&mut json);
+        json.to_string()
+    }
+
+    /// The error's message without serde_json's " at line L column C",
+    /// which points into the long generated JSON.
+    fn without_location(err: &CombineError) -> String {
+        let text = err.to_string();
+        match text.rsplit_once(" at line ") {
+            Some((message, place)) if place.contains(" column ") => message.to_owned(),
+            _ => text,
+        }
+    }
+
+    #[track_caller]
+    fn check_refused(edit: impl FnOnce(&mut serde_json::Value), message: &str) {
+        let json = manifest_json(edit);
+        let err = Manifest::from_json(&json).expect_err("refused");
+        assert!(
+            matches!(err, CombineError::InvalidManifest { .. }),
+            "{err:?}"
+        );
+        assert_eq!(without_location(&err), message);
+    }
 
     #[test]
-    fn movie_timescale_makes_both_edit_lists_exact() {
-        let f = |n, d| Fps::new(n, d).expect("fps");
-        assert_eq!(movie_timescale(f(30, 1), 48_000).expect("ok"), 48_000);
-        assert_eq!(
-            movie_timescale(f(30_000, 1001), 48_000).expect("ok"),
-            240_000
+    fn a_written_manifest_reads_back() {
+        let json = manifest_json(|_| {});
+        let m = Manifest::from_json(&json).expect("valid");
+        assert_eq!(m.chunks.len(), 5);
+        assert_eq!(m.chunks[3].chunk.frames().first.0, 30);
+        let again: serde_json::Value = serde_json::to_value(&m).expect("write");
+        assert_eq!(again.to_string(), json);
+    }
+
+    #[test]
+    fn bad_manifests_name_the_chunk_and_the_values() {
+        check_refused(
+            |j| j["chunks"][3]["chunk"]["frames"] = serde_json::json!({"first": 5, "last": 1}),
+            "manifest: chunks[3].chunk.frames: frame range is inverted: first 5 is after last 1",
         );
-        assert_eq!(movie_timescale(f(25, 1), 48_000).expect("ok"), 48_000);
+        check_refused(
+            |j| j["chunks"][1]["chunk"]["samples"]["end"] = serde_json::json!(0),
+            "manifest: chunks[1].chunk.samples: sample span is inverted: end 0 is before start 16000",
+        );
+        check_refused(
+            |j| j["chunks"][2]["chunk"]["output_frames"] = serde_json::json!(11),
+            "manifest: chunks[2].chunk: chunk 2: output_frames 11 is invalid: frames 20-29 every 1 make it 10",
+        );
+        check_refused(
+            |j| j["chunks"][4]["chunk"]["every_nth_frame"] = serde_json::json!(0),
+            "manifest: chunks[4].chunk: chunk 4: every_nth_frame 0 is invalid: it must be at least 1 (1 keeps every frame)",
+        );
+        check_refused(
+            |j| j["fps"] = serde_json::json!({"num": 0, "den": 1}),
+            "manifest: fps: fps 0/1 is invalid: numerator and denominator must both be at least 1",
+        );
+        check_refused(
+            |j| j["chunks"][0]["audio"]["format"] = serde_json::json!("u8"),
+            "manifest: chunks[0].audio.format: unknown variant `u8`, expected `s16le` or `f32le`",
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_one_json_document_is_refused() {
+        let err = Manifest::from_json("{").expect_err("truncated");
         assert_eq!(
-            movie_timescale(f(60_000, 1001), 48_000).expect("ok"),
-            240_000
+            err.to_string(),
+            "manifest: EOF while parsing an object at line 1 column 1"
+        );
+        let json = manifest_json(|_| {}) + " {}";
+        let err = Manifest::from_json(&json).expect_err("trailing");
+        assert!(
+            err.to_string()
+                .starts_with("manifest: trailing characters at line 1 column"),
+            "{err}"
         );
     }
 }

@@ -392,34 +392,16 @@ impl<'a> ChunkVideo<'a> {
         cancelled: &dyn Fn() -> bool,
         write: &mut dyn FnMut(ffmpeg::Packet) -> Result<(), CombineError>,
     ) -> Result<(), CombineError> {
-        let chunk = self.chunk;
-        let path = self.path;
-        let mut verifier = if verify {
-            Some(Verifier::open(&self.codec_parameters).map_err(|e| {
-                unsupported(
-                    chunk,
-                    path,
-                    format!("cannot open an H.264 decoder to verify it: {e}"),
-                )
-            })?)
-        } else {
-            None
-        };
-        let decode_error = |position: u64, e: ffmpeg::Error| {
-            corrupt(
-                chunk,
-                path,
-                format!("it does not decode cleanly (at packet {position}): {e}"),
-            )
-        };
-        let tpf = self.ticks_per_frame;
-        let start = i64::try_from(first_output_frame)
-            .map_err(|_| unsupported(chunk, path, "first output frame beyond 2^63"))?;
-        let mut seen = vec![false; usize::try_from(frames).unwrap_or(usize::MAX).min(1 << 32)];
+        let mut verifier = self.verifier(verify)?;
+        let mut grid = FrameGrid::new(
+            self.chunk,
+            self.path,
+            first_output_frame,
+            frames,
+            self.ticks_per_frame,
+            delay,
+        )?;
         let mut count: u64 = 0;
-        let mut origin = 0;
-        let mut last_in_dts: Option<i64> = None;
-        let mut overflow = false;
         loop {
             if cancelled() {
                 return Err(CombineError::Cancelled);
@@ -428,92 +410,20 @@ impl<'a> ChunkVideo<'a> {
             let Some(mut packet) = self.next_packet(position)? else {
                 break;
             };
-            let bad = |detail: String| CombineError::BadTimestamp {
-                chunk,
-                packet: position,
-                detail,
-            };
             if position == 0 {
-                self.inspect_first(&packet)?;
-                if let Some((field, expected, found)) = reference.first_difference(&self.params) {
-                    return Err(CombineError::StreamMismatch {
-                        chunk,
-                        field,
-                        expected,
-                        found,
-                    });
-                }
-                origin = packet.pts().unwrap_or(0);
+                self.check_first(&packet, reference)?;
+                grid.origin = packet.pts().unwrap_or(0);
             } else {
-                for unit in h264::nal_units(packet.data().unwrap_or(&[])) {
-                    let t = h264::nal_type(unit);
-                    if t != Some(NAL_SPS) && t != Some(NAL_PPS) {
-                        continue;
-                    }
-                    // A repeated parameter set (at a later IDR) must repeat
-                    // the first one: the avcC holds only that.
-                    let (known, field) = if t == Some(NAL_SPS) {
-                        (&reference.sps, "SPS")
-                    } else {
-                        (&reference.pps, "PPS")
-                    };
-                    if !known.iter().any(|k| k == unit) {
-                        return Err(CombineError::StreamMismatch {
-                            chunk,
-                            field,
-                            expected: known
-                                .iter()
-                                .map(|u| h264::describe(u))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            found: format!("{} (in packet {position})", h264::describe(unit)),
-                        });
-                    }
-                }
+                check_repeated_parameter_sets(self.chunk, reference, &packet, position)?;
             }
             count += 1;
-            let pts = packet
-                .pts()
-                .ok_or_else(|| bad("it has no presentation timestamp".into()))?;
-            let rel = pts - origin;
-            if rel < 0 || rel % tpf != 0 {
-                return Err(bad(format!(
-                    "PTS {pts} is not on the chunk's frame grid (first frame at {origin}, {tpf} ticks per frame)"
-                )));
-            }
-            let k = rel / tpf;
-            if k as u64 >= frames || overflow {
-                // More frames than planned: count them all for the error,
-                // write none.
-                overflow = true;
+            let Some((out_pts, out_dts)) = grid.place(&packet, position)? else {
+                // More frames than planned: counted for the error, not written.
                 continue;
-            }
-            let slot = seen
-                .get_mut(k as usize)
-                .ok_or_else(|| bad(format!("frame {k} is beyond the chunk")))?;
-            if *slot {
-                return Err(bad(format!("frame {k} (PTS {pts}) appears twice")));
-            }
-            *slot = true;
-            let in_dts = packet.dts().unwrap_or(pts);
-            if let Some(last) = last_in_dts
-                && in_dts <= last
-            {
-                return Err(bad(format!(
-                    "DTS {in_dts} does not follow the previous packet's {last}"
-                )));
-            }
-            last_in_dts = Some(in_dts);
-            let out_pts = start + k;
-            let out_dts = start + position as i64 - delay;
-            if out_dts > out_pts {
-                return Err(bad(format!(
-                    "frame {k} is decoded {} frames before it is shown, more than the {delay} frames of decoder delay the first chunks declare",
-                    position as i64 - k
-                )));
-            }
+            };
             if let Some(v) = verifier.as_mut() {
-                v.decode(&packet).map_err(|e| decode_error(position, e))?;
+                v.decode(&packet)
+                    .map_err(|e| self.decode_error(position, e))?;
             }
             packet.set_pts(Some(out_pts));
             packet.set_dts(Some(out_dts));
@@ -521,24 +431,212 @@ impl<'a> ChunkVideo<'a> {
             packet.set_position(-1);
             write(packet)?;
         }
+        self.check_complete(count, frames, verifier)
+    }
+
+    /// A strict decoder for `verify_decode`, or none.
+    fn verifier(&self, verify: bool) -> Result<Option<Verifier>, CombineError> {
+        if !verify {
+            return Ok(None);
+        }
+        Verifier::open(&self.codec_parameters)
+            .map(Some)
+            .map_err(|e| {
+                unsupported(
+                    self.chunk,
+                    self.path,
+                    format!("cannot open an H.264 decoder to verify it: {e}"),
+                )
+            })
+    }
+
+    fn decode_error(&self, position: u64, e: ffmpeg::Error) -> CombineError {
+        corrupt(
+            self.chunk,
+            self.path,
+            format!("it does not decode cleanly (at packet {position}): {e}"),
+        )
+    }
+
+    /// The first packet is an IDR whose parameters are chunk 0's.
+    fn check_first(
+        &mut self,
+        packet: &ffmpeg::Packet,
+        reference: &VideoParams,
+    ) -> Result<(), CombineError> {
+        self.inspect_first(packet)?;
+        if let Some((field, expected, found)) = reference.first_difference(&self.params) {
+            return Err(CombineError::StreamMismatch {
+                chunk: self.chunk,
+                field,
+                expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// All `count` packets were read: the plan's frame count, and with a
+    /// verifier, as many frames decoded.
+    fn check_complete(
+        &self,
+        count: u64,
+        frames: u64,
+        verifier: Option<Verifier>,
+    ) -> Result<(), CombineError> {
         if count != frames {
             return Err(CombineError::FrameCount {
-                chunk,
-                path: path.to_path_buf(),
+                chunk: self.chunk,
+                path: self.path.to_path_buf(),
                 expected: frames,
                 found: count,
             });
         }
-        if let Some(v) = verifier.as_mut() {
-            let decoded = v.finish().map_err(|e| decode_error(count, e))?;
+        if let Some(mut v) = verifier {
+            let decoded = v.finish().map_err(|e| self.decode_error(count, e))?;
             if decoded != frames {
                 return Err(corrupt(
-                    chunk,
-                    path,
+                    self.chunk,
+                    self.path,
                     format!("it decodes to {decoded} frames, the plan says {frames}"),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+/// A parameter set repeated after the first packet (at a later IDR) must
+/// repeat one of chunk 0's: the MP4's avcC holds only those.
+fn check_repeated_parameter_sets(
+    chunk: ChunkIndex,
+    reference: &VideoParams,
+    packet: &ffmpeg::Packet,
+    position: u64,
+) -> Result<(), CombineError> {
+    for unit in h264::nal_units(packet.data().unwrap_or(&[])) {
+        let (known, field) = match h264::nal_type(unit) {
+            Some(NAL_SPS) => (&reference.sps, "SPS"),
+            Some(NAL_PPS) => (&reference.pps, "PPS"),
+            _ => continue,
+        };
+        if !known.iter().any(|k| k == unit) {
+            return Err(CombineError::StreamMismatch {
+                chunk,
+                field,
+                expected: known
+                    .iter()
+                    .map(|u| h264::describe(u))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                found: format!("{} (in packet {position})", h264::describe(unit)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Places a chunk's packets on the output's frame grid: the packet showing
+/// the chunk's frame `k` (from its PTS, relative to the first packet's)
+/// gets output PTS `start + k`; the `i`th packet in decode order gets DTS
+/// `start + i − delay`. Refuses packets off the grid, frames shown twice,
+/// DTS that do not increase, and frames decoded earlier than the delay
+/// allows.
+struct FrameGrid {
+    chunk: ChunkIndex,
+    /// The chunk's first output frame.
+    start: i64,
+    /// Frames the plan gives the chunk.
+    frames: u64,
+    /// One frame in the input's time base.
+    ticks_per_frame: i64,
+    /// Decoder delay of the whole output, in frames.
+    delay: i64,
+    /// The first packet's PTS: the chunk's frame 0.
+    origin: i64,
+    /// Which of the chunk's frames have been seen.
+    seen: Vec<bool>,
+    last_in_dts: Option<i64>,
+    /// A frame beyond the plan was seen: the rest are only counted.
+    overflow: bool,
+}
+
+impl FrameGrid {
+    fn new(
+        chunk: ChunkIndex,
+        path: &Path,
+        first_output_frame: u64,
+        frames: u64,
+        ticks_per_frame: i64,
+        delay: i64,
+    ) -> Result<FrameGrid, CombineError> {
+        let start = i64::try_from(first_output_frame)
+            .map_err(|_| unsupported(chunk, path, "first output frame beyond 2^63"))?;
+        Ok(FrameGrid {
+            chunk,
+            start,
+            frames,
+            ticks_per_frame,
+            delay,
+            origin: 0,
+            seen: vec![false; usize::try_from(frames).unwrap_or(usize::MAX).min(1 << 32)],
+            last_in_dts: None,
+            overflow: false,
+        })
+    }
+
+    /// The output (PTS, DTS), in frames, of the packet at `position` in
+    /// decode order; `None` once the chunk holds more frames than planned.
+    fn place(
+        &mut self,
+        packet: &ffmpeg::Packet,
+        position: u64,
+    ) -> Result<Option<(i64, i64)>, CombineError> {
+        let bad = |detail: String| CombineError::BadTimestamp {
+            chunk: self.chunk,
+            packet: position,
+            detail,
+        };
+        let (tpf, origin, delay) = (self.ticks_per_frame, self.origin, self.delay);
+        let pts = packet
+            .pts()
+            .ok_or_else(|| bad("it has no presentation timestamp".into()))?;
+        let rel = pts - origin;
+        if rel < 0 || rel % tpf != 0 {
+            return Err(bad(format!(
+                "PTS {pts} is not on the chunk's frame grid (first frame at {origin}, {tpf} ticks per frame)"
+            )));
+        }
+        let k = rel / tpf;
+        if k as u64 >= self.frames || self.overflow {
+            self.overflow = true;
+            return Ok(None);
+        }
+        let slot = self
+            .seen
+            .get_mut(k as usize)
+            .ok_or_else(|| bad(format!("frame {k} is beyond the chunk")))?;
+        if *slot {
+            return Err(bad(format!("frame {k} (PTS {pts}) appears twice")));
+        }
+        *slot = true;
+        let in_dts = packet.dts().unwrap_or(pts);
+        if let Some(last) = self.last_in_dts
+            && in_dts <= last
+        {
+            return Err(bad(format!(
+                "DTS {in_dts} does not follow the previous packet's {last}"
+            )));
+        }
+        self.last_in_dts = Some(in_dts);
+        let out_pts = self.start + k;
+        let out_dts = self.start + position as i64 - delay;
+        if out_dts > out_pts {
+            return Err(bad(format!(
+                "frame {k} is decoded {} frames before it is shown, more than the {delay} frames of decoder delay the first chunks declare",
+                position as i64 - k
+            )));
+        }
+        Ok(Some((out_pts, out_dts)))
     }
 }

@@ -1,7 +1,9 @@
 //! Montage's test kit, for tests only: a real S3-protocol server (moto's
 //! standalone server, installed by `scripts/setup-s3-test-server.sh`) on
-//! loopback, shared by the storage, chunk-worker and coordinator tests, and
-//! [`WorkerProcess`], a real `chunk-worker serve` process on a free port.
+//! loopback, shared by the storage, chunk-worker and coordinator tests;
+//! [`WorkerProcess`], a real `chunk-worker serve` process on a free port; and
+//! [`media`], Debian's `ffprobe`/`ffmpeg` as the judges of what the chunk
+//! worker, combine and the coordinator write.
 //!
 //! ```no_run
 //! let s3 = testkit::moto();
@@ -11,6 +13,8 @@
 //! cmd.envs(s3.aws_env());
 //! # let _ = bucket;
 //! ```
+
+pub mod media;
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};

@@ -62,6 +62,22 @@ pub enum TimeError {
     /// A sample rate of zero.
     #[error("sample rate 0 is invalid: it must be at least 1 Hz")]
     ZeroSampleRate,
+    /// A frame range whose first frame is after its last.
+    #[error("frame range is inverted: first {first} is after last {last}")]
+    InvertedFrameRange {
+        /// The first frame given.
+        first: u64,
+        /// The last frame given.
+        last: u64,
+    },
+    /// A sample span that ends before it starts.
+    #[error("sample span is inverted: end {end} is before start {start}")]
+    InvertedSampleSpan {
+        /// The start given.
+        start: u64,
+        /// The end given.
+        end: u64,
+    },
 }
 
 /// A frame rate as a reduced fraction `num/den` of two non-zero integers.
@@ -285,8 +301,10 @@ impl fmt::Display for SampleIndex {
 }
 
 /// An inclusive range of frames `[first, last]`, as users and Remotion write
-/// frame ranges. Always non-empty: `first <= last`.
+/// frame ranges. Always non-empty: `first <= last`, also when deserialized
+/// (`{"first": 5, "last": 1}` is refused with [`TimeError::InvertedFrameRange`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "FrameRangeRepr")]
 pub struct FrameRange {
     /// The first frame in the range.
     pub first: FrameIndex,
@@ -323,14 +341,30 @@ impl FrameRange {
     }
 }
 
+/// What a serialized [`FrameRange`] holds before it is checked.
+#[derive(Deserialize)]
+struct FrameRangeRepr {
+    first: u64,
+    last: u64,
+}
+
+impl TryFrom<FrameRangeRepr> for FrameRange {
+    type Error = TimeError;
+    fn try_from(FrameRangeRepr { first, last }: FrameRangeRepr) -> Result<Self, Self::Error> {
+        FrameRange::new(first, last).ok_or(TimeError::InvertedFrameRange { first, last })
+    }
+}
+
 impl fmt::Display for FrameRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.first, self.last)
     }
 }
 
-/// A half-open span of audio samples `[start, end)`.
+/// A half-open span of audio samples `[start, end)`, with `start <= end`, also
+/// when deserialized ([`TimeError::InvertedSampleSpan`] otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "SampleSpanRepr")]
 pub struct SampleSpan {
     /// The first sample in the span.
     pub start: SampleIndex,
@@ -359,6 +393,20 @@ impl SampleSpan {
     /// Whether the span holds no samples.
     pub const fn is_empty(self) -> bool {
         self.end.0 == self.start.0
+    }
+}
+
+/// What a serialized [`SampleSpan`] holds before it is checked.
+#[derive(Deserialize)]
+struct SampleSpanRepr {
+    start: u64,
+    end: u64,
+}
+
+impl TryFrom<SampleSpanRepr> for SampleSpan {
+    type Error = TimeError;
+    fn try_from(SampleSpanRepr { start, end }: SampleSpanRepr) -> Result<Self, Self::Error> {
+        SampleSpan::new(start, end).ok_or(TimeError::InvertedSampleSpan { start, end })
     }
 }
 
@@ -441,6 +489,32 @@ mod tests {
         assert_eq!(a, Fps::new(30, 1).expect("fps"));
         assert_eq!(b, c);
         assert!(serde_json::from_str::<Fps>(r#"{"num":0,"den":1}"#).is_err());
+    }
+
+    #[test]
+    fn ranges_and_spans_deserialize_through_their_checks() {
+        let r: FrameRange = serde_json::from_str(r#"{"first":5,"last":5}"#).expect("one frame");
+        assert_eq!(r, FrameRange::new(5, 5).expect("range"));
+        let s: SampleSpan = serde_json::from_str(r#"{"start":7,"end":7}"#).expect("empty span");
+        assert_eq!(s, SampleSpan::new(7, 7).expect("span"));
+        // Round trip: what is written is read back.
+        let text = serde_json::to_string(&r).expect("write");
+        assert_eq!(serde_json::from_str::<FrameRange>(&text).expect("read"), r);
+
+        let err = serde_json::from_str::<FrameRange>(r#"{"first":5,"last":1}"#)
+            .expect_err("inverted range");
+        assert_eq!(
+            err.to_string(),
+            "frame range is inverted: first 5 is after last 1"
+        );
+        let err = serde_json::from_str::<SampleSpan>(r#"{"start":9,"end":2}"#)
+            .expect_err("inverted span");
+        assert_eq!(
+            err.to_string(),
+            "sample span is inverted: end 2 is before start 9"
+        );
+        // Unknown shapes are still refused by serde itself.
+        assert!(serde_json::from_str::<FrameRange>(r#"{"first":5}"#).is_err());
     }
 
     proptest! {

@@ -3,6 +3,7 @@
 use composition::{CompositionSource, Registry};
 use montage_proto::v1 as pb;
 use serde_json::json;
+use testkit::media::{self, Rational, StreamKind};
 use timebase::SampleSpan;
 
 use crate::kit::{self, Worker};
@@ -12,7 +13,7 @@ fn s(f: u64, num: u64, den: u64) -> u64 {
 }
 
 #[track_caller]
-fn check_pts(packets: &[kit::Packet], first_out: i64, count: i64, ticks: i64) {
+fn check_pts(packets: &[media::Packet], first_out: i64, count: i64, ticks: i64) {
     assert_eq!(packets.len() as i64, count, "packet count");
     assert!(packets[0].key, "first packet is a keyframe: {packets:?}");
     // Decode order: DTS strictly increase and never pass PTS (with B-frames
@@ -58,23 +59,41 @@ async fn chunk_at_30_fps_inline_has_exact_frames_pts_and_samples() {
 
     let ts = kit::write(w.dir.path(), "c.ts", &c.ts);
     // Output frames 10..=24 relative to composition_start 10 → PTS 30000… .
-    check_pts(&kit::packets(&ts), 10, 15, 3000);
-    let info = kit::stream_info(&ts);
-    for (k, v) in [
-        ("codec_name", "h264"),
-        ("profile", "High"),
-        ("pix_fmt", "yuv420p"),
-        ("width", "160"),
-        ("height", "90"),
-        ("color_range", "tv"),
-        ("color_space", "bt709"),
-        ("color_primaries", "bt709"),
-        ("color_transfer", "bt709"),
-        ("sample_aspect_ratio", "1:1"),
-        ("nb_read_frames", "15"),
-    ] {
-        assert_eq!(info.get(k).map(String::as_str), Some(v), "{k} in {info:?}");
-    }
+    check_pts(&media::video_packets(&ts).packets, 10, 15, 3000);
+    let probe = media::probe(&ts);
+    assert_eq!(probe.kinds(), [StreamKind::Video], "{probe:?}");
+    let v = probe.video();
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        (
+            v.codec.as_str(),
+            &v.profile,
+            &v.pix_fmt,
+            v.width,
+            v.height,
+            v.sample_aspect_ratio
+        ),
+        (
+            "h264",
+            &text("High"),
+            &text("yuv420p"),
+            Some(160),
+            Some(90),
+            Some(Rational::new(1, 1))
+        ),
+        "{v:?}"
+    );
+    assert_eq!(
+        [
+            &v.color_range,
+            &v.color_space,
+            &v.color_primaries,
+            &v.color_transfer
+        ],
+        [&text("tv"), &text("bt709"), &text("bt709"), &text("bt709")],
+        "{v:?}"
+    );
+    assert_eq!(media::count_video_frames(&ts), 15);
     // Inline scratch files are gone once delivered.
     assert_eq!(
         kit::files_in(&w.dir.path().join("cache/inflight")),
@@ -104,8 +123,8 @@ async fn chunk_at_29_97_to_directory_has_exact_pts_and_the_compositions_samples(
     );
     let ts = out.join("chunk-000001.ts");
     assert_eq!(r.artifacts[0].location, ts.display().to_string());
-    check_pts(&kit::packets(&ts), 37, 37, 3003);
-    assert_eq!(kit::stream_info(&ts)["nb_read_frames"], "37");
+    check_pts(&media::video_packets(&ts).packets, 37, 37, 3003);
+    assert_eq!(media::count_video_frames(&ts), 37);
 
     // 37-frame chunks at 29.97 own 59259 or 59260 samples (MEDIA-NOTES).
     let span = SampleSpan::new(s(37, 30_000, 1001), s(74, 30_000, 1001)).expect("span");
@@ -143,7 +162,7 @@ async fn every_nth_frame_times_frames_at_the_output_rate() {
     assert_eq!(r.frame_count, 5);
     assert_eq!(r.sample_count, s(30, 30, 1) - s(20, 30, 1));
     let ts = kit::write(w.dir.path(), "n.ts", &c.ts);
-    check_pts(&kit::packets(&ts), 10, 5, 6000);
+    check_pts(&media::video_packets(&ts).packets, 10, 5, 6000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +199,7 @@ async fn parameter_sets_are_identical_across_chunks_of_different_lengths() {
         .await
         .expect("render");
         let ts = kit::write(w.dir.path(), &format!("p{i}.ts"), &c.ts);
-        let ps = kit::parameter_sets(&ts);
+        let ps = media::h264_parameter_sets(&ts);
         assert_eq!(ps.len(), 2, "one SPS and one PPS in chunk {i}");
         sets.push(ps);
     }
@@ -200,10 +219,13 @@ async fn lossless_settings_give_high444_yuv444p() {
     });
     let c = kit::render(&mut client, req).await.expect("render");
     let ts = kit::write(w.dir.path(), "l.ts", &c.ts);
-    let info = kit::stream_info(&ts);
-    assert_eq!(info["pix_fmt"], "yuv444p");
-    assert_eq!(info["profile"], "High 4:4:4 Predictive");
-    check_pts(&kit::packets(&ts), 0, 5, 3600);
+    let probe = media::probe(&ts);
+    assert_eq!(probe.video().pix_fmt.as_deref(), Some("yuv444p"));
+    assert_eq!(
+        probe.video().profile.as_deref(),
+        Some("High 4:4:4 Predictive")
+    );
+    check_pts(&media::video_packets(&ts).packets, 0, 5, 3600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +237,7 @@ async fn the_first_chunk_keeps_pts_zero_despite_the_b_frame_delay() {
         .await
         .expect("render");
     let ts = kit::write(w.dir.path(), "first.ts", &c.ts);
-    let packets = kit::packets(&ts);
+    let packets = media::video_packets(&ts).packets;
     check_pts(&packets, 0, 30, 3000);
     // x264 with B-frames delays decoding by two frames: the DTS start at
     // -6000 and the muxer must not shift the chunk to make them positive.

@@ -1,7 +1,7 @@
-//! Test kit: workers in temp dirs on free ports, gRPC helpers, ffprobe.
+//! Test kit: workers in temp dirs on free ports, gRPC helpers. Media is
+//! judged with `testkit::media`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use montage_proto::v1 as pb;
 use pb::chunk_worker_client::ChunkWorkerClient;
@@ -136,96 +136,6 @@ pub async fn render(
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// One video packet as ffprobe reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet {
-    pub pts: i64,
-    pub dts: i64,
-    pub key: bool,
-}
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("run ffprobe/ffmpeg");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// The video packets of a TS file, in file (decode) order.
-pub fn packets(ts: &Path) -> Vec<Packet> {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "packet=pts,dts,flags", "-of", "csv=p=0"])
-        .arg(ts));
-    String::from_utf8(out)
-        .expect("utf8")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            Packet {
-                pts: f[0].parse().unwrap_or_else(|_| panic!("pts in {l:?}")),
-                dts: f[1].parse().unwrap_or_else(|_| panic!("dts in {l:?}")),
-                key: f[2].starts_with('K'),
-            }
-        })
-        .collect()
-}
-
-/// `key=value` stream properties of the first video stream.
-pub fn stream_info(ts: &Path) -> std::collections::BTreeMap<String, String> {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,profile,pix_fmt,width,height,color_range,color_space,color_primaries,color_transfer,sample_aspect_ratio,nb_read_frames",
-        ])
-        .args(["-of", "default=nw=1"])
-        .arg(ts));
-    String::from_utf8(out)
-        .expect("utf8")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// The SPS and PPS NAL units (types 7 and 8) of a TS file's H.264 stream.
-pub fn parameter_sets(ts: &Path) -> Vec<Vec<u8>> {
-    let annexb = run(Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(ts)
-        .args(["-map", "0:v:0", "-c", "copy", "-f", "h264", "-"]));
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= annexb.len() {
-        if annexb[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut sets = Vec::new();
-    for (n, &s) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).map_or(annexb.len(), |&e| e - 3);
-        let mut nal = annexb[s..end].to_vec();
-        while nal.last() == Some(&0) {
-            nal.pop();
-        }
-        if let Some(&h) = nal.first()
-            && matches!(h & 0x1f, 7 | 8)
-            && !sets.contains(&nal)
-        {
-            sets.push(nal);
-        }
-    }
-    sets
 }
 
 /// Writes `bytes` to `dir/name` and returns the path.

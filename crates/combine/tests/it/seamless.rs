@@ -6,6 +6,7 @@ use anyhow::{Context, Result, ensure};
 use chunker::Plan;
 use chunker::timebase::Fps;
 use combine::{ChunkArtifact, CombineOptions, PcmFormat, combine_chunks};
+use testkit::media::{self, Rational};
 
 use crate::support::*;
 
@@ -42,9 +43,10 @@ fn render_and_combine(
 
 /// Timestamps, keyframes, frame count and colour tags of one output.
 #[track_caller]
-fn check_video_timing(c: &Combined, fps: Fps) -> Result<()> {
+fn check_video_timing(c: &Combined, fps: Fps, mode: Mode) -> Result<()> {
     let n = c.chunks.len();
-    let ((tb_num, tb_den), packets) = probe_video_packets(&c.output)?;
+    let media::Packets { time_base, packets } = media::video_packets(&c.output);
+    let (tb_num, tb_den) = (time_base.num, time_base.den);
     ensure!(
         packets.len() as u64 == FRAMES,
         "{n} chunks: {} packets, expected {FRAMES}",
@@ -55,12 +57,14 @@ fn check_video_timing(c: &Combined, fps: Fps) -> Result<()> {
     }
     // Constant frame durations: every packet lasts one frame.
     for (i, p) in packets.iter().enumerate() {
-        let lhs = i128::from(p.duration) * i128::from(tb_num) * i128::from(fps.num());
+        let duration = p
+            .duration
+            .with_context(|| format!("{n} chunks: packet {i}: {p:?}"))?;
+        let lhs = i128::from(duration) * i128::from(tb_num) * i128::from(fps.num());
         let rhs = i128::from(fps.den()) * i128::from(tb_den);
         ensure!(
             lhs == rhs,
-            "{n} chunks: packet {i} lasts {} ticks: {p:?}",
-            p.duration
+            "{n} chunks: packet {i} lasts {duration} ticks: {p:?}"
         );
     }
     let mut by_pts = packets.clone();
@@ -88,22 +92,27 @@ fn check_video_timing(c: &Combined, fps: Fps) -> Result<()> {
             p.key
         );
     }
-    let s = probe_stream(
-        &c.output,
-        "v:0",
-        "codec_name,width,height,color_primaries,color_transfer,color_space,r_frame_rate,avg_frame_rate,nb_frames",
-    )?;
-    for (k, v) in [
-        ("codec_name", "h264".to_owned()),
-        ("width", WIDTH.to_string()),
-        ("height", HEIGHT.to_string()),
-        ("color_primaries", "bt709".into()),
-        ("color_transfer", "bt709".into()),
-        ("color_space", "bt709".into()),
-        ("nb_frames", FRAMES.to_string()),
-        ("avg_frame_rate", format!("{}/{}", fps.num(), fps.den())),
+    let probe = media::probe(&c.output);
+    let v = probe.video();
+    let bt709 = Some("bt709".to_owned());
+    for (what, ok) in [
+        ("codec", v.codec == "h264"),
+        ("width", v.width == Some(WIDTH)),
+        ("height", v.height == Some(HEIGHT)),
+        (
+            "pixel format",
+            v.pix_fmt.as_deref() == Some(mode.pix_fmt().name()),
+        ),
+        ("colour primaries", v.color_primaries == bt709),
+        ("colour transfer", v.color_transfer == bt709),
+        ("colour matrix", v.color_space == bt709),
+        ("frame count", v.frames == Some(FRAMES)),
+        (
+            "average frame rate",
+            v.avg_frame_rate == Some(Rational::new(i64::from(fps.num()), i64::from(fps.den()))),
+        ),
     ] {
-        ensure!(field(&s, k) == Some(v.as_str()), "{n} chunks: {k} in {s}");
+        ensure!(ok, "{n} chunks: {what} in {v:?}");
     }
     // +faststart: the index comes before the media data.
     let boxes = top_level_boxes(&c.output)?;
@@ -144,43 +153,34 @@ fn top_level_boxes(file: &Path) -> Result<Vec<String>> {
 
 /// Audio: identical to the reference, exact length, starts at 0, no seam.
 #[track_caller]
-fn check_audio(c: &Combined, reference: &[f32]) -> Result<()> {
+fn check_audio(c: &Combined, reference: &media::Audio) -> Result<()> {
     let n = c.chunks.len();
     let total = c.plan.samples().len();
-    let a = probe_stream(
-        &c.output,
-        "a:0",
-        "codec_name,sample_rate,channels,duration_ts,start_pts",
-    )?;
-    ensure!(field(&a, "codec_name") == Some("aac"), "{a}");
-    ensure!(field(&a, "sample_rate") == Some("48000"), "{a}");
-    ensure!(field(&a, "channels") == Some("2"), "{a}");
+    let probe = media::probe(&c.output);
+    let a = probe.audio();
+    ensure!(a.codec == "aac", "{a:?}");
+    ensure!(a.sample_rate == Some(48_000), "{a:?}");
+    ensure!(a.channels == Some(2), "{a:?}");
     ensure!(
-        field(&a, "start_pts") == Some("0"),
-        "{n} chunks: audio does not start at 0: {a}"
+        a.start_pts == Some(0),
+        "{n} chunks: audio does not start at 0: {a:?}"
     );
     ensure!(
-        field(&a, "duration_ts") == Some(total.to_string().as_str()),
-        "{n} chunks: audio duration should be S(N) = {total} samples: {a}"
+        a.duration_ts == Some(total as i64),
+        "{n} chunks: audio duration should be S(N) = {total} samples: {a:?}"
     );
-    let decoded = decode_audio(&c.output, total)?;
+    let audio = media::decode_audio_trimmed(&c.output, total);
     ensure!(
-        decoded.len() as u64 == total * 2,
-        "{n} chunks: decoded {} values, expected {}",
-        decoded.len(),
-        total * 2
+        audio.len() as u64 == total,
+        "{n} chunks: decoded {} samples, expected {total}",
+        audio.len()
     );
-    if let Some(i) = decoded
-        .iter()
-        .zip(reference)
-        .position(|(a, b)| a.to_bits() != b.to_bits())
-    {
-        anyhow::bail!(
-            "{n} chunks: audio differs from the 1-chunk output at sample {} channel {}",
-            i / 2,
-            i % 2
-        );
-    }
+    media::assert_audio_eq(
+        &audio,
+        reference,
+        &format!("{n} chunks against the 1-chunk output"),
+    );
+    let decoded = &audio.samples;
     // No lag: the decoded audio follows the sine sample for sample (AAC is
     // lossy, so within a tolerance; 1024 samples late would be way off).
     let err: f64 = (0..total as usize)
@@ -233,28 +233,32 @@ fn check_fixture(fps: Fps, mode: Mode, pcm: PcmFormat) -> Result<()> {
         );
         outputs.push(c);
     }
-    let reference_audio = decode_audio(&outputs[0].output, outputs[0].plan.samples().len())?;
-    let reference_video = frame_md5s(&outputs[0].output)?;
+    let reference_audio =
+        media::decode_audio_trimmed(&outputs[0].output, outputs[0].plan.samples().len());
+    let reference_video = media::decode_video_frames(&outputs[0].output, mode.pix_fmt());
     ensure!(reference_video.len() as u64 == FRAMES);
     for c in &outputs {
         let n = c.chunks.len();
-        check_video_timing(c, fps).with_context(|| format!("{n} chunks at {fps}"))?;
+        check_video_timing(c, fps, mode).with_context(|| format!("{n} chunks at {fps}"))?;
         check_audio(c, &reference_audio).with_context(|| format!("{n} chunks at {fps}"))?;
         // Frame k of the output is frame k of the chunk that rendered it.
-        let out = frame_md5s(&c.output)?;
-        let files: Vec<PathBuf> = c.chunks.iter().map(|a| a.video.clone()).collect();
-        let from_chunks: Vec<String> = frame_md5s_many(&files)?.concat();
-        ensure!(
-            out.len() == from_chunks.len(),
-            "{n} chunks: frame counts differ"
+        let out = media::decode_video_frames(&c.output, mode.pix_fmt());
+        let from_chunks: Vec<media::Frame> = c
+            .chunks
+            .iter()
+            .flat_map(|a| media::decode_video_frames(&a.video, mode.pix_fmt()))
+            .collect();
+        media::assert_frames_eq(
+            &out,
+            &from_chunks,
+            &format!("{n} chunks at {fps}: output against its chunks"),
         );
-        if let Some(k) = out.iter().zip(&from_chunks).position(|(a, b)| a != b) {
-            anyhow::bail!("{n} chunks: output frame {k} differs from its chunk's frame");
-        }
-        if mode == Mode::Lossless
-            && let Some(k) = out.iter().zip(&reference_video).position(|(a, b)| a != b)
-        {
-            anyhow::bail!("{n} chunks (lossless): frame {k} differs from the 1-chunk output");
+        if mode == Mode::Lossless {
+            media::assert_frames_eq(
+                &out,
+                &reference_video,
+                &format!("{n} chunks at {fps} (lossless) against 1 chunk"),
+            );
         }
     }
     Ok(())

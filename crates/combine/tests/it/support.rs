@@ -1,8 +1,8 @@
 //! Test support: chunk artifacts of the kind the chunk worker produces
 //! (H.264 from libx264 in MPEG-TS, one encoder run per chunk starting with an
 //! IDR, identical settings; PCM of exactly the chunk's planned span), made
-//! with Debian's `ffmpeg` CLI, and wrappers around `ffprobe`/`ffmpeg` to judge
-//! the output independently of our own demuxing.
+//! with Debian's `ffmpeg` CLI. The output is judged by `testkit::media`,
+//! independently of our own demuxing.
 //!
 //! The CLI's TS muxer adds its own timestamp origin (1.4 s by default, plus a
 //! B-frame shift on the first chunk): combine must re-base every chunk from
@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use chunker::timebase::Fps;
 use chunker::{ChunkSpec, Plan, PlanRequest, plan};
 use combine::{ChunkArtifact, PcmAudio, PcmFormat};
+use testkit::media::{self, PixFmt};
 
 /// Width and height of the test fixture.
 pub const WIDTH: u32 = 160;
@@ -31,6 +32,16 @@ pub enum Mode {
     Crf,
     /// Lossless: QP 0, yuv444p.
     Lossless,
+}
+
+impl Mode {
+    /// The pixel format the chunks are encoded in (and decode to).
+    pub fn pix_fmt(self) -> PixFmt {
+        match self {
+            Mode::Crf => PixFmt::Yuv420p,
+            Mode::Lossless => PixFmt::Yuv444p,
+        }
+    }
 }
 
 /// Per-chunk encoder variations for refusal tests.
@@ -88,17 +99,13 @@ pub fn encode_chunks(
         match mode {
             Mode::Crf => {
                 let crf = variant.crf.unwrap_or(18).to_string();
-                cmd.args([
-                    "-crf",
-                    &crf,
-                    "-pix_fmt",
-                    variant.pix_fmt.unwrap_or("yuv420p"),
-                ]);
+                cmd.args(["-crf", &crf]);
             }
             Mode::Lossless => {
-                cmd.args(["-qp", "0", "-pix_fmt", variant.pix_fmt.unwrap_or("yuv444p")]);
+                cmd.args(["-qp", "0"]);
             }
         }
+        cmd.args(["-pix_fmt", variant.pix_fmt.unwrap_or(mode.pix_fmt().name())]);
         cmd.args([
             "-color_primaries",
             "bt709",
@@ -114,7 +121,7 @@ pub fn encode_chunks(
         ])
         .arg(out);
     }
-    run(&mut cmd)?;
+    media::run(&mut cmd);
     Ok(())
 }
 
@@ -180,131 +187,6 @@ pub fn make_chunks(
             Ok(a)
         })
         .collect()
-}
-
-pub fn run(cmd: &mut Command) -> Result<Vec<u8>> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out.stdout)
-}
-
-/// One video packet as ffprobe sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbePacket {
-    pub pts: i64,
-    pub dts: i64,
-    pub duration: i64,
-    pub key: bool,
-}
-
-/// The stream's time base and packets, in file (decode) order.
-pub fn probe_video_packets(file: &Path) -> Result<((i64, i64), Vec<ProbePacket>)> {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=time_base:packet=pts,dts,duration,flags",
-        ])
-        .args(["-of", "csv=p=0:nk=0"])
-        .arg(file))?;
-    let text = String::from_utf8(out)?;
-    let mut tb = None;
-    let mut packets = Vec::new();
-    for line in text.lines() {
-        let fields: std::collections::HashMap<&str, &str> = line
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .collect();
-        if let Some(t) = fields.get("time_base") {
-            let (n, d) = t.split_once('/').context("time base")?;
-            tb = Some((n.parse()?, d.parse()?));
-        } else if let (Some(p), Some(d), Some(du), Some(f)) = (
-            fields.get("pts"),
-            fields.get("dts"),
-            fields.get("duration"),
-            fields.get("flags"),
-        ) {
-            packets.push(ProbePacket {
-                pts: p.parse().with_context(|| format!("pts in {line}"))?,
-                dts: d.parse().with_context(|| format!("dts in {line}"))?,
-                duration: du.parse().with_context(|| format!("duration in {line}"))?,
-                key: f.starts_with('K'),
-            });
-        }
-    }
-    Ok((tb.context("no video stream")?, packets))
-}
-
-/// `ffprobe -show_entries` values of one stream, as `key=value` text.
-pub fn probe_stream(file: &Path, selector: &str, entries: &str) -> Result<String> {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", selector])
-        .args(["-show_entries", &format!("stream={entries}")])
-        .args(["-of", "default=nw=1"])
-        .arg(file))?;
-    Ok(String::from_utf8(out)?)
-}
-
-pub fn field<'a>(probe: &'a str, key: &str) -> Option<&'a str> {
-    probe
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-}
-
-/// Per-frame MD5s of the decoded video (ffmpeg's framemd5 muxer).
-pub fn frame_md5s(file: &Path) -> Result<Vec<String>> {
-    Ok(frame_md5s_many(&[file.to_path_buf()])?.remove(0))
-}
-
-/// Per-frame MD5s of several files, decoded by one ffmpeg process (one
-/// decoder per input).
-pub fn frame_md5s_many(files: &[PathBuf]) -> Result<Vec<Vec<String>>> {
-    let dir = temp_dir();
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-v", "error"]);
-    for f in files {
-        cmd.arg("-i").arg(f);
-    }
-    let outs: Vec<PathBuf> = (0..files.len())
-        .map(|i| dir.path().join(format!("{i}.md5")))
-        .collect();
-    for (i, out) in outs.iter().enumerate() {
-        cmd.args(["-map", &format!("{i}:v:0"), "-f", "framemd5"])
-            .arg(out);
-    }
-    run(&mut cmd)?;
-    outs.iter()
-        .map(|o| {
-            Ok(std::fs::read_to_string(o)?
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_owned()))
-                .collect())
-        })
-        .collect()
-}
-
-/// Decoded audio as interleaved f32, trimmed to `samples` per channel (the
-/// CLI does not trim the AAC tail itself).
-pub fn decode_audio(file: &Path, samples: u64) -> Result<Vec<f32>> {
-    let out = run(Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args([
-            "-map",
-            "0:a:0",
-            "-af",
-            &format!("atrim=end_sample={samples}"),
-        ])
-        .args(["-f", "f32le", "-c:a", "pcm_f32le", "-"]))?;
-    Ok(out
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
 }
 
 /// Lists a directory's file names (sorted).

@@ -7,6 +7,7 @@ use std::process::Command;
 use composition::scene::SceneBundle;
 use composition::{CompositionSource, Prepared, Props};
 use proptest::prelude::*;
+use testkit::media;
 use timebase::SampleSpan;
 
 use crate::{bundle_with, promo_dir};
@@ -53,31 +54,13 @@ fn promo_prepared() -> std::sync::Arc<dyn Prepared> {
 fn promo_audio_is_tone_wav_as_ffmpeg_decodes_it() {
     let p = promo_prepared();
     let ours = audio(p.as_ref(), 0, 480_000);
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(promo_dir().join("tone.wav"))
-        .args(["-f", "f32le", "-acodec", "pcm_f32le", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let theirs = media::decode_audio(promo_dir().join("tone.wav"));
+    assert_eq!(
+        theirs.len() * 2,
+        ours.len(),
+        "tone.wav is 10.000 s of stereo"
     );
-    let theirs: Vec<f32> = out
-        .stdout
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    assert_eq!(theirs.len(), ours.len(), "tone.wav is 10.000 s of stereo");
-    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-6,
-            "sample {} channel {}: ours {a}, ffmpeg {b}",
-            i / 2,
-            i % 2
-        );
-    }
+    media::assert_samples_within(&theirs, &ours, 2, 1e-6, "ffmpeg against ours");
     // −12 dBFS peak.
     let peak = ours.iter().fold(0.0f32, |m, s| m.max(s.abs()));
     assert!((peak - 0.251).abs() < 0.01, "peak {peak}");

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::kit::{
-    coordinator, events, frame_md5s, render_command, render_on, run, sha256, start_worker,
-};
+use testkit::media;
+
+use crate::kit::{coordinator, events, render_command, render_on, run, sha256, start_worker};
 
 /// Twelve 60-frame chunks: long enough that the coordinator can be killed
 /// with most of them unrendered.
@@ -117,7 +117,7 @@ fn a_killed_coordinator_resumes_from_the_chunks_it_finished() {
     let o = render_on(&pool, LONG, 12, &fresh, &["--cache", "off"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha256(&out), sha256(&fresh));
-    assert_eq!(frame_md5s(&out).len(), 720);
+    assert_eq!(media::count_video_frames(&out), 720);
 }
 
 /// `coordinator render` of the built-in pattern on the embedded pool.

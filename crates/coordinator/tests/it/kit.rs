@@ -1,5 +1,5 @@
-//! Test kit: worker processes on free loopback ports, the coordinator CLI,
-//! and ffprobe/ffmpeg as independent judges.
+//! Test kit: worker processes on free loopback ports and the coordinator
+//! CLI. Media is judged with `testkit::media`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,101 +42,6 @@ pub fn coordinator() -> Command {
 /// Runs a command and returns its output.
 pub fn run(mut c: Command) -> Output {
     c.output().expect("run")
-}
-
-/// Runs Debian's `program` (`ffprobe` or `ffmpeg`) quietly on `file`, with
-/// `after` following it, and returns its stdout; a failure fails the test.
-fn judge(program: &str, before: &[&str], file: &Path, after: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
-        .args(["-v", "error"])
-        .args(before)
-        .arg(file)
-        .args(after)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn ffprobe(args: &[&str], file: &Path) -> String {
-    String::from_utf8(judge("ffprobe", args, file, &[])).expect("utf8")
-}
-
-/// Video packets as (pts, dts, keyframe), in stream order.
-pub fn video_packets(file: &Path) -> Vec<(i64, i64, bool)> {
-    ffprobe(
-        &[
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts,dts,flags",
-            "-of",
-            "csv=p=0",
-        ],
-        file,
-    )
-    .lines()
-    .filter(|l| !l.is_empty())
-    .map(|l| {
-        let f: Vec<&str> = l.split(',').collect();
-        (
-            f[0].parse().expect("pts"),
-            f[1].parse().expect("dts"),
-            f[2].starts_with('K'),
-        )
-    })
-    .collect()
-}
-
-/// A stream entry (`time_base`, `duration_ts`, `nb_frames`, ...) of stream
-/// `sel` (`v:0`, `a:0`).
-pub fn stream_entry(file: &Path, sel: &str, entry: &str) -> String {
-    ffprobe(
-        &[
-            "-select_streams",
-            sel,
-            "-show_entries",
-            &format!("stream={entry}"),
-            "-of",
-            "csv=p=0",
-        ],
-        file,
-    )
-    .trim()
-    .to_owned()
-}
-
-/// The MD5 of every decoded video frame.
-pub fn frame_md5s(file: &Path) -> Vec<String> {
-    let out = judge(
-        "ffmpeg",
-        &["-i"],
-        file,
-        &["-map", "0:v:0", "-f", "framemd5", "-"],
-    );
-    String::from_utf8(out)
-        .expect("utf8")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(',').next().map(|s| s.trim().to_owned()))
-        .collect()
-}
-
-/// Decoded audio as interleaved s16, trimmed to `samples` per channel (the
-/// ffmpeg CLI keeps the AAC tail padding).
-pub fn decoded_audio(file: &Path, samples: u64) -> Vec<u8> {
-    let trim = format!("atrim=end_sample={samples}");
-    judge(
-        "ffmpeg",
-        &["-i"],
-        file,
-        &["-map", "0:a:0", "-af", &trim, "-f", "s16le", "-"],
-    )
 }
 
 /// Lines of the coordinator's `--json` output that are events of `kind`.

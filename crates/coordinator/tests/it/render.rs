@@ -4,9 +4,11 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use testkit::media::{self, PixFmt};
+
 use crate::kit::{
-    WorkerProcess, coordinator, decoded_audio, events, frame_md5s, render_command, render_on,
-    render_watching, run, sha256, start_worker, stream_entry, video_packets,
+    WorkerProcess, coordinator, events, render_command, render_on, render_watching, run, sha256,
+    start_worker,
 };
 
 /// A small test pattern at 29.97 fps with a continuous sine.
@@ -50,25 +52,21 @@ fn sixteen_chunks_over_three_workers_equal_one_chunk() {
     // Independent checks on the 16-chunk output: frame count, PTS of frame k
     // exactly k·1001/30000 s, DTS strictly increasing, a keyframe at every
     // chunk start (96 frames in chunks of 6).
-    let packets = video_packets(&sixteen);
+    let media::Packets { time_base, packets } = media::video_packets(&sixteen);
     assert_eq!(packets.len(), 96);
-    let tb = stream_entry(&sixteen, "v:0", "time_base");
-    let (num, den): (i64, i64) = tb
-        .split_once('/')
-        .map(|(a, b)| (a.parse().expect("tb"), b.parse().expect("tb")))
-        .expect("time base");
-    let mut pts: Vec<i64> = packets.iter().map(|p| p.0).collect();
+    let (num, den) = (time_base.num, time_base.den);
+    let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
     pts.sort_unstable();
     for (k, p) in pts.iter().enumerate() {
         // p·num/den == k·1001/30000 exactly.
         assert_eq!(p * num * 30_000, k as i64 * 1001 * den, "frame {k}");
     }
     assert!(
-        packets.windows(2).all(|w| w[0].1 < w[1].1),
+        packets.windows(2).all(|w| w[0].dts < w[1].dts),
         "DTS not strictly increasing"
     );
     let keys: Vec<usize> = {
-        let mut by_pts: Vec<(i64, bool)> = packets.iter().map(|p| (p.0, p.2)).collect();
+        let mut by_pts: Vec<(i64, bool)> = packets.iter().map(|p| (p.pts, p.key)).collect();
         by_pts.sort_unstable();
         by_pts
             .iter()
@@ -88,17 +86,27 @@ fn sixteen_chunks_over_three_workers_equal_one_chunk() {
     // Exact audio length: S(96) = floor(96·48000·1001/30000) samples.
     let samples: u64 = 96 * 48_000 * 1001 / 30_000;
     assert_eq!(
-        stream_entry(&sixteen, "a:0", "duration_ts"),
-        samples.to_string()
+        media::probe(&sixteen).audio().duration_ts,
+        Some(samples as i64)
     );
 
-    // Decoded frames and samples equal the 1-chunk render's.
-    assert_eq!(frame_md5s(&sixteen), frame_md5s(&one));
-    let a16 = decoded_audio(&sixteen, samples);
-    assert_eq!(a16.len() as u64, samples * 4);
-    assert!(
-        a16 == decoded_audio(&one, samples),
-        "decoded audio differs from the 1-chunk render"
+    // Decoded frames and samples equal the 1-chunk render's (--lossless
+    // renders yuv444p).
+    assert_eq!(
+        media::probe(&sixteen).video().pix_fmt.as_deref(),
+        Some("yuv444p")
+    );
+    media::assert_frames_eq(
+        &media::decode_video_frames(&sixteen, PixFmt::Yuv444p),
+        &media::decode_video_frames(&one, PixFmt::Yuv444p),
+        "16 chunks against 1",
+    );
+    let a16 = media::decode_audio_trimmed(&sixteen, samples);
+    assert_eq!(a16.len() as u64, samples);
+    media::assert_audio_eq(
+        &a16,
+        &media::decode_audio_trimmed(&one, samples),
+        "16 chunks against 1",
     );
 }
 
@@ -160,7 +168,7 @@ fn a_frozen_worker_is_caught_by_the_stall_timeout() {
             .any(|l| l.contains("\"stalled\"") && l.contains(&frozen.url)),
         "no stall retry:\n{stdout}"
     );
-    assert_eq!(video_packets(&out).len(), 96);
+    assert_eq!(media::video_packets(&out).packets.len(), 96);
 }
 
 #[test]
@@ -312,9 +320,11 @@ fn still_and_describe_take_props_like_render() {
         .arg(&png);
     let o = run(c);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let probe = media::probe(&png);
+    let v = probe.video();
     assert_eq!(
-        stream_entry(&png, "v:0", "codec_name,width,height"),
-        "png,1920,1080"
+        (v.codec.as_str(), v.width, v.height),
+        ("png", Some(1920), Some(1080))
     );
     let mut c = coordinator();
     c.arg("describe")

@@ -1,0 +1,361 @@
+//! Writing the MP4, phase by phase: open the chunks' video and check them
+//! against chunk 0, add the streams, write the header, copy every chunk's
+//! re-based packets with the AAC encoded just ahead of them, finish the audio,
+//! and move the index to the front.
+
+use std::path::Path;
+
+use chunker::timebase::Fps;
+use ffmpeg::{Rational, codec};
+use ffmpeg_next as ffmpeg;
+
+use crate::layout::{AudioPlan, Layout};
+use crate::{ChunkArtifact, CombineError, CombineOptions, CombineReport, audio, ffi, video};
+
+/// Writes the checked chunks as one MP4 at `path`.
+pub(crate) fn write_mp4(
+    chunks: &[ChunkArtifact],
+    options: &CombineOptions,
+    layout: Layout,
+    path: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<CombineReport, CombineError> {
+    let mut mp4 = Mp4Writer::create(path, options, &layout, cancelled)?;
+    let inputs = ChunkInputs::open(chunks, layout.output_fps, cancelled)?;
+    mp4.add_video_stream(inputs.first_parameters.clone())?;
+    mp4.add_audio_stream(layout.audio, layout.samples.len())?;
+    mp4.write_header()?;
+    for a in chunks {
+        mp4.copy_video(a, &inputs)?;
+    }
+    mp4.finish_audio()?;
+    mp4.finish(chunks.len(), layout.frames)
+}
+
+/// Every chunk's video opened once before anything is written, so a chunk
+/// that cannot join is refused early.
+struct ChunkInputs {
+    /// Chunk 0's parameters (SPS/PPS included), which every chunk repeats.
+    reference: video::VideoParams,
+    /// The largest decoder delay any chunk declares, in frames.
+    delay: i64,
+    /// Chunk 0's stream parameters, copied into the MP4's video track.
+    first_parameters: codec::Parameters,
+}
+
+impl ChunkInputs {
+    /// Reads each chunk's first packet: its parameters, compared with chunk
+    /// 0's, and its decoder delay.
+    fn open(
+        chunks: &[ChunkArtifact],
+        output_fps: Fps,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<ChunkInputs, CombineError> {
+        let mut inputs: Option<ChunkInputs> = None;
+        for a in chunks {
+            if cancelled() {
+                return Err(CombineError::Cancelled);
+            }
+            let opened = video::ChunkVideo::open(a.chunk.index(), &a.video, output_fps)?;
+            let first_parameters = opened.codec_parameters.clone();
+            let (params, delay) = opened.probe()?;
+            match inputs.as_mut() {
+                None => {
+                    inputs = Some(ChunkInputs {
+                        reference: params,
+                        delay,
+                        first_parameters,
+                    });
+                }
+                Some(known) => {
+                    if let Some((field, expected, found)) =
+                        known.reference.first_difference(&params)
+                    {
+                        return Err(CombineError::StreamMismatch {
+                            chunk: a.chunk.index(),
+                            field,
+                            expected,
+                            found,
+                        });
+                    }
+                    known.delay = known.delay.max(delay);
+                }
+            }
+        }
+        inputs.ok_or(CombineError::NoChunks)
+    }
+}
+
+/// The MP4 being written, with one method per phase in the order they run.
+struct Mp4Writer<'a> {
+    octx: ffmpeg::format::context::Output,
+    path: &'a Path,
+    options: &'a CombineOptions,
+    cancelled: &'a dyn Fn() -> bool,
+    output_fps: Fps,
+    /// One tick per output frame: the time base packets are re-based in.
+    frame_tb: Rational,
+    /// The movie timescale that makes both edit lists exact.
+    timescale: u32,
+    /// The AAC encoder and its source, when there is an audio track.
+    aac: Option<audio::AacTrack>,
+    /// Samples the audio track must hold.
+    total_samples: u64,
+    /// The muxer's time bases for the video and audio streams, known once
+    /// the header is written.
+    video_tb: Rational,
+    audio_tb: Option<Rational>,
+}
+
+impl<'a> Mp4Writer<'a> {
+    /// Opens FFmpeg's MP4 muxer on `path`.
+    fn create(
+        path: &'a Path,
+        options: &'a CombineOptions,
+        layout: &Layout,
+        cancelled: &'a dyn Fn() -> bool,
+    ) -> Result<Self, CombineError> {
+        let output_fps = layout.output_fps;
+        let frame_tb = Rational::new(output_fps.den() as i32, output_fps.num() as i32);
+        let timescale = movie_timescale(output_fps, options.sample_rate)?;
+        let octx =
+            ffmpeg::format::output_as(path, "mp4").map_err(|source| CombineError::Ffmpeg {
+                context: format!("creating {}", path.display()),
+                source,
+            })?;
+        Ok(Mp4Writer {
+            octx,
+            path,
+            options,
+            cancelled,
+            output_fps,
+            frame_tb,
+            timescale,
+            aac: None,
+            total_samples: 0,
+            video_tb: frame_tb,
+            audio_tb: None,
+        })
+    }
+
+    /// Stream 0: chunk 0's parameters, stream-copied.
+    fn add_video_stream(&mut self, mut params: codec::Parameters) -> Result<(), CombineError> {
+        ffi::clear_codec_tag(&mut params);
+        let mut ost = self
+            .octx
+            .add_stream(ffmpeg::encoder::find(codec::Id::None))
+            .map_err(CombineError::ffmpeg("adding the video stream"))?;
+        ost.set_parameters(params);
+        ost.set_time_base(self.frame_tb);
+        let rate = Rational::new(self.output_fps.num() as i32, self.output_fps.den() as i32);
+        ost.set_avg_frame_rate(rate);
+        ost.set_rate(rate);
+        Ok(())
+    }
+
+    /// Stream 1, unless the output has no audio: AAC encoded once from the
+    /// joined PCM (or silence) of `total_samples` samples.
+    fn add_audio_stream(
+        &mut self,
+        plan: AudioPlan,
+        total_samples: u64,
+    ) -> Result<(), CombineError> {
+        self.total_samples = total_samples;
+        let source = match plan {
+            AudioPlan::None => return Ok(()),
+            AudioPlan::Pcm(parts) => audio::Source::pcm(parts),
+            AudioPlan::Silence => audio::Source::Silence {
+                left: total_samples,
+            },
+        };
+        let global_header = self
+            .octx
+            .format()
+            .flags()
+            .contains(ffmpeg::format::flag::Flags::GLOBAL_HEADER);
+        let (track, params) = audio::AacTrack::open(
+            source,
+            total_samples,
+            self.options.sample_rate,
+            self.options.audio_bitrate,
+            global_header,
+        )?;
+        let mut ost = self
+            .octx
+            .add_stream(ffmpeg::encoder::find(codec::Id::None))
+            .map_err(CombineError::ffmpeg("adding the audio stream"))?;
+        ost.set_parameters(params);
+        ost.set_time_base(track.time_base());
+        self.aac = Some(track);
+        Ok(())
+    }
+
+    /// Writes the header with the options that shape the file, and reads
+    /// back the time bases the muxer chose.
+    fn write_header(&mut self) -> Result<(), CombineError> {
+        let mut header = ffmpeg::Dictionary::new();
+        // Moov first so browsers can start playing before the whole file loads.
+        header.set("movflags", "+faststart");
+        header.set("movie_timescale", &self.timescale.to_string());
+        self.octx
+            .write_header_with(header)
+            .map_err(CombineError::ffmpeg("writing the MP4 header"))?;
+        self.video_tb = self
+            .octx
+            .stream(0)
+            .expect("the video stream was added before the header")
+            .time_base();
+        self.audio_tb = self.octx.stream(1).map(|s| s.time_base());
+        Ok(())
+    }
+
+    /// Copies one chunk's packets, re-based from its planned first output
+    /// frame, with the audio kept just ahead of them.
+    fn copy_video(&mut self, a: &ChunkArtifact, inputs: &ChunkInputs) -> Result<(), CombineError> {
+        let cancelled = self.cancelled;
+        if cancelled() {
+            return Err(CombineError::Cancelled);
+        }
+        let chunk_video = video::ChunkVideo::open(a.chunk.index(), &a.video, self.output_fps)?;
+        let verify = self.options.verify_decode;
+        chunk_video.copy(
+            &inputs.reference,
+            inputs.delay,
+            a.chunk.first_output_frame(),
+            a.chunk.frame_count(),
+            verify,
+            cancelled,
+            &mut |packet| self.write_video_packet(packet),
+        )
+    }
+
+    /// Writes one re-based video packet (PTS and DTS in frames), after the
+    /// audio up to the end of its frame, so the interleaver never holds
+    /// more than a frame or so of either.
+    fn write_video_packet(&mut self, mut packet: ffmpeg::Packet) -> Result<(), CombineError> {
+        if self.aac.is_some() {
+            let dts_frames = packet.dts().unwrap_or(0).max(0) as u128 + 1;
+            let fps = self.output_fps;
+            let until = dts_frames * u128::from(self.options.sample_rate) * u128::from(fps.den())
+                / u128::from(fps.num());
+            self.encode_audio_until(u64::try_from(until).unwrap_or(u64::MAX))?;
+        }
+        packet.set_stream(0);
+        packet.rescale_ts(self.frame_tb, self.video_tb);
+        packet
+            .write_interleaved(&mut self.octx)
+            .map_err(CombineError::ffmpeg("writing a video packet"))
+    }
+
+    /// Encodes and writes audio until `until` samples have been sent (or the
+    /// track is complete).
+    fn encode_audio_until(&mut self, until: u64) -> Result<(), CombineError> {
+        let Some(track) = self.aac.as_mut() else {
+            return Ok(());
+        };
+        let tb = track.time_base();
+        let out_tb = self
+            .audio_tb
+            .expect("an audio stream exists when there is a track");
+        let octx = &mut self.octx;
+        track.encode_until(until, &mut |mut packet| {
+            packet.set_stream(1);
+            packet.rescale_ts(tb, out_tb);
+            packet
+                .write_interleaved(octx)
+                .map_err(CombineError::ffmpeg("writing an AAC packet"))
+        })
+    }
+
+    /// Encodes the rest of the audio and flushes the encoder; the track must
+    /// then hold exactly the planned samples.
+    fn finish_audio(&mut self) -> Result<(), CombineError> {
+        if self.aac.is_none() {
+            return Ok(());
+        }
+        self.encode_audio_until(u64::MAX)?;
+        let sent = self.aac.as_ref().map_or(0, audio::AacTrack::sent);
+        if sent != self.total_samples {
+            return Err(CombineError::Ffmpeg {
+                context: format!("audio ended after {sent} of {} samples", self.total_samples),
+                source: ffmpeg::Error::Eof,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the trailer (moving the index to the front) and reports what
+    /// was written.
+    fn finish(mut self, chunks: usize, frames: u64) -> Result<CombineReport, CombineError> {
+        if (self.cancelled)() {
+            return Err(CombineError::Cancelled);
+        }
+        self.octx.write_trailer().map_err(CombineError::ffmpeg(
+            "finishing the MP4 (moving the index to the front)",
+        ))?;
+        drop(self.octx);
+        let bytes = std::fs::metadata(self.path)
+            .map_err(|source| CombineError::Output {
+                path: self.path.to_path_buf(),
+                source,
+            })?
+            .len();
+        Ok(CombineReport {
+            output: self.path.to_path_buf(),
+            chunks,
+            frames,
+            fps: self.output_fps,
+            audio_samples: self.aac.as_ref().map(|_| self.total_samples),
+            audio_packets: self.aac.as_ref().map_or(0, audio::AacTrack::packets),
+            movie_timescale: self.timescale,
+            bytes,
+        })
+    }
+}
+
+const fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// The smallest MP4 movie timescale in which both edit lists are exact: a
+/// duration of `n` frames is `n · den / num` s, a whole number of ticks for
+/// every `n` iff `num` divides the timescale; `m` samples need the sample
+/// rate to divide it (ISO/IEC 14496-12, 8.6.6: `segment_duration` is in the
+/// movie timescale).
+fn movie_timescale(output_fps: Fps, sample_rate: u32) -> Result<u32, CombineError> {
+    let (a, b) = (u64::from(output_fps.num()), u64::from(sample_rate));
+    let lcm = a / gcd(a, b) * b;
+    u32::try_from(lcm)
+        .ok()
+        .filter(|t| *t <= i32::MAX as u32)
+        .ok_or(CombineError::InvalidOption {
+            option: "fps",
+            given: format!("{output_fps} with a {sample_rate} Hz audio rate"),
+            allowed: "rates whose common timescale fits in 31 bits",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn movie_timescale_makes_both_edit_lists_exact() {
+        let f = |n, d| Fps::new(n, d).expect("fps");
+        assert_eq!(movie_timescale(f(30, 1), 48_000).expect("ok"), 48_000);
+        assert_eq!(
+            movie_timescale(f(30_000, 1001), 48_000).expect("ok"),
+            240_000
+        );
+        assert_eq!(movie_timescale(f(25, 1), 48_000).expect("ok"), 48_000);
+        assert_eq!(
+            movie_timescale(f(60_000, 1001), 48_000).expect("ok"),
+            240_000
+        );
+    }
+}
