@@ -168,7 +168,7 @@ fn one_process(
     let r = render_chunk(config, &request, &|_| {}, &CancellationToken::new())?;
     let mut artifact = ChunkArtifact::new(r.chunk, &r.video.path);
     if r.meta.has_audio {
-        artifact = artifact.with_audio(PcmAudio::new(&r.audio.path, combine::PcmFormat::F32Le));
+        artifact = artifact.with_audio(PcmAudio::new(&r.audio.path, combine::PcmFormat::F32le));
     }
     let t = Instant::now();
     let report = combine_chunks(

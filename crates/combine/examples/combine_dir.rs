@@ -41,7 +41,7 @@ fn main() -> Result<()> {
             let a = ChunkArtifact::new(*c, dir.join(format!("{name}.ts")));
             let pcm = dir.join(format!("{name}.pcm"));
             if pcm.exists() {
-                a.with_audio(PcmAudio::new(pcm, PcmFormat::S16Le))
+                a.with_audio(PcmAudio::new(pcm, PcmFormat::S16le))
             } else {
                 a
             }

@@ -97,8 +97,8 @@ impl Source {
                         })?;
                     for (i, s) in bytes.chunks_exact(width).enumerate() {
                         let (a, b) = s.split_at(width / 2);
-                        l[filled + i] = part.format.decode(a);
-                        r[filled + i] = part.format.decode(b);
+                        l[filled + i] = decode(part.format, a);
+                        r[filled + i] = decode(part.format, b);
                     }
                     filled += want;
                     *left -= want as u64;
@@ -129,20 +129,11 @@ impl Source {
     }
 }
 
-impl PcmFormat {
-    /// Bytes of one sample value of one channel.
-    pub const fn bytes_per_sample(self) -> usize {
-        match self {
-            PcmFormat::S16Le => 2,
-            PcmFormat::F32Le => 4,
-        }
-    }
-
-    fn decode(self, b: &[u8]) -> f32 {
-        match self {
-            PcmFormat::S16Le => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
-            PcmFormat::F32Le => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        }
+/// One sample value in `format` as a float in `[-1, 1]`.
+fn decode(format: PcmFormat, b: &[u8]) -> f32 {
+    match format {
+        PcmFormat::S16le => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
+        PcmFormat::F32le => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
     }
 }
 

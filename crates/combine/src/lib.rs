@@ -43,7 +43,7 @@
 //!     .iter()
 //!     .map(|c| {
 //!         ChunkArtifact::new(*c, PathBuf::from(format!("chunk-{}.ts", c.index())))
-//!             .with_audio(PcmAudio::new(format!("chunk-{}.pcm", c.index()), PcmFormat::S16Le))
+//!             .with_audio(PcmAudio::new(format!("chunk-{}.pcm", c.index()), PcmFormat::S16le))
 //!     })
 //!     .collect();
 //! let options = CombineOptions::new(fps).with_expected_frames(plan.output_frames());
@@ -89,18 +89,10 @@ pub const MIN_AUDIO_BITRATE: u32 = 16_000;
 /// The highest AAC bitrate accepted, in bits per second.
 pub const MAX_AUDIO_BITRATE: u32 = 512_000;
 
-/// How a chunk's PCM samples are stored: interleaved stereo, little endian.
-/// In JSON: `"s16le"` or `"f32le"` (FFmpeg's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum PcmFormat {
-    /// Signed 16-bit integers.
-    #[serde(rename = "s16le")]
-    S16Le,
-    /// 32-bit IEEE floats in `[-1, 1]`.
-    #[serde(rename = "f32le")]
-    F32Le,
-}
+/// How a chunk's PCM samples are stored: interleaved stereo, little endian;
+/// in JSON `"s16le"` or `"f32le"` (FFmpeg's names). The one type the
+/// workers write and combine reads.
+pub use spec::PcmFormat;
 
 /// A chunk's rendered PCM: a headerless file of interleaved stereo samples
 /// holding exactly the chunk's planned sample span.
@@ -486,7 +478,7 @@ mod tests {
                 .iter()
                 .map(|c| {
                     ChunkArtifact::new(*c, format!("chunk-{}.ts", c.index())).with_audio(
-                        PcmAudio::new(format!("chunk-{}.pcm", c.index()), PcmFormat::S16Le),
+                        PcmAudio::new(format!("chunk-{}.pcm", c.index()), PcmFormat::S16le),
                     )
                 })
                 .collect(),

@@ -763,7 +763,7 @@ fn artifacts(plan: &Plan, meta: &CompositionMeta, files: &[ChunkFiles]) -> Vec<C
             let a = ChunkArtifact::new(*chunk, f.video.path.clone());
             match (&f.audio, meta.has_audio) {
                 (Some(pcm), true) => {
-                    a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32Le))
+                    a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le))
                 }
                 _ => a,
             }

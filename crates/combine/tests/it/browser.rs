@@ -156,7 +156,7 @@ fn output_plays_in_headless_chromium() -> Result<()> {
     let dir = tmp.path();
     let f = fps(30_000, 1001);
     let plan = fixture_plan(f, 11); // 7 chunks
-    let chunks = make_chunks(&dir.join("c"), &plan, Mode::Crf, Some(PcmFormat::S16Le))?;
+    let chunks = make_chunks(&dir.join("c"), &plan, Mode::Crf, Some(PcmFormat::S16le))?;
     let output: PathBuf = out_path(dir, "out.mp4");
     combine_chunks(&chunks, &CombineOptions::new(f), &output)?;
     let video = std::fs::read(&output)?;

@@ -56,7 +56,7 @@ fn refusals_name_the_chunk_and_leave_no_file() -> Result<()> {
     let dir = tmp.path();
     let fps30 = fps(30, 1);
     let plan = fixture_plan(fps30, 30); // 30 + 30 + 16 frames
-    let chunks = make_chunks(&dir.join("base"), &plan, Mode::Crf, Some(PcmFormat::S16Le))?;
+    let chunks = make_chunks(&dir.join("base"), &plan, Mode::Crf, Some(PcmFormat::S16le))?;
     let options = CombineOptions::new(fps30).with_expected_frames(plan.output_frames());
     let one = ChunkIndex(1);
     let c1 = plan.chunks()[1];

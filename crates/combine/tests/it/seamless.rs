@@ -266,20 +266,20 @@ fn check_fixture(fps: Fps, mode: Mode, pcm: PcmFormat) -> Result<()> {
 
 #[test]
 fn crf_30fps_is_frame_exact_and_audio_identical() -> Result<()> {
-    check_fixture(fps(30, 1), Mode::Crf, PcmFormat::S16Le)
+    check_fixture(fps(30, 1), Mode::Crf, PcmFormat::S16le)
 }
 
 #[test]
 fn crf_ntsc_is_frame_exact_and_audio_identical() -> Result<()> {
-    check_fixture(fps(30_000, 1001), Mode::Crf, PcmFormat::F32Le)
+    check_fixture(fps(30_000, 1001), Mode::Crf, PcmFormat::F32le)
 }
 
 #[test]
 fn lossless_30fps_decodes_identically_to_one_chunk() -> Result<()> {
-    check_fixture(fps(30, 1), Mode::Lossless, PcmFormat::F32Le)
+    check_fixture(fps(30, 1), Mode::Lossless, PcmFormat::F32le)
 }
 
 #[test]
 fn lossless_ntsc_decodes_identically_to_one_chunk() -> Result<()> {
-    check_fixture(fps(30_000, 1001), Mode::Lossless, PcmFormat::S16Le)
+    check_fixture(fps(30_000, 1001), Mode::Lossless, PcmFormat::S16le)
 }

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chunker::timebase::Fps;
 use chunker::{ChunkSpec, Plan, PlanRequest, plan};
 use combine::{ChunkArtifact, PcmAudio, PcmFormat};
@@ -144,11 +144,10 @@ pub fn write_pcm(start: u64, end: u64, format: PcmFormat, out: &Path) -> Result<
         for ch in 0..2 {
             let v = sine(i, ch);
             match format {
-                PcmFormat::S16Le => {
+                PcmFormat::S16le => {
                     bytes.extend_from_slice(&((v * 32_767.0).round() as i16).to_le_bytes())
                 }
-                PcmFormat::F32Le => bytes.extend_from_slice(&v.to_le_bytes()),
-                _ => bail!("unknown PCM format {format:?}"),
+                PcmFormat::F32le => bytes.extend_from_slice(&v.to_le_bytes()),
             }
         }
     }

@@ -439,12 +439,15 @@ async fn render(args: RenderArgs) -> Result<(), Failure> {
 fn combine(manifest: &PathBuf, audio_bitrate: u32, out: &PathBuf) -> Result<(), Failure> {
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("--manifest {}", manifest.display()))?;
-    let m: combine::Manifest = serde_json::from_str(&text)
+    let m = combine::Manifest::from_json(&text)
         .with_context(|| format!("--manifest {}", manifest.display()))?;
     let options = m.options().with_audio_bitrate(audio_bitrate);
     let report = combine::combine_chunks(&m.chunks, &options, out).map_err(|e| Failure {
+        kind: match e {
+            combine::CombineError::InvalidOption { .. } => ErrorKind::Input,
+            _ => ErrorKind::Internal,
+        },
         error: e.into(),
-        kind: ErrorKind::Internal,
     })?;
     eprintln!(
         "combined {} chunks: {} frames -> {} ({} bytes)",

@@ -306,6 +306,28 @@ fn kept_chunks_recombine_to_the_same_file() {
     let o = run(c);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha256(&again), sha256(&rendered));
+
+    // A manifest whose chunk 3 has an inverted range is refused before
+    // anything is read, naming the chunk (exit 2, one line).
+    let text = std::fs::read_to_string(chunks.join("manifest.json")).expect("manifest");
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    manifest["chunks"][3]["chunk"]["frames"] = serde_json::json!({"first": 5, "last": 1});
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, manifest.to_string()).expect("write");
+    let mut c = coordinator();
+    c.args(["combine", "--manifest"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(dir.path().join("never.mp4"));
+    let o = run(c);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("chunks[3].chunk.frames") && stderr.contains("first 5 is after last 1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!dir.path().join("never.mp4").exists());
 }
 
 #[test]
