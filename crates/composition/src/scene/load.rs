@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tiny_skia::{BlendMode, Pixmap};
 
 use super::anim::{Anim, Easing, Key, Lerp};
+use super::guard::guard;
+use super::limits::{Coord, Limit, MAX_FRAME, Num, check_int, check2};
 use super::model::*;
 use super::template::{Rgba, Template, parse_color};
-use crate::CompositionError;
+use crate::{CompositionError, MAX_DURATION_FRAMES};
 use timebase::Fps;
 
 /// A 2-D point or size.
@@ -183,18 +185,12 @@ pub fn anim<T, U: Lerp>(
             let mut keys = Vec::with_capacity(k.keyframes.len());
             for (i, kf) in k.keyframes.iter().enumerate() {
                 let at = |m: String| err(format!("keyframes[{i}]: {m}"));
-                if !kf.frame.is_finite() || kf.frame < 0.0 {
-                    return Err(at(format!(
-                        "frame {} must be a finite number ≥ 0",
-                        kf.frame
-                    )));
-                }
+                let frame = kf.frame.check().map_err(|m| at(format!("frame {m}")))?;
                 if let Some(prev) = keys.last().map(|k: &Key<U>| k.frame)
-                    && kf.frame <= prev
+                    && frame <= prev
                 {
                     return Err(at(format!(
-                        "frame {} must be after the previous keyframe's frame {prev}",
-                        kf.frame
+                        "frame {frame} must be after the previous keyframe's frame {prev}"
                     )));
                 }
                 let easing = match &kf.easing {
@@ -202,7 +198,7 @@ pub fn anim<T, U: Lerp>(
                     Some(e) => Easing::parse(e).map_err(at)?,
                 };
                 keys.push(Key {
-                    frame: kf.frame,
+                    frame,
                     value: conv(&kf.value).map_err(at)?,
                     easing,
                 });
@@ -215,32 +211,21 @@ pub fn anim<T, U: Lerp>(
     }
 }
 
-fn finite(v: &f64) -> Result<f64, String> {
-    if v.is_finite() {
-        Ok(*v)
-    } else {
-        Err(format!("{v} is not a finite number"))
-    }
+/// A number within its kind's range.
+fn num<L: Limit>(v: &Num<L>) -> Result<f64, String> {
+    v.check()
 }
 
-fn finite2(v: &V2) -> Result<V2, String> {
-    Ok([finite(&v[0])?, finite(&v[1])?])
+/// A pair of numbers, each within its kind's range.
+fn pair<L: Limit>(v: &[Num<L>; 2]) -> Result<V2, String> {
+    check2(v)
 }
 
-fn size2(v: &V2) -> Result<V2, String> {
-    let [w, h] = finite2(v)?;
-    if w < 0.0 || h < 0.0 || w > 1e6 || h > 1e6 {
-        return Err(format!("size [{w}, {h}] must be within 0-1000000"));
-    }
-    Ok([w, h])
-}
-
-fn unit(v: &f64) -> Result<f64, String> {
-    let v = finite(v)?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{v} is out of range 0-1"));
-    }
-    Ok(v)
+/// A frame number of the scene (`in`, `out`, audio placement).
+fn frame_number(v: Option<u64>, field: &str, ctx: &str) -> Result<Option<u64>, CompositionError> {
+    v.map(|f| check_int(f, 0, i128::from(MAX_FRAME)))
+        .transpose()
+        .map_err(|m| invalid(ctx, format!("`{field}` {m}")))
 }
 
 #[allow(clippy::ptr_arg)] // a converter for `AnimDoc<String>` values, passed as `Fn(&String)`
@@ -300,10 +285,15 @@ pub fn composition(
         return Err(invalid(&ctx, "`id` must be 1-128 characters".into()));
     }
     let fps = match &doc.fps {
-        FpsDoc::Integer(n) => Fps::new(*n, 1),
-        FpsDoc::Text(s) => s.parse::<Fps>(),
-    }
-    .map_err(|e| invalid(&ctx, format!("`fps`: {e}")))?;
+        FpsDoc::Integer(n) => check_int(*n, i128::from(crate::MIN_FPS), i128::from(crate::MAX_FPS))
+            .map_err(|m| invalid(&ctx, format!("`fps` {m}")))
+            .and_then(|n| Fps::new(n, 1).map_err(|e| invalid(&ctx, format!("`fps`: {e}")))),
+        FpsDoc::Text(s) => s
+            .parse::<Fps>()
+            .map_err(|e| e.to_string())
+            .and_then(|fps| crate::check_fps(fps).map(|()| fps))
+            .map_err(|m| invalid(&ctx, format!("`fps`: {m}"))),
+    }?;
     for (name, v) in [("width", doc.width), ("height", doc.height)] {
         if v == 0 || v > crate::MAX_DIMENSION {
             return Err(invalid(
@@ -316,7 +306,10 @@ pub fn composition(
         }
     }
     let duration = match &doc.duration {
-        CountDoc::Number(n) => Count::Number(*n),
+        CountDoc::Number(n) => Count::Number(
+            check_int(*n, 1, i128::from(MAX_DURATION_FRAMES))
+                .map_err(|m| invalid(&ctx, format!("`duration` {m}")))?,
+        ),
         CountDoc::Template(t) => Count::Template(
             Template::parse(t).map_err(|m| invalid(&ctx, format!("`duration`: {m}")))?,
         ),
@@ -328,6 +321,7 @@ pub fn composition(
         count: 0,
     };
     let layers = loader.layers(&doc.layers, "", 0)?;
+    check_budget(&layers, doc, &duration, &ctx)?;
     let audio = doc
         .audio
         .iter()
@@ -347,6 +341,26 @@ pub fn composition(
     };
     check_templates(&comp)?;
     Ok(comp)
+}
+
+/// Refuses a scene over the render budget's limits before any prop is
+/// known: text counts its literal characters, and without a fixed duration
+/// the first layer is taken to be a cached background. `describe` checks
+/// again with the props.
+fn check_budget(
+    layers: &[Layer],
+    doc: &CompositionDoc,
+    duration: &Count,
+    ctx: &str,
+) -> Result<(), CompositionError> {
+    let tally = super::budget::tally(layers, &mut |_, t| Ok(t.template.literal_chars()))?;
+    let background = layers.first().is_some_and(|l| match duration {
+        Count::Number(n) => super::render::is_static(l, *n),
+        Count::Template(_) => true,
+    });
+    let size = (doc.width, doc.height);
+    let b = super::budget::budget(size, background, &tally, 0);
+    super::budget::check(&b, size, &tally, ctx)
 }
 
 /// Prop names are plain words: a dot makes a key an override, braces would
@@ -371,16 +385,15 @@ fn track(a: &AudioDoc, i: usize, ctx: &str) -> Result<Track, CompositionError> {
     let actx = format!("{ctx}: audio `{name}`");
     let volume = match &a.volume {
         None => Anim::Static(1.0),
-        Some(v) => anim(v, "volume", &actx, |v| {
-            let v = finite(v)?;
-            if (0.0..=4.0).contains(&v) {
-                Ok(v)
-            } else {
-                Err(format!("{v} is out of range 0-4"))
-            }
-        })?,
+        Some(v) => anim(v, "volume", &actx, num)?,
     };
-    if let (Some(s), Some(e)) = (a.trim_start, a.trim_end)
+    let start = frame_number(a.start, "start", &actx)?;
+    let end = frame_number(a.end, "end", &actx)?;
+    let trim_start = frame_number(a.trim_start, "trim_start", &actx)?;
+    let trim_end = frame_number(a.trim_end, "trim_end", &actx)?;
+    let fade_in = frame_number(a.fade_in, "fade_in", &actx)?;
+    let fade_out = frame_number(a.fade_out, "fade_out", &actx)?;
+    if let (Some(s), Some(e)) = (trim_start, trim_end)
         && e <= s
     {
         return Err(invalid(
@@ -388,22 +401,22 @@ fn track(a: &AudioDoc, i: usize, ctx: &str) -> Result<Track, CompositionError> {
             format!("`trim_end` {e} must be after `trim_start` {s}"),
         ));
     }
-    if let Some(e) = a.end
-        && e <= a.start.unwrap_or(0)
+    if let Some(e) = end
+        && e <= start.unwrap_or(0)
     {
         return Err(invalid(&actx, format!("`end` {e} must be after `start`")));
     }
     Ok(Track {
         name,
         src: Template::parse(&a.src).map_err(|m| invalid(&actx, format!("`src`: {m}")))?,
-        start: a.start.unwrap_or(0),
-        end: a.end,
-        trim_start: a.trim_start.unwrap_or(0),
-        trim_end: a.trim_end,
+        start: start.unwrap_or(0),
+        end,
+        trim_start: trim_start.unwrap_or(0),
+        trim_end,
         looped: a.looped.unwrap_or(false),
         volume,
-        fade_in: a.fade_in.unwrap_or(0),
-        fade_out: a.fade_out.unwrap_or(0),
+        fade_in: fade_in.unwrap_or(0),
+        fade_out: fade_out.unwrap_or(0),
     })
 }
 
@@ -543,12 +556,15 @@ impl Loader<'_> {
         let clip =
             f.d.clip
                 .as_ref()
-                .map(size2)
+                .map(pair)
                 .transpose()
                 .map_err(|m| f.invalid(format!("`clip`: {m}")))?;
+        let max = i128::from(MAX_FRAME);
+        let time_offset = check_int(f.d.time_offset.unwrap_or(0), -max, max)
+            .map_err(|m| f.invalid(format!("`time_offset` {m}")))?;
         Ok(Kind::Group {
             layers: self.layers(children, path, depth + 1)?,
-            time_offset: f.d.time_offset.unwrap_or(0),
+            time_offset,
             clip,
         })
     }
@@ -665,12 +681,27 @@ impl<'a> Fields<'a> {
         value.as_ref().ok_or_else(|| self.missing(field))
     }
 
-    /// An optional point or size with its default.
-    fn point(&self, a: &Option<AnimDoc<V2>>, field: &str) -> Result<Anim<V2>, CompositionError> {
+    /// An optional point, `[0, 0]` by default.
+    fn point(
+        &self,
+        a: &Option<AnimDoc<PointDoc>>,
+        field: &str,
+    ) -> Result<Anim<V2>, CompositionError> {
         match a {
             None => Ok(Anim::Static([0.0; 2])),
-            Some(a) => anim(a, field, self.ctx, finite2),
+            Some(a) => anim(a, field, self.ctx, pair),
         }
+    }
+
+    /// An optional number of the text layer with its default.
+    fn number<L: Limit>(
+        &self,
+        v: Option<Num<L>>,
+        field: &str,
+        default: f64,
+    ) -> Result<f64, CompositionError> {
+        v.map_or(Ok(default), |v| v.check())
+            .map_err(|m| self.invalid(format!("`{field}` {m}")))
     }
 
     /// `size`, which several types take.
@@ -678,7 +709,7 @@ impl<'a> Fields<'a> {
         self.d
             .size
             .as_ref()
-            .map(|s| anim(s, "size", self.ctx, size2))
+            .map(|s| anim(s, "size", self.ctx, pair))
             .transpose()
     }
 
@@ -703,7 +734,7 @@ impl<'a> Fields<'a> {
         let mut out: Vec<Stop> = Vec::with_capacity(stops.len());
         for (i, s) in stops.iter().enumerate() {
             let off =
-                unit(&s.offset).map_err(|m| self.invalid(format!("`stops[{i}].offset`: {m}")))?;
+                num(&s.offset).map_err(|m| self.invalid(format!("`stops[{i}].offset`: {m}")))?;
             if out.last().is_some_and(|p| p.offset > off) {
                 return Err(self.invalid(format!("`stops[{i}].offset`: offsets must not decrease")));
             }
@@ -727,14 +758,7 @@ impl<'a> Fields<'a> {
             None => None,
             Some(s) => Some((
                 anim(&s.color, "stroke.color", self.ctx, color)?,
-                anim(&s.width, "stroke.width", self.ctx, |w| {
-                    let w = finite(w)?;
-                    if (0.0..=10_000.0).contains(&w) {
-                        Ok(w)
-                    } else {
-                        Err(format!("{w} is out of range 0-10000"))
-                    }
-                })?,
+                anim(&s.width, "stroke.width", self.ctx, num)?,
             )),
         };
         if fill.is_none() && stroke.is_none() {
@@ -755,8 +779,8 @@ impl<'a> Fields<'a> {
         let from = self.require(&self.d.from, "from")?;
         let to = self.require(&self.d.to, "to")?;
         Ok(Kind::Linear {
-            from: anim(from, "from", self.ctx, finite2)?,
-            to: anim(to, "to", self.ctx, finite2)?,
+            from: anim(from, "from", self.ctx, pair)?,
+            to: anim(to, "to", self.ctx, pair)?,
             stops: self.stops()?,
             size,
         })
@@ -766,8 +790,8 @@ impl<'a> Fields<'a> {
         let center = self.require(&self.d.center, "center")?;
         let radius = self.require(&self.d.radius, "radius")?;
         Ok(Kind::Radial {
-            center: anim(center, "center", self.ctx, finite2)?,
-            radius: anim(radius, "radius", self.ctx, finite)?,
+            center: anim(center, "center", self.ctx, pair)?,
+            radius: anim(radius, "radius", self.ctx, num)?,
             stops: self.stops()?,
             size,
         })
@@ -779,7 +803,7 @@ impl<'a> Fields<'a> {
             size,
             radius: match &self.d.radius {
                 None => Anim::Static(0.0),
-                Some(r) => anim(r, "radius", self.ctx, finite)?,
+                Some(r) => anim(r, "radius", self.ctx, num)?,
             },
             paint: self.paint()?,
         })
@@ -795,8 +819,9 @@ impl<'a> Fields<'a> {
 
     fn path(&self) -> Result<Kind, CompositionError> {
         let data = self.require(&self.d.d, "d")?;
+        let path = guard(|| self.ctx.to_owned(), "path parser", || svg_path(data))?;
         Ok(Kind::Path {
-            path: Arc::new(svg_path(data).map_err(|m| self.invalid(format!("`d`: {m}")))?),
+            path: Arc::new(path.map_err(|m| self.invalid(format!("`d`: {m}")))?),
             paint: self.paint()?,
         })
     }
@@ -813,29 +838,15 @@ impl<'a> Fields<'a> {
         if text.chars().count() > MAX_TEXT_CHARS {
             return Err(self.invalid(format!("`text` is longer than {MAX_TEXT_CHARS} characters")));
         }
-        let weight = d.weight.unwrap_or(400);
-        if !(1..=1000).contains(&weight) {
-            return Err(self.invalid(format!("`weight` {weight} is out of range 1-1000")));
-        }
+        let weight = check_int(d.weight.unwrap_or(400), 1, 1000)
+            .map_err(|m| self.invalid(format!("`weight` {m}")))?;
         let italic = d.italic.unwrap_or(false);
         fonts
             .check(family, weight, italic)
             .map_err(|m| self.invalid(format!("`font`: {m}")))?;
-        if !(font_size.is_finite() && font_size > 0.0 && font_size <= 4096.0) {
-            return Err(self.invalid(format!("`font_size` {font_size} is out of range (0, 4096]")));
-        }
-        let line_height = d.line_height.unwrap_or(1.2);
-        if !(line_height.is_finite() && line_height > 0.0 && line_height <= 10.0) {
-            return Err(self.invalid(format!(
-                "`line_height` {line_height} is out of range (0, 10]"
-            )));
-        }
-        let letter_spacing = d.letter_spacing.unwrap_or(0.0);
-        if !(letter_spacing.is_finite() && letter_spacing.abs() <= 1000.0) {
-            return Err(self.invalid(format!(
-                "`letter_spacing` {letter_spacing} is out of range -1000-1000"
-            )));
-        }
+        let font_size = self.number(Some(font_size), "font_size", 0.0)?;
+        let line_height = self.number(d.line_height, "line_height", 1.2)?;
+        let letter_spacing = self.number(d.letter_spacing, "letter_spacing", 0.0)?;
         let size = self.static_size(size)?;
         let shrink_to_fit = d.shrink_to_fit.unwrap_or(false);
         if shrink_to_fit && size.is_none() {
@@ -873,7 +884,9 @@ impl<'a> Fields<'a> {
     /// What every layer has: timing, transform, opacity and blend.
     fn common(&self, path: String, kind: Kind) -> Result<Layer, CompositionError> {
         let d = self.d;
-        if let (Some(i), Some(o)) = (d.in_frame, d.out_frame)
+        let in_frame = frame_number(d.in_frame, "in", self.ctx)?;
+        let out_frame = frame_number(d.out_frame, "out", self.ctx)?;
+        if let (Some(i), Some(o)) = (in_frame, out_frame)
             && o <= i
         {
             return Err(self.invalid(format!("`out` {o} must be after `in` {i}")));
@@ -881,25 +894,25 @@ impl<'a> Fields<'a> {
         Ok(Layer {
             name: d.name.clone(),
             path,
-            in_frame: d.in_frame.unwrap_or(0),
-            out_frame: d.out_frame,
+            in_frame: in_frame.unwrap_or(0),
+            out_frame,
             visible: d.visible.unwrap_or(true),
             anchor: self.point(&d.anchor, "anchor")?,
             position: self.point(&d.position, "position")?,
             scale: match &d.scale {
                 None => Anim::Static([1.0, 1.0]),
                 Some(s) => anim(s, "scale", self.ctx, |s| match s {
-                    ScaleDoc::Uniform(u) => finite2(&[*u, *u]),
-                    ScaleDoc::Xy(xy) => finite2(xy),
+                    ScaleDoc::Uniform(u) => u.check().map(|u| [u, u]),
+                    ScaleDoc::Xy(xy) => pair(xy),
                 })?,
             },
             rotation: match &d.rotation {
                 None => Anim::Static(0.0),
-                Some(r) => anim(r, "rotation", self.ctx, finite)?,
+                Some(r) => anim(r, "rotation", self.ctx, num)?,
             },
             opacity: match &d.opacity {
                 None => Anim::Static(1.0),
-                Some(o) => anim(o, "opacity", self.ctx, unit)?,
+                Some(o) => anim(o, "opacity", self.ctx, num)?,
             },
             blend: blend_mode(d.blend.unwrap_or_default()),
             kind,
@@ -919,6 +932,7 @@ pub fn svg_path(data: &str) -> Result<tiny_skia::Path, String> {
     let mut pb = tiny_skia::PathBuilder::new();
     for seg in svgtypes::SimplifyingPathParser::from(data) {
         let seg = seg.map_err(|e| format!("invalid path data: {e}"))?;
+        check_segment(&seg)?;
         let f = |v: f64| v as f32;
         match seg {
             S::MoveTo { x, y } => pb.move_to(f(x), f(y)),
@@ -937,4 +951,28 @@ pub fn svg_path(data: &str) -> Result<tiny_skia::Path, String> {
     }
     pb.finish()
         .ok_or_else(|| "path data draws nothing (empty or degenerate)".to_owned())
+}
+
+/// Every coordinate of a path segment within [`Coord`]'s range.
+fn check_segment(seg: &svgtypes::SimplePathSegment) -> Result<(), String> {
+    use svgtypes::SimplePathSegment as S;
+    let coords: &[f64] = match *seg {
+        S::MoveTo { x, y } | S::LineTo { x, y } => &[x, y],
+        S::Quadratic { x1, y1, x, y } => &[x1, y1, x, y],
+        S::CurveTo {
+            x1,
+            y1,
+            x2,
+            y2,
+            x,
+            y,
+        } => &[x1, y1, x2, y2, x, y],
+        S::ClosePath => &[],
+    };
+    for &v in coords {
+        Coord::RANGE
+            .check(v)
+            .map_err(|m| format!("coordinate {m}"))?;
+    }
+    Ok(())
 }

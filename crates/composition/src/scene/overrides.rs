@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::anim::Anim;
+use super::limits::{Coord, Degrees, Limit, Scale, Unit};
 use super::load::{Comp, Kind, Layer};
 use super::template::{Template, parse_color, suggest};
 use crate::CompositionError;
@@ -174,30 +175,40 @@ impl Override<'_> {
             ("visible", None, _) => layer.visible = self.visible()?,
             ("opacity", None, _) => {
                 let o = number(value)
-                    .filter(|o| (0.0..=1.0).contains(o))
-                    .ok_or_else(|| self.bad("a number in 0-1"))?;
+                    .filter(|o| Unit::RANGE.check(*o).is_ok())
+                    .ok_or_else(|| self.bad(&format!("a number in {}", Unit::RANGE)))?;
                 layer.opacity = Anim::Static(o);
             }
-            ("transform", Some("position"), _) => {
-                layer.position =
-                    Anim::Static(pair(value).ok_or_else(|| self.bad("[x, y] or \"x,y\""))?);
-            }
-            ("transform", Some("anchor"), _) => {
-                layer.anchor =
-                    Anim::Static(pair(value).ok_or_else(|| self.bad("[x, y] or \"x,y\""))?);
-            }
+            ("transform", Some("position"), _) => layer.position = Anim::Static(self.point()?),
+            ("transform", Some("anchor"), _) => layer.anchor = Anim::Static(self.point()?),
             ("transform", Some("scale"), _) => {
                 let s = pair(value)
                     .or_else(|| number(value).map(|n| [n, n]))
-                    .ok_or_else(|| self.bad("a number, [sx, sy] or \"sx,sy\""))?;
+                    .filter(|s| Scale::RANGE.check2(*s).is_ok())
+                    .ok_or_else(|| {
+                        self.bad(&format!(
+                            "a number, [sx, sy] or \"sx,sy\" within {}",
+                            Scale::RANGE
+                        ))
+                    })?;
                 layer.scale = Anim::Static(s);
             }
             ("transform", Some("rotation"), _) => {
-                layer.rotation = Anim::Static(number(value).ok_or_else(|| self.bad("degrees"))?);
+                let r = number(value)
+                    .filter(|r| Degrees::RANGE.check(*r).is_ok())
+                    .ok_or_else(|| self.bad(&format!("degrees within {}", Degrees::RANGE)))?;
+                layer.rotation = Anim::Static(r);
             }
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// A position or anchor.
+    fn point(&self) -> Result<[f64; 2], CompositionError> {
+        pair(self.value)
+            .filter(|p| Coord::RANGE.check2(*p).is_ok())
+            .ok_or_else(|| self.bad(&format!("[x, y] or \"x,y\" within {}", Coord::RANGE)))
     }
 
     /// Sets the colour of a solid, a text or a filled shape.

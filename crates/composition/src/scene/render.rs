@@ -7,6 +7,7 @@ use tiny_skia::{
 };
 
 use super::anim::Anim;
+use super::guard::guard;
 use super::load::{ImageLayer, Kind, Layer, ShapePaint, Stop, TextLayer, V2};
 use super::template::Rgba;
 use crate::CompositionError;
@@ -167,16 +168,31 @@ pub fn is_static(l: &Layer, duration: u64) -> bool {
     common && kind
 }
 
-/// How many offscreen layers drawing `layers` may need at once.
-pub fn group_depth(layers: &[Layer]) -> usize {
+/// How many offscreen frames drawing `layers` may need at once: one per
+/// level of nested groups that may be composited as one image
+/// ([`paint_group`] draws the others straight into their parent).
+pub fn composited_depth(layers: &[Layer]) -> usize {
     layers
         .iter()
         .map(|l| match &l.kind {
-            Kind::Group { layers, .. } => 1 + group_depth(layers),
+            Kind::Group { layers, clip, .. } => {
+                usize::from(may_composite(l, clip)) + composited_depth(layers)
+            }
             _ => 0,
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Whether a group is, on some frame, composited as one image: it clips,
+/// blends, or is not always fully opaque. Keyframes that are all 1 stay
+/// exactly 1 whatever the easing (`1 + (1 − 1)·e`).
+fn may_composite(l: &Layer, clip: &Option<V2>) -> bool {
+    let always_opaque = match &l.opacity {
+        Anim::Static(o) => *o >= 1.0,
+        Anim::Keys { keys, .. } => keys.iter().all(|k| k.value >= 1.0),
+    };
+    clip.is_some() || l.blend != BlendMode::SourceOver || !always_opaque
 }
 
 /// Draws `layers` at layer time `t` under `parent`. `pool` holds one
@@ -227,6 +243,39 @@ fn draw_layer(
         blend: l.blend,
         tf: parent.pre_concat(layer_transform(l, t)),
     };
+    if let Kind::Group {
+        layers,
+        time_offset,
+        clip,
+    } = &l.kind
+    {
+        let children = Children {
+            layers,
+            t: t - *time_offset as f64,
+            clip: *clip,
+        };
+        return paint_group(pm, pool, &look, l, &children, ctx);
+    }
+    guard(
+        || layer_context(l, ctx),
+        "painter",
+        || paint(pm, &look, l, ctx),
+    )?
+}
+
+/// "frame 12: layer `Title`", where a painting panic happened.
+fn layer_context(l: &Layer, ctx: &Ctx) -> String {
+    format!("frame {}: layer `{}`", ctx.frame, l.path)
+}
+
+/// Paints a layer that is not a group.
+fn paint(
+    pm: &mut PixmapMut<'_>,
+    look: &Look,
+    l: &Layer,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    let (t, opacity) = (look.t, look.opacity);
     let box_of = |size: &Option<Anim<V2>>| box_rect(size.as_ref().map(|s| s.at(t)), ctx);
     match &l.kind {
         Kind::Solid { color, size } => {
@@ -241,7 +290,7 @@ fn draw_layer(
             size,
         } => {
             let ([x0, y0], [x1, y1]) = (from.at(t), to.at(t));
-            paint_gradient(pm, &look, stops, box_of(size), |stops| {
+            paint_gradient(pm, look, stops, box_of(size), |stops| {
                 LinearGradient::new(
                     Point::from_xy(x0 as f32, y0 as f32),
                     Point::from_xy(x1 as f32, y1 as f32),
@@ -260,7 +309,7 @@ fn draw_layer(
             let [cx, cy] = center.at(t);
             let c = Point::from_xy(cx as f32, cy as f32);
             let r = radius.at(t) as f32;
-            paint_gradient(pm, &look, stops, box_of(size), |stops| {
+            paint_gradient(pm, look, stops, box_of(size), |stops| {
                 RadialGradient::new(c, 0.0, c, r, stops, SpreadMode::Pad, Transform::identity())
             });
         }
@@ -271,7 +320,7 @@ fn draw_layer(
         } => {
             let [w, h] = size.at(t);
             if let Some(path) = rounded_rect(w as f32, h as f32, radius.at(t) as f32) {
-                draw_shape(pm, &path, paint, &look);
+                draw_shape(pm, &path, paint, look);
             }
         }
         Kind::Ellipse { size, paint } => {
@@ -279,24 +328,14 @@ fn draw_layer(
             if let Some(path) =
                 Rect::from_xywh(0.0, 0.0, w as f32, h as f32).and_then(PathBuilder::from_oval)
             {
-                draw_shape(pm, &path, paint, &look);
+                draw_shape(pm, &path, paint, look);
             }
         }
-        Kind::Path { path, paint } => draw_shape(pm, path, paint, &look),
-        Kind::Text(text) => paint_text(pm, &look, l, text, ctx)?,
-        Kind::Image(img) => paint_image(pm, &look, l, img, ctx)?,
-        Kind::Group {
-            layers,
-            time_offset,
-            clip,
-        } => {
-            let children = Children {
-                layers,
-                t: t - *time_offset as f64,
-                clip: *clip,
-            };
-            paint_group(pm, pool, &look, l, &children, ctx)?;
-        }
+        Kind::Path { path, paint } => draw_shape(pm, path, paint, look),
+        Kind::Text(text) => paint_text(pm, look, l, text, ctx)?,
+        Kind::Image(img) => paint_image(pm, look, l, img, ctx)?,
+        // Drawn by `paint_group`, which guards its own painting.
+        Kind::Group { .. } => {}
     }
     Ok(())
 }
@@ -432,7 +471,23 @@ fn paint_group(
         look.tf,
         ctx,
     )?;
-    let mask = match children.clip {
+    guard(
+        || layer_context(l, ctx),
+        "painter",
+        || composite(pm, scratch, look, children.clip, ctx),
+    )?
+}
+
+/// Draws a group's offscreen image into its parent with the group's
+/// opacity, blend and clip.
+fn composite(
+    pm: &mut PixmapMut<'_>,
+    scratch: &Pixmap,
+    look: &Look,
+    clip: Option<V2>,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    let mask = match clip {
         None => None,
         Some([w, h]) => {
             let mut m =

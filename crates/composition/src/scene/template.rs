@@ -88,6 +88,17 @@ impl Template {
             .collect()
     }
 
+    /// Characters of the text outside placeholders.
+    pub fn literal_chars(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.chars().count() as u64,
+                Part::Prop(_) => 0,
+            })
+            .sum()
+    }
+
     /// The prop names used.
     pub fn props(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
