@@ -68,6 +68,18 @@ pub enum CompositionError {
         /// What failed.
         message: String,
     },
+    /// Code the renderer calls (the text shaper, an image or audio decoder,
+    /// the path parser, the painter) panicked on this input. It would panic
+    /// the same way on any machine, so it is the input's error: not retried.
+    #[error("{context}: the {component} failed: {message}")]
+    Crashed {
+        /// Where: the layer or track, and the frame when painting.
+        context: String,
+        /// What failed: "text shaper", "image decoder", …
+        component: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// A duplicate id in a registry.
     #[error("composition `{id}` is registered twice")]
     DuplicateId {
@@ -83,7 +95,8 @@ impl CompositionError {
             CompositionError::UnknownComposition { .. }
             | CompositionError::Invalid { .. }
             | CompositionError::MissingProp { .. }
-            | CompositionError::DuplicateId { .. } => ErrorKind::InvalidInput,
+            | CompositionError::DuplicateId { .. }
+            | CompositionError::Crashed { .. } => ErrorKind::InvalidInput,
             CompositionError::MissingAsset { .. } => ErrorKind::NotFound,
             CompositionError::Buffer { .. } | CompositionError::Render { .. } => {
                 ErrorKind::Internal
@@ -102,6 +115,15 @@ impl CompositionError {
             CompositionError::MissingAsset { context, path } => CompositionError::MissingAsset {
                 context: format!("{outer}: {context}"),
                 path,
+            },
+            CompositionError::Crashed {
+                context,
+                component,
+                message,
+            } => CompositionError::Crashed {
+                context: format!("{outer}: {context}"),
+                component,
+                message,
             },
             other => other,
         }

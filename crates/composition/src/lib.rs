@@ -7,6 +7,10 @@
 //! audio can be rendered for any half-open sample span, giving exactly the
 //! samples a whole render gives at those positions.
 //!
+//! Before preparing, [`Composition::budget`] estimates what rendering needs
+//! (memory of frame buffers, images and glyphs, shaping work) from the
+//! composition alone, so a worker can refuse what it cannot hold.
+//!
 //! Sources of compositions implement [`CompositionSource`]: a [`Registry`] of
 //! Rust compositions (how an embedding service serves its own), or a scene
 //! bundle on disk.
@@ -52,6 +56,38 @@ pub const MAX_DIMENSION: u32 = 8192;
 /// from a duration that could never finish.
 pub const MAX_DURATION_FRAMES: u64 = 24 * 3600 * 60;
 
+/// The lowest frame rate, in frames per second: at 1 fps one frame's audio is
+/// already 48 000 samples, and a slower rate would make a frame's span grow
+/// without bound (`1/2147483647` would give one frame 10^14 samples).
+pub const MIN_FPS: u32 = 1;
+
+/// The highest frame rate, in frames per second.
+pub const MAX_FPS: u32 = 240;
+
+/// The largest denominator of a frame rate (reduced): 1001, the NTSC family
+/// (`24000/1001`, `30000/1001`, `60000/1001`, …). With [`MAX_FPS`] it keeps
+/// the numerator at most 240 240, so time arithmetic stays small.
+pub const MAX_FPS_DEN: u32 = 1001;
+
+/// Checks a frame rate against [`MIN_FPS`], [`MAX_FPS`] and [`MAX_FPS_DEN`].
+/// Every common rate (23.976, 24, 25, 29.97, 30, 50, 59.94, 60, 120, 240)
+/// passes.
+///
+/// # Errors
+/// A message naming the rate and the range allowed.
+pub fn check_fps(fps: Fps) -> Result<(), String> {
+    let (num, den) = (u64::from(fps.num()), u64::from(fps.den()));
+    if num < u64::from(MIN_FPS) * den
+        || num > u64::from(MAX_FPS) * den
+        || den > u64::from(MAX_FPS_DEN)
+    {
+        return Err(format!(
+            "fps {fps} is out of range: allowed {MIN_FPS}-{MAX_FPS} frames per second with a denominator of at most {MAX_FPS_DEN} (such as 30000/1001)"
+        ));
+    }
+    Ok(())
+}
+
 /// Audio channels rendered by every composition: interleaved stereo.
 pub const AUDIO_CHANNELS: usize = 2;
 
@@ -95,7 +131,7 @@ impl CompositionMeta {
     }
 
     /// Checks the limits that protect a worker: size in `1..=MAX_DIMENSION`,
-    /// duration in `1..=MAX_DURATION_FRAMES`.
+    /// duration in `1..=MAX_DURATION_FRAMES`, fps as [`check_fps`] allows.
     ///
     /// # Errors
     /// [`CompositionError::Invalid`] naming the field, value and allowed range.
@@ -117,7 +153,57 @@ impl CompositionMeta {
                 self.duration_frames
             )));
         }
-        Ok(())
+        check_fps(self.fps).map_err(invalid)
+    }
+}
+
+/// What rendering a composition needs, estimated from the composition
+/// before anything is rendered (see [`Composition::budget`]).
+///
+/// Memory is split in what the prepared composition holds once (decoded
+/// images, glyph outlines) and what each [`FrameRenderer`] holds (the frame
+/// it renders into, a cached background, one offscreen frame per level of
+/// nested groups composited as one image, a clip mask): a process rendering
+/// with `n` threads needs [`RenderBudget::memory_for_threads`]`(n)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RenderBudget {
+    /// Bytes held once per prepared composition: decoded images and shaped
+    /// glyph outlines.
+    pub shared_bytes: u64,
+    /// Bytes one frame renderer holds, the frame it renders into included.
+    pub renderer_bytes: u64,
+    /// Frame-sized buffers one renderer holds at once.
+    pub frame_buffers: u64,
+    /// Characters of text drawn (at most) on each frame.
+    pub glyphs: u64,
+    /// Glyphs shaped when preparing: the characters times the layouts
+    /// `shrink_to_fit` may try.
+    pub shaped_glyphs: u64,
+    /// Layers, at every level of groups.
+    pub layers: u64,
+}
+
+impl RenderBudget {
+    /// The budget of a composition that holds nothing but the frame it renders
+    /// into: what a Rust composition reports unless it says more.
+    pub fn frame_only(meta: &CompositionMeta) -> RenderBudget {
+        RenderBudget {
+            renderer_bytes: meta.frame_bytes() as u64,
+            frame_buffers: 1,
+            ..RenderBudget::default()
+        }
+    }
+
+    /// Peak bytes to render with one thread: the shared part and one renderer.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_for_threads(1)
+    }
+
+    /// Peak bytes to render with `threads` renderers at once.
+    pub fn memory_for_threads(&self, threads: u64) -> u64 {
+        self.shared_bytes
+            .saturating_add(self.renderer_bytes.saturating_mul(threads))
     }
 }
 
@@ -137,6 +223,18 @@ pub trait Composition: Send + Sync {
     /// # Errors
     /// [`CompositionError`] for bad props or missing or unreadable assets.
     fn prepare(&self, props: &Props) -> Result<Arc<dyn Prepared>, CompositionError>;
+
+    /// Estimates what rendering with `props` needs, without preparing or
+    /// rendering anything: a caller compares it with the memory it has before
+    /// calling [`Composition::prepare`]. The default is
+    /// [`RenderBudget::frame_only`]; scene bundles count their frame buffers,
+    /// images and text.
+    ///
+    /// # Errors
+    /// [`CompositionError`] for props that do not fit the composition.
+    fn budget(&self, props: &Props) -> Result<RenderBudget, CompositionError> {
+        Ok(RenderBudget::frame_only(&self.describe(props)?))
+    }
 }
 
 /// A composition resolved with its props, ready to render.

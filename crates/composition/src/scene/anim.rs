@@ -6,6 +6,11 @@
 //! (or, with `loop`, the keyframes repeat with period `last.frame -
 //! first.frame`).
 
+/// The largest overshoot of a `cubic-bezier` easing's `y1`, `y2` (either
+/// sign): curves people draw stay within about -2 to 3, and a bound keeps an
+/// eased value within a known multiple of its keyframes' range.
+pub const MAX_BEZIER_Y: f64 = 10.0;
+
 /// How a segment between two keyframes is interpolated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Easing {
@@ -77,11 +82,11 @@ impl Easing {
                 };
                 if !(0.0..=1.0).contains(&x1)
                     || !(0.0..=1.0).contains(&x2)
-                    || !y1.is_finite()
-                    || !y2.is_finite()
+                    || !(-MAX_BEZIER_Y..=MAX_BEZIER_Y).contains(&y1)
+                    || !(-MAX_BEZIER_Y..=MAX_BEZIER_Y).contains(&y2)
                 {
                     return Err(format!(
-                        "`{other}`: x1 and x2 must be in 0-1 and y1, y2 finite"
+                        "`{other}`: x1 and x2 must be in 0-1 and y1, y2 in -{MAX_BEZIER_Y} to {MAX_BEZIER_Y}"
                     ));
                 }
                 Easing::CubicBezier(x1, y1, x2, y2)
@@ -302,7 +307,7 @@ mod tests {
         );
         assert_eq!(
             Easing::parse("cubic-bezier(2, 0, 1, 1)").expect_err("x1 > 1"),
-            "`cubic-bezier(2, 0, 1, 1)`: x1 and x2 must be in 0-1 and y1, y2 finite"
+            "`cubic-bezier(2, 0, 1, 1)`: x1 and x2 must be in 0-1 and y1, y2 in -10 to 10"
         );
     }
 

@@ -102,32 +102,12 @@ pub fn decode_image(
     rel: &str,
     context: &str,
 ) -> Result<Arc<Pixmap>, CompositionError> {
-    let invalid = |message: String| CompositionError::Invalid {
-        context: context.to_owned(),
-        message: format!("image `{rel}`: {message}"),
-    };
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| invalid(e.to_string()))?;
-    let Some(format) = reader.format() else {
-        return Err(invalid("not a PNG, JPEG or WebP file".into()));
-    };
-    if !matches!(
-        format,
-        image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP
-    ) {
-        return Err(invalid(format!(
-            "{format:?} is not supported: use PNG, JPEG or WebP"
-        )));
-    }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| invalid(e.to_string()))?;
-    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS || w == 0 || h == 0 {
-        return Err(invalid(format!(
-            "{w}x{h} is too large or empty: at most {MAX_IMAGE_PIXELS} pixels"
-        )));
-    }
+    let invalid = |message: String| image_error(rel, context, message);
+    let (format, (w, h)) = header(
+        image::ImageReader::new(std::io::Cursor::new(bytes)),
+        rel,
+        context,
+    )?;
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(w);
@@ -154,6 +134,62 @@ pub fn decode_image(
     Ok(Arc::new(pixmap))
 }
 
+fn image_error(rel: &str, context: &str, message: String) -> CompositionError {
+    CompositionError::Invalid {
+        context: context.to_owned(),
+        message: format!("image `{rel}`: {message}"),
+    }
+}
+
+/// The format and size an image's header declares, refusing formats other
+/// than PNG, JPEG and WebP and sizes over [`MAX_IMAGE_PIXELS`].
+fn header<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    rel: &str,
+    context: &str,
+) -> Result<(image::ImageFormat, (u32, u32)), CompositionError> {
+    let invalid = |message: String| image_error(rel, context, message);
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| invalid(e.to_string()))?;
+    let Some(format) = reader.format() else {
+        return Err(invalid("not a PNG, JPEG or WebP file".into()));
+    };
+    if !matches!(
+        format,
+        image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP
+    ) {
+        return Err(invalid(format!(
+            "{format:?} is not supported: use PNG, JPEG or WebP"
+        )));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| invalid(e.to_string()))?;
+    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS || w == 0 || h == 0 {
+        return Err(invalid(format!(
+            "{w}x{h} is too large or empty: at most {MAX_IMAGE_PIXELS} pixels"
+        )));
+    }
+    Ok((format, (w, h)))
+}
+
+/// The size of the image in the bundle file `path` from its header alone
+/// (what decoding it will allocate is known before decoding).
+///
+/// # Errors
+/// [`CompositionError::Invalid`] naming the file, as [`decode_image`] would.
+pub fn image_dimensions(
+    path: &Path,
+    rel: &str,
+    context: &str,
+) -> Result<(u32, u32), CompositionError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| image_error(rel, context, format!("cannot read: {e}")))?;
+    let reader = image::ImageReader::new(std::io::BufReader::new(file));
+    Ok(header(reader, rel, context)?.1)
+}
+
 /// The scale that fits an image of `image` size into `box_size` with `fit`.
 pub fn fit_scale(fit: FitDoc, [iw, ih]: [f64; 2], [bw, bh]: [f64; 2]) -> (f64, f64) {
     match fit {
@@ -169,10 +205,15 @@ pub fn fit_scale(fit: FitDoc, [iw, ih]: [f64; 2], [bw, bh]: [f64; 2]) -> (f64, f
     }
 }
 
-/// The size to reduce `image` to before drawing it into a `box_size` box
-/// with `fit`, if it is shown at less than 3/4 of its size.
-pub fn reduced_size(image: &Pixmap, box_size: [f64; 2], fit: FitDoc) -> Option<(u32, u32)> {
-    let (iw, ih) = (f64::from(image.width()), f64::from(image.height()));
+/// The size to reduce an image of size `(width, height)` to before drawing
+/// it into a `box_size` box with `fit`, if it is shown at less than 3/4 of
+/// its size.
+pub fn reduced_size(
+    (width, height): (u32, u32),
+    box_size: [f64; 2],
+    fit: FitDoc,
+) -> Option<(u32, u32)> {
+    let (iw, ih) = (f64::from(width), f64::from(height));
     let (sx, sy) = fit_scale(fit, [iw, ih], box_size);
     if sx >= 0.75 && sy >= 0.75 {
         return None;

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tiny_skia::{BlendMode, Pixmap};
 
 use super::anim::{Anim, Easing, Key, Lerp};
+use super::guard::guard;
+use super::limits::{Coord, Limit, MAX_FRAME, Num, check_int, check2};
 use super::model::*;
 use super::template::{Rgba, Template, parse_color};
-use crate::CompositionError;
+use crate::{CompositionError, MAX_DURATION_FRAMES};
 use timebase::Fps;
 
 /// A 2-D point or size.
@@ -183,18 +185,12 @@ pub fn anim<T, U: Lerp>(
             let mut keys = Vec::with_capacity(k.keyframes.len());
             for (i, kf) in k.keyframes.iter().enumerate() {
                 let at = |m: String| err(format!("keyframes[{i}]: {m}"));
-                if !kf.frame.is_finite() || kf.frame < 0.0 {
-                    return Err(at(format!(
-                        "frame {} must be a finite number ≥ 0",
-                        kf.frame
-                    )));
-                }
+                let frame = kf.frame.check().map_err(|m| at(format!("frame {m}")))?;
                 if let Some(prev) = keys.last().map(|k: &Key<U>| k.frame)
-                    && kf.frame <= prev
+                    && frame <= prev
                 {
                     return Err(at(format!(
-                        "frame {} must be after the previous keyframe's frame {prev}",
-                        kf.frame
+                        "frame {frame} must be after the previous keyframe's frame {prev}"
                     )));
                 }
                 let easing = match &kf.easing {
@@ -202,7 +198,7 @@ pub fn anim<T, U: Lerp>(
                     Some(e) => Easing::parse(e).map_err(at)?,
                 };
                 keys.push(Key {
-                    frame: kf.frame,
+                    frame,
                     value: conv(&kf.value).map_err(at)?,
                     easing,
                 });
@@ -215,32 +211,21 @@ pub fn anim<T, U: Lerp>(
     }
 }
 
-fn finite(v: &f64) -> Result<f64, String> {
-    if v.is_finite() {
-        Ok(*v)
-    } else {
-        Err(format!("{v} is not a finite number"))
-    }
+/// A number within its kind's range.
+fn num<L: Limit>(v: &Num<L>) -> Result<f64, String> {
+    v.check()
 }
 
-fn finite2(v: &V2) -> Result<V2, String> {
-    Ok([finite(&v[0])?, finite(&v[1])?])
+/// A pair of numbers, each within its kind's range.
+fn pair<L: Limit>(v: &[Num<L>; 2]) -> Result<V2, String> {
+    check2(v)
 }
 
-fn size2(v: &V2) -> Result<V2, String> {
-    let [w, h] = finite2(v)?;
-    if w < 0.0 || h < 0.0 || w > 1e6 || h > 1e6 {
-        return Err(format!("size [{w}, {h}] must be within 0-1000000"));
-    }
-    Ok([w, h])
-}
-
-fn unit(v: &f64) -> Result<f64, String> {
-    let v = finite(v)?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{v} is out of range 0-1"));
-    }
-    Ok(v)
+/// A frame number of the scene (`in`, `out`, audio placement).
+fn frame_number(v: Option<u64>, field: &str, ctx: &str) -> Result<Option<u64>, CompositionError> {
+    v.map(|f| check_int(f, 0, i128::from(MAX_FRAME)))
+        .transpose()
+        .map_err(|m| invalid(ctx, format!("`{field}` {m}")))
 }
 
 #[allow(clippy::ptr_arg)] // a converter for `AnimDoc<String>` values, passed as `Fn(&String)`
@@ -300,10 +285,15 @@ pub fn composition(
         return Err(invalid(&ctx, "`id` must be 1-128 characters".into()));
     }
     let fps = match &doc.fps {
-        FpsDoc::Integer(n) => Fps::new(*n, 1),
-        FpsDoc::Text(s) => s.parse::<Fps>(),
-    }
-    .map_err(|e| invalid(&ctx, format!("`fps`: {e}")))?;
+        FpsDoc::Integer(n) => check_int(*n, i128::from(crate::MIN_FPS), i128::from(crate::MAX_FPS))
+            .map_err(|m| invalid(&ctx, format!("`fps` {m}")))
+            .and_then(|n| Fps::new(n, 1).map_err(|e| invalid(&ctx, format!("`fps`: {e}")))),
+        FpsDoc::Text(s) => s
+            .parse::<Fps>()
+            .map_err(|e| e.to_string())
+            .and_then(|fps| crate::check_fps(fps).map(|()| fps))
+            .map_err(|m| invalid(&ctx, format!("`fps`: {m}"))),
+    }?;
     for (name, v) in [("width", doc.width), ("height", doc.height)] {
         if v == 0 || v > crate::MAX_DIMENSION {
             return Err(invalid(
@@ -316,64 +306,28 @@ pub fn composition(
         }
     }
     let duration = match &doc.duration {
-        CountDoc::Number(n) => Count::Number(*n),
+        CountDoc::Number(n) => Count::Number(
+            check_int(*n, 1, i128::from(MAX_DURATION_FRAMES))
+                .map_err(|m| invalid(&ctx, format!("`duration` {m}")))?,
+        ),
         CountDoc::Template(t) => Count::Template(
             Template::parse(t).map_err(|m| invalid(&ctx, format!("`duration`: {m}")))?,
         ),
     };
-    for name in doc.props.keys() {
-        if name.contains('.') || name.contains('{') || name.contains('}') || name.is_empty() {
-            return Err(invalid(
-                &ctx,
-                format!(
-                    "prop `{name}`: prop names must be non-empty without `.`, `{{` or `}}` (dotted names are overrides)"
-                ),
-            ));
-        }
-    }
-    let mut count = 0usize;
-    let layers = layers(&doc.layers, "", &ctx, fonts, 0, &mut count)?;
-    let mut audio = Vec::with_capacity(doc.audio.len());
-    for (i, a) in doc.audio.iter().enumerate() {
-        let name = a.name.clone().unwrap_or_else(|| format!("audio[{i}]"));
-        let actx = format!("{ctx}: audio `{name}`");
-        let volume = match &a.volume {
-            None => Anim::Static(1.0),
-            Some(v) => anim(v, "volume", &actx, |v| {
-                let v = finite(v)?;
-                if (0.0..=4.0).contains(&v) {
-                    Ok(v)
-                } else {
-                    Err(format!("{v} is out of range 0-4"))
-                }
-            })?,
-        };
-        if let (Some(s), Some(e)) = (a.trim_start, a.trim_end)
-            && e <= s
-        {
-            return Err(invalid(
-                &actx,
-                format!("`trim_end` {e} must be after `trim_start` {s}"),
-            ));
-        }
-        if let Some(e) = a.end
-            && e <= a.start.unwrap_or(0)
-        {
-            return Err(invalid(&actx, format!("`end` {e} must be after `start`")));
-        }
-        audio.push(Track {
-            name,
-            src: Template::parse(&a.src).map_err(|m| invalid(&actx, format!("`src`: {m}")))?,
-            start: a.start.unwrap_or(0),
-            end: a.end,
-            trim_start: a.trim_start.unwrap_or(0),
-            trim_end: a.trim_end,
-            looped: a.looped.unwrap_or(false),
-            volume,
-            fade_in: a.fade_in.unwrap_or(0),
-            fade_out: a.fade_out.unwrap_or(0),
-        });
-    }
+    check_prop_names(doc, &ctx)?;
+    let mut loader = Loader {
+        ctx: &ctx,
+        fonts,
+        count: 0,
+    };
+    let layers = loader.layers(&doc.layers, "", 0)?;
+    check_budget(&layers, doc, &duration, &ctx)?;
+    let audio = doc
+        .audio
+        .iter()
+        .enumerate()
+        .map(|(i, a)| track(a, i, &ctx))
+        .collect::<Result<Vec<_>, _>>()?;
     let comp = Comp {
         id: doc.id.clone(),
         ctx,
@@ -387,6 +341,83 @@ pub fn composition(
     };
     check_templates(&comp)?;
     Ok(comp)
+}
+
+/// Refuses a scene over the render budget's limits before any prop is
+/// known: text counts its literal characters, and without a fixed duration
+/// the first layer is taken to be a cached background. `describe` checks
+/// again with the props.
+fn check_budget(
+    layers: &[Layer],
+    doc: &CompositionDoc,
+    duration: &Count,
+    ctx: &str,
+) -> Result<(), CompositionError> {
+    let tally = super::budget::tally(layers, &mut |_, t| Ok(t.template.literal_chars()))?;
+    let background = layers.first().is_some_and(|l| match duration {
+        Count::Number(n) => super::render::is_static(l, *n),
+        Count::Template(_) => true,
+    });
+    let size = (doc.width, doc.height);
+    let b = super::budget::budget(size, background, &tally, 0);
+    super::budget::check(&b, size, &tally, ctx)
+}
+
+/// Prop names are plain words: a dot makes a key an override, braces would
+/// not survive a placeholder.
+fn check_prop_names(doc: &CompositionDoc, ctx: &str) -> Result<(), CompositionError> {
+    for name in doc.props.keys() {
+        if name.contains('.') || name.contains('{') || name.contains('}') || name.is_empty() {
+            return Err(invalid(
+                ctx,
+                format!(
+                    "prop `{name}`: prop names must be non-empty without `.`, `{{` or `}}` (dotted names are overrides)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Converts audio track `i` of the composition `ctx`.
+fn track(a: &AudioDoc, i: usize, ctx: &str) -> Result<Track, CompositionError> {
+    let name = a.name.clone().unwrap_or_else(|| format!("audio[{i}]"));
+    let actx = format!("{ctx}: audio `{name}`");
+    let volume = match &a.volume {
+        None => Anim::Static(1.0),
+        Some(v) => anim(v, "volume", &actx, num)?,
+    };
+    let start = frame_number(a.start, "start", &actx)?;
+    let end = frame_number(a.end, "end", &actx)?;
+    let trim_start = frame_number(a.trim_start, "trim_start", &actx)?;
+    let trim_end = frame_number(a.trim_end, "trim_end", &actx)?;
+    let fade_in = frame_number(a.fade_in, "fade_in", &actx)?;
+    let fade_out = frame_number(a.fade_out, "fade_out", &actx)?;
+    if let (Some(s), Some(e)) = (trim_start, trim_end)
+        && e <= s
+    {
+        return Err(invalid(
+            &actx,
+            format!("`trim_end` {e} must be after `trim_start` {s}"),
+        ));
+    }
+    if let Some(e) = end
+        && e <= start.unwrap_or(0)
+    {
+        return Err(invalid(&actx, format!("`end` {e} must be after `start`")));
+    }
+    Ok(Track {
+        name,
+        src: Template::parse(&a.src).map_err(|m| invalid(&actx, format!("`src`: {m}")))?,
+        start: start.unwrap_or(0),
+        end,
+        trim_start: trim_start.unwrap_or(0),
+        trim_end,
+        looped: a.looped.unwrap_or(false),
+        volume,
+        fade_in: fade_in.unwrap_or(0),
+        fade_out: fade_out.unwrap_or(0),
+    })
 }
 
 /// Every placeholder must name a declared prop.
@@ -435,62 +466,114 @@ fn check_templates(comp: &Comp) -> Result<(), CompositionError> {
     Ok(())
 }
 
-fn layers(
-    docs: &[LayerDoc],
-    parent: &str,
-    ctx: &str,
-    fonts: &dyn FontCheck,
-    depth: usize,
-    count: &mut usize,
-) -> Result<Vec<Layer>, CompositionError> {
-    if depth > MAX_GROUP_DEPTH {
-        return Err(invalid(
-            ctx,
-            format!("groups nest deeper than {MAX_GROUP_DEPTH} levels"),
-        ));
-    }
-    let mut names = BTreeSet::new();
-    let mut out = Vec::with_capacity(docs.len());
-    for d in docs {
-        *count += 1;
-        if *count > MAX_LAYERS {
-            return Err(invalid(ctx, format!("more than {MAX_LAYERS} layers")));
-        }
-        let path = if parent.is_empty() {
-            d.name.clone()
-        } else {
-            format!("{parent}.{}", d.name)
-        };
-        let lctx = format!("{ctx}: layer `{path}`");
-        if d.name.is_empty() || d.name.contains('.') || d.name.trim() != d.name {
-            return Err(invalid(
-                &lctx,
-                "`name` must be non-empty, without `.` or surrounding spaces (overrides address layers by dotted paths)".into(),
-            ));
-        }
-        if !names.insert(d.name.clone()) {
-            return Err(invalid(
-                &lctx,
-                "another layer beside it has the same name: names must be unique among siblings"
-                    .into(),
-            ));
-        }
-        out.push(layer(d, path, &lctx, ctx, fonts, depth, count)?);
-    }
-    Ok(out)
+/// Loads the layer tree of one composition, counting layers on the way.
+struct Loader<'a> {
+    /// "scene.json: compositions[0]: composition `promo`".
+    ctx: &'a str,
+    fonts: &'a dyn FontCheck,
+    /// Layers loaded so far, at every level.
+    count: usize,
 }
 
-fn layer(
-    d: &LayerDoc,
-    path: String,
-    lctx: &str,
-    ctx: &str,
-    fonts: &dyn FontCheck,
-    depth: usize,
-    count: &mut usize,
-) -> Result<Layer, CompositionError> {
-    // Fields that only some types take.
-    let given: [(&str, bool); 26] = [
+impl Loader<'_> {
+    /// Loads sibling layers under the group at `parent` (a dotted path, empty
+    /// at the top), `depth` groups deep.
+    fn layers(
+        &mut self,
+        docs: &[LayerDoc],
+        parent: &str,
+        depth: usize,
+    ) -> Result<Vec<Layer>, CompositionError> {
+        if depth > MAX_GROUP_DEPTH {
+            return Err(invalid(
+                self.ctx,
+                format!("groups nest deeper than {MAX_GROUP_DEPTH} levels"),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut out = Vec::with_capacity(docs.len());
+        for d in docs {
+            self.count += 1;
+            if self.count > MAX_LAYERS {
+                return Err(invalid(self.ctx, format!("more than {MAX_LAYERS} layers")));
+            }
+            let path = if parent.is_empty() {
+                d.name.clone()
+            } else {
+                format!("{parent}.{}", d.name)
+            };
+            let lctx = format!("{}: layer `{path}`", self.ctx);
+            if d.name.is_empty() || d.name.contains('.') || d.name.trim() != d.name {
+                return Err(invalid(
+                    &lctx,
+                    "`name` must be non-empty, without `.` or surrounding spaces (overrides address layers by dotted paths)".into(),
+                ));
+            }
+            if !names.insert(d.name.clone()) {
+                return Err(invalid(
+                    &lctx,
+                    "another layer beside it has the same name: names must be unique among siblings"
+                        .into(),
+                ));
+            }
+            out.push(self.layer(d, path, &lctx, depth)?);
+        }
+        Ok(out)
+    }
+
+    /// Loads one layer: the fields its type takes, then what every layer has.
+    fn layer(
+        &mut self,
+        d: &LayerDoc,
+        path: String,
+        lctx: &str,
+        depth: usize,
+    ) -> Result<Layer, CompositionError> {
+        let f = Fields::new(d, lctx)?;
+        let size = f.size()?;
+        let kind = match d.kind {
+            LayerType::Solid => f.solid(size)?,
+            LayerType::LinearGradient => f.linear_gradient(size)?,
+            LayerType::RadialGradient => f.radial_gradient(size)?,
+            LayerType::Rect => f.rect(size)?,
+            LayerType::Ellipse => f.ellipse(size)?,
+            LayerType::Path => f.path()?,
+            LayerType::Text => f.text(size, self.fonts)?,
+            LayerType::Image => f.image(size)?,
+            LayerType::Group => self.group(&f, &path, depth)?,
+        };
+        f.common(path, kind)
+    }
+
+    /// A group: its children are loaded one level deeper.
+    fn group(
+        &mut self,
+        f: &Fields<'_>,
+        path: &str,
+        depth: usize,
+    ) -> Result<Kind, CompositionError> {
+        let children = f.require(&f.d.layers, "layers")?;
+        let clip =
+            f.d.clip
+                .as_ref()
+                .map(pair)
+                .transpose()
+                .map_err(|m| f.invalid(format!("`clip`: {m}")))?;
+        let max = i128::from(MAX_FRAME);
+        let time_offset = check_int(f.d.time_offset.unwrap_or(0), -max, max)
+            .map_err(|m| f.invalid(format!("`time_offset` {m}")))?;
+        Ok(Kind::Group {
+            layers: self.layers(children, path, depth + 1)?,
+            time_offset,
+            clip,
+        })
+    }
+}
+
+/// The fields of a layer document that only some layer types take, with the
+/// name of that field in the document.
+fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 26] {
+    [
         ("color", d.color.is_some()),
         ("size", d.size.is_some()),
         ("from", d.from.is_some()),
@@ -517,8 +600,12 @@ fn layer(
         ("layers", d.layers.is_some()),
         ("time_offset", d.time_offset.is_some()),
         ("clip", d.clip.is_some()),
-    ];
-    let allowed: &[&str] = match d.kind {
+    ]
+}
+
+/// The type-specific fields a layer type takes, in the order errors list them.
+fn fields_of(kind: LayerType) -> &'static [&'static str] {
+    match kind {
         LayerType::Solid => &["color", "size"],
         LayerType::LinearGradient => &["from", "to", "stops", "size"],
         LayerType::RadialGradient => &["center", "radius", "stops", "size"],
@@ -542,297 +629,295 @@ fn layer(
         ],
         LayerType::Image => &["src", "size", "fit"],
         LayerType::Group => &["layers", "time_offset", "clip"],
-    };
-    let type_name = serde_json::to_value(d.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
-        return Err(invalid(
-            lctx,
-            format!(
-                "`{field}` does not apply to a {type_name} layer; it takes {}",
-                allowed
-                    .iter()
-                    .map(|a| format!("`{a}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
     }
-    let require = |field: &str, present: bool| {
-        if present {
-            Ok(())
-        } else {
-            Err(invalid(
-                lctx,
-                format!("a {type_name} layer needs `{field}`"),
-            ))
-        }
-    };
-    let v2 = |a: &Option<AnimDoc<V2>>, field: &str, default: V2| match a {
-        None => Ok(Anim::Static(default)),
-        Some(a) => anim(a, field, lctx, finite2),
-    };
-    let size_opt = match &d.size {
-        None => None,
-        Some(s) => Some(anim(s, "size", lctx, size2)?),
-    };
-    let stops = |stops: &Option<Vec<StopDoc>>| -> Result<Vec<Stop>, CompositionError> {
-        let stops = stops.as_deref().unwrap_or(&[]);
-        if stops.len() < 2 {
+}
+
+/// One layer document whose fields fit its type: converts those fields,
+/// naming the layer in every error.
+struct Fields<'a> {
+    d: &'a LayerDoc,
+    /// "…: layer `Title Card.Headline`".
+    ctx: &'a str,
+    /// The type as written (`linear-gradient`).
+    type_name: String,
+}
+
+impl<'a> Fields<'a> {
+    /// Checks that every field given applies to the layer's type.
+    fn new(d: &'a LayerDoc, ctx: &'a str) -> Result<Fields<'a>, CompositionError> {
+        let type_name = serde_json::to_value(d.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let allowed = fields_of(d.kind);
+        let given = given_fields(d);
+        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
             return Err(invalid(
-                lctx,
-                "`stops`: a gradient needs at least two stops".into(),
+                ctx,
+                format!(
+                    "`{field}` does not apply to a {type_name} layer; it takes {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
+        }
+        Ok(Fields { d, ctx, type_name })
+    }
+
+    fn invalid(&self, message: String) -> CompositionError {
+        invalid(self.ctx, message)
+    }
+
+    /// The error for a field this type of layer needs and does not have.
+    fn missing(&self, field: &str) -> CompositionError {
+        self.invalid(format!("a {} layer needs `{field}`", self.type_name))
+    }
+
+    /// A field this type of layer needs.
+    fn require<'v, T>(&self, value: &'v Option<T>, field: &str) -> Result<&'v T, CompositionError> {
+        value.as_ref().ok_or_else(|| self.missing(field))
+    }
+
+    /// An optional point, `[0, 0]` by default.
+    fn point(
+        &self,
+        a: &Option<AnimDoc<PointDoc>>,
+        field: &str,
+    ) -> Result<Anim<V2>, CompositionError> {
+        match a {
+            None => Ok(Anim::Static([0.0; 2])),
+            Some(a) => anim(a, field, self.ctx, pair),
+        }
+    }
+
+    /// An optional number of the text layer with its default.
+    fn number<L: Limit>(
+        &self,
+        v: Option<Num<L>>,
+        field: &str,
+        default: f64,
+    ) -> Result<f64, CompositionError> {
+        v.map_or(Ok(default), |v| v.check())
+            .map_err(|m| self.invalid(format!("`{field}` {m}")))
+    }
+
+    /// `size`, which several types take.
+    fn size(&self) -> Result<Option<Anim<V2>>, CompositionError> {
+        self.d
+            .size
+            .as_ref()
+            .map(|s| anim(s, "size", self.ctx, pair))
+            .transpose()
+    }
+
+    /// A size that cannot be keyframed (text and image boxes).
+    fn static_size(&self, size: Option<Anim<V2>>) -> Result<Option<V2>, CompositionError> {
+        size.map(|s| static_value(s, "size", self.ctx)).transpose()
+    }
+
+    /// An optional colour.
+    fn color(&self, default: Rgba) -> Result<Anim<Rgba>, CompositionError> {
+        match &self.d.color {
+            None => Ok(Anim::Static(default)),
+            Some(c) => anim(c, "color", self.ctx, color),
+        }
+    }
+
+    fn stops(&self) -> Result<Vec<Stop>, CompositionError> {
+        let stops = self.d.stops.as_deref().unwrap_or(&[]);
+        if stops.len() < 2 {
+            return Err(self.invalid("`stops`: a gradient needs at least two stops".into()));
         }
         let mut out: Vec<Stop> = Vec::with_capacity(stops.len());
         for (i, s) in stops.iter().enumerate() {
             let off =
-                unit(&s.offset).map_err(|m| invalid(lctx, format!("`stops[{i}].offset`: {m}")))?;
+                num(&s.offset).map_err(|m| self.invalid(format!("`stops[{i}].offset`: {m}")))?;
             if out.last().is_some_and(|p| p.offset > off) {
-                return Err(invalid(
-                    lctx,
-                    format!("`stops[{i}].offset`: offsets must not decrease"),
-                ));
+                return Err(self.invalid(format!("`stops[{i}].offset`: offsets must not decrease")));
             }
             out.push(Stop {
                 offset: off,
-                color: anim(&s.color, &format!("stops[{i}].color"), lctx, color)?,
+                color: anim(&s.color, &format!("stops[{i}].color"), self.ctx, color)?,
             });
         }
         Ok(out)
-    };
-    let paint = || -> Result<ShapePaint, CompositionError> {
-        let fill = d
+    }
+
+    /// The fill and stroke of a shape: at least one of them.
+    fn paint(&self) -> Result<ShapePaint, CompositionError> {
+        let fill = self
+            .d
             .fill
             .as_ref()
-            .map(|f| anim(f, "fill", lctx, color))
+            .map(|f| anim(f, "fill", self.ctx, color))
             .transpose()?;
-        let stroke = match &d.stroke {
+        let stroke = match &self.d.stroke {
             None => None,
             Some(s) => Some((
-                anim(&s.color, "stroke.color", lctx, color)?,
-                anim(&s.width, "stroke.width", lctx, |w| {
-                    let w = finite(w)?;
-                    if (0.0..=10_000.0).contains(&w) {
-                        Ok(w)
-                    } else {
-                        Err(format!("{w} is out of range 0-10000"))
-                    }
-                })?,
+                anim(&s.color, "stroke.color", self.ctx, color)?,
+                anim(&s.width, "stroke.width", self.ctx, num)?,
             )),
         };
         if fill.is_none() && stroke.is_none() {
-            return Err(invalid(
-                lctx,
-                "a shape needs `fill`, `stroke` or both".into(),
-            ));
+            return Err(self.invalid("a shape needs `fill`, `stroke` or both".into()));
         }
         Ok(ShapePaint { fill, stroke })
-    };
-    let kind = match d.kind {
-        LayerType::Solid => {
-            require("color", d.color.is_some())?;
-            Kind::Solid {
-                color: anim(
-                    d.color.as_ref().expect("checked above"),
-                    "color",
-                    lctx,
-                    color,
-                )?,
-                size: size_opt,
-            }
-        }
-        LayerType::LinearGradient => {
-            require("from", d.from.is_some())?;
-            require("to", d.to.is_some())?;
-            Kind::Linear {
-                from: v2(&d.from, "from", [0.0; 2])?,
-                to: v2(&d.to, "to", [0.0; 2])?,
-                stops: stops(&d.stops)?,
-                size: size_opt,
-            }
-        }
-        LayerType::RadialGradient => {
-            require("center", d.center.is_some())?;
-            require("radius", d.radius.is_some())?;
-            Kind::Radial {
-                center: v2(&d.center, "center", [0.0; 2])?,
-                radius: anim(
-                    d.radius.as_ref().expect("checked above"),
-                    "radius",
-                    lctx,
-                    finite,
-                )?,
-                stops: stops(&d.stops)?,
-                size: size_opt,
-            }
-        }
-        LayerType::Rect => {
-            require("size", size_opt.is_some())?;
-            Kind::Rect {
-                size: size_opt.expect("checked above"),
-                radius: match &d.radius {
-                    None => Anim::Static(0.0),
-                    Some(r) => anim(r, "radius", lctx, finite)?,
-                },
-                paint: paint()?,
-            }
-        }
-        LayerType::Ellipse => {
-            require("size", size_opt.is_some())?;
-            Kind::Ellipse {
-                size: size_opt.expect("checked above"),
-                paint: paint()?,
-            }
-        }
-        LayerType::Path => {
-            require("d", d.d.is_some())?;
-            let data = d.d.as_deref().expect("checked above");
-            Kind::Path {
-                path: Arc::new(svg_path(data).map_err(|m| invalid(lctx, format!("`d`: {m}")))?),
-                paint: paint()?,
-            }
-        }
-        LayerType::Text => {
-            require("text", d.text.is_some())?;
-            require("font", d.font.is_some())?;
-            require("font_size", d.font_size.is_some())?;
-            let text = d.text.as_deref().expect("checked above");
-            if text.chars().count() > MAX_TEXT_CHARS {
-                return Err(invalid(
-                    lctx,
-                    format!("`text` is longer than {MAX_TEXT_CHARS} characters"),
-                ));
-            }
-            let family = d.font.clone().expect("checked above");
-            let weight = d.weight.unwrap_or(400);
-            if !(1..=1000).contains(&weight) {
-                return Err(invalid(
-                    lctx,
-                    format!("`weight` {weight} is out of range 1-1000"),
-                ));
-            }
-            let italic = d.italic.unwrap_or(false);
-            fonts
-                .check(&family, weight, italic)
-                .map_err(|m| invalid(lctx, format!("`font`: {m}")))?;
-            let font_size = d.font_size.expect("checked above");
-            if !(font_size.is_finite() && font_size > 0.0 && font_size <= 4096.0) {
-                return Err(invalid(
-                    lctx,
-                    format!("`font_size` {font_size} is out of range (0, 4096]"),
-                ));
-            }
-            let line_height = d.line_height.unwrap_or(1.2);
-            if !(line_height.is_finite() && line_height > 0.0 && line_height <= 10.0) {
-                return Err(invalid(
-                    lctx,
-                    format!("`line_height` {line_height} is out of range (0, 10]"),
-                ));
-            }
-            let letter_spacing = d.letter_spacing.unwrap_or(0.0);
-            if !(letter_spacing.is_finite() && letter_spacing.abs() <= 1000.0) {
-                return Err(invalid(
-                    lctx,
-                    format!("`letter_spacing` {letter_spacing} is out of range -1000-1000"),
-                ));
-            }
-            let size = size_opt
-                .map(|s| static_value(s, "size", lctx))
-                .transpose()?;
-            let shrink_to_fit = d.shrink_to_fit.unwrap_or(false);
-            if shrink_to_fit && size.is_none() {
-                return Err(invalid(lctx, "`shrink_to_fit` needs a `size` box".into()));
-            }
-            Kind::Text(Box::new(TextLayer {
-                template: Template::parse(text)
-                    .map_err(|m| invalid(lctx, format!("`text`: {m}")))?,
-                text_override: None,
-                family,
-                weight,
-                italic,
-                font_size,
-                line_height,
-                letter_spacing,
-                align: d.align.unwrap_or_default(),
-                valign: d.valign.unwrap_or_default(),
-                size,
-                wrap: d.wrap.unwrap_or(size.is_some()),
-                shrink_to_fit,
-                color: match &d.color {
-                    None => Anim::Static([0.0, 0.0, 0.0, 1.0]),
-                    Some(c) => anim(c, "color", lctx, color)?,
-                },
-                shaped: None,
-            }))
-        }
-        LayerType::Image => {
-            require("src", d.src.is_some())?;
-            Kind::Image(ImageLayer {
-                src: Template::parse(d.src.as_deref().expect("checked above"))
-                    .map_err(|m| invalid(lctx, format!("`src`: {m}")))?,
-                size: size_opt
-                    .map(|s| static_value(s, "size", lctx))
-                    .transpose()?,
-                fit: d.fit.unwrap_or_default(),
-                pixmap: None,
-            })
-        }
-        LayerType::Group => {
-            require("layers", d.layers.is_some())?;
-            let clip = d
-                .clip
-                .as_ref()
-                .map(size2)
-                .transpose()
-                .map_err(|m| invalid(lctx, format!("`clip`: {m}")))?;
-            Kind::Group {
-                layers: layers(
-                    d.layers.as_deref().expect("checked above"),
-                    &path,
-                    ctx,
-                    fonts,
-                    depth + 1,
-                    count,
-                )?,
-                time_offset: d.time_offset.unwrap_or(0),
-                clip,
-            }
-        }
-    };
-    if let (Some(i), Some(o)) = (d.in_frame, d.out_frame)
-        && o <= i
-    {
-        return Err(invalid(lctx, format!("`out` {o} must be after `in` {i}")));
     }
-    Ok(Layer {
-        name: d.name.clone(),
-        path,
-        in_frame: d.in_frame.unwrap_or(0),
-        out_frame: d.out_frame,
-        visible: d.visible.unwrap_or(true),
-        anchor: v2(&d.anchor, "anchor", [0.0; 2])?,
-        position: v2(&d.position, "position", [0.0; 2])?,
-        scale: match &d.scale {
-            None => Anim::Static([1.0, 1.0]),
-            Some(s) => anim(s, "scale", lctx, |s| match s {
-                ScaleDoc::Uniform(u) => finite2(&[*u, *u]),
-                ScaleDoc::Xy(xy) => finite2(xy),
-            })?,
-        },
-        rotation: match &d.rotation {
-            None => Anim::Static(0.0),
-            Some(r) => anim(r, "rotation", lctx, finite)?,
-        },
-        opacity: match &d.opacity {
-            None => Anim::Static(1.0),
-            Some(o) => anim(o, "opacity", lctx, unit)?,
-        },
-        blend: blend_mode(d.blend.unwrap_or_default()),
-        kind,
-    })
+
+    fn solid(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
+        let c = self.require(&self.d.color, "color")?;
+        Ok(Kind::Solid {
+            color: anim(c, "color", self.ctx, color)?,
+            size,
+        })
+    }
+
+    fn linear_gradient(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
+        let from = self.require(&self.d.from, "from")?;
+        let to = self.require(&self.d.to, "to")?;
+        Ok(Kind::Linear {
+            from: anim(from, "from", self.ctx, pair)?,
+            to: anim(to, "to", self.ctx, pair)?,
+            stops: self.stops()?,
+            size,
+        })
+    }
+
+    fn radial_gradient(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
+        let center = self.require(&self.d.center, "center")?;
+        let radius = self.require(&self.d.radius, "radius")?;
+        Ok(Kind::Radial {
+            center: anim(center, "center", self.ctx, pair)?,
+            radius: anim(radius, "radius", self.ctx, num)?,
+            stops: self.stops()?,
+            size,
+        })
+    }
+
+    fn rect(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
+        let size = size.ok_or_else(|| self.missing("size"))?;
+        Ok(Kind::Rect {
+            size,
+            radius: match &self.d.radius {
+                None => Anim::Static(0.0),
+                Some(r) => anim(r, "radius", self.ctx, num)?,
+            },
+            paint: self.paint()?,
+        })
+    }
+
+    fn ellipse(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
+        let size = size.ok_or_else(|| self.missing("size"))?;
+        Ok(Kind::Ellipse {
+            size,
+            paint: self.paint()?,
+        })
+    }
+
+    fn path(&self) -> Result<Kind, CompositionError> {
+        let data = self.require(&self.d.d, "d")?;
+        let path = guard(|| self.ctx.to_owned(), "path parser", || svg_path(data))?;
+        Ok(Kind::Path {
+            path: Arc::new(path.map_err(|m| self.invalid(format!("`d`: {m}")))?),
+            paint: self.paint()?,
+        })
+    }
+
+    fn text(
+        &self,
+        size: Option<Anim<V2>>,
+        fonts: &dyn FontCheck,
+    ) -> Result<Kind, CompositionError> {
+        let d = self.d;
+        let text = self.require(&d.text, "text")?;
+        let family = self.require(&d.font, "font")?;
+        let font_size = *self.require(&d.font_size, "font_size")?;
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(self.invalid(format!("`text` is longer than {MAX_TEXT_CHARS} characters")));
+        }
+        let weight = check_int(d.weight.unwrap_or(400), 1, 1000)
+            .map_err(|m| self.invalid(format!("`weight` {m}")))?;
+        let italic = d.italic.unwrap_or(false);
+        fonts
+            .check(family, weight, italic)
+            .map_err(|m| self.invalid(format!("`font`: {m}")))?;
+        let font_size = self.number(Some(font_size), "font_size", 0.0)?;
+        let line_height = self.number(d.line_height, "line_height", 1.2)?;
+        let letter_spacing = self.number(d.letter_spacing, "letter_spacing", 0.0)?;
+        let size = self.static_size(size)?;
+        let shrink_to_fit = d.shrink_to_fit.unwrap_or(false);
+        if shrink_to_fit && size.is_none() {
+            return Err(self.invalid("`shrink_to_fit` needs a `size` box".into()));
+        }
+        Ok(Kind::Text(Box::new(TextLayer {
+            template: Template::parse(text).map_err(|m| self.invalid(format!("`text`: {m}")))?,
+            text_override: None,
+            family: family.clone(),
+            weight,
+            italic,
+            font_size,
+            line_height,
+            letter_spacing,
+            align: d.align.unwrap_or_default(),
+            valign: d.valign.unwrap_or_default(),
+            size,
+            wrap: d.wrap.unwrap_or(size.is_some()),
+            shrink_to_fit,
+            color: self.color([0.0, 0.0, 0.0, 1.0])?,
+            shaped: None,
+        })))
+    }
+
+    fn image(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
+        let src = self.require(&self.d.src, "src")?;
+        Ok(Kind::Image(ImageLayer {
+            src: Template::parse(src).map_err(|m| self.invalid(format!("`src`: {m}")))?,
+            size: self.static_size(size)?,
+            fit: self.d.fit.unwrap_or_default(),
+            pixmap: None,
+        }))
+    }
+
+    /// What every layer has: timing, transform, opacity and blend.
+    fn common(&self, path: String, kind: Kind) -> Result<Layer, CompositionError> {
+        let d = self.d;
+        let in_frame = frame_number(d.in_frame, "in", self.ctx)?;
+        let out_frame = frame_number(d.out_frame, "out", self.ctx)?;
+        if let (Some(i), Some(o)) = (in_frame, out_frame)
+            && o <= i
+        {
+            return Err(self.invalid(format!("`out` {o} must be after `in` {i}")));
+        }
+        Ok(Layer {
+            name: d.name.clone(),
+            path,
+            in_frame: in_frame.unwrap_or(0),
+            out_frame,
+            visible: d.visible.unwrap_or(true),
+            anchor: self.point(&d.anchor, "anchor")?,
+            position: self.point(&d.position, "position")?,
+            scale: match &d.scale {
+                None => Anim::Static([1.0, 1.0]),
+                Some(s) => anim(s, "scale", self.ctx, |s| match s {
+                    ScaleDoc::Uniform(u) => u.check().map(|u| [u, u]),
+                    ScaleDoc::Xy(xy) => pair(xy),
+                })?,
+            },
+            rotation: match &d.rotation {
+                None => Anim::Static(0.0),
+                Some(r) => anim(r, "rotation", self.ctx, num)?,
+            },
+            opacity: match &d.opacity {
+                None => Anim::Static(1.0),
+                Some(o) => anim(o, "opacity", self.ctx, num)?,
+            },
+            blend: blend_mode(d.blend.unwrap_or_default()),
+            kind,
+        })
+    }
 }
 
 /// Parses SVG path data (arcs become curves) into a path.
@@ -847,6 +932,7 @@ pub fn svg_path(data: &str) -> Result<tiny_skia::Path, String> {
     let mut pb = tiny_skia::PathBuilder::new();
     for seg in svgtypes::SimplifyingPathParser::from(data) {
         let seg = seg.map_err(|e| format!("invalid path data: {e}"))?;
+        check_segment(&seg)?;
         let f = |v: f64| v as f32;
         match seg {
             S::MoveTo { x, y } => pb.move_to(f(x), f(y)),
@@ -865,4 +951,28 @@ pub fn svg_path(data: &str) -> Result<tiny_skia::Path, String> {
     }
     pb.finish()
         .ok_or_else(|| "path data draws nothing (empty or degenerate)".to_owned())
+}
+
+/// Every coordinate of a path segment within [`Coord`]'s range.
+fn check_segment(seg: &svgtypes::SimplePathSegment) -> Result<(), String> {
+    use svgtypes::SimplePathSegment as S;
+    let coords: &[f64] = match *seg {
+        S::MoveTo { x, y } | S::LineTo { x, y } => &[x, y],
+        S::Quadratic { x1, y1, x, y } => &[x1, y1, x, y],
+        S::CurveTo {
+            x1,
+            y1,
+            x2,
+            y2,
+            x,
+            y,
+        } => &[x1, y1, x2, y2, x, y],
+        S::ClosePath => &[],
+    };
+    for &v in coords {
+        Coord::RANGE
+            .check(v)
+            .map_err(|m| format!("coordinate {m}"))?;
+    }
+    Ok(())
 }

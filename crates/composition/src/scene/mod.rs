@@ -30,6 +30,9 @@
 mod anim;
 mod assets;
 mod audio;
+mod budget;
+mod guard;
+pub mod limits;
 mod load;
 pub mod model;
 mod overrides;
@@ -44,14 +47,17 @@ use std::sync::{Arc, Mutex};
 use timebase::{FrameIndex, SampleSpan};
 use tiny_skia::{Pixmap, PixmapMut, Transform};
 
-pub use anim::Easing;
+pub use anim::{Easing, MAX_BEZIER_Y};
 pub use assets::{MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS};
+pub use budget::{GLYPH_OUTLINE_BYTES, MAX_FRAME_BUFFER_BYTES, MAX_IMAGE_BYTES, MAX_SHAPED_GLYPHS};
 pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
+pub use text::MAX_FACES_PER_FONT;
 
 use crate::{
     Composition, CompositionError, CompositionMeta, CompositionSource, FrameRenderer, Prepared,
-    Props, check_audio_buffer, check_frame_buffer,
+    Props, RenderBudget, check_audio_buffer, check_frame_buffer,
 };
+use guard::guard;
 use load::{Comp, Count, Kind, Layer};
 
 /// The scene document's file name inside a bundle.
@@ -158,8 +164,14 @@ impl SceneBundle {
             let path = assets::resolve_path(&root, f, &ctx)?;
             font_files.push((f.clone(), assets::read_file(&path, f, &ctx)?));
         }
-        let fonts = text::Fonts::new(font_files).map_err(|m| CompositionError::Invalid {
-            context: format!("{SCENE_FILE}: fonts"),
+        let fctx = format!("{SCENE_FILE}: fonts");
+        let fonts = guard(
+            || fctx.clone(),
+            "font loader",
+            || text::Fonts::new(font_files),
+        )?
+        .map_err(|m| CompositionError::Invalid {
+            context: fctx.clone(),
             message: m,
         })?;
         let mut comps = Vec::with_capacity(doc.compositions.len());
@@ -192,6 +204,8 @@ impl SceneBundle {
                 // Required props are unknown until a render: check what
                 // does not depend on them.
                 let mut layers = sc.comp.layers.clone();
+                let images = sc.image_bytes(&layers, None, &sc.comp.ctx)?;
+                budget::check_images(images, &sc.comp.ctx)?;
                 sc.load_layers(&mut layers, None, &sc.comp.ctx)?;
                 for t in &sc.comp.audio {
                     if let Some(src) = t.src.literal() {
@@ -247,8 +261,52 @@ impl CompositionSource for SceneBundle {
 
 impl SceneComposition {
     /// Splits props into template props and overrides, merges defaults,
-    /// applies overrides and resolves the duration.
-    fn resolve(&self, props: &Props) -> Result<(Comp, CompositionMeta), CompositionError> {
+    /// applies overrides, resolves the duration and counts what rendering
+    /// needs, refusing what is over the limits.
+    fn resolve(&self, props: &Props) -> Result<Resolved, CompositionError> {
+        let c = &self.comp;
+        let (merged, overrides) = self.split_props(props)?;
+        let mut comp = c.clone();
+        for (k, v) in &overrides {
+            overrides::apply(&mut comp, k, v)?;
+        }
+        let duration = match &comp.duration {
+            Count::Number(n) => *n,
+            Count::Template(t) => {
+                let s = t.fill(&merged, &format!("{}: `duration`", c.ctx))?;
+                s.trim()
+                    .parse::<u64>()
+                    .map_err(|_| CompositionError::Invalid {
+                        context: format!("{}: duration", c.ctx),
+                        message: format!("`{s}` is not a whole number of frames"),
+                    })?
+            }
+        };
+        let mut all = merged;
+        for (k, v) in overrides {
+            all.insert(k.clone(), v.clone());
+        }
+        let meta = CompositionMeta {
+            id: c.id.clone(),
+            width: c.width,
+            height: c.height,
+            fps: c.fps,
+            duration_frames: duration,
+            has_audio: !c.audio.is_empty(),
+            props: all,
+            version: crate::SCENE_VERSION.to_owned(),
+        };
+        meta.validate()?;
+        let budget = frame_and_text_budget(&comp, &meta)?;
+        Ok(Resolved { comp, meta, budget })
+    }
+
+    /// The declared props, defaults merged in, and the overrides (keys with
+    /// a dot).
+    fn split_props<'p>(
+        &self,
+        props: &'p Props,
+    ) -> Result<(Props, Vec<Override<'p>>), CompositionError> {
         let c = &self.comp;
         let mut merged = Props::new();
         let mut overrides = Vec::new();
@@ -287,43 +345,59 @@ impl SceneComposition {
                 merged.insert(k.clone(), default.clone());
             }
         }
-        let mut comp = c.clone();
-        for (k, v) in &overrides {
-            overrides::apply(&mut comp, k, v)?;
-        }
-        let duration = match &comp.duration {
-            Count::Number(n) => *n,
-            Count::Template(t) => {
-                let s = t.fill(&merged, &format!("{}: `duration`", c.ctx))?;
-                s.trim()
-                    .parse::<u64>()
-                    .map_err(|_| CompositionError::Invalid {
-                        context: format!("{}: duration", c.ctx),
-                        message: format!("`{s}` is not a whole number of frames"),
-                    })?
+        Ok((merged, overrides))
+    }
+
+    /// Bytes of the decoded images `layers` use (reduced copies included),
+    /// from the images already decoded or their files' headers.
+    /// With `props` `None` (props not known yet) only images without
+    /// placeholders count.
+    fn image_bytes(
+        &self,
+        layers: &[Layer],
+        props: Option<&Props>,
+        ctx: &str,
+    ) -> Result<u64, CompositionError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        let mut images = Vec::new();
+        image_layers(layers, &mut images);
+        for (path, img) in images {
+            let lctx = format!("{ctx}: layer `{path}`");
+            let src = match (props, img.src.literal()) {
+                (Some(props), _) => img.src.fill(props, &format!("layer `{path}`"))?,
+                (None, Some(src)) => src,
+                (None, None) => continue,
+            };
+            let file = assets::resolve_path(&self.shared.root, &src, &lctx)?;
+            let (w, h) = match lock(&self.shared.images).get(&(file.clone(), (0, 0))) {
+                Some(p) => (p.width(), p.height()),
+                None => guard(
+                    || lctx.clone(),
+                    "image decoder",
+                    || assets::image_dimensions(&file, &src, &lctx),
+                )??,
+            };
+            let mut sizes = vec![(w, h)];
+            if let Some(b) = img.size {
+                sizes.extend(assets::reduced_size((w, h), b, img.fit));
             }
-        };
-        let mut all = merged;
-        for (k, v) in overrides {
-            all.insert(k.clone(), v.clone());
+            for size in sizes {
+                if seen.insert((file.clone(), size)) {
+                    total = total.saturating_add(u64::from(size.0) * u64::from(size.1) * 4);
+                }
+            }
         }
-        let meta = CompositionMeta {
-            id: c.id.clone(),
-            width: c.width,
-            height: c.height,
-            fps: c.fps,
-            duration_frames: duration,
-            has_audio: !c.audio.is_empty(),
-            props: all,
-            version: crate::SCENE_VERSION.to_owned(),
-        };
-        meta.validate()?;
-        Ok((comp, meta))
+        Ok(total)
     }
 
     fn prepare_scene(&self, props: &Props) -> Result<PreparedScene, CompositionError> {
-        let (mut comp, meta) = self.resolve(props)?;
+        let Resolved { mut comp, meta, .. } = self.resolve(props)?;
         let ctx = comp.ctx.clone();
+        budget::check_images(
+            self.image_bytes(&comp.layers, Some(&meta.props), &ctx)?,
+            &ctx,
+        )?;
         self.load_layers(&mut comp.layers, Some(&meta.props), &ctx)?;
         let mut tracks = Vec::with_capacity(comp.audio.len());
         for t in &comp.audio {
@@ -334,7 +408,7 @@ impl SceneComposition {
             .iter()
             .take_while(|l| render::is_static(l, meta.duration_frames))
             .count();
-        let depth = render::group_depth(&comp.layers);
+        let depth = render::composited_depth(&comp.layers);
         Ok(PreparedScene {
             inner: Arc::new(PreparedInner {
                 meta,
@@ -374,13 +448,7 @@ impl SceneComposition {
                             message: format!("text is longer than {MAX_TEXT_CHARS} characters"),
                         });
                     }
-                    let mut fonts = lock(&self.shared.fonts);
-                    let path = text::shape(&mut fonts, t, &text).map_err(|m| {
-                        CompositionError::Invalid {
-                            context: lctx.clone(),
-                            message: m,
-                        }
-                    })?;
+                    let path = lock(&self.shared.fonts).shape(t, &text, &lctx)?;
                     t.shaped = Some(Arc::new(path));
                 }
                 Kind::Image(img) => {
@@ -393,19 +461,28 @@ impl SceneComposition {
                     let path = assets::resolve_path(&self.shared.root, &src, &lctx)?;
                     let original = self.image(&path, (0, 0), || {
                         let bytes = assets::read_file(&path, &src, &lctx)?;
-                        assets::decode_image(&bytes, &src, &lctx)
+                        guard(
+                            || lctx.clone(),
+                            "image decoder",
+                            || assets::decode_image(&bytes, &src, &lctx),
+                        )?
                     })?;
                     // An image shown much smaller than it is gets reduced
                     // once here with an area filter: bilinear sampling at
                     // draw time would alias.
+                    let dims = (original.width(), original.height());
                     let pixmap = match img
                         .size
-                        .and_then(|b| assets::reduced_size(&original, b, img.fit))
+                        .and_then(|b| assets::reduced_size(dims, b, img.fit))
                     {
                         None => original,
-                        Some(size) => {
-                            self.image(&path, size, || Ok(assets::reduce(&original, size)))?
-                        }
+                        Some(size) => self.image(&path, size, || {
+                            guard(
+                                || lctx.clone(),
+                                "image scaler",
+                                || assets::reduce(&original, size),
+                            )
+                        })?,
                     };
                     img.pixmap = Some(pixmap);
                 }
@@ -487,7 +564,11 @@ impl SceneComposition {
             return Ok(p.clone());
         }
         let bytes = assets::read_file(&path, src, actx)?;
-        let p = Arc::new(assets::decode_audio(bytes, src, actx)?);
+        let p = Arc::new(guard(
+            || actx.to_owned(),
+            "audio decoder",
+            || assets::decode_audio(bytes, src, actx),
+        )??);
         lock(&self.shared.audio).insert(path, p.clone());
         Ok(p)
     }
@@ -499,12 +580,78 @@ impl Composition for SceneComposition {
     }
 
     fn describe(&self, props: &Props) -> Result<CompositionMeta, CompositionError> {
-        Ok(self.resolve(props)?.1)
+        Ok(self.resolve(props)?.meta)
     }
 
     fn prepare(&self, props: &Props) -> Result<Arc<dyn Prepared>, CompositionError> {
         Ok(Arc::new(self.prepare_scene(props)?))
     }
+
+    /// Counts frame buffers, text and layers as `describe` does, and the
+    /// images from their files' headers (nothing is decoded).
+    fn budget(&self, props: &Props) -> Result<RenderBudget, CompositionError> {
+        let Resolved { comp, meta, budget } = self.resolve(props)?;
+        let images = self.image_bytes(&comp.layers, Some(&meta.props), &comp.ctx)?;
+        budget::check_images(images, &comp.ctx)?;
+        Ok(RenderBudget {
+            shared_bytes: budget.shared_bytes.saturating_add(images),
+            ..budget
+        })
+    }
+}
+
+/// The image layers among `layers`, at every level, with their paths.
+fn image_layers<'a>(layers: &'a [Layer], out: &mut Vec<(&'a str, &'a load::ImageLayer)>) {
+    for l in layers {
+        match &l.kind {
+            Kind::Image(img) => out.push((&l.path, img)),
+            Kind::Group { layers, .. } => image_layers(layers, out),
+            _ => {}
+        }
+    }
+}
+
+/// An override as given: its key (`text.Title`) and value.
+type Override<'p> = (&'p String, &'p serde_json::Value);
+
+/// A composition resolved with its props.
+struct Resolved {
+    /// Overrides applied.
+    comp: Comp,
+    meta: CompositionMeta,
+    /// Without images (counting them reads files).
+    budget: RenderBudget,
+}
+
+/// The budget of a resolved composition without its images (counting them
+/// reads files), refused over the frame-buffer and shaping limits.
+fn frame_and_text_budget(
+    comp: &Comp,
+    meta: &CompositionMeta,
+) -> Result<RenderBudget, CompositionError> {
+    let tally = budget::tally(&comp.layers, &mut |l, t| text_chars(l, t, &meta.props))?;
+    let background = comp
+        .layers
+        .first()
+        .is_some_and(|l| render::is_static(l, meta.duration_frames));
+    let size = (meta.width, meta.height);
+    let b = budget::budget(size, background, &tally, 0);
+    budget::check(&b, size, &tally, &comp.ctx)?;
+    Ok(b)
+}
+
+/// Characters a text layer shows with `props`: its override, or its
+/// template filled.
+fn text_chars(l: &Layer, t: &load::TextLayer, props: &Props) -> Result<u64, CompositionError> {
+    let n = match &t.text_override {
+        Some(s) => s.chars().count(),
+        None => t
+            .template
+            .fill(props, &format!("layer `{}`", l.path))?
+            .chars()
+            .count(),
+    };
+    Ok(n as u64)
 }
 
 /// A scene composition resolved with its props: text shaped, images

@@ -7,6 +7,18 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::limits::{
+    Coord, Degrees, Extent, FontSize, Frame, LetterSpacing, LineHeight, MAX_FRAME, Num, Radius,
+    Scale, StrokeWidth, Unit, Volume,
+};
+use crate::{MAX_DIMENSION, MAX_DURATION_FRAMES, MAX_FPS};
+
+/// A point `[x, y]` in pixels.
+pub type PointDoc = [Num<Coord>; 2];
+
+/// A size `[w, h]` in pixels.
+pub type SizeDoc = [Num<Extent>; 2];
+
 /// A scene document (`scene.json`): fonts and compositions.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +27,7 @@ pub struct SceneDoc {
     #[serde(rename = "$schema", default)]
     pub schema: Option<String>,
     /// Format version: 1.
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// Font files in the bundle (TrueType/OpenType), relative paths. Text
     /// uses these fonts and no others.
@@ -29,7 +42,7 @@ pub struct SceneDoc {
 #[serde(untagged)]
 pub enum FpsDoc {
     /// Whole frames per second.
-    Integer(u32),
+    Integer(#[schemars(range(min = 1, max = MAX_FPS))] u32),
     /// `"num/den"` or `"num"`.
     Text(String),
 }
@@ -39,7 +52,7 @@ pub enum FpsDoc {
 #[serde(untagged)]
 pub enum CountDoc {
     /// The number.
-    Number(u64),
+    Number(#[schemars(range(min = 1, max = MAX_DURATION_FRAMES))] u64),
     /// A template that must yield a whole number.
     Template(String),
 }
@@ -51,8 +64,10 @@ pub struct CompositionDoc {
     /// Unique id within the bundle.
     pub id: String,
     /// Width in pixels, 1-8192.
+    #[schemars(range(min = 1, max = MAX_DIMENSION))]
     pub width: u32,
     /// Height in pixels, 1-8192.
+    #[schemars(range(min = 1, max = MAX_DIMENSION))]
     pub height: u32,
     /// Frame rate.
     pub fps: FpsDoc,
@@ -72,6 +87,7 @@ pub struct CompositionDoc {
 /// A property value, or keyframes of it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "AnimDoc_{T}")]
 pub enum AnimDoc<T> {
     /// Keyframes.
     Keyframes(KeyframesDoc<T>),
@@ -82,6 +98,7 @@ pub enum AnimDoc<T> {
 /// Keyframes of a property.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "KeyframesDoc_{T}")]
 pub struct KeyframesDoc<T> {
     /// At least one keyframe, frames strictly increasing.
     pub keyframes: Vec<KeyframeDoc<T>>,
@@ -93,10 +110,11 @@ pub struct KeyframesDoc<T> {
 /// One keyframe.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "KeyframeDoc_{T}")]
 pub struct KeyframeDoc<T> {
     /// Frame in the layer's time (a group's children count from the group's
     /// `time_offset`).
-    pub frame: f64,
+    pub frame: Num<Frame>,
     /// The value.
     pub value: T,
     /// Easing of the segment to the next keyframe: `hold`, `linear`
@@ -112,9 +130,9 @@ pub struct KeyframeDoc<T> {
 #[serde(untagged)]
 pub enum ScaleDoc {
     /// Uniform.
-    Uniform(f64),
+    Uniform(Num<Scale>),
     /// Per axis.
-    Xy([f64; 2]),
+    Xy([Num<Scale>; 2]),
 }
 
 /// The kind of a layer.
@@ -206,7 +224,7 @@ pub enum FitDoc {
 #[serde(deny_unknown_fields)]
 pub struct StopDoc {
     /// Position along the gradient, 0-1, non-decreasing.
-    pub offset: f64,
+    pub offset: Num<Unit>,
     /// Colour (`#rrggbb`, `#rrggbbaa`, `#rgb`, `transparent`, `white`, `black`).
     pub color: AnimDoc<String>,
 }
@@ -218,7 +236,7 @@ pub struct StrokeDoc {
     /// Colour.
     pub color: AnimDoc<String>,
     /// Width in pixels (layer space).
-    pub width: AnimDoc<f64>,
+    pub width: AnimDoc<Num<StrokeWidth>>,
 }
 
 /// A layer. `type` decides which of the kind-specific fields apply; a field
@@ -234,9 +252,11 @@ pub struct LayerDoc {
     pub name: String,
     /// First frame the layer shows (default 0).
     #[serde(default, rename = "in")]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub in_frame: Option<u64>,
     /// First frame the layer no longer shows (default: never ends).
     #[serde(default, rename = "out")]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub out_frame: Option<u64>,
     /// Whether the layer shows at all (default true).
     #[serde(default)]
@@ -244,19 +264,19 @@ pub struct LayerDoc {
     /// The point of the layer (layer space) placed at `position`; rotation
     /// and scale are about it. Default `[0, 0]`.
     #[serde(default)]
-    pub anchor: Option<AnimDoc<[f64; 2]>>,
+    pub anchor: Option<AnimDoc<PointDoc>>,
     /// Where the anchor goes in the parent. Default `[0, 0]`.
     #[serde(default)]
-    pub position: Option<AnimDoc<[f64; 2]>>,
+    pub position: Option<AnimDoc<PointDoc>>,
     /// Scale about the anchor. Default 1.
     #[serde(default)]
     pub scale: Option<AnimDoc<ScaleDoc>>,
     /// Clockwise rotation in degrees about the anchor. Default 0.
     #[serde(default)]
-    pub rotation: Option<AnimDoc<f64>>,
+    pub rotation: Option<AnimDoc<Num<Degrees>>>,
     /// Opacity 0-1. Default 1.
     #[serde(default)]
-    pub opacity: Option<AnimDoc<f64>>,
+    pub opacity: Option<AnimDoc<Num<Unit>>>,
     /// Blend mode. Default `normal`.
     #[serde(default)]
     pub blend: Option<BlendDoc>,
@@ -268,19 +288,19 @@ pub struct LayerDoc {
     /// rect, ellipse, image (default the image's own size) or text (wrapping
     /// width and the box for alignment and shrink-to-fit).
     #[serde(default)]
-    pub size: Option<AnimDoc<[f64; 2]>>,
+    pub size: Option<AnimDoc<SizeDoc>>,
     /// `linear-gradient`: start point.
     #[serde(default)]
-    pub from: Option<AnimDoc<[f64; 2]>>,
+    pub from: Option<AnimDoc<PointDoc>>,
     /// `linear-gradient`: end point.
     #[serde(default)]
-    pub to: Option<AnimDoc<[f64; 2]>>,
+    pub to: Option<AnimDoc<PointDoc>>,
     /// `radial-gradient`: centre.
     #[serde(default)]
-    pub center: Option<AnimDoc<[f64; 2]>>,
+    pub center: Option<AnimDoc<PointDoc>>,
     /// `radial-gradient`: radius; `rect`: corner radius.
     #[serde(default)]
-    pub radius: Option<AnimDoc<f64>>,
+    pub radius: Option<AnimDoc<Num<Radius>>>,
     /// Gradient stops, at least two.
     #[serde(default)]
     pub stops: Option<Vec<StopDoc>>,
@@ -303,19 +323,20 @@ pub struct LayerDoc {
     /// `text`: font weight 1-1000 (default 400); a face of exactly this weight
     /// must be in the bundle.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
     pub weight: Option<u16>,
     /// `text`: italic face (default false).
     #[serde(default)]
     pub italic: Option<bool>,
     /// `text`: font size in pixels.
     #[serde(default)]
-    pub font_size: Option<f64>,
+    pub font_size: Option<Num<FontSize>>,
     /// `text`: line height as a multiple of the font size (default 1.2).
     #[serde(default)]
-    pub line_height: Option<f64>,
+    pub line_height: Option<Num<LineHeight>>,
     /// `text`: extra space between characters in pixels (default 0).
     #[serde(default)]
-    pub letter_spacing: Option<f64>,
+    pub letter_spacing: Option<Num<LetterSpacing>>,
     /// `text`: horizontal alignment in the box (default `left`).
     #[serde(default)]
     pub align: Option<AlignDoc>,
@@ -341,10 +362,11 @@ pub struct LayerDoc {
     pub layers: Option<Vec<LayerDoc>>,
     /// `group`: children see frame `f − time_offset` (default 0).
     #[serde(default)]
+    #[schemars(range(min = -(MAX_FRAME as i64), max = MAX_FRAME))]
     pub time_offset: Option<i64>,
     /// `group`: clip children to `[0, 0, w, h]` in the group's space.
     #[serde(default)]
-    pub clip: Option<[f64; 2]>,
+    pub clip: Option<SizeDoc>,
 }
 
 /// An audio track.
@@ -359,27 +381,33 @@ pub struct AudioDoc {
     pub src: String,
     /// Composition frame where the track starts (default 0).
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub start: Option<u64>,
     /// Composition frame where the track stops (default: its end, or the
     /// composition's end when looping).
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub end: Option<u64>,
     /// Skip this many frames' worth of the file's start (default 0).
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub trim_start: Option<u64>,
     /// Use the file only up to this many frames' worth (default: all).
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub trim_end: Option<u64>,
     /// Repeat the trimmed file (default false).
     #[serde(default, rename = "loop")]
     pub looped: Option<bool>,
     /// Gain, 0-4 (default 1), keyframeable in composition frames.
     #[serde(default)]
-    pub volume: Option<AnimDoc<f64>>,
+    pub volume: Option<AnimDoc<Num<Volume>>>,
     /// Fade in over this many frames from `start` (default 0).
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub fade_in: Option<u64>,
     /// Fade out over this many frames before the track stops (default 0).
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
     pub fade_out: Option<u64>,
 }

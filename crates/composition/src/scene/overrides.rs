@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::anim::Anim;
+use super::limits::{Coord, Degrees, Limit, Scale, Unit};
 use super::load::{Comp, Kind, Layer};
 use super::template::{Template, parse_color, suggest};
 use crate::CompositionError;
@@ -89,110 +90,160 @@ fn pair(v: &Value) -> Option<[f64; 2]> {
 /// [`CompositionError::Invalid`] naming the override and, for an unknown path,
 /// the nearest existing paths.
 pub fn apply(comp: &mut Comp, key: &str, value: &Value) -> Result<(), CompositionError> {
-    let ctx = format!("{}: override `{key}`", comp.ctx);
-    let unknown = |comp: &Comp| {
-        let all = paths(comp);
-        CompositionError::Invalid {
-            context: ctx.clone(),
-            message: format!(
-                "no such override path{}",
-                suggest(key, all.iter().map(String::as_str))
-            ),
-        }
+    let o = Override {
+        ctx: format!("{}: override `{key}`", comp.ctx),
+        value,
     };
-    let bad = |expected: &str| CompositionError::Invalid {
-        context: ctx.clone(),
-        message: format!("{value} is invalid: expected {expected}"),
+    let applied = match target(key) {
+        None => false,
+        Some((op, path, prop)) => match find(&mut comp.layers, path) {
+            None => false,
+            Some(layer) => o.assign(layer, op, prop)?,
+        },
     };
-    let Some((op, rest)) = key.split_once('.') else {
-        return Err(unknown(comp));
-    };
-    let (path, prop) = if op == "transform" {
-        match rest.rsplit_once('.') {
-            Some((p, t)) if TRANSFORM_PROPS.contains(&t) => (p, Some(t)),
-            _ => return Err(unknown(comp)),
-        }
-    } else {
-        (rest, None)
-    };
-    let Some(layer) = find(&mut comp.layers, path) else {
-        return Err(unknown(comp));
-    };
-    match (op, prop, &mut layer.kind) {
-        ("text", None, Kind::Text(t)) => {
-            let s = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return Err(bad("text")),
-            };
-            if s.chars().count() > super::load::MAX_TEXT_CHARS {
-                return Err(bad("text of at most 10000 characters"));
-            }
-            t.text_override = Some(s);
-        }
-        ("image", None, Kind::Image(i)) => {
-            let Value::String(s) = value else {
-                return Err(bad("a file path in the bundle"));
-            };
-            i.src = Template::from_literal(s);
-            i.pixmap = None;
-        }
-        ("color", None, kind) => {
-            let Value::String(s) = value else {
-                return Err(bad("a colour such as #ff8800"));
-            };
-            let c = Anim::Static(parse_color(s).map_err(|m| CompositionError::Invalid {
-                context: ctx.clone(),
-                message: m,
-            })?);
-            match kind {
-                Kind::Solid { color, .. } => *color = c,
-                Kind::Text(t) => t.color = c,
-                Kind::Rect { paint, .. }
-                | Kind::Ellipse { paint, .. }
-                | Kind::Path { paint, .. }
-                    if paint.fill.is_some() =>
-                {
-                    paint.fill = Some(c)
-                }
-                _ => return Err(unknown(comp)),
-            }
-        }
-        ("visible", None, _) => {
-            layer.visible = match value {
-                Value::Bool(b) => *b,
-                Value::Number(n) if n.as_f64() == Some(1.0) => true,
-                Value::Number(n) if n.as_f64() == Some(0.0) => false,
-                Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "1" => true,
-                    "false" | "no" | "0" | "" => false,
-                    _ => return Err(bad("true or false")),
-                },
-                _ => return Err(bad("true or false")),
-            };
-        }
-        ("opacity", None, _) => {
-            let o = number(value)
-                .filter(|o| (0.0..=1.0).contains(o))
-                .ok_or_else(|| bad("a number in 0-1"))?;
-            layer.opacity = Anim::Static(o);
-        }
-        ("transform", Some("position"), _) => {
-            layer.position = Anim::Static(pair(value).ok_or_else(|| bad("[x, y] or \"x,y\""))?);
-        }
-        ("transform", Some("anchor"), _) => {
-            layer.anchor = Anim::Static(pair(value).ok_or_else(|| bad("[x, y] or \"x,y\""))?);
-        }
-        ("transform", Some("scale"), _) => {
-            let s = pair(value)
-                .or_else(|| number(value).map(|n| [n, n]))
-                .ok_or_else(|| bad("a number, [sx, sy] or \"sx,sy\""))?;
-            layer.scale = Anim::Static(s);
-        }
-        ("transform", Some("rotation"), _) => {
-            layer.rotation = Anim::Static(number(value).ok_or_else(|| bad("degrees"))?);
-        }
-        _ => return Err(unknown(comp)),
+    if applied {
+        return Ok(());
     }
-    Ok(())
+    let all = paths(comp);
+    Err(CompositionError::Invalid {
+        context: o.ctx,
+        message: format!(
+            "no such override path{}",
+            suggest(key, all.iter().map(String::as_str))
+        ),
+    })
+}
+
+/// Splits an override key into what it sets, the layer path and, for
+/// `transform`, the transform property.
+fn target(key: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (op, rest) = key.split_once('.')?;
+    if op != "transform" {
+        return Some((op, rest, None));
+    }
+    match rest.rsplit_once('.') {
+        Some((p, t)) if TRANSFORM_PROPS.contains(&t) => Some((op, p, Some(t))),
+        _ => None,
+    }
+}
+
+/// One override's value and where it was given, for errors.
+struct Override<'a> {
+    /// "…: override `text.Title`".
+    ctx: String,
+    value: &'a Value,
+}
+
+impl Override<'_> {
+    /// The error for a value of the wrong form.
+    fn bad(&self, expected: &str) -> CompositionError {
+        CompositionError::Invalid {
+            context: self.ctx.clone(),
+            message: format!("{} is invalid: expected {expected}", self.value),
+        }
+    }
+
+    /// Sets what `op` (and `prop`) name on `layer`; `false` if the layer has
+    /// no such property.
+    fn assign(
+        &self,
+        layer: &mut Layer,
+        op: &str,
+        prop: Option<&str>,
+    ) -> Result<bool, CompositionError> {
+        let value = self.value;
+        match (op, prop, &mut layer.kind) {
+            ("text", None, Kind::Text(t)) => {
+                let s = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return Err(self.bad("text")),
+                };
+                if s.chars().count() > super::load::MAX_TEXT_CHARS {
+                    return Err(self.bad("text of at most 10000 characters"));
+                }
+                t.text_override = Some(s);
+            }
+            ("image", None, Kind::Image(i)) => {
+                let Value::String(s) = value else {
+                    return Err(self.bad("a file path in the bundle"));
+                };
+                i.src = Template::from_literal(s);
+                i.pixmap = None;
+            }
+            ("color", None, kind) => return self.color(kind),
+            ("visible", None, _) => layer.visible = self.visible()?,
+            ("opacity", None, _) => {
+                let o = number(value)
+                    .filter(|o| Unit::RANGE.check(*o).is_ok())
+                    .ok_or_else(|| self.bad(&format!("a number in {}", Unit::RANGE)))?;
+                layer.opacity = Anim::Static(o);
+            }
+            ("transform", Some("position"), _) => layer.position = Anim::Static(self.point()?),
+            ("transform", Some("anchor"), _) => layer.anchor = Anim::Static(self.point()?),
+            ("transform", Some("scale"), _) => {
+                let s = pair(value)
+                    .or_else(|| number(value).map(|n| [n, n]))
+                    .filter(|s| Scale::RANGE.check2(*s).is_ok())
+                    .ok_or_else(|| {
+                        self.bad(&format!(
+                            "a number, [sx, sy] or \"sx,sy\" within {}",
+                            Scale::RANGE
+                        ))
+                    })?;
+                layer.scale = Anim::Static(s);
+            }
+            ("transform", Some("rotation"), _) => {
+                let r = number(value)
+                    .filter(|r| Degrees::RANGE.check(*r).is_ok())
+                    .ok_or_else(|| self.bad(&format!("degrees within {}", Degrees::RANGE)))?;
+                layer.rotation = Anim::Static(r);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// A position or anchor.
+    fn point(&self) -> Result<[f64; 2], CompositionError> {
+        pair(self.value)
+            .filter(|p| Coord::RANGE.check2(*p).is_ok())
+            .ok_or_else(|| self.bad(&format!("[x, y] or \"x,y\" within {}", Coord::RANGE)))
+    }
+
+    /// Sets the colour of a solid, a text or a filled shape.
+    fn color(&self, kind: &mut Kind) -> Result<bool, CompositionError> {
+        let Value::String(s) = self.value else {
+            return Err(self.bad("a colour such as #ff8800"));
+        };
+        let c = Anim::Static(parse_color(s).map_err(|m| CompositionError::Invalid {
+            context: self.ctx.clone(),
+            message: m,
+        })?);
+        match kind {
+            Kind::Solid { color, .. } => *color = c,
+            Kind::Text(t) => t.color = c,
+            Kind::Rect { paint, .. } | Kind::Ellipse { paint, .. } | Kind::Path { paint, .. }
+                if paint.fill.is_some() =>
+            {
+                paint.fill = Some(c)
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn visible(&self) -> Result<bool, CompositionError> {
+        match self.value {
+            Value::Bool(b) => Ok(*b),
+            Value::Number(n) if n.as_f64() == Some(1.0) => Ok(true),
+            Value::Number(n) if n.as_f64() == Some(0.0) => Ok(false),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Ok(true),
+                "false" | "no" | "0" | "" => Ok(false),
+                _ => Err(self.bad("true or false")),
+            },
+            _ => Err(self.bad("true or false")),
+        }
+    }
 }

@@ -6,7 +6,9 @@ use tiny_skia::{
     SpreadMode, Stroke, Transform,
 };
 
-use super::load::{Kind, Layer, ShapePaint, Stop, V2};
+use super::anim::Anim;
+use super::guard::guard;
+use super::load::{ImageLayer, Kind, Layer, ShapePaint, Stop, TextLayer, V2};
 use super::template::Rgba;
 use crate::CompositionError;
 
@@ -67,15 +69,8 @@ pub fn rounded_rect(w: f32, h: f32, r: f32) -> Option<tiny_skia::Path> {
     pb.finish()
 }
 
-fn draw_shape(
-    pm: &mut PixmapMut<'_>,
-    path: &tiny_skia::Path,
-    paint: &ShapePaint,
-    t: f64,
-    opacity: f32,
-    blend: BlendMode,
-    tf: Transform,
-) {
+fn draw_shape(pm: &mut PixmapMut<'_>, path: &tiny_skia::Path, paint: &ShapePaint, look: &Look) {
+    let (t, opacity, blend, tf) = (look.t, look.opacity, look.blend, look.tf);
     if let Some(fill) = &paint.fill {
         pm.fill_path(
             path,
@@ -173,16 +168,31 @@ pub fn is_static(l: &Layer, duration: u64) -> bool {
     common && kind
 }
 
-/// How many offscreen layers drawing `layers` may need at once.
-pub fn group_depth(layers: &[Layer]) -> usize {
+/// How many offscreen frames drawing `layers` may need at once: one per
+/// level of nested groups that may be composited as one image
+/// ([`paint_group`] draws the others straight into their parent).
+pub fn composited_depth(layers: &[Layer]) -> usize {
     layers
         .iter()
         .map(|l| match &l.kind {
-            Kind::Group { layers, .. } => 1 + group_depth(layers),
+            Kind::Group { layers, clip, .. } => {
+                usize::from(may_composite(l, clip)) + composited_depth(layers)
+            }
             _ => 0,
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Whether a group is, on some frame, composited as one image: it clips,
+/// blends, or is not always fully opaque. Keyframes that are all 1 stay
+/// exactly 1 whatever the easing (`1 + (1 − 1)·e`).
+fn may_composite(l: &Layer, clip: &Option<V2>) -> bool {
+    let always_opaque = match &l.opacity {
+        Anim::Static(o) => *o >= 1.0,
+        Anim::Keys { keys, .. } => keys.iter().all(|k| k.value >= 1.0),
+    };
+    clip.is_some() || l.blend != BlendMode::SourceOver || !always_opaque
 }
 
 /// Draws `layers` at layer time `t` under `parent`. `pool` holds one
@@ -196,206 +206,314 @@ pub fn draw_layers(
     ctx: &Ctx,
 ) -> Result<(), CompositionError> {
     for l in layers {
-        if !l.visible || t < l.in_frame as f64 || l.out_frame.is_some_and(|o| t >= o as f64) {
-            continue;
-        }
-        let opacity = l.opacity.at(t) as f32;
-        if opacity <= 0.0 {
-            continue;
-        }
-        let tf = parent.pre_concat(layer_transform(l, t));
-        let blend = l.blend;
-        match &l.kind {
-            Kind::Solid { color, size } => {
-                if let Some(r) = box_rect(size.as_ref().map(|s| s.at(t)), ctx) {
-                    pm.fill_rect(r, &solid(color.at(t), opacity, blend), tf, None);
-                }
+        draw_layer(l, pm, pool, t, parent, ctx)?;
+    }
+    Ok(())
+}
+
+/// How one layer is drawn at one time: what every kind of layer applies.
+struct Look {
+    /// Layer time.
+    t: f64,
+    opacity: f32,
+    blend: BlendMode,
+    /// Layer space to pixels.
+    tf: Transform,
+}
+
+/// Draws one layer, if it shows at layer time `t`.
+fn draw_layer(
+    l: &Layer,
+    pm: &mut PixmapMut<'_>,
+    pool: &mut [Pixmap],
+    t: f64,
+    parent: Transform,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    if !l.visible || t < l.in_frame as f64 || l.out_frame.is_some_and(|o| t >= o as f64) {
+        return Ok(());
+    }
+    let opacity = l.opacity.at(t) as f32;
+    if opacity <= 0.0 {
+        return Ok(());
+    }
+    let look = Look {
+        t,
+        opacity,
+        blend: l.blend,
+        tf: parent.pre_concat(layer_transform(l, t)),
+    };
+    if let Kind::Group {
+        layers,
+        time_offset,
+        clip,
+    } = &l.kind
+    {
+        let children = Children {
+            layers,
+            t: t - *time_offset as f64,
+            clip: *clip,
+        };
+        return paint_group(pm, pool, &look, l, &children, ctx);
+    }
+    guard(
+        || layer_context(l, ctx),
+        "painter",
+        || paint(pm, &look, l, ctx),
+    )?
+}
+
+/// "frame 12: layer `Title`", where a painting panic happened.
+fn layer_context(l: &Layer, ctx: &Ctx) -> String {
+    format!("frame {}: layer `{}`", ctx.frame, l.path)
+}
+
+/// Paints a layer that is not a group.
+fn paint(
+    pm: &mut PixmapMut<'_>,
+    look: &Look,
+    l: &Layer,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    let (t, opacity) = (look.t, look.opacity);
+    let box_of = |size: &Option<Anim<V2>>| box_rect(size.as_ref().map(|s| s.at(t)), ctx);
+    match &l.kind {
+        Kind::Solid { color, size } => {
+            if let Some(r) = box_of(size) {
+                pm.fill_rect(r, &solid(color.at(t), opacity, look.blend), look.tf, None);
             }
-            Kind::Linear {
-                from,
-                to,
-                stops: s,
-                size,
-            } => {
-                let ([x0, y0], [x1, y1]) = (from.at(t), to.at(t));
-                let shader = LinearGradient::new(
+        }
+        Kind::Linear {
+            from,
+            to,
+            stops,
+            size,
+        } => {
+            let ([x0, y0], [x1, y1]) = (from.at(t), to.at(t));
+            paint_gradient(pm, look, stops, box_of(size), |stops| {
+                LinearGradient::new(
                     Point::from_xy(x0 as f32, y0 as f32),
                     Point::from_xy(x1 as f32, y1 as f32),
-                    stops(s, t, opacity),
+                    stops,
                     SpreadMode::Pad,
                     Transform::identity(),
-                );
-                fill_shader(
-                    pm,
-                    shader,
-                    box_rect(size.as_ref().map(|s| s.at(t)), ctx),
-                    blend,
-                    tf,
-                );
-            }
-            Kind::Radial {
-                center,
-                radius,
-                stops: s,
-                size,
-            } => {
-                let [cx, cy] = center.at(t);
-                let c = Point::from_xy(cx as f32, cy as f32);
-                let shader = RadialGradient::new(
-                    c,
-                    0.0,
-                    c,
-                    radius.at(t) as f32,
-                    stops(s, t, opacity),
-                    SpreadMode::Pad,
-                    Transform::identity(),
-                );
-                fill_shader(
-                    pm,
-                    shader,
-                    box_rect(size.as_ref().map(|s| s.at(t)), ctx),
-                    blend,
-                    tf,
-                );
-            }
-            Kind::Rect {
-                size,
-                radius,
-                paint,
-            } => {
-                let [w, h] = size.at(t);
-                if let Some(path) = rounded_rect(w as f32, h as f32, radius.at(t) as f32) {
-                    draw_shape(pm, &path, paint, t, opacity, blend, tf);
-                }
-            }
-            Kind::Ellipse { size, paint } => {
-                let [w, h] = size.at(t);
-                if let Some(path) =
-                    Rect::from_xywh(0.0, 0.0, w as f32, h as f32).and_then(PathBuilder::from_oval)
-                {
-                    draw_shape(pm, &path, paint, t, opacity, blend, tf);
-                }
-            }
-            Kind::Path { path, paint } => draw_shape(pm, path, paint, t, opacity, blend, tf),
-            Kind::Text(text) => {
-                let shaped = text
-                    .shaped
-                    .as_ref()
-                    .ok_or_else(|| CompositionError::Render {
-                        frame: ctx.frame,
-                        message: format!("layer `{}`: text was not shaped", l.path),
-                    })?;
-                if let Some(path) = shaped.as_ref() {
-                    pm.fill_path(
-                        path,
-                        &solid(text.color.at(t), opacity, blend),
-                        FillRule::Winding,
-                        tf,
-                        None,
-                    );
-                }
-            }
-            Kind::Image(img) => {
-                let pixmap = img
-                    .pixmap
-                    .as_ref()
-                    .ok_or_else(|| CompositionError::Render {
-                        frame: ctx.frame,
-                        message: format!("layer `{}`: image was not loaded", l.path),
-                    })?;
-                let (iw, ih) = (pixmap.width() as f64, pixmap.height() as f64);
-                let [bw, bh] = img.size.unwrap_or([iw, ih]);
-                let (sx, sy) = super::assets::fit_scale(img.fit, [iw, ih], [bw, bh]);
-                let (ox, oy) = ((bw - iw * sx) / 2.0, (bh - ih * sy) / 2.0);
-                // Draw the part of the image inside the box.
-                let (rx, ry) = (ox.max(0.0), oy.max(0.0));
-                let (rw, rh) = ((iw * sx).min(bw), (ih * sy).min(bh));
-                let Some(rect) = Rect::from_xywh(rx as f32, ry as f32, rw as f32, rh as f32) else {
-                    continue;
-                };
-                let pattern =
-                    Transform::from_row(sx as f32, 0.0, 0.0, sy as f32, ox as f32, oy as f32);
-                // Pixels that land exactly on pixels are copied; anything
-                // else is filtered bilinearly (bicubic costs 3x for no
-                // visible gain at the scales motion graphics use).
-                let full = tf.pre_concat(pattern);
-                let exact = full.sx == 1.0
-                    && full.sy == 1.0
-                    && full.kx == 0.0
-                    && full.ky == 0.0
-                    && full.tx.fract() == 0.0
-                    && full.ty.fract() == 0.0;
-                let quality = if exact {
-                    FilterQuality::Nearest
-                } else {
-                    FilterQuality::Bilinear
-                };
-                let shader = Pattern::new(
-                    pixmap.as_ref().as_ref(),
-                    SpreadMode::Pad,
-                    quality,
-                    opacity,
-                    pattern,
-                );
-                let paint = Paint {
-                    shader,
-                    anti_alias: true,
-                    blend_mode: blend,
-                    ..Paint::default()
-                };
-                pm.fill_rect(rect, &paint, tf, None);
-            }
-            Kind::Group {
-                layers,
-                time_offset,
-                clip,
-            } => {
-                let child_t = t - *time_offset as f64;
-                if opacity >= 1.0 && blend == BlendMode::SourceOver && clip.is_none() {
-                    draw_layers(layers, pm, pool, child_t, tf, ctx)?;
-                    continue;
-                }
-                // Composite the group as one image: its opacity and blend
-                // apply to the whole, not to each child.
-                let Some((scratch, rest)) = pool.split_first_mut() else {
-                    return Err(CompositionError::Render {
-                        frame: ctx.frame,
-                        message: format!("layer `{}`: no scratch layer for the group", l.path),
-                    });
-                };
-                scratch.fill(Color::TRANSPARENT);
-                draw_layers(layers, &mut scratch.as_mut(), rest, child_t, tf, ctx)?;
-                let mask = match clip {
-                    None => None,
-                    Some([w, h]) => {
-                        let mut m = Mask::new(pm.width(), pm.height()).ok_or_else(|| {
-                            CompositionError::Render {
-                                frame: ctx.frame,
-                                message: "cannot allocate a clip mask".into(),
-                            }
-                        })?;
-                        if let Some(r) = Rect::from_xywh(0.0, 0.0, *w as f32, *h as f32) {
-                            m.fill_path(&PathBuilder::from_rect(r), FillRule::Winding, true, tf);
-                        }
-                        Some(m)
-                    }
-                };
-                let paint = PixmapPaint {
-                    opacity,
-                    blend_mode: blend,
-                    quality: FilterQuality::Nearest,
-                };
-                pm.draw_pixmap(
-                    0,
-                    0,
-                    scratch.as_ref(),
-                    &paint,
-                    Transform::identity(),
-                    mask.as_ref(),
-                );
+                )
+            });
+        }
+        Kind::Radial {
+            center,
+            radius,
+            stops,
+            size,
+        } => {
+            let [cx, cy] = center.at(t);
+            let c = Point::from_xy(cx as f32, cy as f32);
+            let r = radius.at(t) as f32;
+            paint_gradient(pm, look, stops, box_of(size), |stops| {
+                RadialGradient::new(c, 0.0, c, r, stops, SpreadMode::Pad, Transform::identity())
+            });
+        }
+        Kind::Rect {
+            size,
+            radius,
+            paint,
+        } => {
+            let [w, h] = size.at(t);
+            if let Some(path) = rounded_rect(w as f32, h as f32, radius.at(t) as f32) {
+                draw_shape(pm, &path, paint, look);
             }
         }
+        Kind::Ellipse { size, paint } => {
+            let [w, h] = size.at(t);
+            if let Some(path) =
+                Rect::from_xywh(0.0, 0.0, w as f32, h as f32).and_then(PathBuilder::from_oval)
+            {
+                draw_shape(pm, &path, paint, look);
+            }
+        }
+        Kind::Path { path, paint } => draw_shape(pm, path, paint, look),
+        Kind::Text(text) => paint_text(pm, look, l, text, ctx)?,
+        Kind::Image(img) => paint_image(pm, look, l, img, ctx)?,
+        // Drawn by `paint_group`, which guards its own painting.
+        Kind::Group { .. } => {}
     }
+    Ok(())
+}
+
+/// Fills `rect` with a gradient made by `shader` from the layer's stops.
+fn paint_gradient(
+    pm: &mut PixmapMut<'_>,
+    look: &Look,
+    s: &[Stop],
+    rect: Option<Rect>,
+    shader: impl FnOnce(Vec<GradientStop>) -> Option<Shader<'static>>,
+) {
+    let shader = shader(stops(s, look.t, look.opacity));
+    fill_shader(pm, shader, rect, look.blend, look.tf);
+}
+
+/// What preparing the scene filled in for a layer (shaped text, a decoded
+/// image); its absence is a bug in preparing, reported as a render error.
+fn loaded<'v, T>(
+    value: &'v Option<T>,
+    missing: &str,
+    l: &Layer,
+    ctx: &Ctx,
+) -> Result<&'v T, CompositionError> {
+    value.as_ref().ok_or_else(|| CompositionError::Render {
+        frame: ctx.frame,
+        message: format!("layer `{}`: {missing}", l.path),
+    })
+}
+
+fn paint_text(
+    pm: &mut PixmapMut<'_>,
+    look: &Look,
+    l: &Layer,
+    text: &TextLayer,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    if let Some(path) = loaded(&text.shaped, "text was not shaped", l, ctx)?.as_ref() {
+        pm.fill_path(
+            path,
+            &solid(text.color.at(look.t), look.opacity, look.blend),
+            FillRule::Winding,
+            look.tf,
+            None,
+        );
+    }
+    Ok(())
+}
+
+fn paint_image(
+    pm: &mut PixmapMut<'_>,
+    look: &Look,
+    l: &Layer,
+    img: &ImageLayer,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    let pixmap = loaded(&img.pixmap, "image was not loaded", l, ctx)?;
+    let (iw, ih) = (pixmap.width() as f64, pixmap.height() as f64);
+    let [bw, bh] = img.size.unwrap_or([iw, ih]);
+    let (sx, sy) = super::assets::fit_scale(img.fit, [iw, ih], [bw, bh]);
+    let (ox, oy) = ((bw - iw * sx) / 2.0, (bh - ih * sy) / 2.0);
+    // Draw the part of the image inside the box.
+    let (rx, ry) = (ox.max(0.0), oy.max(0.0));
+    let (rw, rh) = ((iw * sx).min(bw), (ih * sy).min(bh));
+    let Some(rect) = Rect::from_xywh(rx as f32, ry as f32, rw as f32, rh as f32) else {
+        return Ok(());
+    };
+    let pattern = Transform::from_row(sx as f32, 0.0, 0.0, sy as f32, ox as f32, oy as f32);
+    // Pixels that land exactly on pixels are copied; anything else is
+    // filtered bilinearly (bicubic costs 3x for no visible gain at the scales
+    // motion graphics use).
+    let full = look.tf.pre_concat(pattern);
+    let exact = full.sx == 1.0
+        && full.sy == 1.0
+        && full.kx == 0.0
+        && full.ky == 0.0
+        && full.tx.fract() == 0.0
+        && full.ty.fract() == 0.0;
+    let quality = if exact {
+        FilterQuality::Nearest
+    } else {
+        FilterQuality::Bilinear
+    };
+    let shader = Pattern::new(
+        pixmap.as_ref().as_ref(),
+        SpreadMode::Pad,
+        quality,
+        look.opacity,
+        pattern,
+    );
+    let paint = Paint {
+        shader,
+        anti_alias: true,
+        blend_mode: look.blend,
+        ..Paint::default()
+    };
+    pm.fill_rect(rect, &paint, look.tf, None);
+    Ok(())
+}
+
+/// A group's children and the time they see.
+struct Children<'a> {
+    layers: &'a [Layer],
+    t: f64,
+    clip: Option<V2>,
+}
+
+fn paint_group(
+    pm: &mut PixmapMut<'_>,
+    pool: &mut [Pixmap],
+    look: &Look,
+    l: &Layer,
+    children: &Children<'_>,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    if look.opacity >= 1.0 && look.blend == BlendMode::SourceOver && children.clip.is_none() {
+        return draw_layers(children.layers, pm, pool, children.t, look.tf, ctx);
+    }
+    // Composite the group as one image: its opacity and blend apply to the
+    // whole, not to each child.
+    let Some((scratch, rest)) = pool.split_first_mut() else {
+        return Err(CompositionError::Render {
+            frame: ctx.frame,
+            message: format!("layer `{}`: no scratch layer for the group", l.path),
+        });
+    };
+    scratch.fill(Color::TRANSPARENT);
+    draw_layers(
+        children.layers,
+        &mut scratch.as_mut(),
+        rest,
+        children.t,
+        look.tf,
+        ctx,
+    )?;
+    guard(
+        || layer_context(l, ctx),
+        "painter",
+        || composite(pm, scratch, look, children.clip, ctx),
+    )?
+}
+
+/// Draws a group's offscreen image into its parent with the group's
+/// opacity, blend and clip.
+fn composite(
+    pm: &mut PixmapMut<'_>,
+    scratch: &Pixmap,
+    look: &Look,
+    clip: Option<V2>,
+    ctx: &Ctx,
+) -> Result<(), CompositionError> {
+    let mask = match clip {
+        None => None,
+        Some([w, h]) => {
+            let mut m =
+                Mask::new(pm.width(), pm.height()).ok_or_else(|| CompositionError::Render {
+                    frame: ctx.frame,
+                    message: "cannot allocate a clip mask".into(),
+                })?;
+            if let Some(r) = Rect::from_xywh(0.0, 0.0, w as f32, h as f32) {
+                m.fill_path(&PathBuilder::from_rect(r), FillRule::Winding, true, look.tf);
+            }
+            Some(m)
+        }
+    };
+    let paint = PixmapPaint {
+        opacity: look.opacity,
+        blend_mode: look.blend,
+        quality: FilterQuality::Nearest,
+    };
+    pm.draw_pixmap(
+        0,
+        0,
+        scratch.as_ref(),
+        &paint,
+        Transform::identity(),
+        mask.as_ref(),
+    );
     Ok(())
 }
 

@@ -88,6 +88,17 @@ impl Template {
             .collect()
     }
 
+    /// Characters of the text outside placeholders.
+    pub fn literal_chars(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.chars().count() as u64,
+                Part::Prop(_) => 0,
+            })
+            .sum()
+    }
+
     /// The prop names used.
     pub fn props(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
@@ -158,28 +169,17 @@ pub fn parse_color(s: &str) -> Result<Rgba, String> {
     Ok([c(0), c(1), c(2), c(3)])
 }
 
-/// Levenshtein distance, for "did you mean" suggestions.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
 /// Up to three of `candidates` nearest to `wanted`, formatted as
 /// "; did you mean `a`, `b`?" (empty when nothing is close).
 pub fn suggest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()
-        .map(|c| (edit_distance(&wanted.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::levenshtein(&wanted.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(d, c)| *d <= (c.chars().count().max(wanted.chars().count()) / 2).max(2))
         .collect();
     scored.sort();

@@ -5,8 +5,18 @@ use cosmic_text::{
     Align, Attrs, Buffer, Family, FontSystem, Metrics, Shaping, Style, Weight, Wrap, fontdb,
 };
 
+use super::guard::guard;
 use super::load::{FontCheck, TextLayer};
 use super::model::{AlignDoc, VAlignDoc};
+use crate::CompositionError;
+
+/// The most faces one font file may hold: a collection whose header claims
+/// more is refused before fontdb reserves room for every face it claims.
+pub const MAX_FACES_PER_FONT: u32 = 256;
+
+/// The locale shaping runs with: fixed, so shaping never depends on the
+/// machine's settings.
+const LOCALE: &str = "en-US";
 
 /// The bundle's fonts and nothing else: the database starts empty.
 pub struct Fonts {
@@ -29,6 +39,7 @@ impl Fonts {
     pub fn new(files: Vec<(String, Vec<u8>)>) -> Result<Fonts, String> {
         let mut db = fontdb::Database::new();
         for (name, data) in files {
+            check_font(&name, &data)?;
             let before = db.len();
             db.load_font_data(data);
             if db.len() == before {
@@ -37,10 +48,39 @@ impl Fonts {
                 ));
             }
         }
-        // A fixed locale: shaping must not depend on the machine's settings.
         Ok(Fonts {
-            system: FontSystem::new_with_locale_and_db("en-US".to_owned(), db),
+            system: FontSystem::new_with_locale_and_db(LOCALE.to_owned(), db),
         })
+    }
+
+    /// Lays out `text` for `layer` (see [`shape`]); `ctx` names the layer
+    /// in errors. A panic of the shaper becomes
+    /// [`CompositionError::Crashed`], and the font system, whose caches the
+    /// panic may have left half-updated, is rebuilt from its database.
+    ///
+    /// # Errors
+    /// [`CompositionError`] for characters no font covers, or the panic.
+    pub fn shape(
+        &mut self,
+        layer: &TextLayer,
+        text: &str,
+        ctx: &str,
+    ) -> Result<Option<tiny_skia::Path>, CompositionError> {
+        match guard(
+            || ctx.to_owned(),
+            "text shaper",
+            || shape(self, layer, text),
+        ) {
+            Ok(shaped) => shaped.map_err(|message| CompositionError::Invalid {
+                context: ctx.to_owned(),
+                message,
+            }),
+            Err(e) => {
+                let db = self.system.db().clone();
+                self.system = FontSystem::new_with_locale_and_db(LOCALE.to_owned(), db);
+                Err(e)
+            }
+        }
     }
 
     fn faces(&self) -> Vec<String> {
@@ -242,4 +282,52 @@ impl ttf_parser::OutlineBuilder for Outline<'_> {
     fn close(&mut self) {
         self.pb.close();
     }
+}
+
+/// Checks every face of a font file the way fontdb will (it parses, has a
+/// family name and a PostScript name), so that a bad file is refused with
+/// our error instead of fontdb skipping the face with a logged warning.
+fn check_font(name: &str, data: &[u8]) -> Result<(), String> {
+    let faces = ttf_parser::fonts_in_collection(data).unwrap_or(1);
+    if faces == 0 || faces > MAX_FACES_PER_FONT {
+        return Err(format!(
+            "font `{name}` is a collection of {faces} faces: 1-{MAX_FACES_PER_FONT} allowed"
+        ));
+    }
+    for index in 0..faces {
+        if let Err(why) = check_face(data, index) {
+            return Err(if faces == 1 {
+                format!("font `{name}` holds no usable face (not a TrueType/OpenType font?): {why}")
+            } else {
+                format!("font `{name}`: face {index} of {faces} is not usable: {why}")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What fontdb 0.23 requires of a face (`parse_face_info`), and that
+/// ttf-parser, which draws the glyphs, can read it.
+fn check_face(data: &[u8], index: u32) -> Result<(), String> {
+    use ttf_parser::name_id;
+    let face = ttf_parser::Face::parse(data, index).map_err(|e| e.to_string())?;
+    // Unicode names that decode, or Mac Roman ones (fontdb maps every byte).
+    let readable = |n: &ttf_parser::name::Name| {
+        n.to_string().is_some()
+            || (n.platform_id == ttf_parser::PlatformId::Macintosh && n.encoding_id == 0)
+    };
+    let names = face.names();
+    let family = names.into_iter().any(|n| {
+        (n.name_id == name_id::TYPOGRAPHIC_FAMILY || n.name_id == name_id::FAMILY) && readable(&n)
+    });
+    if !family {
+        return Err("it has no family name".into());
+    }
+    let post_script = names
+        .into_iter()
+        .any(|n| n.name_id == name_id::POST_SCRIPT_NAME && readable(&n));
+    if !post_script {
+        return Err("it has no PostScript name".into());
+    }
+    Ok(())
 }

@@ -1,9 +1,13 @@
 //! Integration tests of the composition crate: golden images, the reference
-//! `promo`, audio mixing and decoding, and the errors bad scenes get.
+//! `promo`, audio mixing and decoding, the errors bad scenes get, the limits
+//! of every number, hostile input and a bounded fuzzer.
 
 mod audio;
 mod errors;
+mod fuzz;
 mod golden;
+mod hostile;
+mod limits;
 mod promo;
 
 use std::path::{Path, PathBuf};
