@@ -330,7 +330,7 @@ impl BoundWorker {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(no_delay(listener), async move {
                     stopped.cancelled().await
                 }),
         );
@@ -394,6 +394,22 @@ impl BoundWorker {
         tracing::info!("worker stopped");
         Ok(())
     }
+}
+
+/// The listener's connections with Nagle's algorithm off: a chunk's last
+/// small frames (its result, the end of the stream) would otherwise wait
+/// for the client's delayed ACK, about 40 ms per chunk.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not disable Nagle's algorithm");
+            }
+        })
+    })
 }
 
 type EventResult = Result<pb::RenderChunkEvent, Status>;
