@@ -421,8 +421,11 @@ impl Coordinator {
                         cached_chunks = s.cached_chunks,
                         "render done"
                     ),
+                    // Info, not warn: the error is returned to the caller, who
+                    // reports it (the CLI prints it once); a warning here would
+                    // print it twice. `--log-json` logs at info and keeps it.
                     Err(e) => {
-                        tracing::warn!(class = e.kind().as_str(), error = %e, "render failed")
+                        tracing::info!(class = e.kind().as_str(), error = %e, "render failed")
                     }
                 }
                 this.notify_render(&render_id, &composition, started, &result);
