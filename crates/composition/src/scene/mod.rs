@@ -35,6 +35,7 @@ mod guard;
 pub mod limits;
 mod load;
 pub mod model;
+mod number;
 mod overrides;
 mod render;
 mod template;
