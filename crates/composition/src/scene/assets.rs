@@ -3,15 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use tiny_skia::Pixmap;
-
-use super::model::FitDoc;
-
 use crate::{CompositionError, SAMPLE_RATE};
-
-/// The largest image, in pixels, a bundle may hold (checked before decoding,
-/// against decompression bombs): 8192 × 8192.
-pub const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
 
 /// The longest audio file, after decoding, in seconds at 48 kHz: protects a
 /// worker's memory (one hour of stereo `f32` is 1.4 GB).
@@ -77,6 +69,19 @@ pub fn resolve_path(root: &Path, rel: &str, context: &str) -> Result<PathBuf, Co
 /// # Errors
 /// [`CompositionError::Invalid`] naming the file.
 pub fn read_file(path: &Path, rel: &str, context: &str) -> Result<Vec<u8>, CompositionError> {
+    read_limited(path, rel, context, MAX_ASSET_BYTES)
+}
+
+/// Reads a bundle file whole, refusing files over `max` bytes.
+///
+/// # Errors
+/// [`CompositionError::Invalid`] naming the file.
+pub fn read_limited(
+    path: &Path,
+    rel: &str,
+    context: &str,
+    max: u64,
+) -> Result<Vec<u8>, CompositionError> {
     let invalid = |message: String| CompositionError::Invalid {
         context: context.to_owned(),
         message,
@@ -84,154 +89,10 @@ pub fn read_file(path: &Path, rel: &str, context: &str) -> Result<Vec<u8>, Compo
     let len = std::fs::metadata(path)
         .map_err(|e| invalid(format!("cannot read `{rel}`: {e}")))?
         .len();
-    if len > MAX_ASSET_BYTES {
-        return Err(invalid(format!(
-            "`{rel}` is {len} bytes: at most {MAX_ASSET_BYTES} allowed"
-        )));
+    if len > max {
+        return Err(invalid(format!("`{rel}` is {len} bytes: at most {max} allowed")));
     }
     std::fs::read(path).map_err(|e| invalid(format!("cannot read `{rel}`: {e}")))
-}
-
-/// Decodes a PNG, JPEG or WebP into a premultiplied pixmap, checking the
-/// pixel count from the header before decoding.
-///
-/// # Errors
-/// [`CompositionError::Invalid`] naming the file and what is wrong.
-pub fn decode_image(
-    bytes: &[u8],
-    rel: &str,
-    context: &str,
-) -> Result<Arc<Pixmap>, CompositionError> {
-    let invalid = |message: String| image_error(rel, context, message);
-    let (format, (w, h)) = header(
-        image::ImageReader::new(std::io::Cursor::new(bytes)),
-        rel,
-        context,
-    )?;
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(w);
-    limits.max_image_height = Some(h);
-    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| invalid(e.to_string()))?
-        .into_rgba8();
-    let mut pixmap = Pixmap::new(w, h).ok_or_else(|| invalid("cannot allocate".into()))?;
-    for (dst, src) in pixmap
-        .data_mut()
-        .chunks_exact_mut(4)
-        .zip(img.as_raw().chunks_exact(4))
-    {
-        let a = u16::from(src[3]);
-        // Premultiply with rounding: (c·a + 127) / 255.
-        for i in 0..3 {
-            dst[i] = ((u16::from(src[i]) * a + 127) / 255) as u8;
-        }
-        dst[3] = src[3];
-    }
-    Ok(Arc::new(pixmap))
-}
-
-fn image_error(rel: &str, context: &str, message: String) -> CompositionError {
-    CompositionError::Invalid {
-        context: context.to_owned(),
-        message: format!("image `{rel}`: {message}"),
-    }
-}
-
-/// The format and size an image's header declares, refusing formats other
-/// than PNG, JPEG and WebP and sizes over [`MAX_IMAGE_PIXELS`].
-fn header<R: std::io::BufRead + std::io::Seek>(
-    reader: image::ImageReader<R>,
-    rel: &str,
-    context: &str,
-) -> Result<(image::ImageFormat, (u32, u32)), CompositionError> {
-    let invalid = |message: String| image_error(rel, context, message);
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| invalid(e.to_string()))?;
-    let Some(format) = reader.format() else {
-        return Err(invalid("not a PNG, JPEG or WebP file".into()));
-    };
-    if !matches!(
-        format,
-        image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP
-    ) {
-        return Err(invalid(format!(
-            "{format:?} is not supported: use PNG, JPEG or WebP"
-        )));
-    }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| invalid(e.to_string()))?;
-    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS || w == 0 || h == 0 {
-        return Err(invalid(format!(
-            "{w}x{h} is too large or empty: at most {MAX_IMAGE_PIXELS} pixels"
-        )));
-    }
-    Ok((format, (w, h)))
-}
-
-/// The size of the image in the bundle file `path` from its header alone
-/// (what decoding it will allocate is known before decoding).
-///
-/// # Errors
-/// [`CompositionError::Invalid`] naming the file, as [`decode_image`] would.
-pub fn image_dimensions(
-    path: &Path,
-    rel: &str,
-    context: &str,
-) -> Result<(u32, u32), CompositionError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| image_error(rel, context, format!("cannot read: {e}")))?;
-    let reader = image::ImageReader::new(std::io::BufReader::new(file));
-    Ok(header(reader, rel, context)?.1)
-}
-
-/// The scale that fits an image of `image` size into `box_size` with `fit`.
-pub fn fit_scale(fit: FitDoc, [iw, ih]: [f64; 2], [bw, bh]: [f64; 2]) -> (f64, f64) {
-    match fit {
-        FitDoc::Fill => (bw / iw, bh / ih),
-        FitDoc::Contain => {
-            let s = (bw / iw).min(bh / ih);
-            (s, s)
-        }
-        FitDoc::Cover => {
-            let s = (bw / iw).max(bh / ih);
-            (s, s)
-        }
-    }
-}
-
-/// The size to reduce an image of size `(width, height)` to before drawing
-/// it into a `box_size` box with `fit`, if it is shown at less than 3/4 of
-/// its size.
-pub fn reduced_size(
-    (width, height): (u32, u32),
-    box_size: [f64; 2],
-    fit: FitDoc,
-) -> Option<(u32, u32)> {
-    let (iw, ih) = (f64::from(width), f64::from(height));
-    let (sx, sy) = fit_scale(fit, [iw, ih], box_size);
-    if sx >= 0.75 && sy >= 0.75 {
-        return None;
-    }
-    let w = (iw * sx.min(1.0)).round().max(1.0) as u32;
-    let h = (ih * sy.min(1.0)).round().max(1.0) as u32;
-    Some((w, h))
-}
-
-/// Reduces a premultiplied image with a triangle (area) filter: every output
-/// pixel is a convex mix of input pixels, so premultiplication stays valid.
-pub fn reduce(image: &Pixmap, (w, h): (u32, u32)) -> Arc<Pixmap> {
-    let src = image::RgbaImage::from_raw(image.width(), image.height(), image.data().to_vec())
-        .expect("a pixmap holds width·height·4 bytes");
-    let small = image::imageops::resize(&src, w, h, image::imageops::FilterType::Triangle);
-    let mut out = Pixmap::new(w, h).expect("reduced sizes are at least 1x1 and below the original");
-    out.data_mut().copy_from_slice(small.as_raw());
-    Arc::new(out)
 }
 
 /// Decoded audio: interleaved stereo `f32` at [`SAMPLE_RATE`].
@@ -406,22 +267,5 @@ mod tests {
         let out = resample(&src, 24_000, 48_000);
         assert_eq!(out.len(), 32);
         assert_eq!(&out[..6], &[0.0, 0.0, 0.5, -0.5, 1.0, -1.0]);
-    }
-
-    #[test]
-    fn image_bombs_are_refused_before_decoding() {
-        // A PNG header claiming 100000 x 100000 pixels.
-        let mut png = Vec::new();
-        png.extend_from_slice(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
-        png.extend_from_slice(&100_000u32.to_be_bytes());
-        png.extend_from_slice(&100_000u32.to_be_bytes());
-        png.extend_from_slice(&[8, 6, 0, 0, 0]);
-        let crc = 0u32; // the header check comes before the CRC matters
-        png.extend_from_slice(&crc.to_be_bytes());
-        let e = decode_image(&png, "bomb.png", "layer `B`").expect_err("bomb");
-        assert!(
-            e.to_string().starts_with("layer `B`: image `bomb.png`:"),
-            "{e}"
-        );
     }
 }

@@ -31,7 +31,9 @@ mod anim;
 mod assets;
 mod audio;
 mod budget;
+mod colour;
 mod guard;
+mod image;
 pub mod limits;
 mod load;
 pub mod model;
@@ -49,7 +51,8 @@ use timebase::{FrameIndex, SampleSpan};
 use tiny_skia::{Pixmap, PixmapMut, Transform};
 
 pub use anim::{Easing, MAX_BEZIER_Y};
-pub use assets::{MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS};
+pub use assets::MAX_AUDIO_SECONDS;
+pub use image::{MAX_IMAGE_PIXELS, MAX_SVG_BYTES};
 pub use budget::{GLYPH_OUTLINE_BYTES, MAX_FRAME_BUFFER_BYTES, MAX_IMAGE_BYTES, MAX_SHAPED_GLYPHS};
 pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
 pub use text::MAX_FACES_PER_FONT;
@@ -371,17 +374,16 @@ impl SceneComposition {
                 (None, None) => continue,
             };
             let file = assets::resolve_path(&self.shared.root, &src, &lctx)?;
-            let (w, h) = match lock(&self.shared.images).get(&(file.clone(), (0, 0))) {
-                Some(p) => (p.width(), p.height()),
-                None => guard(
-                    || lctx.clone(),
-                    "image decoder",
-                    || assets::image_dimensions(&file, &src, &lctx),
-                )??,
-            };
+            let shown = img.size.map(|b| (b, img.fit));
+            let (w, h) = guard(
+                || lctx.clone(),
+                "image decoder",
+                || image::probe(&file, &src, &lctx, shown),
+            )??
+            .size;
             let mut sizes = vec![(w, h)];
             if let Some(b) = img.size {
-                sizes.extend(assets::reduced_size((w, h), b, img.fit));
+                sizes.extend(image::reduced_size((w, h), b, img.fit));
             }
             for size in sizes {
                 if seen.insert((file.clone(), size)) {
@@ -460,12 +462,21 @@ impl SceneComposition {
                         .src
                         .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
                     let path = assets::resolve_path(&self.shared.root, &src, &lctx)?;
-                    let original = self.image(&path, (0, 0), || {
+                    let shown = img.size.map(|b| (b, img.fit));
+                    let probe = guard(
+                        || lctx.clone(),
+                        "image decoder",
+                        || image::probe(&path, &src, &lctx, shown),
+                    )??;
+                    // A raster decodes to one size whatever the layer; an
+                    // SVG is rendered at the size it is shown.
+                    let key = if probe.svg { probe.size } else { (0, 0) };
+                    let original = self.image(&path, key, || {
                         let bytes = assets::read_file(&path, &src, &lctx)?;
                         guard(
                             || lctx.clone(),
                             "image decoder",
-                            || assets::decode_image(&bytes, &src, &lctx),
+                            || image::decode(&bytes, probe, &src, &lctx),
                         )?
                     })?;
                     // An image shown much smaller than it is gets reduced
@@ -474,14 +485,14 @@ impl SceneComposition {
                     let dims = (original.width(), original.height());
                     let pixmap = match img
                         .size
-                        .and_then(|b| assets::reduced_size(dims, b, img.fit))
+                        .and_then(|b| image::reduced_size(dims, b, img.fit))
                     {
                         None => original,
                         Some(size) => self.image(&path, size, || {
                             guard(
                                 || lctx.clone(),
                                 "image scaler",
-                                || assets::reduce(&original, size),
+                                || image::reduce(&original, size),
                             )
                         })?,
                     };

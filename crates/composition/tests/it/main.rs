@@ -7,6 +7,7 @@ mod errors;
 mod fuzz;
 mod golden;
 mod hostile;
+mod images;
 mod limits;
 mod promo;
 
