@@ -1,13 +1,8 @@
-//! Bundle files: path safety, image decoding and audio decoding.
+//! Bundle files: path safety and reading.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
-use crate::{CompositionError, SAMPLE_RATE};
-
-/// The longest audio file, after decoding, in seconds at 48 kHz: protects a
-/// worker's memory (one hour of stereo `f32` is 1.4 GB).
-pub const MAX_AUDIO_SECONDS: u64 = 3600;
+use crate::CompositionError;
 
 /// The largest file the bundle may hold that a scene reads whole.
 pub const MAX_ASSET_BYTES: u64 = 1 << 30;
@@ -90,142 +85,11 @@ pub fn read_limited(
         .map_err(|e| invalid(format!("cannot read `{rel}`: {e}")))?
         .len();
     if len > max {
-        return Err(invalid(format!("`{rel}` is {len} bytes: at most {max} allowed")));
-    }
-    std::fs::read(path).map_err(|e| invalid(format!("cannot read `{rel}`: {e}")))
-}
-
-/// Decoded audio: interleaved stereo `f32` at [`SAMPLE_RATE`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pcm {
-    /// Interleaved L, R samples.
-    pub samples: Vec<f32>,
-}
-
-impl Pcm {
-    /// Number of stereo sample frames.
-    pub fn frames(&self) -> u64 {
-        (self.samples.len() / 2) as u64
-    }
-}
-
-/// Decodes an audio file with Symphonia (WAV, MP3, AAC/M4A, FLAC, Ogg
-/// Vorbis), takes the first two channels (mono is duplicated) and resamples
-/// to 48 kHz.
-///
-/// # Errors
-/// [`CompositionError::Invalid`] naming the file.
-pub fn decode_audio(bytes: Vec<u8>, rel: &str, context: &str) -> Result<Pcm, CompositionError> {
-    use symphonia::core::audio::SampleBuffer;
-    use symphonia::core::codecs::DecoderOptions;
-    use symphonia::core::errors::Error as SymError;
-    use symphonia::core::formats::FormatOptions;
-    use symphonia::core::io::MediaSourceStream;
-    use symphonia::core::meta::MetadataOptions;
-    use symphonia::core::probe::Hint;
-
-    let invalid = |message: String| CompositionError::Invalid {
-        context: context.to_owned(),
-        message: format!("audio `{rel}`: {message}"),
-    };
-    let mut hint = Hint::new();
-    if let Some(ext) = Path::new(rel).extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let mss = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), Default::default());
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| invalid(format!("not a decodable audio file: {e}")))?;
-    let mut format = probed.format;
-    let track = format
-        .default_track()
-        .ok_or_else(|| invalid("no audio track".into()))?;
-    let track_id = track.id;
-    let rate = track
-        .codec_params
-        .sample_rate
-        .ok_or_else(|| invalid("unknown sample rate".into()))?;
-    if !(1000..=384_000).contains(&rate) {
         return Err(invalid(format!(
-            "sample rate {rate} Hz is out of range 1000-384000"
+            "`{rel}` is {len} bytes: at most {max} allowed"
         )));
     }
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| invalid(format!("unsupported codec: {e}")))?;
-    let max_frames = MAX_AUDIO_SECONDS * u64::from(rate);
-    let mut stereo: Vec<f32> = Vec::new();
-    let mut buf: Option<SampleBuffer<f32>> = None;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => break,
-            Err(e) => return Err(invalid(format!("reading packets: {e}"))),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            // A corrupt packet is skipped, as every player does.
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => return Err(invalid(format!("decoding: {e}"))),
-        };
-        let spec = *decoded.spec();
-        let channels = spec.channels.count();
-        if channels == 0 {
-            return Err(invalid("no channels".into()));
-        }
-        let sb = match &mut buf {
-            Some(b) if b.capacity() >= decoded.capacity() * channels => b,
-            _ => buf.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
-        };
-        sb.copy_interleaved_ref(decoded);
-        for frame in sb.samples().chunks_exact(channels) {
-            let l = frame[0];
-            let r = if channels > 1 { frame[1] } else { frame[0] };
-            stereo.push(l);
-            stereo.push(r);
-        }
-        if (stereo.len() / 2) as u64 > max_frames {
-            return Err(invalid(format!(
-                "longer than {MAX_AUDIO_SECONDS} s: too long for a scene"
-            )));
-        }
-    }
-    Ok(Pcm {
-        samples: resample(&stereo, rate, SAMPLE_RATE),
-    })
-}
-
-/// Resamples interleaved stereo from `from` Hz to `to` Hz by linear
-/// interpolation. Output sample `n` sits at source position `n·from/to`,
-/// computed in integers, so the result depends on nothing but the input.
-pub fn resample(stereo: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to {
-        return stereo.to_vec();
-    }
-    let frames = (stereo.len() / 2) as u64;
-    let out_frames = frames * u64::from(to) / u64::from(from);
-    let mut out = Vec::with_capacity(out_frames as usize * 2);
-    for n in 0..out_frames {
-        let pos = n * u64::from(from);
-        let i = pos / u64::from(to);
-        let frac = (pos % u64::from(to)) as f32 / to as f32;
-        let j = (i + 1).min(frames - 1);
-        for ch in 0..2 {
-            let a = stereo[(i * 2) as usize + ch];
-            let b = stereo[(j * 2) as usize + ch];
-            out.push(a + (b - a) * frac);
-        }
-    }
-    out
+    std::fs::read(path).map_err(|e| invalid(format!("cannot read `{rel}`: {e}")))
 }
 
 #[cfg(test)]
@@ -259,13 +123,5 @@ mod tests {
             let e = resolve_path(&root, "link", "c").expect_err("symlink out");
             assert!(e.to_string().contains("leads outside the bundle"), "{e}");
         }
-    }
-
-    #[test]
-    fn resample_is_exact_at_integer_positions() {
-        let src: Vec<f32> = (0..8).flat_map(|i| [i as f32, -(i as f32)]).collect();
-        let out = resample(&src, 24_000, 48_000);
-        assert_eq!(out.len(), 32);
-        assert_eq!(&out[..6], &[0.0, 0.0, 0.5, -0.5, 1.0, -1.0]);
     }
 }

@@ -38,12 +38,7 @@ type M3 = [[f64; 3]; 3];
 const D50: [f64; 3] = [0.9642, 1.0, 0.8249];
 
 /// sRGB (BT.709 primaries, D65 white) as chromaticities.
-const SRGB_XY: [[f64; 2]; 4] = [
-    [0.3127, 0.3290],
-    [0.64, 0.33],
-    [0.30, 0.60],
-    [0.15, 0.06],
-];
+const SRGB_XY: [[f64; 2]; 4] = [[0.3127, 0.3290], [0.64, 0.33], [0.30, 0.60], [0.15, 0.06]];
 
 /// Bradford cone response matrix (ICC.1:2010 Annex E).
 const BRADFORD: M3 = [
@@ -82,7 +77,11 @@ impl ToSrgb {
                     colorant(p.blue_colorant),
                 );
                 (
-                    [trc(&p.red_trc, "red")?, trc(&p.green_trc, "green")?, trc(&p.blue_trc, "blue")?],
+                    [
+                        trc(&p.red_trc, "red")?,
+                        trc(&p.green_trc, "green")?,
+                        trc(&p.blue_trc, "blue")?,
+                    ],
                     columns(r, g, b),
                 )
             }
@@ -274,11 +273,24 @@ fn invert(m: M3) -> Option<M3> {
     if det.abs() < 1e-12 || !det.is_finite() {
         return None;
     }
-    let c = |r1: usize, c1: usize, r2: usize, c2: usize| m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1];
+    let c =
+        |r1: usize, c1: usize, r2: usize, c2: usize| m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1];
     Some([
-        [c(1, 1, 2, 2) / det, -c(0, 1, 2, 2) / det, c(0, 1, 1, 2) / det],
-        [-c(1, 0, 2, 2) / det, c(0, 0, 2, 2) / det, -c(0, 0, 1, 2) / det],
-        [c(1, 0, 2, 1) / det, -c(0, 0, 2, 1) / det, c(0, 0, 1, 1) / det],
+        [
+            c(1, 1, 2, 2) / det,
+            -c(0, 1, 2, 2) / det,
+            c(0, 1, 1, 2) / det,
+        ],
+        [
+            -c(1, 0, 2, 2) / det,
+            c(0, 0, 2, 2) / det,
+            -c(0, 0, 1, 2) / det,
+        ],
+        [
+            c(1, 0, 2, 1) / det,
+            -c(0, 0, 2, 1) / det,
+            c(0, 0, 1, 1) / det,
+        ],
     ])
 }
 
@@ -291,7 +303,10 @@ fn xyz([x, y]: [f64; 2]) -> [f64; 3] {
 /// adapted to the D50 white with Bradford, as an ICC profile stores it.
 /// `None` for degenerate primaries.
 fn rgb_to_d50(xy: [[f64; 2]; 4]) -> Option<M3> {
-    if xy.iter().any(|p| !(p[1] > 0.0) || !p[0].is_finite()) {
+    if xy
+        .iter()
+        .any(|p| p[1].is_nan() || p[1] <= 0.0 || !p[0].is_finite())
+    {
         return None;
     }
     let white = xyz(xy[0]);

@@ -148,7 +148,8 @@ fn raster_header<R: BufRead + Seek>(
         Some(f @ (F::Png | F::Jpeg | F::WebP)) => f,
         Some(F::Gif) => {
             return Err(invalid(
-                "GIF is not supported (animated images are not either): use PNG, JPEG, WebP or SVG".into(),
+                "GIF is not supported (animated images are not either): use PNG, JPEG, WebP or SVG"
+                    .into(),
             ));
         }
         Some(other) => {
@@ -166,7 +167,8 @@ fn raster_header<R: BufRead + Seek>(
     };
     let (mut decoder, size): (Box<dyn image::ImageDecoder>, (u32, u32)) = match format {
         F::Png => {
-            let d = image::codecs::png::PngDecoder::new(inner).map_err(|e| invalid(e.to_string()))?;
+            let d =
+                image::codecs::png::PngDecoder::new(inner).map_err(|e| invalid(e.to_string()))?;
             if d.is_apng().map_err(|e| invalid(e.to_string()))? {
                 return Err(animated("this APNG"));
             }
@@ -174,8 +176,8 @@ fn raster_header<R: BufRead + Seek>(
             (Box::new(d), size)
         }
         F::WebP => {
-            let d = image::codecs::webp::WebPDecoder::new(inner)
-                .map_err(|e| invalid(e.to_string()))?;
+            let d =
+                image::codecs::webp::WebPDecoder::new(inner).map_err(|e| invalid(e.to_string()))?;
             if d.has_animation() {
                 return Err(animated("this WebP"));
             }
@@ -183,8 +185,8 @@ fn raster_header<R: BufRead + Seek>(
             (Box::new(d), size)
         }
         _ => {
-            let d = image::codecs::jpeg::JpegDecoder::new(inner)
-                .map_err(|e| invalid(e.to_string()))?;
+            let d =
+                image::codecs::jpeg::JpegDecoder::new(inner).map_err(|e| invalid(e.to_string()))?;
             let size = d.dimensions();
             (Box::new(d), size)
         }
@@ -226,9 +228,9 @@ fn decode_raster(bytes: &[u8], format: image::ImageFormat) -> Result<Rgba, Strin
             image::codecs::png::PngDecoder::with_limits(cursor(), limits.clone())
                 .map_err(|e| e.to_string())?,
         ),
-        image::ImageFormat::WebP => Box::new(
-            image::codecs::webp::WebPDecoder::new(cursor()).map_err(|e| e.to_string())?,
-        ),
+        image::ImageFormat::WebP => {
+            Box::new(image::codecs::webp::WebPDecoder::new(cursor()).map_err(|e| e.to_string())?)
+        }
         _ => Box::new(image::codecs::jpeg::JpegDecoder::new(cursor()).map_err(|e| e.to_string())?),
     };
     decoder.set_limits(limits).map_err(|e| e.to_string())?;

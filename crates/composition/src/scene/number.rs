@@ -273,7 +273,9 @@ impl Spec {
             SpecKind::Percent => (n.percent(), Some(self.precision.unwrap_or(6))),
             SpecKind::Integer => {
                 if !n.is_whole() {
-                    return Err(format!("{n} is not a whole number (`d` shows whole numbers; use `.0f` to round)"));
+                    return Err(format!(
+                        "{n} is not a whole number (`d` shows whole numbers; use `.0f` to round)"
+                    ));
                 }
                 (n, None)
             }
@@ -338,7 +340,11 @@ mod tests {
     fn check(spec: &str, value: &str, expected: &str) {
         let s = Spec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
         let n = Decimal::parse(value).unwrap_or_else(|| panic!("{value} parses"));
-        assert_eq!(s.format(n).as_deref(), Ok(expected), "{{:{spec}}} of {value}");
+        assert_eq!(
+            s.format(n).as_deref(),
+            Ok(expected),
+            "{{:{spec}}} of {value}"
+        );
     }
 
     #[test]
@@ -412,7 +418,17 @@ mod tests {
             e,
             "2.5 is not a whole number (`d` shows whole numbers; use `.0f` to round)"
         );
-        for text in ["", "abc", "1.2.3", "--1", "1e", "1e999999999", ".", "0x10", "1,000"] {
+        for text in [
+            "",
+            "abc",
+            "1.2.3",
+            "--1",
+            "1e",
+            "1e999999999",
+            ".",
+            "0x10",
+            "1,000",
+        ] {
             assert_eq!(Decimal::parse(text), None, "{text:?}");
         }
         assert!(

@@ -59,15 +59,16 @@ impl Template {
                         }
                     }
                     let written = format!("{{{name}}}");
-                    let (name, spec) = match name.split_once(':') {
-                        Some((n, spec)) => (
-                            n,
-                            Some(Spec::parse(spec.trim()).map_err(|m| {
-                                format!("`{text}`: placeholder `{written}`: {m}")
-                            })?),
-                        ),
-                        None => (name.as_str(), None),
-                    };
+                    let (name, spec) =
+                        match name.split_once(':') {
+                            Some((n, spec)) => (
+                                n,
+                                Some(Spec::parse(spec.trim()).map_err(|m| {
+                                    format!("`{text}`: placeholder `{written}`: {m}")
+                                })?),
+                            ),
+                            None => (name.as_str(), None),
+                        };
                     let name = name.trim().to_owned();
                     if name.is_empty() {
                         return Err(format!("`{text}`: empty placeholder `{written}`"));
@@ -334,7 +335,11 @@ mod tests {
             ("{big}", "9007199254740993"),
             ("{ amount : .1f }", "340.5"),
         ] {
-            assert_eq!(filled(template, p.clone()).as_deref(), Ok(expected), "{template}");
+            assert_eq!(
+                filled(template, p.clone()).as_deref(),
+                Ok(expected),
+                "{template}"
+            );
         }
     }
 
@@ -342,12 +347,28 @@ mod tests {
     fn booleans_arrays_objects_and_non_numbers_are_refused() {
         let p = serde_json::json!({"vip": true, "list": [1, 2], "obj": {"a": 1}, "name": "Ada"});
         for (template, expected) in [
-            ("{vip}", "layer `T`: placeholder `{vip}`: prop `vip` is a boolean (true): text shows strings and numbers only; pass the text to show as a string"),
-            ("{list}", "layer `T`: placeholder `{list}`: prop `list` is an array ([1,2]): text shows strings and numbers only; pass the text to show as a string"),
-            ("{obj:.2f}", "layer `T`: placeholder `{obj:.2f}`: prop `obj` is an object ({\"a\":1}): text shows strings and numbers only; pass the text to show as a string"),
-            ("{name:.2f}", "layer `T`: placeholder `{name:.2f}`: prop `name` is \"Ada\", not a number: a format spec needs a number such as 1234.5"),
+            (
+                "{vip}",
+                "layer `T`: placeholder `{vip}`: prop `vip` is a boolean (true): text shows strings and numbers only; pass the text to show as a string",
+            ),
+            (
+                "{list}",
+                "layer `T`: placeholder `{list}`: prop `list` is an array ([1,2]): text shows strings and numbers only; pass the text to show as a string",
+            ),
+            (
+                "{obj:.2f}",
+                "layer `T`: placeholder `{obj:.2f}`: prop `obj` is an object ({\"a\":1}): text shows strings and numbers only; pass the text to show as a string",
+            ),
+            (
+                "{name:.2f}",
+                "layer `T`: placeholder `{name:.2f}`: prop `name` is \"Ada\", not a number: a format spec needs a number such as 1234.5",
+            ),
         ] {
-            assert_eq!(filled(template, p.clone()), Err(expected.to_owned()), "{template}");
+            assert_eq!(
+                filled(template, p.clone()),
+                Err(expected.to_owned()),
+                "{template}"
+            );
         }
         assert_eq!(
             Template::parse("{amount:.2x}").expect_err("bad spec"),

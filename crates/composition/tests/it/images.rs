@@ -40,7 +40,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -272,10 +276,12 @@ fn icc_profiles_and_png_gamma_are_converted_to_srgb_as_littlecms_does() {
         "gAMA 1.0",
     );
     // gAMA with cHRM of Adobe RGB's primaries.
-    let chrm: Vec<u8> = [31_270u32, 32_900, 64_000, 33_000, 21_000, 71_000, 15_000, 6_000]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect();
+    let chrm: Vec<u8> = [
+        31_270u32, 32_900, 64_000, 33_000, 21_000, 71_000, 15_000, 6_000,
+    ]
+    .iter()
+    .flat_map(|v| v.to_be_bytes())
+    .collect();
     check_colours(
         &[
             chunk(b"gAMA", &45_455u32.to_be_bytes()),
@@ -400,7 +406,12 @@ fn exif_orientations_turn_jpegs_and_pngs_upright() {
     // A PNG's eXIf chunk: orientation 6 turns it clockwise.
     std::fs::write(
         dir.path().join("photo.png"),
-        png(32, 16, &quadrants(), &[chunk(b"eXIf", &exif_orientation(6)[6..])]),
+        png(
+            32,
+            16,
+            &quadrants(),
+            &[chunk(b"eXIf", &exif_orientation(6)[6..])],
+        ),
     )
     .expect("png");
     scene(dir.path(), "photo.png", (16, 32), None);
@@ -408,7 +419,11 @@ fn exif_orientations_turn_jpegs_and_pngs_upright() {
     // The marker at (2, 2) of the stored image is at (13, 2) upright.
     let at = |x: usize, y: usize| &ours[(y * 16 + x) * 4..(y * 16 + x) * 4 + 3];
     assert_eq!(at(13, 2), [0, 0, 0]);
-    assert_eq!(at(2, 2), [30, 30, 220], "top-left upright is the stored bottom-left");
+    assert_eq!(
+        at(2, 2),
+        [30, 30, 220],
+        "top-left upright is the stored bottom-left"
+    );
 }
 
 #[test]
@@ -436,7 +451,9 @@ fn damaged_jpegs_are_errors_naming_the_file() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}: {e}");
         let text = e.to_string();
         assert!(
-            text.contains(&format!("layer `Photo`: image `{name}`: the JPEG data is damaged or truncated")),
+            text.contains(&format!(
+                "layer `Photo`: image `{name}`: the JPEG data is damaged or truncated"
+            )),
             "{name}: {text}"
         );
     }
@@ -459,7 +476,11 @@ fn animated_images_are_refused_by_name() {
             &["-c:v", "libwebp_anim", "-loop", "0"][..],
             "this WebP is animated: animated images are not supported",
         ),
-        ("a.gif", &[][..], "GIF is not supported (animated images are not either)"),
+        (
+            "a.gif",
+            &[][..],
+            "GIF is not supported (animated images are not either)",
+        ),
     ] {
         media::run(
             Command::new("ffmpeg")
@@ -505,7 +526,9 @@ fn svg_renders_at_the_size_shown_and_refuses_what_it_would_drop() {
     ] {
         std::fs::write(
             dir.path().join("logo.svg"),
-            format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">{body}</svg>"#),
+            format!(
+                r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">{body}</svg>"#
+            ),
         )
         .expect("svg");
         let e = open_error(dir.path()).to_string();

@@ -3,6 +3,7 @@
 //! of every number, hostile input and a bounded fuzzer.
 
 mod audio;
+mod audio_files;
 mod errors;
 mod fuzz;
 mod golden;
