@@ -406,34 +406,49 @@ fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerErro
     }
 }
 
+/// What happens to a chunk's work when its client leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenGone {
+    /// Drop it at once (aborts a download or an upload).
+    Drop,
+    /// Let it see the cancellation and finish (the render threads clean up
+    /// their files before the slot is released).
+    Finish,
+}
+
 /// Runs `work` while sending the progress in `state` every
 /// [`PROGRESS_INTERVAL`] (the coordinator counts silence towards its stall
-/// timeout, also while a bundle downloads or artifacts upload). Returns
-/// `None`, dropping `work` (which aborts a download or an upload), when the
-/// client leaves or `cancel` fires.
+/// timeout, also while a bundle downloads or artifacts upload). When the
+/// client leaves, `cancel` fires and the work is dropped or finished as
+/// `when_gone` says; either way the result is `None`. A `Drop` work is also
+/// dropped when `cancel` fires from elsewhere (shutdown).
 async fn report_while<T>(
     work: impl Future<Output = T>,
     state: &Mutex<ChunkProgress>,
     tx: &mpsc::Sender<EventResult>,
     cancel: &CancellationToken,
+    when_gone: WhenGone,
 ) -> Option<T> {
     tokio::pin!(work);
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut gone = false;
     loop {
-        tokio::select! {
-            r = &mut work => return Some(r),
-            _ = ticker.tick() => {
+        let client_left = tokio::select! {
+            r = &mut work => return (!gone).then_some(r),
+            _ = ticker.tick(), if !gone => {
                 let p = state.lock().map(|s| *s).unwrap_or_default();
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(progress_event(p))) {
-                    cancel.cancel();
-                    return None;
-                }
+                matches!(tx.try_send(Ok(progress_event(p))), Err(mpsc::error::TrySendError::Closed(_)))
             }
-            _ = tx.closed() => {
-                cancel.cancel();
+            _ = tx.closed(), if !gone => true,
+            _ = cancel.cancelled(), if when_gone == WhenGone::Drop => return None,
+        };
+        if client_left {
+            tracing::info!("client gone: cancelling the chunk");
+            gone = true;
+            cancel.cancel();
+            if when_gone == WhenGone::Drop {
                 return None;
             }
-            _ = cancel.cancelled() => return None,
         }
     }
 }
@@ -548,7 +563,7 @@ impl Inner {
         let _bundle: Option<CachedBundle> = match &request.source {
             SourceSpec::BundleRef(reference) => {
                 let fetch = self.bundles.fetch(reference);
-                let bundle = report_while(fetch, &state, tx, cancel)
+                let bundle = report_while(fetch, &state, tx, cancel, WhenGone::Drop)
                     .await
                     .ok_or(WorkerError::Cancelled { chunk })??;
                 request.source = SourceSpec::BundlePath(bundle.path().to_path_buf());
@@ -561,7 +576,7 @@ impl Inner {
         let worker = self.worker.clone();
         let req = request.clone();
         let token = cancel.clone();
-        let mut handle = tokio::task::spawn_blocking(move || {
+        let handle = tokio::task::spawn_blocking(move || {
             let sink = move |p: ChunkProgress| {
                 if let Ok(mut s) = sink_state.lock() {
                     *s = p;
@@ -569,37 +584,10 @@ impl Inner {
             };
             render_chunk(&worker, &req, &sink, &token)
         });
-        let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
-        let mut client_gone = false;
-        let rendered = loop {
-            tokio::select! {
-                r = &mut handle => break r,
-                _ = ticker.tick() => {
-                    let p = state.lock().map(|s| *s).unwrap_or_default();
-                    match tx.try_send(Ok(progress_event(p))) {
-                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            client_gone = true;
-                            cancel.cancel();
-                        }
-                    }
-                }
-                _ = tx.closed(), if !client_gone => {
-                    tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "client gone: cancelling");
-                    client_gone = true;
-                    cancel.cancel();
-                }
-            }
-        };
-        let mut result = match rendered {
-            Ok(r) => r?,
-            Err(_) => return Err(WorkerError::Panicked { stage: "render" }),
-        };
-        if client_gone {
-            return Err(WorkerError::Cancelled {
-                chunk: request.span.index.0,
-            });
-        }
+        let rendered = report_while(handle, &state, tx, cancel, WhenGone::Finish)
+            .await
+            .ok_or(WorkerError::Cancelled { chunk })?;
+        let mut result = rendered.map_err(|_| WorkerError::Panicked { stage: "render" })??;
         let deliver = Instant::now();
         let delivered = match delivery {
             ArtifactTarget::Inline => {
@@ -615,7 +603,7 @@ impl Inner {
             ArtifactTarget::Directory(_) => Delivered::Directory,
             ArtifactTarget::Storage(prefix) => {
                 let upload = self.upload(prefix, request, &result);
-                let (video, audio) = report_while(upload, &state, tx, cancel)
+                let (video, audio) = report_while(upload, &state, tx, cancel, WhenGone::Drop)
                     .await
                     .ok_or(WorkerError::Cancelled { chunk })??;
                 Delivered::Uploaded(video, audio)

@@ -192,6 +192,14 @@ struct RenderArgs {
     /// bar.
     #[arg(long)]
     json: bool,
+    /// POST a JSON event here when the render succeeds, fails or is
+    /// cancelled (retried with backoff; never holds up the render).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// A file holding the secret webhook deliveries are signed with
+    /// (HMAC-SHA256, header X-Montage-Signature).
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_secret_file: Option<PathBuf>,
 }
 
 fn parse_prop(kv: &str) -> Result<(String, serde_json::Value), String> {
@@ -378,6 +386,25 @@ fn render_request(
             .filter(|c| c != "off"),
         cache_max_bytes: args.cache_size,
         s3: storage::S3Config::default(),
+        webhook: match &args.webhook {
+            None => None,
+            Some(url) => {
+                let secret = match &args.webhook_secret_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("--webhook-secret-file {}", f.display()))?
+                            .trim()
+                            .as_bytes()
+                            .to_vec(),
+                    ),
+                    None => None,
+                };
+                Some(coordinator::webhook::WebhookConfig::new(
+                    url.clone(),
+                    secret,
+                ))
+            }
+        },
     };
     request.validate()?;
     pool.validate()?;
