@@ -292,6 +292,62 @@ fn icc_profiles_and_png_gamma_are_converted_to_srgb_as_littlecms_does() {
     );
 }
 
+/// Display P3's colorants adapted to D50 (what iPhones embed).
+const DISPLAY_P3: [[f64; 3]; 3] = [
+    [0.51512, 0.29198, 0.15710],
+    [0.24120, 0.69225, 0.06657],
+    [-0.00105, 0.04189, 0.78407],
+];
+
+#[test]
+fn a_jpeg_icc_profile_is_applied_to_what_the_jpeg_decodes_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Four flat 16×16 blocks, 4:4:4 at the best quality.
+    let colours = [[220u8, 40, 40], [40, 180, 60], [30, 60, 200], [200, 200, 60]];
+    let mut px = Vec::new();
+    for _ in 0..16 {
+        for x in 0..64 {
+            px.extend_from_slice(&colours[x / 16]);
+        }
+    }
+    let src = dir.path().join("src.png");
+    std::fs::write(&src, png(64, 16, &px, &[])).expect("png");
+    let plain = dir.path().join("plain.jpg");
+    media::run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&src)
+            .args(["-q:v", "1", "-pix_fmt", "yuvj444p"])
+            .arg(&plain),
+    );
+    let jpeg = std::fs::read(&plain).expect("jpeg");
+    let profile = icc_profile(Some(DISPLAY_P3), 2.2);
+    let mut app2 = vec![0xff, 0xe2];
+    app2.extend_from_slice(&((2 + 14 + profile.len()) as u16).to_be_bytes());
+    app2.extend_from_slice(b"ICC_PROFILE\0\x01\x01");
+    app2.extend_from_slice(&profile);
+    let mut file = jpeg[..2].to_vec();
+    file.extend_from_slice(&app2);
+    file.extend_from_slice(&jpeg[2..]);
+    std::fs::write(dir.path().join("p3.jpg"), &file).expect("write");
+    scene(dir.path(), "p3.jpg", (64, 16), None);
+    let ours = frame(dir.path()).expect("renders");
+    // ffmpeg decodes the pixels (it applies no profile); LittleCMS converts
+    // those values.
+    let decoded = &media::decode_video_frames(&plain, PixFmt::Rgba)[0].planes[0].data;
+    let centre = |img: &[u8], b: usize| {
+        let i = (8 * 64 + b * 16 + 8) * 4;
+        [img[i], img[i + 1], img[i + 2]]
+    };
+    let values: Vec<[u8; 3]> = (0..4).map(|b| centre(decoded, b)).collect();
+    let theirs = transicc(dir.path(), &profile, &values);
+    for b in 0..4 {
+        let o = centre(&ours, b);
+        let close = o.iter().zip(&theirs[b]).all(|(a, t)| a.abs_diff(*t) <= 2);
+        assert!(close, "block {b}: {:?} became {o:?}; LittleCMS says {:?}", values[b], theirs[b]);
+    }
+}
+
 #[test]
 fn srgb_declarations_leave_pixels_unchanged() {
     let colours: Vec<u8> = (0..=255u8).flat_map(|v| [v, 255 - v, v / 2]).collect();
