@@ -14,20 +14,7 @@ use timebase::SampleSpan;
 
 /// A 32-bit float WAV (no quantisation spurs to mistake for aliases).
 fn wav_f32(rate: u32, channels: u16, samples: &[f32]) -> Vec<u8> {
-    let data_len = (samples.len() * 4) as u32;
-    let mut v = Vec::new();
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + data_len).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    v.extend_from_slice(&16u32.to_le_bytes());
-    v.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
-    v.extend_from_slice(&channels.to_le_bytes());
-    v.extend_from_slice(&rate.to_le_bytes());
-    v.extend_from_slice(&(rate * u32::from(channels) * 4).to_le_bytes());
-    v.extend_from_slice(&(channels * 4).to_le_bytes());
-    v.extend_from_slice(&32u16.to_le_bytes());
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&data_len.to_le_bytes());
+    let mut v = crate::wav_header(3, channels, rate, 32, (samples.len() * 4) as u32);
     for s in samples {
         v.extend_from_slice(&s.to_le_bytes());
     }
@@ -385,19 +372,7 @@ fn long_files_are_read_by_the_span_and_spans_equal_the_whole() {
     // decode it.
     for (seconds, trim_end) in [(7_200u64, Some(900)), (3_540, None)] {
         let data = seconds * 48_000 * 4;
-        let mut header = Vec::new();
-        header.extend_from_slice(b"RIFF");
-        header.extend_from_slice(&((36 + data) as u32).to_le_bytes());
-        header.extend_from_slice(b"WAVEfmt ");
-        header.extend_from_slice(&16u32.to_le_bytes());
-        header.extend_from_slice(&1u16.to_le_bytes());
-        header.extend_from_slice(&2u16.to_le_bytes());
-        header.extend_from_slice(&48_000u32.to_le_bytes());
-        header.extend_from_slice(&(48_000u32 * 4).to_le_bytes());
-        header.extend_from_slice(&4u16.to_le_bytes());
-        header.extend_from_slice(&16u16.to_le_bytes());
-        header.extend_from_slice(b"data");
-        header.extend_from_slice(&(data as u32).to_le_bytes());
+        let header = crate::wav_header(1, 2, 48_000, 16, data as u32);
         let path = dir.path().join("long.wav");
         std::fs::write(&path, &header).expect("header");
         std::fs::OpenOptions::new()

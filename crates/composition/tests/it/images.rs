@@ -75,6 +75,39 @@ fn png(w: u32, h: u32, pixels: &[u8], extra: &[Vec<u8>]) -> Vec<u8> {
 }
 use image::ImageEncoder as _;
 
+/// `pixels` (RGB) as a JPEG made by ffmpeg (4:4:4 at its best quality) in
+/// `dir`: its path and bytes.
+fn jpeg(
+    dir: &Path,
+    name: &str,
+    (w, h): (u32, u32),
+    pixels: &[u8],
+) -> (std::path::PathBuf, Vec<u8>) {
+    let src = dir.join(format!("{name}.png"));
+    std::fs::write(&src, png(w, h, pixels, &[])).expect("png");
+    let out = dir.join(name);
+    media::run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&src)
+            .args(["-q:v", "1", "-pix_fmt", "yuvj444p"])
+            .arg(&out),
+    );
+    let bytes = std::fs::read(&out).expect("jpeg");
+    (out, bytes)
+}
+
+/// `jpeg` with an `APPn` segment (`marker` 0xe1 for EXIF, 0xe2 for ICC)
+/// right after its SOI.
+fn with_segment(jpeg: &[u8], marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut file = jpeg[..2].to_vec();
+    file.extend_from_slice(&[0xff, marker]);
+    file.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    file.extend_from_slice(payload);
+    file.extend_from_slice(&jpeg[2..]);
+    file
+}
+
 /// A zlib stream of stored (uncompressed) blocks, as `iCCP` needs.
 fn zlib_stored(data: &[u8]) -> Vec<u8> {
     let mut z = vec![0x78, 0x01];
@@ -303,32 +336,25 @@ const DISPLAY_P3: [[f64; 3]; 3] = [
 fn a_jpeg_icc_profile_is_applied_to_what_the_jpeg_decodes_to() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Four flat 16×16 blocks, 4:4:4 at the best quality.
-    let colours = [[220u8, 40, 40], [40, 180, 60], [30, 60, 200], [200, 200, 60]];
+    let colours = [
+        [220u8, 40, 40],
+        [40, 180, 60],
+        [30, 60, 200],
+        [200, 200, 60],
+    ];
     let mut px = Vec::new();
     for _ in 0..16 {
         for x in 0..64 {
             px.extend_from_slice(&colours[x / 16]);
         }
     }
-    let src = dir.path().join("src.png");
-    std::fs::write(&src, png(64, 16, &px, &[])).expect("png");
-    let plain = dir.path().join("plain.jpg");
-    media::run(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&src)
-            .args(["-q:v", "1", "-pix_fmt", "yuvj444p"])
-            .arg(&plain),
-    );
-    let jpeg = std::fs::read(&plain).expect("jpeg");
+    let (plain, bytes) = jpeg(dir.path(), "plain.jpg", (64, 16), &px);
     let profile = icc_profile(Some(DISPLAY_P3), 2.2);
-    let mut app2 = vec![0xff, 0xe2];
-    app2.extend_from_slice(&((2 + 14 + profile.len()) as u16).to_be_bytes());
-    app2.extend_from_slice(b"ICC_PROFILE\0\x01\x01");
-    app2.extend_from_slice(&profile);
-    let mut file = jpeg[..2].to_vec();
-    file.extend_from_slice(&app2);
-    file.extend_from_slice(&jpeg[2..]);
+    let file = with_segment(
+        &bytes,
+        0xe2,
+        &[&b"ICC_PROFILE\0\x01\x01"[..], &profile].concat(),
+    );
     std::fs::write(dir.path().join("p3.jpg"), &file).expect("write");
     scene(dir.path(), "p3.jpg", (64, 16), None);
     let ours = frame(dir.path()).expect("renders");
@@ -344,7 +370,11 @@ fn a_jpeg_icc_profile_is_applied_to_what_the_jpeg_decodes_to() {
     for b in 0..4 {
         let o = centre(&ours, b);
         let close = o.iter().zip(&theirs[b]).all(|(a, t)| a.abs_diff(*t) <= 2);
-        assert!(close, "block {b}: {:?} became {o:?}; LittleCMS says {:?}", values[b], theirs[b]);
+        assert!(
+            close,
+            "block {b}: {:?} became {o:?}; LittleCMS says {:?}",
+            values[b], theirs[b]
+        );
     }
 }
 
@@ -404,17 +434,7 @@ fn exif_orientation(orientation: u16) -> Vec<u8> {
 #[test]
 fn exif_orientations_turn_jpegs_and_pngs_upright() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_png = dir.path().join("base.png");
-    std::fs::write(&base_png, png(32, 16, &quadrants(), &[])).expect("png");
-    let base = dir.path().join("base.jpg");
-    media::run(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&base_png)
-            .args(["-q:v", "1", "-pix_fmt", "yuvj444p"])
-            .arg(&base),
-    );
-    let jpeg = std::fs::read(&base).expect("jpeg");
+    let (base, bytes) = jpeg(dir.path(), "base.jpg", (32, 16), &quadrants());
     // The EXIF table (TIFF 6.0 `Orientation`) as ffmpeg filters.
     let turns = [
         (1, "null"),
@@ -427,13 +447,7 @@ fn exif_orientations_turn_jpegs_and_pngs_upright() {
         (8, "transpose=cclock"),
     ];
     for (orientation, filter) in turns {
-        let mut app1 = vec![0xff, 0xe1];
-        let exif = exif_orientation(orientation);
-        app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
-        app1.extend_from_slice(&exif);
-        let mut file = jpeg[..2].to_vec();
-        file.extend_from_slice(&app1);
-        file.extend_from_slice(&jpeg[2..]);
+        let file = with_segment(&bytes, 0xe1, &exif_orientation(orientation));
         std::fs::write(dir.path().join("photo.jpg"), &file).expect("jpeg");
         let size = if orientation >= 5 { (16, 32) } else { (32, 16) };
         scene(dir.path(), "photo.jpg", size, None);
@@ -485,17 +499,8 @@ fn exif_orientations_turn_jpegs_and_pngs_upright() {
 #[test]
 fn damaged_jpegs_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("src.png");
     let noise: Vec<u8> = (0..64 * 64 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
-    std::fs::write(&src, png(64, 64, &noise, &[])).expect("png");
-    let good = dir.path().join("good.jpg");
-    media::run(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&src)
-            .arg(&good),
-    );
-    let bytes = std::fs::read(&good).expect("jpeg");
+    let (_, bytes) = jpeg(dir.path(), "good.jpg", (64, 64), &noise);
     let truncated = &bytes[..bytes.len() * 6 / 10];
     let mut marker = bytes.clone();
     let mid = bytes.len() / 2;
