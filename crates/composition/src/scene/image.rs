@@ -328,7 +328,10 @@ fn svg_tree(bytes: &[u8], rel: &str, context: &str) -> Result<resvg::usvg::Tree,
         invalid("is not UTF-8 text: SVG files are XML (a compressed .svgz must be unzipped)".into())
     })?;
     let opt = usvg::roxmltree::ParsingOptions {
+        // Editors write a DOCTYPE with entities; roxmltree bounds entity
+        // expansion, and a logo has far fewer nodes than this.
         allow_dtd: true,
+        nodes_limit: 1_000_000,
         ..Default::default()
     };
     let doc = usvg::roxmltree::Document::parse_with_options(text, opt)

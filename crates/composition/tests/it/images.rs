@@ -496,6 +496,69 @@ fn exif_orientations_turn_jpegs_and_pngs_upright() {
     );
 }
 
+/// A WebP of `pixels` made by ffmpeg, turned into the extended format with
+/// an `EXIF` chunk holding `orientation`.
+fn webp_with_orientation(
+    dir: &Path,
+    (w, h): (u32, u32),
+    pixels: &[u8],
+    orientation: u16,
+) -> Vec<u8> {
+    let src = dir.join("webp-src.png");
+    std::fs::write(&src, png(w, h, pixels, &[])).expect("png");
+    let out = dir.join("plain.webp");
+    media::run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&src)
+            .args(["-c:v", "libwebp", "-lossless", "1"])
+            .arg(&out),
+    );
+    let file = std::fs::read(&out).expect("webp");
+    let riff_chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = kind.to_vec();
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    };
+    let mut chunks = Vec::new();
+    let mut at = 12;
+    while at + 8 <= file.len() {
+        let len =
+            u32::from_le_bytes([file[at + 4], file[at + 5], file[at + 6], file[at + 7]]) as usize;
+        let kind = &file[at..at + 4];
+        if kind != b"VP8X" {
+            chunks.extend_from_slice(&riff_chunk(kind, &file[at + 8..at + 8 + len]));
+        }
+        at += 8 + len + len % 2;
+    }
+    let mut vp8x = vec![0x08, 0, 0, 0]; // EXIF present
+    vp8x.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+    let mut body = b"WEBP".to_vec();
+    body.extend_from_slice(&riff_chunk(b"VP8X", &vp8x));
+    body.extend_from_slice(&chunks);
+    body.extend_from_slice(&riff_chunk(b"EXIF", &exif_orientation(orientation)[6..]));
+    riff_chunk(b"RIFF", &body)
+}
+
+#[test]
+fn a_webp_exif_orientation_is_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = webp_with_orientation(dir.path(), (32, 16), &quadrants(), 8);
+    std::fs::write(dir.path().join("photo.webp"), file).expect("webp");
+    scene(dir.path(), "photo.webp", (16, 32), None);
+    let ours = frame(dir.path()).expect("renders");
+    // Orientation 8 turns it counter-clockwise: the stored top-right (green)
+    // is upright top-left, the marker at (2, 2) is at (2, 29).
+    let at = |x: usize, y: usize| &ours[(y * 16 + x) * 4..(y * 16 + x) * 4 + 3];
+    assert_eq!(at(4, 4), [30, 200, 30]);
+    assert_eq!(at(2, 29), [0, 0, 0]);
+}
+
 #[test]
 fn damaged_jpegs_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
