@@ -51,6 +51,7 @@
 
 mod encode;
 mod error;
+pub mod metrics;
 mod pipeline;
 mod service;
 mod status;
@@ -78,7 +79,7 @@ pub use spec::{
     ArtifactTarget, BundleRef, ChunkProgress, ChunkRequest, ChunkSpan, PcmFormat, PixelFormat,
     Quality, RendererVersion, SourceSpec, StageTimings, VideoSettings,
 };
-pub use status::to_status;
+pub use status::{error_class, to_status};
 pub use storage::Stores;
 pub use storage::{CachedBundle, S3Config};
 pub use stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};

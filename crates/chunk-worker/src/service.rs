@@ -36,6 +36,8 @@ use spec::{
     ArtifactKind, ArtifactTarget, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
     DeliveredArtifact, DescribeRequest, SourceSpec,
 };
+
+use crate::metrics::WorkerMetrics;
 use storage::{CachedBundle, Location, S3Config};
 
 use crate::pipeline::{ArtifactFile, ChunkResult};
@@ -85,6 +87,9 @@ pub struct ServeConfig {
     /// default takes everything from the standard AWS environment
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
     pub s3: S3Config,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (none: no metrics
+    /// server).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -100,6 +105,7 @@ impl ServeConfig {
             grace: Duration::from_secs(30),
             bundle_cache_bytes: DEFAULT_BUNDLE_CACHE_BYTES,
             s3: S3Config::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -116,6 +122,7 @@ struct Inner {
     cancel_all: CancellationToken,
     tracker: TaskTracker,
     next_id: AtomicU64,
+    metrics: Arc<WorkerMetrics>,
 }
 
 #[derive(Clone)]
@@ -126,6 +133,7 @@ struct Service {
 /// A worker bound to its address, ready to [`BoundWorker::run`].
 pub struct BoundWorker {
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
     config: ServeConfig,
     inner: Arc<Inner>,
@@ -179,12 +187,14 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         .await
         .map_err(|e| WorkerError::io(&inflight_dir, e))?;
     let stores = Arc::new(Stores::new(config.s3.clone()));
+    let metrics = Arc::new(WorkerMetrics::new(config.slots));
     let bundles = Bundles::open(
         config.cache_dir.join("bundles"),
         config.bundle_cache_bytes,
         stores,
     )
-    .await?;
+    .await?
+    .with_metrics(Arc::clone(&metrics));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| WorkerError::Server {
@@ -195,6 +205,10 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         addr: config.listen.to_string(),
         message: e.to_string(),
     })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(listen) => Some(crate::metrics::bind(listen).await?),
+        None => None,
+    };
     let inner = Arc::new(Inner {
         worker,
         slots: Arc::new(Semaphore::new(config.slots)),
@@ -205,9 +219,11 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         cancel_all: CancellationToken::new(),
         tracker: TaskTracker::new(),
         next_id: AtomicU64::new(0),
+        metrics,
     });
     Ok(BoundWorker {
         listener,
+        metrics_listener,
         addr,
         config,
         inner,
@@ -287,6 +303,7 @@ impl BoundWorker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         let BoundWorker {
             listener,
+            metrics_listener,
             addr,
             config,
             inner,
@@ -313,10 +330,20 @@ impl BoundWorker {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(no_delay(listener), async move {
                     stopped.cancelled().await
                 }),
         );
+        let metrics_server = metrics_listener.map(|listener| {
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!(metrics = %bound, "serving metrics on /metrics");
+            }
+            let metrics = Arc::clone(&inner.metrics);
+            let stopped = stop_server.clone();
+            crate::metrics::serve(listener, Arc::new(move || metrics.encode()), async move {
+                stopped.cancelled().await
+            })
+        });
         tracing::info!(%addr, slots = config.slots, "worker serving");
         tokio::select! {
             _ = shutdown => {}
@@ -360,10 +387,29 @@ impl BoundWorker {
             Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
         }
+        if let Some(task) = metrics_server {
+            let _ = task.await;
+        }
         let _ = tokio::fs::remove_dir_all(&inner.inflight_dir).await;
         tracing::info!("worker stopped");
         Ok(())
     }
+}
+
+/// The listener's connections with Nagle's algorithm off: a chunk's last
+/// small frames (its result, the end of the stream) would otherwise wait
+/// for the client's delayed ACK, about 40 ms per chunk.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not disable Nagle's algorithm");
+            }
+        })
+    })
 }
 
 type EventResult = Result<pb::RenderChunkEvent, Status>;
@@ -490,6 +536,26 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
 }
 
 impl Inner {
+    /// Checks a request and takes a slot for it, or says why not.
+    fn admit(
+        &self,
+        wire: pb::RenderChunkRequest,
+    ) -> Result<(ChunkRequest, OwnedSemaphorePermit), WorkerError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(WorkerError::Draining);
+        }
+        let WireChunkRequest { request, renderer } = WireChunkRequest::try_from(wire)?;
+        check_renderer(renderer.as_ref())?;
+        can_open(&self.worker, &request.source)?;
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
+            WorkerError::Busy {
+                slots: self.slot_count,
+            }
+        })?;
+        Ok((request, permit))
+    }
+
     /// Renders one chunk and streams its events; owns the slot until done.
     async fn run_chunk(
         self: Arc<Self>,
@@ -521,11 +587,13 @@ impl Inner {
             let _ = tokio::fs::remove_dir_all(dir).await;
         }
         match outcome {
-            Ok(result) => {
+            Ok(report) => {
+                self.metrics.done(report.frame_count, &report.timings);
                 // Exactly one final result; if the client left, nothing to do.
-                let _ = tx.send(Ok(result)).await;
+                let _ = tx.send(Ok(ChunkEvent::Result(report).into())).await;
             }
             Err(e) => {
+                self.metrics.failed(&e);
                 match &e {
                     WorkerError::Cancelled { .. } => {
                         tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "chunk cancelled")
@@ -548,7 +616,7 @@ impl Inner {
         cancel: &CancellationToken,
         tx: &mpsc::Sender<EventResult>,
         started: Instant,
-    ) -> Result<pb::RenderChunkEvent, WorkerError> {
+    ) -> Result<ChunkReport, WorkerError> {
         let chunk = request.span.index.0;
         let state = Arc::new(Mutex::new(ChunkProgress {
             frames_total: request
@@ -620,7 +688,7 @@ impl Inner {
             total_ms = result.timings.total.as_millis() as u64,
             "chunk delivered"
         );
-        Ok(ChunkEvent::Result(report(&result, &delivered)).into())
+        Ok(report(&result, &delivered))
     }
 
     /// Uploads both artifacts (at once) under `prefix`; returns their URLs
@@ -723,20 +791,11 @@ impl ChunkWorker for Service {
         request: Request<pb::RenderChunkRequest>,
     ) -> Result<Response<Self::RenderChunkStream>, Status> {
         let inner = &self.inner;
-        if inner.draining.load(Ordering::SeqCst) {
-            return Err(to_status(&WorkerError::Draining));
-        }
-        let WireChunkRequest { request, renderer } =
-            WireChunkRequest::try_from(request.into_inner())
-                .map_err(|e| to_status(&WorkerError::Field(e)))?;
-        check_renderer(renderer.as_ref()).map_err(|e| to_status(&e))?;
-        can_open(&inner.worker, &request.source).map_err(|e| to_status(&e))?;
-        let permit = inner.slots.clone().try_acquire_owned().map_err(|_| {
-            tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
-            to_status(&WorkerError::Busy {
-                slots: inner.slot_count,
-            })
+        let (request, permit) = inner.admit(request.into_inner()).map_err(|e| {
+            inner.metrics.refused(&e);
+            to_status(&e)
         })?;
+        inner.metrics.started();
         tracing::info!(
             job_id = %request.job_id,
             chunk = request.span.index.0,

@@ -11,6 +11,7 @@ use spec::{ContentHash, DescribeRequest, SourceIdentity, SourceSpec};
 use storage::{S3Config, StorageError, Stores};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cache::RenderCache;
 use crate::events::{RenderHandle, RenderSummary};
@@ -399,16 +400,35 @@ impl Coordinator {
     /// ```
     pub fn render(self: &Arc<Self>, request: RenderRequest) -> RenderHandle {
         let this = Arc::clone(self);
-        RenderHandle::spawn(move |events, cancel| async move {
-            let render_id = render_id(&request.composition);
-            let composition = request.composition.clone();
-            let started = Instant::now();
-            let result = match RenderJob::new(&this, render_id.clone(), request, events, cancel) {
-                Ok(job) => job.run().await,
-                Err(e) => Err(e),
-            };
-            this.notify_render(&render_id, &composition, started, &result);
-            result
+        let render_id = render_id(&request.composition);
+        // Every log line of this render, here and (through the chunk
+        // requests' job id) on every worker, carries its id.
+        let span = tracing::info_span!("render", render_id = %render_id);
+        RenderHandle::spawn(move |events, cancel| {
+            async move {
+                let composition = request.composition.clone();
+                let started = Instant::now();
+                let result = match RenderJob::new(&this, render_id.clone(), request, events, cancel)
+                {
+                    Ok(job) => job.run().await,
+                    Err(e) => Err(e),
+                };
+                match &result {
+                    Ok(s) => tracing::info!(
+                        output = %s.output,
+                        frames = s.frames,
+                        wall_ms = s.wall_ms,
+                        cached_chunks = s.cached_chunks,
+                        "render done"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(class = e.kind().as_str(), error = %e, "render failed")
+                    }
+                }
+                this.notify_render(&render_id, &composition, started, &result);
+                result
+            }
+            .instrument(span)
         })
     }
 

@@ -160,6 +160,13 @@ impl<'a> RenderJob<'a> {
             .await?;
         let meta = &described.meta;
         let plan = plan_for(meta, request)?;
+        tracing::info!(
+            composition = %meta.id,
+            frames = plan.output_frames(),
+            chunks = plan.chunks().len(),
+            renderer = %described.renderer,
+            "render planned"
+        );
         self.events
             .send(RenderEvent::Planned {
                 composition: meta.id.clone(),

@@ -26,6 +26,11 @@ use coordinator::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log JSON lines on stderr, at info level unless RUST_LOG says
+    /// otherwise: every line of a render carries its `render_id` (and its
+    /// chunk and attempt), as the workers' lines do.
+    #[arg(long, global = true)]
+    log_json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -547,18 +552,28 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     }
 }
 
+/// Text logs at warn level by default (a person at a terminal), or JSON
+/// lines at info level (a log shipper); `RUST_LOG` overrides the level.
+fn init_logs(json: bool) {
+    let default = if json { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LogWriter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(LogWriter)
-        .init();
+    init_logs(cli.log_json);
     // x264 and the AAC encoder chatter at FFmpeg's default log level.
     combine::quiet_ffmpeg_logs();
     match run(cli) {
