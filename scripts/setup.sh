@@ -11,6 +11,8 @@ packages=(
     # Independent judges of our media in tests: Debian's ffmpeg and ffprobe,
     # and Chromium, which must play our MP4s in a <video> element.
     ffmpeg chromium
+    # LittleCMS's transicc judges the colour conversion of images.
+    liblcms2-utils
 )
 
 missing=()

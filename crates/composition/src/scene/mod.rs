@@ -30,13 +30,19 @@
 mod anim;
 mod assets;
 mod audio;
+mod audio_file;
 mod budget;
+mod colour;
 mod guard;
+mod image;
 pub mod limits;
 mod load;
 pub mod model;
+mod mp4;
+mod number;
 mod overrides;
 mod render;
+mod resample;
 mod template;
 mod text;
 
@@ -48,8 +54,9 @@ use timebase::{FrameIndex, SampleSpan};
 use tiny_skia::{Pixmap, PixmapMut, Transform};
 
 pub use anim::{Easing, MAX_BEZIER_Y};
-pub use assets::{MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS};
+pub use audio_file::{BLOCK_FRAMES, MAX_AUDIO_SECONDS, PREROLL_FRAMES};
 pub use budget::{GLYPH_OUTLINE_BYTES, MAX_FRAME_BUFFER_BYTES, MAX_IMAGE_BYTES, MAX_SHAPED_GLYPHS};
+pub use image::{MAX_IMAGE_PIXELS, MAX_SVG_BYTES};
 pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
 pub use text::MAX_FACES_PER_FONT;
 
@@ -96,7 +103,8 @@ struct Shared {
     fonts: Mutex<text::Fonts>,
     /// Decoded images by path and size ((0, 0): as decoded).
     images: Mutex<HashMap<ImageKey, Arc<Pixmap>>>,
-    audio: Mutex<HashMap<PathBuf, Arc<assets::Pcm>>>,
+    /// Audio files opened (headers read; blocks decoded on demand).
+    audio: Mutex<HashMap<PathBuf, Arc<audio_file::AudioFile>>>,
 }
 
 /// One composition of a scene bundle.
@@ -106,7 +114,7 @@ pub struct SceneComposition {
     shared: Arc<Shared>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a cache lock leaves the cache consistent (values
     // are inserted whole), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -209,7 +217,7 @@ impl SceneBundle {
                 sc.load_layers(&mut layers, None, &sc.comp.ctx)?;
                 for t in &sc.comp.audio {
                     if let Some(src) = t.src.literal() {
-                        sc.load_pcm(&src, &format!("{}: audio `{}`", sc.comp.ctx, t.name))?;
+                        sc.load_audio(&src, &format!("{}: audio `{}`", sc.comp.ctx, t.name))?;
                     }
                 }
             }
@@ -370,17 +378,16 @@ impl SceneComposition {
                 (None, None) => continue,
             };
             let file = assets::resolve_path(&self.shared.root, &src, &lctx)?;
-            let (w, h) = match lock(&self.shared.images).get(&(file.clone(), (0, 0))) {
-                Some(p) => (p.width(), p.height()),
-                None => guard(
-                    || lctx.clone(),
-                    "image decoder",
-                    || assets::image_dimensions(&file, &src, &lctx),
-                )??,
-            };
+            let shown = img.size.map(|b| (b, img.fit));
+            let (w, h) = guard(
+                || lctx.clone(),
+                "image decoder",
+                || image::probe(&file, &src, &lctx, shown),
+            )??
+            .size;
             let mut sizes = vec![(w, h)];
             if let Some(b) = img.size {
-                sizes.extend(assets::reduced_size((w, h), b, img.fit));
+                sizes.extend(image::reduced_size((w, h), b, img.fit));
             }
             for size in sizes {
                 if seen.insert((file.clone(), size)) {
@@ -459,28 +466,35 @@ impl SceneComposition {
                         .src
                         .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
                     let path = assets::resolve_path(&self.shared.root, &src, &lctx)?;
-                    let original = self.image(&path, (0, 0), || {
+                    let shown = img.size.map(|b| (b, img.fit));
+                    let probe = guard(
+                        || lctx.clone(),
+                        "image decoder",
+                        || image::probe(&path, &src, &lctx, shown),
+                    )??;
+                    // A raster decodes to one size whatever the layer; an
+                    // SVG is rendered at the size it is shown.
+                    let key = if probe.svg { probe.size } else { (0, 0) };
+                    let original = self.image(&path, key, || {
                         let bytes = assets::read_file(&path, &src, &lctx)?;
                         guard(
                             || lctx.clone(),
                             "image decoder",
-                            || assets::decode_image(&bytes, &src, &lctx),
+                            || image::decode(&bytes, probe, &src, &lctx),
                         )?
                     })?;
                     // An image shown much smaller than it is gets reduced
                     // once here with an area filter: bilinear sampling at
                     // draw time would alias.
                     let dims = (original.width(), original.height());
-                    let pixmap = match img
-                        .size
-                        .and_then(|b| assets::reduced_size(dims, b, img.fit))
+                    let pixmap = match img.size.and_then(|b| image::reduced_size(dims, b, img.fit))
                     {
                         None => original,
                         Some(size) => self.image(&path, size, || {
                             guard(
                                 || lctx.clone(),
                                 "image scaler",
-                                || assets::reduce(&original, size),
+                                || image::reduce(&original, size),
                             )
                         })?,
                     };
@@ -501,18 +515,19 @@ impl SceneComposition {
     ) -> Result<audio::Placed, CompositionError> {
         let actx = format!("{ctx}: audio `{}`", t.name);
         let src = t.src.fill(&meta.props, &format!("audio `{}`", t.name))?;
-        let pcm = self.load_pcm(&src, &actx)?;
+        let file = self.load_audio(&src, &actx)?;
         let fps = meta.fps;
-        let frames = pcm.frames();
-        let seg_start = audio::sample_of(fps, t.trim_start);
-        let seg_end = t
-            .trim_end
-            .map_or(frames, |e| audio::sample_of(fps, e).min(frames));
+        let (rate, frames) = (file.rate(), file.frames());
+        // The segment in the file's own samples, so a looped file repeats
+        // whole samples of its own rate and resampling sees the loop.
+        let in_file = |f: u64| fps.first_sample_of(timebase::FrameIndex(f), rate).0;
+        let seg_start = in_file(t.trim_start);
+        let seg_end = t.trim_end.map_or(frames, |e| in_file(e).min(frames));
         if seg_start >= seg_end {
             return Err(CompositionError::Invalid {
                 context: actx,
                 message: format!(
-                    "`trim_start` {} frames is past the end of `{src}` ({frames} samples at 48 kHz)",
+                    "`trim_start` {} frames is past the end of `{src}` ({frames} samples at {rate} Hz)",
                     t.trim_start
                 ),
             });
@@ -524,10 +539,11 @@ impl SceneComposition {
             end = end.min(audio::sample_of(fps, e));
         }
         if !t.looped {
-            end = end.min(start + seg_len);
+            end = end.min(start + audio::Placed::output_len(&file, seg_len));
         }
         Ok(audio::Placed {
-            pcm,
+            file,
+            ctx: actx,
             start,
             end: end.max(start),
             seg_start,
@@ -557,18 +573,27 @@ impl SceneComposition {
         Ok(p)
     }
 
-    /// Decodes an audio file of the bundle once, then shares it.
-    fn load_pcm(&self, src: &str, actx: &str) -> Result<Arc<assets::Pcm>, CompositionError> {
+    /// Opens an audio file of the bundle once (its headers), then shares
+    /// it; its samples are decoded by the span when rendered.
+    fn load_audio(
+        &self,
+        src: &str,
+        actx: &str,
+    ) -> Result<Arc<audio_file::AudioFile>, CompositionError> {
         let path = assets::resolve_path(&self.shared.root, src, actx)?;
         if let Some(p) = lock(&self.shared.audio).get(&path) {
             return Ok(p.clone());
         }
-        let bytes = assets::read_file(&path, src, actx)?;
-        let p = Arc::new(guard(
+        let file = guard(
             || actx.to_owned(),
             "audio decoder",
-            || assets::decode_audio(bytes, src, actx),
-        )??);
+            || audio_file::AudioFile::open(&path, src),
+        )?
+        .map_err(|m| CompositionError::Invalid {
+            context: actx.to_owned(),
+            message: format!("audio `{src}`: {m}"),
+        })?;
+        let p = Arc::new(file);
         lock(&self.shared.audio).insert(path, p.clone());
         Ok(p)
     }
@@ -687,8 +712,7 @@ impl Prepared for PreparedScene {
 
     fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError> {
         check_audio_buffer(span, out)?;
-        audio::mix(&self.inner.tracks, self.inner.meta.fps, span, out);
-        Ok(())
+        audio::mix(&self.inner.tracks, self.inner.meta.fps, span, out)
     }
 }
 

@@ -153,7 +153,7 @@ pub enum LayerType {
     Path,
     /// Shaped text.
     Text,
-    /// A PNG, JPEG or WebP image.
+    /// A PNG, JPEG, WebP or SVG image (still: animated files are refused).
     Image,
     /// A precomposition: its own `layers`, `time_offset` and optional `clip`.
     Group,
@@ -314,7 +314,8 @@ pub struct LayerDoc {
     #[serde(default)]
     pub d: Option<String>,
 
-    /// `text`: the text, with `{prop}` placeholders (`{{` for a literal `{`).
+    /// `text`: the text, with `{prop}` placeholders (`{{` for a literal `{`)
+    /// and number formats (`{amount:.2f}`, `{count:,}`, `{n:05}`).
     #[serde(default)]
     pub text: Option<String>,
     /// `text`: font family name (one of the bundle's fonts).
@@ -350,7 +351,8 @@ pub struct LayerDoc {
     #[serde(default)]
     pub shrink_to_fit: Option<bool>,
 
-    /// `image`: file in the bundle, with `{prop}` placeholders.
+    /// `image`: PNG, JPEG, WebP or SVG file in the bundle, with `{prop}`
+    /// placeholders.
     #[serde(default)]
     pub src: Option<String>,
     /// `image`: how the image fits `size` (default `contain`).

@@ -395,7 +395,7 @@ fn paint_image(
     let pixmap = loaded(&img.pixmap, "image was not loaded", l, ctx)?;
     let (iw, ih) = (pixmap.width() as f64, pixmap.height() as f64);
     let [bw, bh] = img.size.unwrap_or([iw, ih]);
-    let (sx, sy) = super::assets::fit_scale(img.fit, [iw, ih], [bw, bh]);
+    let (sx, sy) = super::image::fit_scale(img.fit, [iw, ih], [bw, bh]);
     let (ox, oy) = ((bw - iw * sx) / 2.0, (bh - ih * sy) / 2.0);
     // Draw the part of the image inside the box.
     let (rx, ry) = (ox.max(0.0), oy.max(0.0));

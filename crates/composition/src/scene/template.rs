@@ -1,9 +1,11 @@
-//! `{name}` placeholders filled from props, colours, and nearest-name
-//! suggestions.
+//! `{name}` and `{name:spec}` placeholders filled from props, colours, and
+//! nearest-name suggestions.
 
+use super::number::{Decimal, Spec};
 use crate::{CompositionError, Props};
 
-/// A string with `{name}` placeholders; `{{` and `}}` are literal braces.
+/// A string with `{name}` placeholders, optionally with a number format
+/// (`{amount:.2f}`); `{{` and `}}` are literal braces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     parts: Vec<Part>,
@@ -12,7 +14,16 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Lit(String),
-    Prop(String),
+    Prop(Placeholder),
+}
+
+/// One `{name:spec}`.
+#[derive(Debug, Clone, PartialEq)]
+struct Placeholder {
+    name: String,
+    spec: Option<Spec>,
+    /// As written, for errors: `{amount:.2f}`.
+    written: String,
 }
 
 impl Template {
@@ -47,14 +58,29 @@ impl Template {
                             }
                         }
                     }
+                    let written = format!("{{{name}}}");
+                    let (name, spec) =
+                        match name.split_once(':') {
+                            Some((n, spec)) => (
+                                n,
+                                Some(Spec::parse(spec.trim()).map_err(|m| {
+                                    format!("`{text}`: placeholder `{written}`: {m}")
+                                })?),
+                            ),
+                            None => (name.as_str(), None),
+                        };
                     let name = name.trim().to_owned();
                     if name.is_empty() {
-                        return Err(format!("`{text}`: empty placeholder `{{}}`"));
+                        return Err(format!("`{text}`: empty placeholder `{written}`"));
                     }
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(Part::Prop(name));
+                    parts.push(Part::Prop(Placeholder {
+                        name,
+                        spec,
+                        written,
+                    }));
                 }
                 '}' => {
                     return Err(format!(
@@ -102,34 +128,95 @@ impl Template {
     /// The prop names used.
     pub fn props(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Prop(n) => Some(n.as_str()),
+            Part::Prop(p) => Some(p.name.as_str()),
             Part::Lit(_) => None,
         })
     }
 
-    /// Fills the placeholders from `props` (strings as they are, numbers and
-    /// booleans in JSON form).
+    /// Fills the placeholders from `props`: a string as it is (or, with a
+    /// format spec, read as a decimal number); a number in positional
+    /// decimal form, shortest for its value (`340.5`, `12`, never `1e+21`),
+    /// or as its spec says. `needed_by` names what is being filled.
     ///
     /// # Errors
-    /// [`CompositionError::MissingProp`] naming the prop and `needed_by`.
+    /// [`CompositionError::MissingProp`] naming the prop and `needed_by`;
+    /// [`CompositionError::Invalid`] for a boolean, array or object, or a
+    /// formatted prop that is not a number.
     pub fn fill(&self, props: &Props, needed_by: &str) -> Result<String, CompositionError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
-                Part::Prop(name) => match props.get(name) {
-                    None | Some(serde_json::Value::Null) => {
-                        return Err(CompositionError::MissingProp {
-                            name: name.clone(),
-                            needed_by: needed_by.to_owned(),
-                        });
-                    }
-                    Some(serde_json::Value::String(s)) => out.push_str(s),
-                    Some(v) => out.push_str(&v.to_string()),
-                },
+                Part::Prop(p) => out.push_str(&p.show(props, needed_by)?),
             }
         }
         Ok(out)
+    }
+}
+
+impl Placeholder {
+    /// The text this placeholder shows with `props`.
+    fn show(&self, props: &Props, needed_by: &str) -> Result<String, CompositionError> {
+        use serde_json::Value;
+        let bad = |message: String| CompositionError::Invalid {
+            context: format!("{needed_by}: placeholder `{}`", self.written),
+            message,
+        };
+        let number = match props.get(&self.name) {
+            None | Some(Value::Null) => {
+                return Err(CompositionError::MissingProp {
+                    name: self.name.clone(),
+                    needed_by: needed_by.to_owned(),
+                });
+            }
+            Some(Value::String(s)) => match self.spec {
+                None => return Ok(s.clone()),
+                Some(_) => Decimal::parse(s).ok_or_else(|| {
+                    bad(format!(
+                        "prop `{}` is \"{}\", not a number: a format spec needs a number such as 1234.5",
+                        self.name,
+                        quote(s)
+                    ))
+                })?,
+            },
+            Some(Value::Number(n)) => number_of(n)
+                .ok_or_else(|| bad(format!("prop `{}` is not a finite number", self.name)))?,
+            Some(other) => {
+                let what = match other {
+                    Value::Bool(_) => "a boolean",
+                    Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                return Err(bad(format!(
+                    "prop `{}` is {what} ({}): text shows strings and numbers only; pass the text to show as a string",
+                    self.name,
+                    quote(&other.to_string())
+                )));
+            }
+        };
+        match &self.spec {
+            None => Ok(number.to_string()),
+            Some(spec) => spec.format(number).map_err(bad),
+        }
+    }
+}
+
+/// A JSON number as an exact decimal: integers digit for digit (even past
+/// 2^53), others by their shortest round-trip form.
+fn number_of(n: &serde_json::Number) -> Option<Decimal> {
+    if n.is_i64() || n.is_u64() {
+        Decimal::parse(&n.to_string())
+    } else {
+        Decimal::from_f64(n.as_f64()?)
+    }
+}
+
+/// At most 200 characters of `s`, for error messages.
+fn quote(s: &str) -> String {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
     }
 }
 
@@ -218,6 +305,76 @@ mod tests {
         );
         assert!(Template::parse("a {b").is_err());
         assert!(Template::parse("a }").is_err());
+    }
+
+    #[track_caller]
+    fn filled(template: &str, props: serde_json::Value) -> Result<String, String> {
+        let props = props.as_object().expect("object").clone();
+        Template::parse(template)
+            .expect("parses")
+            .fill(&props, "layer `T`")
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn numbers_show_as_written_decimals_or_by_their_spec() {
+        let p = serde_json::json!({
+            "amount": 340.50, "whole": 12.0, "huge": 1e21, "count": 1234567,
+            "cell": "340.50", "n": 42, "rate": 0.125, "big": 9007199254740993u64
+        });
+        for (template, expected) in [
+            ("{amount}", "340.5"),
+            ("${amount:.2f}", "$340.50"),
+            ("{whole}", "12"),
+            ("{huge}", "1000000000000000000000"),
+            ("{count:,}", "1,234,567"),
+            ("{cell}", "340.50"),
+            ("{cell:,.2f}", "340.50"),
+            ("{n:05}", "00042"),
+            ("{rate:.1%}", "12.5%"),
+            ("{big}", "9007199254740993"),
+            ("{ amount : .1f }", "340.5"),
+        ] {
+            assert_eq!(
+                filled(template, p.clone()).as_deref(),
+                Ok(expected),
+                "{template}"
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_arrays_objects_and_non_numbers_are_refused() {
+        let p = serde_json::json!({"vip": true, "list": [1, 2], "obj": {"a": 1}, "name": "Ada"});
+        for (template, expected) in [
+            (
+                "{vip}",
+                "layer `T`: placeholder `{vip}`: prop `vip` is a boolean (true): text shows strings and numbers only; pass the text to show as a string",
+            ),
+            (
+                "{list}",
+                "layer `T`: placeholder `{list}`: prop `list` is an array ([1,2]): text shows strings and numbers only; pass the text to show as a string",
+            ),
+            (
+                "{obj:.2f}",
+                "layer `T`: placeholder `{obj:.2f}`: prop `obj` is an object ({\"a\":1}): text shows strings and numbers only; pass the text to show as a string",
+            ),
+            (
+                "{name:.2f}",
+                "layer `T`: placeholder `{name:.2f}`: prop `name` is \"Ada\", not a number: a format spec needs a number such as 1234.5",
+            ),
+        ] {
+            assert_eq!(
+                filled(template, p.clone()),
+                Err(expected.to_owned()),
+                "{template}"
+            );
+        }
+        assert_eq!(
+            Template::parse("{amount:.2x}").expect_err("bad spec"),
+            "`{amount:.2x}`: placeholder `{amount:.2x}`: `x` is not understood: a format spec is [+][0][width][,][.precision][f|d|%], such as `.2f`, `,`, `05` or `.1%`"
+        );
+        assert!(Template::parse("{:.2f}").is_err());
     }
 
     #[test]

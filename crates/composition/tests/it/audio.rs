@@ -21,20 +21,7 @@ fn audio(p: &dyn Prepared, start: u64, end: u64) -> Vec<f32> {
 
 /// A 16-bit PCM WAV.
 fn wav(channels: u16, rate: u32, samples: &[i16]) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut v = Vec::new();
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + data_len).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    v.extend_from_slice(&16u32.to_le_bytes());
-    v.extend_from_slice(&1u16.to_le_bytes());
-    v.extend_from_slice(&channels.to_le_bytes());
-    v.extend_from_slice(&rate.to_le_bytes());
-    v.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
-    v.extend_from_slice(&(channels * 2).to_le_bytes());
-    v.extend_from_slice(&16u16.to_le_bytes());
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&data_len.to_le_bytes());
+    let mut v = crate::wav_header(1, channels, rate, 16, (samples.len() * 2) as u32);
     for s in samples {
         v.extend_from_slice(&s.to_le_bytes());
     }

@@ -3,10 +3,12 @@
 //! of every number, hostile input and a bounded fuzzer.
 
 mod audio;
+mod audio_files;
 mod errors;
 mod fuzz;
 mod golden;
 mod hostile;
+mod images;
 mod limits;
 mod promo;
 
@@ -37,6 +39,26 @@ pub fn bundle_with(scene: &serde_json::Value) -> tempfile::TempDir {
     )
     .expect("write scene");
     dir
+}
+
+/// A WAV header: `format` 1 (integer PCM) or 3 (IEEE float), `bits` per
+/// sample, `data_len` bytes of samples to follow.
+pub fn wav_header(format: u16, channels: u16, rate: u32, bits: u16, data_len: u32) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut v = Vec::with_capacity(44);
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + data_len).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&format.to_le_bytes());
+    v.extend_from_slice(&channels.to_le_bytes());
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+    v.extend_from_slice(&block.to_le_bytes());
+    v.extend_from_slice(&bits.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&data_len.to_le_bytes());
+    v
 }
 
 /// Props from a JSON object.
