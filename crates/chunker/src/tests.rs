@@ -150,7 +150,9 @@ fn chunks_too_long_or_too_large_are_refused_naming_the_numbers() {
     let huge = Chunk::from_parts(ChunkIndex(0), 0..=0, 1, 0, fps(1, 2_147_483_647), 48_000)
         .expect("consistent");
     assert_eq!(
-        huge.check_size(48_000, None).expect_err("too long").to_string(),
+        huge.check_size(48_000, None)
+            .expect_err("too long")
+            .to_string(),
         "chunk 0 (frames 0-0) owns 103079215056000 audio samples at 48000 Hz; a chunk may own at most 172800000 (one hour at 48000 Hz): split the render into more chunks",
     );
     // Two hours at 30 fps in one chunk; in two chunks it fits.
@@ -159,7 +161,14 @@ fn chunks_too_long_or_too_large_are_refused_naming_the_numbers() {
         PlanRequest::new(two_hours, fps(30, 1), ChunkSpec::Count(1)),
         "chunk 0 (frames 0-215999) owns 345600000 audio samples at 48000 Hz; a chunk may own at most 172800000 (one hour at 48000 Hz): split the render into more chunks",
     );
-    assert!(plan(&PlanRequest::new(two_hours, fps(30, 1), ChunkSpec::Count(2))).is_ok());
+    assert!(
+        plan(&PlanRequest::new(
+            two_hours,
+            fps(30, 1),
+            ChunkSpec::Count(2)
+        ))
+        .is_ok()
+    );
     // The slowest composition (1/1001 fps) still fits one frame per chunk.
     assert!(plan(&PlanRequest::new(3, fps(1, 1001), ChunkSpec::Count(3))).is_ok());
 
@@ -172,9 +181,7 @@ fn chunks_too_long_or_too_large_are_refused_naming_the_numbers() {
         PlanRequest::new(400, fps(30, 1), ChunkSpec::Count(1)).with_cost(cost),
         "chunk 0 (frames 0-399) would write about 80535756800 bytes (400 frames of up to 201326592 bytes, 640000 samples of 8 bytes); a chunk may write at most 64000000000: split the render into more chunks",
     );
-    assert!(
-        plan(&PlanRequest::new(400, fps(30, 1), ChunkSpec::Count(2)).with_cost(cost)).is_ok()
-    );
+    assert!(plan(&PlanRequest::new(400, fps(30, 1), ChunkSpec::Count(2)).with_cost(cost)).is_ok());
 }
 
 #[test]

@@ -7,3 +7,4 @@ mod kit;
 mod library;
 mod object_storage;
 mod service;
+mod trust;
