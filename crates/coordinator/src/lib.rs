@@ -60,6 +60,7 @@ pub use chunker::{ChunkSpec, Plan, PlanError, PlanRequest};
 pub use coordinator::{Coordinator, CoordinatorOptions, PoolSpec, default_local_workers};
 pub use error::{Error, ErrorKind};
 pub use events::{EVENT_BUFFER, RenderEvent, RenderHandle, RenderSummary};
+pub use grpc::{ClientTls, WorkerAccess};
 pub use request::{Destination, MAX_PRESIGN, RenderRequest, RenderSource};
 pub use spec::{PcmFormat, VideoSettings};
 
