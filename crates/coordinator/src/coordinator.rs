@@ -562,3 +562,53 @@ async fn start_embedded(
         _dir: dir,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{DEFAULT_DNS_REFRESH, parse_dns, parse_worker};
+
+    #[test]
+    fn tls_options_and_plain_workers_do_not_mix() {
+        let tls = CoordinatorOptions {
+            tls: Some(ClientTls {
+                server_name: Some("workers.svc".into()),
+                ..ClientTls::default()
+            }),
+            ..CoordinatorOptions::default()
+        };
+        let pool = |w: &str| {
+            PoolSpec::Remote(RemotePool::Addresses(vec![
+                parse_worker(w).expect("worker"),
+            ]))
+        };
+        assert!(tls.validate_pool(&pool("https://h:1")).is_ok());
+        assert_eq!(
+            tls.validate_pool(&pool("h:1"))
+                .expect_err("plain")
+                .to_string(),
+            "worker `http://h:1` is plain HTTP but TLS is configured (--tls-ca or a client certificate): address it as https://"
+        );
+        let dns = |t: &str| PoolSpec::Remote(parse_dns(t, 1, DEFAULT_DNS_REFRESH).expect("dns"));
+        assert!(tls.validate_pool(&dns("https://workers.svc:50051")).is_ok());
+        assert!(tls.validate_pool(&dns("workers.svc:50051")).is_err());
+        // Without TLS options, any mix is the operator's choice.
+        assert!(
+            CoordinatorOptions::default()
+                .validate_pool(&pool("h:1"))
+                .is_ok()
+        );
+
+        let half = CoordinatorOptions {
+            tls: Some(ClientTls {
+                client_cert_pem: Some(b"x".to_vec()),
+                ..ClientTls::default()
+            }),
+            ..CoordinatorOptions::default()
+        };
+        assert_eq!(
+            half.validate().expect_err("no key").to_string(),
+            "--tls-client-cert and --tls-client-key go together: give both"
+        );
+    }
+}

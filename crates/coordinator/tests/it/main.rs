@@ -6,4 +6,4 @@ mod cache;
 mod kit;
 mod render;
 mod s3;
-mod tls;
+mod trust;

@@ -1,8 +1,9 @@
-//! TLS and mutual TLS between the coordinator CLI and real worker
+//! Trust: TLS and mutual TLS between the coordinator CLI and real worker
 //! processes, with certificates made here (rcgen): a render works end to
 //! end; a coordinator without the client certificate, one that does not
 //! trust the worker's CA, and one speaking plain HTTP to a TLS worker all
-//! fail with an error that says why.
+//! fail with an error that says why. And renders over the planner's bounds
+//! exit 2 before any worker writes a byte.
 
 use std::path::{Path, PathBuf};
 
@@ -206,4 +207,38 @@ fn unusable_certificates_are_refused_naming_the_flags() {
             .contains("--tls-cert/--tls-key/--tls-client-ca: the TLS certificates cannot be used"),
         "{stderr}"
     );
+}
+
+#[test]
+fn plans_over_the_bounds_exit_2_before_any_worker_renders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("never.mp4");
+    // Two hours of 30 fps in one chunk: two hours of audio.
+    let long = r#"{"width":64,"height":36,"duration":216000,"fps":"30"}"#;
+    let o = render_on(&[], long, 1, &out, &["--local", "1"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "chunk 0 (frames 0-215999) owns 345600000 audio samples at 48000 Hz; a chunk may own at most 172800000"
+        ),
+        "{stderr}"
+    );
+    // A frame step that makes output frames last over 1001 s.
+    let o = render_on(
+        &[],
+        long,
+        1,
+        &out,
+        &["--local", "1", "--every-nth-frame", "40000"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the output frame rate 3/4000 fps (fps 30 ÷ every_nth_frame 40000) is too slow"
+        ),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }
