@@ -374,6 +374,18 @@ impl TryFrom<pb::RenderChunkRequest> for WireChunkRequest {
             .frames
             .ok_or_else(|| FieldError::missing("frames"))?
             .try_into()?;
+        // No composition is longer; and `last + 1`, which every span
+        // computation needs, must exist.
+        if frames.last.0 >= composition::MAX_DURATION_FRAMES {
+            return Err(FieldError::new(
+                "frames",
+                format!(
+                    "last frame {} is beyond the longest composition ({} frames)",
+                    frames.last,
+                    composition::MAX_DURATION_FRAMES
+                ),
+            ));
+        }
         if r.composition_start > frames.first.0 {
             return Err(FieldError::new(
                 "composition_start",

@@ -71,9 +71,10 @@ pub const MAX_CHUNK_SAMPLES: u64 = 3600 * DEFAULT_SAMPLE_RATE as u64;
 /// lose to a failure; longer renders take more chunks.
 pub const MAX_CHUNK_BYTES: u64 = 64_000_000_000;
 
-/// The longest one output frame may last, in seconds: a composition's
-/// slowest frame rate is 1/1001 fps, and `every_nth_frame` may not make the
-/// output slower than that.
+/// The longest one output frame may last, in seconds (1/1001 fps).
+/// Compositions run at 1 fps at least; `every_nth_frame` may slow the
+/// output down to this and no further, which keeps every chunk's audio and
+/// timestamps small whatever the request.
 pub const MAX_OUTPUT_FRAME_SECONDS: u64 = 1001;
 
 /// What a chunk's artifacts cost per output frame and per audio sample, for

@@ -169,7 +169,7 @@ fn chunks_too_long_or_too_large_are_refused_naming_the_numbers() {
         ))
         .is_ok()
     );
-    // The slowest composition (1/1001 fps) still fits one frame per chunk.
+    // The slowest output frame (1001 s) still fits one per chunk.
     assert!(plan(&PlanRequest::new(3, fps(1, 1001), ChunkSpec::Count(3))).is_ok());
 
     // 8192x8192 4:4:4 frames (201 MB raw) for 400 frames: 80 GB.
