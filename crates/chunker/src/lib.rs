@@ -398,6 +398,14 @@ impl Chunk {
     ) -> Result<Chunk, PlanError> {
         let (first, last) = (*frames.start(), *frames.end());
         let range = FrameRange::new(first, last).ok_or(PlanError::InvertedRange { first, last })?;
+        if last == u64::MAX {
+            return Err(PlanError::InconsistentChunk {
+                index,
+                field: "frames.last",
+                given: last,
+                reason: LAST_FRAME_REASON.into(),
+            });
+        }
         if every_nth_frame == 0 {
             return Err(PlanError::ZeroEveryNthFrame);
         }
@@ -435,6 +443,11 @@ fn output_position(frames: FrameRange, every_nth_frame: u32, composition_start: 
     )
 }
 
+/// Why a chunk may not end at frame `u64::MAX`: its end (`last + 1`), which
+/// its length and sample span are made from, must exist.
+const LAST_FRAME_REASON: &str =
+    "the frame after a chunk's last must exist: the last frame may be at most 18446744073709551614";
+
 /// What a serialized [`Chunk`] holds before it is checked.
 #[derive(Deserialize)]
 struct ChunkRepr {
@@ -457,6 +470,9 @@ impl TryFrom<ChunkRepr> for Chunk {
             reason,
         };
         let (frames, nth, start) = (raw.frames, raw.every_nth_frame, raw.composition_start.0);
+        if frames.last.0 == u64::MAX {
+            return Err(bad("frames.last", u64::MAX, LAST_FRAME_REASON.into()));
+        }
         if nth == 0 {
             return Err(bad(
                 "every_nth_frame",

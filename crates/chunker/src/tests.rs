@@ -270,6 +270,13 @@ fn a_chunk_deserializes_only_when_its_fields_agree() {
         serde_json::json!({"start": 48000, "end": 32000}),
         "sample span is inverted: end 32000 is before start 48000",
     );
+    // Found by combine's manifest fuzzer: `last - first + 1` overflowed.
+    check_refused(
+        "frames",
+        serde_json::json!({"first": 0, "last": u64::MAX}),
+        "chunk 2: frames.last 18446744073709551615 is invalid: the frame after a chunk's last must exist: the last frame may be at most 18446744073709551614",
+    );
+    assert!(Chunk::from_parts(ChunkIndex(0), 0..=u64::MAX, 1, 0, fps(30, 1), 48_000).is_err());
     check_refused(
         "every_nth_frame",
         serde_json::json!(0),
