@@ -37,18 +37,14 @@ use crate::WorkerError;
 /// input is quoted short where it is made, and this is the last guard, so
 /// no message can outgrow a gRPC status header.
 pub fn to_status(err: &WorkerError) -> Status {
-    Status::new(code(err), bounded(err.to_string()))
+    Status::new(
+        code(err),
+        spec::quote_within(&err.to_string(), MAX_STATUS_MESSAGE_CHARS),
+    )
 }
 
 /// The longest status message a worker sends, in characters.
 pub const MAX_STATUS_MESSAGE_CHARS: usize = 2000;
-
-fn bounded(message: String) -> String {
-    match message.char_indices().nth(MAX_STATUS_MESSAGE_CHARS) {
-        None => message,
-        Some((cut, _)) => format!("{}… (message cut)", &message[..cut]),
-    }
-}
 
 fn code(err: &WorkerError) -> Code {
     match err {
@@ -106,8 +102,8 @@ mod tests {
         });
         let status = to_status(&long);
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().chars().count() < MAX_STATUS_MESSAGE_CHARS + 20);
-        assert!(status.message().ends_with("… (message cut)"));
+        assert!(status.message().chars().count() < MAX_STATUS_MESSAGE_CHARS + 40);
+        assert!(status.message().ends_with(" more characters)"));
     }
 
     #[track_caller]

@@ -208,7 +208,9 @@ impl WorkerAccess {
 /// connections, and one requiring client certificates ends handshakes
 /// without one.
 fn status_text(address: &str, status: &tonic::Status) -> String {
-    let mut text = spec::quote(status.message());
+    // As workers bound them (a message from something else on that port
+    // may be longer).
+    let mut text = spec::quote_within(status.message(), chunk_worker::MAX_STATUS_MESSAGE_CHARS);
     let mut source = std::error::Error::source(status);
     let transport = source.is_some() || status.code() == tonic::Code::Unavailable;
     while let Some(cause) = source {

@@ -49,7 +49,15 @@ pub const QUOTE_LIMIT: usize = 200;
 /// assert_eq!(spec::quote(&long), format!("{}… (800 more characters)", "x".repeat(200)));
 /// ```
 pub fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTE_LIMIT) {
+    quote_within(text, QUOTE_LIMIT)
+}
+
+/// `text` cut to at most `limit` characters, saying how much was left out,
+/// as [`quote`] does at [`QUOTE_LIMIT`]: for whole messages passed on
+/// (a worker's status), which get a larger bound than an input quoted in
+/// one.
+pub fn quote_within(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
         None => text.to_owned(),
         Some((cut, _)) => format!(
             "{}… ({} more characters)",

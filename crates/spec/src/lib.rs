@@ -39,7 +39,7 @@ mod target;
 mod video;
 
 pub use chunk::{ChunkRequest, ChunkSpan, DescribeRequest};
-pub use field::{FieldError, MAX_ID_BYTES, QUOTE_LIMIT, check_id, quote};
+pub use field::{FieldError, MAX_ID_BYTES, QUOTE_LIMIT, check_id, quote, quote_within};
 pub use hash::{ContentHash, HashError};
 pub use key::{ChunkIdentity, RendererVersion, canonical_json};
 pub use location::{Location, LocationError, check_key, check_prefix};
