@@ -281,7 +281,7 @@ async fn send_raw(w: &Worker, method: &str, body: Vec<u8>) -> tonic::Status {
     let path = format!("/montage.render.v1.ChunkWorker/{method}")
         .parse()
         .expect("path");
-    let result = if method == "RenderChunk" {
+    if method == "RenderChunk" {
         match grpc
             .server_streaming(tonic::Request::new(body), path, Raw)
             .await
@@ -298,8 +298,7 @@ async fn send_raw(w: &Worker, method: &str, body: Vec<u8>) -> tonic::Status {
         grpc.unary(tonic::Request::new(body), path, Raw)
             .await
             .expect_err("an error")
-    };
-    result
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,7 @@ fn exercise(text: &str) {
     };
     let options = manifest.options();
     let dir = tempfile::tempdir().expect("tempdir");
-    let _ = combine::combine_chunks(&manifest.chunks, &options, &dir.path().join("out.mp4"));
+    let _ = combine::combine_chunks(&manifest.chunks, &options, dir.path().join("out.mp4"));
 }
 
 fn extreme() -> impl Strategy<Value = Value> {
