@@ -54,7 +54,9 @@ fn serve_worker(cache_dir: &str) -> Result<(), BoxError> {
         let mut config = ServeConfig::new(([127, 0, 0, 1], 0).into(), cache_dir.into());
         // The bundle is rendered by path from the scratch directory that
         // holds the cache directory.
-        let scratch = Path::new(cache_dir).parent().ok_or("the cache dir's parent")?;
+        let scratch = Path::new(cache_dir)
+            .parent()
+            .ok_or("the cache dir's parent")?;
         config.allowed_paths = AllowedPaths::Under(vec![scratch.to_path_buf()]);
         let bound = chunk_worker::bind(config, WorkerConfig::standard()).await?;
         {

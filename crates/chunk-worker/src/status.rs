@@ -46,6 +46,28 @@ pub fn to_status(err: &WorkerError) -> Status {
 /// The longest status message a worker sends, in characters.
 pub const MAX_STATUS_MESSAGE_CHARS: usize = 2000;
 
+/// The class of an error in metrics and logs: `input`, `not_found`,
+/// `permission`, `storage`, `encoder`, `internal`, `busy`, `draining`,
+/// `unauthenticated`, `renderer_mismatch` or `cancelled` — one per status
+/// code the error maps to, so dashboards group failures the way the
+/// coordinator treats them.
+pub fn error_class(err: &WorkerError) -> &'static str {
+    match code(err) {
+        Code::InvalidArgument => "input",
+        Code::NotFound => "not_found",
+        Code::PermissionDenied => "permission",
+        Code::DataLoss => "storage",
+        Code::Cancelled => "cancelled",
+        Code::ResourceExhausted => "busy",
+        Code::Unauthenticated => "unauthenticated",
+        Code::FailedPrecondition => "renderer_mismatch",
+        Code::Unavailable if matches!(err, WorkerError::Draining) => "draining",
+        Code::Unavailable => "storage",
+        _ if matches!(err, WorkerError::Encoder { .. }) => "encoder",
+        _ => "internal",
+    }
+}
+
 fn code(err: &WorkerError) -> Code {
     match err {
         WorkerError::Field(_)

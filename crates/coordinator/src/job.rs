@@ -67,6 +67,8 @@ struct Rendered {
 /// One render in progress.
 pub(crate) struct RenderJob<'a> {
     coordinator: &'a Coordinator,
+    /// The render's id, in its chunk requests, events and logs.
+    render_id: String,
     request: RenderRequest,
     events: Events,
     cancel: CancellationToken,
@@ -79,6 +81,7 @@ impl<'a> RenderJob<'a> {
     /// A job for `request`, checked.
     pub(crate) fn new(
         coordinator: &'a Coordinator,
+        render_id: String,
         request: RenderRequest,
         events: Events,
         cancel: CancellationToken,
@@ -87,6 +90,7 @@ impl<'a> RenderJob<'a> {
         let work = WorkDir::create(&request.output)?;
         Ok(RenderJob {
             coordinator,
+            render_id,
             request,
             events,
             cancel,
@@ -118,6 +122,7 @@ impl<'a> RenderJob<'a> {
         let (report, output, presigned_url, combine_ms) =
             self.combine_and_deliver(&resolved, &files).await?;
         let summary = RenderSummary {
+            render_id: self.render_id.clone(),
             output,
             presigned_url,
             frames: report.frames,
@@ -155,6 +160,13 @@ impl<'a> RenderJob<'a> {
             .await?;
         let meta = &described.meta;
         let plan = plan_for(meta, request)?;
+        tracing::info!(
+            composition = %meta.id,
+            frames = plan.output_frames(),
+            chunks = plan.chunks().len(),
+            renderer = %described.renderer,
+            "render planned"
+        );
         self.events
             .send(RenderEvent::Planned {
                 composition: meta.id.clone(),
@@ -168,7 +180,7 @@ impl<'a> RenderJob<'a> {
             .await;
         // Workers render the resolved props: exactly what the keys say.
         let template = ChunkRequest {
-            job_id: job_id(request),
+            job_id: self.render_id.clone(),
             source: source.spec.clone(),
             composition_id: request.composition.clone(),
             props: meta.props.clone(),
@@ -252,6 +264,7 @@ impl<'a> RenderJob<'a> {
             .await?;
         let chunks = r.plan.chunks().len();
         let summary = RenderSummary {
+            render_id: self.render_id.clone(),
             output,
             presigned_url,
             frames: record.frames,
@@ -830,18 +843,6 @@ fn plan_for(meta: &CompositionMeta, request: &RenderRequest) -> Result<Plan, Err
         p = p.with_frame_range(r.clone());
     }
     chunker::plan(&p).map_err(|e| Error::Input(e.to_string()))
-}
-
-fn job_id(request: &RenderRequest) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    format!(
-        "{}-{stamp}-{}",
-        spec::quote(&request.composition),
-        std::process::id()
-    )
 }
 
 /// A temporary directory for one render (chunks without a local cache,

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use storage::Backoff;
+use tracing::Instrument as _;
 
 use crate::Error;
 
@@ -478,7 +479,13 @@ impl<'a, R: ChunkRunner> Scheduler<'a, R> {
             tx: self.messages_tx.clone(),
             cancel: self.attempts_cancel.child_token(),
         };
-        self.running.spawn(attempt.run());
+        let span = tracing::info_span!(
+            "attempt",
+            chunk = attempt.chunk.index().0,
+            attempt = attempt.attempt,
+            worker = %attempt.info.address
+        );
+        self.running.spawn(attempt.run().instrument(span));
     }
 
     /// When an empty pool gives up: it may fill (DNS) for up to the stall
@@ -544,6 +551,7 @@ impl<'a, R: ChunkRunner> Scheduler<'a, R> {
             .unwrap_or_default();
         match result {
             Ok(output) => {
+                tracing::info!(chunk = self.chunks[chunk].index().0, worker = %address, "chunk finished");
                 if let Some(s) = self.workers.get_mut(w) {
                     s.consecutive_failures = 0;
                 }
@@ -596,6 +604,14 @@ impl<'a, R: ChunkRunner> Scheduler<'a, R> {
         address: String,
         error: AttemptError,
     ) -> Result<(), Error> {
+        tracing::warn!(
+            chunk = self.chunks[chunk].index().0,
+            attempt = self.attempts[chunk],
+            worker = %address,
+            class = ?error.kind,
+            error = %error.message,
+            "chunk attempt failed"
+        );
         let failed = FailedAttempt {
             chunk: self.chunks[chunk].index().0,
             attempt: self.attempts[chunk],

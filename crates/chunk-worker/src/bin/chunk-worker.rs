@@ -87,6 +87,9 @@ struct ServeArgs {
     /// Seconds in-flight chunks may run on after SIGTERM.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -134,6 +137,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         max_memory: args
             .max_memory
             .unwrap_or_else(chunk_worker::default_max_memory),
+        metrics_listen: args.metrics_listen,
     })
 }
 

@@ -26,6 +26,11 @@ use coordinator::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log JSON lines on stderr, at info level unless RUST_LOG says
+    /// otherwise: every line of a render carries its `render_id` (and its
+    /// chunk and attempt), as the workers' lines do.
+    #[arg(long, global = true)]
+    log_json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +215,14 @@ struct RenderArgs {
     /// bar.
     #[arg(long)]
     json: bool,
+    /// POST a JSON event here when the render succeeds, fails or is
+    /// cancelled (retried with backoff; never holds up the render).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// A file holding the secret webhook deliveries are signed with
+    /// (HMAC-SHA256, header X-Montage-Signature).
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_secret_file: Option<PathBuf>,
 }
 
 fn parse_prop(kv: &str) -> Result<(String, serde_json::Value), String> {
@@ -397,6 +410,25 @@ fn render_request(
             .filter(|c| c != "off"),
         cache_max_bytes: args.cache_size,
         s3: storage::S3Config::default(),
+        webhook: match &args.webhook {
+            None => None,
+            Some(url) => {
+                let secret = match &args.webhook_secret_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("--webhook-secret-file {}", f.display()))?
+                            .trim()
+                            .as_bytes()
+                            .to_vec(),
+                    ),
+                    None => None,
+                };
+                Some(coordinator::webhook::WebhookConfig::new(
+                    url.clone(),
+                    secret,
+                ))
+            }
+        },
     };
     request.validate()?;
     pool.validate()?;
@@ -556,18 +588,28 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     }
 }
 
+/// Text logs at warn level by default (a person at a terminal), or JSON
+/// lines at info level (a log shipper); `RUST_LOG` overrides the level.
+fn init_logs(json: bool) {
+    let default = if json { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LogWriter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(LogWriter)
-        .init();
+    init_logs(cli.log_json);
     // x264 and the AAC encoder chatter at FFmpeg's default log level.
     combine::quiet_ffmpeg_logs();
     match run(cli) {

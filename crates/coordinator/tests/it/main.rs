@@ -7,3 +7,4 @@ mod kit;
 mod render;
 mod s3;
 mod trust;
+mod webhook;
