@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests are INVALID_ARGUMENT (see src/codec.rs).
+        .codec_path("crate::codec::WireCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

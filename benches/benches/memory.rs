@@ -27,7 +27,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chunk_worker::{ServeConfig, WorkerConfig};
+use chunk_worker::{AllowedPaths, ServeConfig, WorkerConfig};
 use chunker::ChunkSpec;
 use coordinator::pool::RemotePool;
 use coordinator::schedule::WorkerInfo;
@@ -51,7 +51,13 @@ fn serve_worker(cache_dir: &str) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let config = ServeConfig::new(([127, 0, 0, 1], 0).into(), cache_dir.into());
+        let mut config = ServeConfig::new(([127, 0, 0, 1], 0).into(), cache_dir.into());
+        // The bundle is rendered by path from the scratch directory that
+        // holds the cache directory.
+        let scratch = Path::new(cache_dir)
+            .parent()
+            .ok_or("the cache dir's parent")?;
+        config.allowed_paths = AllowedPaths::Under(vec![scratch.to_path_buf()]);
         let bound = chunk_worker::bind(config, WorkerConfig::standard()).await?;
         {
             let mut out = std::io::stdout().lock();

@@ -368,13 +368,24 @@ pub struct WireChunkRequest {
 impl TryFrom<pb::RenderChunkRequest> for WireChunkRequest {
     type Error = FieldError;
     fn try_from(r: pb::RenderChunkRequest) -> Result<Self, Self::Error> {
-        if r.composition_id.is_empty() {
-            return Err(FieldError::new("composition_id", "is empty"));
-        }
+        spec::check_id("composition_id", &r.composition_id, false)?;
+        spec::check_id("job_id", &r.job_id, true)?;
         let frames: FrameRange = r
             .frames
             .ok_or_else(|| FieldError::missing("frames"))?
             .try_into()?;
+        // No composition is longer; and `last + 1`, which every span
+        // computation needs, must exist.
+        if frames.last.0 >= composition::MAX_DURATION_FRAMES {
+            return Err(FieldError::new(
+                "frames",
+                format!(
+                    "last frame {} is beyond the longest composition ({} frames)",
+                    frames.last,
+                    composition::MAX_DURATION_FRAMES
+                ),
+            ));
+        }
         if r.composition_start > frames.first.0 {
             return Err(FieldError::new(
                 "composition_start",
@@ -472,9 +483,7 @@ impl From<&WireChunkRequest> for pb::RenderChunkRequest {
 impl TryFrom<pb::DescribeRequest> for DescribeRequest {
     type Error = FieldError;
     fn try_from(r: pb::DescribeRequest) -> Result<Self, Self::Error> {
-        if r.composition_id.is_empty() {
-            return Err(FieldError::new("composition_id", "is empty"));
-        }
+        spec::check_id("composition_id", &r.composition_id, false)?;
         Ok(DescribeRequest {
             source: source(r.source)?,
             props: props_from_json("props_json", &r.props_json)?,

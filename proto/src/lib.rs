@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod codec;
 pub mod convert;
 
 /// Version 1 of the render protocol, as generated.

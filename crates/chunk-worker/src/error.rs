@@ -33,8 +33,51 @@ pub enum WorkerError {
         /// What is unsupported and what is.
         message: String,
     },
+    /// A local path the client named that this worker does not allow (see
+    /// `AllowedPaths`).
+    #[error("field `{field}`: `{path}` is not allowed: {reason}")]
+    PathNotAllowed {
+        /// The request field (`output.location`, `source.bundle_path`,
+        /// `source.bundle.location`).
+        field: &'static str,
+        /// The path as given, quoted (at most 200 characters).
+        path: String,
+        /// Why, naming the flag that allows directories.
+        reason: String,
+    },
+    /// The chunk needs more than this worker or any worker allows (memory,
+    /// audio samples, bytes): the input's problem for this fleet.
+    #[error("chunk {chunk}: {message}")]
+    TooLarge {
+        /// The chunk index.
+        chunk: u32,
+        /// The numbers: what the chunk needs and the limit.
+        message: String,
+    },
+    /// The memory the chunk needs is taken by chunks in flight: try another
+    /// worker.
+    #[error(
+        "chunk {chunk} needs about {needed_mib} MiB and only {free_mib} MiB of this worker's --max-memory is free: try another worker"
+    )]
+    MemoryBusy {
+        /// The chunk index.
+        chunk: u32,
+        /// What it needs.
+        needed_mib: u64,
+        /// What is free.
+        free_mib: u64,
+    },
+    /// The worker's own configuration is unusable (TLS files, an open
+    /// listener without authentication).
+    #[error("{setting}: {message}")]
+    Config {
+        /// The setting, as its `chunk-worker serve` flag.
+        setting: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A scene bundle directory that does not exist on this worker.
-    #[error("bundle {}: not found on this worker", path.display())]
+    #[error("bundle {}: not found on this worker", spec::quote(&path.to_string_lossy()))]
     BundleNotFound {
         /// The path given.
         path: PathBuf,

@@ -49,8 +49,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod access;
 mod encode;
 mod error;
+mod limits;
 pub mod metrics;
 mod pipeline;
 mod service;
@@ -62,24 +64,30 @@ use std::sync::Arc;
 
 use composition::{CompositionError, CompositionSource, Registry};
 
+pub use access::{ALLOW_PATH_FLAG, AllowedPaths};
 pub use encode::{
     BITSTREAM_VERSION, FrameConverter, TS_CLOCK_HZ, X264_SYNC_LOOKAHEAD, YuvFrame,
     renderer_version, reuse_freed_memory,
 };
 pub use error::WorkerError;
+pub use limits::{
+    DEFAULT_MEMORY_PERCENT, ENCODER_FRAME_COPIES, FALLBACK_MAX_MEMORY, MIN_MAX_MEMORY,
+    chunk_memory, default_max_memory,
+};
 pub use pipeline::{
     AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, ProgressSink, RENDER_QUEUE_DEPTH, render_chunk,
 };
 // The request types a caller of `render_chunk` builds, from the pure `spec`
 // crate, so an embedder needs no second dependency for them.
 pub use service::{
-    BoundWorker, INLINE_PIECE_BYTES, PROGRESS_INTERVAL, ServeConfig, bind, serve, shutdown_signal,
+    BoundWorker, INLINE_PIECE_BYTES, PROGRESS_INTERVAL, ServeConfig, ServerTls, bind, serve,
+    shutdown_signal,
 };
 pub use spec::{
     ArtifactTarget, BundleRef, ChunkProgress, ChunkRequest, ChunkSpan, PcmFormat, PixelFormat,
     Quality, RendererVersion, SourceSpec, StageTimings, VideoSettings,
 };
-pub use status::{error_class, to_status};
+pub use status::{MAX_STATUS_MESSAGE_CHARS, error_class, to_status};
 pub use storage::Stores;
 pub use storage::{CachedBundle, S3Config};
 pub use stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};

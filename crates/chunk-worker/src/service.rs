@@ -40,6 +40,8 @@ use spec::{
 use crate::metrics::WorkerMetrics;
 use storage::{CachedBundle, Location, S3Config};
 
+use crate::access::{AllowedPaths, check_token};
+use crate::limits::{MIN_MAX_MEMORY, MemoryPool, default_max_memory};
 use crate::pipeline::{ArtifactFile, ChunkResult};
 use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
 use crate::{WorkerConfig, WorkerError, render_chunk, to_status};
@@ -87,9 +89,57 @@ pub struct ServeConfig {
     /// default takes everything from the standard AWS environment
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
     pub s3: S3Config,
+    /// The local paths clients may name (`--allow-path`); by default none.
+    pub allowed_paths: AllowedPaths,
+    /// Serve on a non-loopback address with neither a token nor client
+    /// certificates (`--insecure-no-auth`); otherwise [`bind`] refuses.
+    pub insecure_no_auth: bool,
+    /// Serve TLS (and require client certificates when it names a client
+    /// CA); `None` serves plain HTTP/2.
+    pub tls: Option<ServerTls>,
+    /// The memory chunks in flight may need together (`--max-memory`,
+    /// default [`default_max_memory`]): a chunk needing more is refused
+    /// with `INVALID_ARGUMENT`, one that does not fit beside the others
+    /// gets `RESOURCE_EXHAUSTED`.
+    pub max_memory: u64,
     /// Serve Prometheus metrics on `http://ADDR/metrics` (none: no metrics
     /// server).
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// A worker's TLS identity and, for mutual TLS, the CA its clients'
+/// certificates must chain to. All PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The certificate chain the worker presents (`--tls-cert`).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (`--tls-key`).
+    pub key_pem: Vec<u8>,
+    /// CA certificates clients must present a certificate from
+    /// (`--tls-client-ca`); `None` accepts any client (authenticated by the
+    /// bearer token, if any).
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ServerTls")
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    fn config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        if let Some(ca) = &self.client_ca_pem {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        config
+    }
 }
 
 impl ServeConfig {
@@ -105,13 +155,93 @@ impl ServeConfig {
             grace: Duration::from_secs(30),
             bundle_cache_bytes: DEFAULT_BUNDLE_CACHE_BYTES,
             s3: S3Config::default(),
+            allowed_paths: AllowedPaths::default(),
+            insecure_no_auth: false,
+            tls: None,
+            max_memory: default_max_memory(),
             metrics_listen: None,
         }
     }
+
+    /// Checks what can be checked before binding: slots, the memory limit,
+    /// authentication on an open address, the path rule's token, TLS files.
+    ///
+    /// # Errors
+    /// [`WorkerError::Field`] for zero slots, [`WorkerError::Config`]
+    /// naming the flag otherwise.
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        if self.slots == 0 {
+            return Err(spec::FieldError::new(
+                "slots",
+                "0 is invalid: a worker needs at least 1 slot",
+            )
+            .into());
+        }
+        if self.max_memory < MIN_MAX_MEMORY {
+            return Err(WorkerError::Config {
+                setting: "--max-memory",
+                message: format!(
+                    "{} bytes is too small: allowed at least {} MiB",
+                    self.max_memory,
+                    MIN_MAX_MEMORY >> 20
+                ),
+            });
+        }
+        if self.token.as_deref().is_some_and(str::is_empty) {
+            return Err(WorkerError::Config {
+                setting: "--token-file",
+                message: "the token is empty".into(),
+            });
+        }
+        let client_certs = self.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+        let authenticated = self.token.is_some() || client_certs;
+        if !self.listen.ip().is_loopback() && !authenticated && !self.insecure_no_auth {
+            return Err(WorkerError::Config {
+                setting: "--listen",
+                message: format!(
+                    "{} is reachable from other hosts, and without --token-file (or --tls-client-ca) anyone who reaches it can render on this worker and read and write the paths it allows: give --token-file FILE, or --insecure-no-auth to serve without authentication",
+                    self.listen
+                ),
+            });
+        }
+        if self.allowed_paths == AllowedPaths::Any && self.token.is_none() {
+            return Err(WorkerError::Config {
+                setting: "allowed_paths",
+                message: "allowing any local path needs a token, so only the process that made it can call this worker".into(),
+            });
+        }
+        if let Some(tls) = &self.tls {
+            tonic::transport::Server::builder()
+                .tls_config(tls.config())
+                .map_err(|e| WorkerError::Config {
+                    setting: "--tls-cert/--tls-key/--tls-client-ca",
+                    message: format!("the TLS certificates cannot be used: {}", error_chain(&e)),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// An error and its sources, `a: b: c` (tonic's transport errors say little
+/// at the top).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 struct Inner {
     worker: WorkerConfig,
+    /// Which local paths clients may name (roots canonical).
+    allowed: AllowedPaths,
+    /// Memory for chunks in flight.
+    memory: MemoryPool,
+    max_memory: u64,
     slots: Arc<Semaphore>,
     slot_count: usize,
     inflight_dir: PathBuf,
@@ -170,13 +300,11 @@ impl std::fmt::Debug for BoundWorker {
 /// # Errors
 /// [`WorkerError::Server`] if the address cannot be bound,
 /// [`WorkerError::Io`] or [`WorkerError::Storage`] if the cache directory
-/// cannot be created, [`WorkerError::Field`] for zero slots.
+/// cannot be created or an allowed path does not exist, and what
+/// [`ServeConfig::validate`] refuses.
 pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWorker, WorkerError> {
-    if config.slots == 0 {
-        return Err(
-            spec::FieldError::new("slots", "0 is invalid: a worker needs at least 1 slot").into(),
-        );
-    }
+    config.validate()?;
+    let allowed = config.allowed_paths.canonical()?;
     crate::encode::init()?;
     // Fails here, at start-up, rather than on the first chunk.
     crate::renderer_version()?;
@@ -211,6 +339,9 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
     };
     let inner = Arc::new(Inner {
         worker,
+        allowed,
+        memory: MemoryPool::new(config.max_memory),
+        max_memory: config.max_memory,
         slots: Arc::new(Semaphore::new(config.slots)),
         slot_count: config.slots,
         inflight_dir,
@@ -262,32 +393,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn check_token(expected: &str, req: &Request<()>) -> Result<(), WorkerError> {
-    let given = req
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(given) = given else {
-        return Err(WorkerError::Unauthenticated {
-            reason: "missing `authorization: Bearer <token>` metadata",
-        });
-    };
-    // Constant time over the longer length, so timing says nothing about
-    // how much of the token matched.
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    if diff != 0 {
-        return Err(WorkerError::Unauthenticated {
-            reason: "wrong bearer token",
-        });
-    }
-    Ok(())
-}
-
 impl BoundWorker {
     /// The address actually bound (the port chosen for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
@@ -320,14 +425,24 @@ impl BoundWorker {
         let token = config.token.clone();
         let svc = ChunkWorkerServer::with_interceptor(service, move |req: Request<()>| {
             if let Some(t) = &token {
-                check_token(t, &req).map_err(|e| to_status(&e))?;
+                check_token(t, req.metadata()).map_err(|e| to_status(&e))?;
             }
             Ok(req)
         });
         let stop_server = CancellationToken::new();
         let stopped = stop_server.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            // Checked by `bind` (`ServeConfig::validate`).
+            builder = builder
+                .tls_config(tls.config())
+                .map_err(|e| WorkerError::Config {
+                    setting: "--tls-cert/--tls-key/--tls-client-ca",
+                    message: error_chain(&e),
+                })?;
+        }
         let mut server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(health_service)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(no_delay(listener), async move {
@@ -344,7 +459,15 @@ impl BoundWorker {
                 stopped.cancelled().await
             })
         });
-        tracing::info!(%addr, slots = config.slots, "worker serving");
+        tracing::info!(
+            %addr,
+            slots = config.slots,
+            tls = config.tls.is_some(),
+            client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+            token = config.token.is_some(),
+            max_memory_mib = config.max_memory >> 20,
+            "worker serving"
+        );
         tokio::select! {
             _ = shutdown => {}
             r = &mut server => {
@@ -452,6 +575,34 @@ fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerErro
     }
 }
 
+/// Refuses the request's local paths outside the directories the worker
+/// allows, and replaces them by their canonical form (symlinks followed),
+/// so what renders is what was checked. A target directory is created.
+fn admit_paths(allowed: &AllowedPaths, request: &mut ChunkRequest) -> Result<(), WorkerError> {
+    admit_source(allowed, &mut request.source)?;
+    if let ArtifactTarget::Directory(dir) = &mut request.target {
+        *dir = allowed.writable_dir("output.location", dir)?;
+    }
+    Ok(())
+}
+
+/// [`admit_paths`] for a source: a bundle directory, or a bundle archive
+/// named by a local path or `file://` URL.
+fn admit_source(allowed: &AllowedPaths, source: &mut SourceSpec) -> Result<(), WorkerError> {
+    match source {
+        SourceSpec::BundlePath(path) => {
+            *path = allowed.readable("source.bundle_path", path)?;
+        }
+        SourceSpec::BundleRef(reference) => {
+            if let Location::Local { root, key } = &reference.location {
+                allowed.readable("source.bundle.location", &root.join(key))?;
+            }
+        }
+        SourceSpec::Registered => {}
+    }
+    Ok(())
+}
+
 /// What happens to a chunk's work when its client leaves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WhenGone {
@@ -544,11 +695,17 @@ impl Inner {
         if self.draining.load(Ordering::SeqCst) {
             return Err(WorkerError::Draining);
         }
-        let WireChunkRequest { request, renderer } = WireChunkRequest::try_from(wire)?;
+        let WireChunkRequest {
+            mut request,
+            renderer,
+        } = WireChunkRequest::try_from(wire)?;
         check_renderer(renderer.as_ref())?;
         can_open(&self.worker, &request.source)?;
+        admit_paths(&self.allowed, &mut request).inspect_err(|e| {
+            tracing::warn!(job_id = %spec::quote(&request.job_id), error = %e, "path refused");
+        })?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
-            tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
+            tracing::info!(job_id = %spec::quote(&request.job_id), chunk = request.span.index.0, "no free slot");
             WorkerError::Busy {
                 slots: self.slot_count,
             }
@@ -596,10 +753,10 @@ impl Inner {
                 self.metrics.failed(&e);
                 match &e {
                     WorkerError::Cancelled { .. } => {
-                        tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "chunk cancelled")
+                        tracing::info!(job_id = %spec::quote(&request.job_id), chunk = request.span.index.0, "chunk cancelled")
                     }
                     _ => {
-                        tracing::warn!(job_id = %request.job_id, chunk = request.span.index.0, error = %e, "chunk failed")
+                        tracing::warn!(job_id = %spec::quote(&request.job_id), chunk = request.span.index.0, error = %e, "chunk failed")
                     }
                 }
                 let _ = tx.send(Err(to_status(&e))).await;
@@ -644,7 +801,12 @@ impl Inner {
         let worker = self.worker.clone();
         let req = request.clone();
         let token = cancel.clone();
+        let (memory, max_memory) = (self.memory.clone(), self.max_memory);
         let handle = tokio::task::spawn_blocking(move || {
+            // Refused before anything renders; the memory is held while it
+            // does.
+            let needed = crate::limits::check_chunk(&worker, &req, max_memory)?;
+            let _memory = memory.reserve(req.span.index.0, needed)?;
             let sink = move |p: ChunkProgress| {
                 if let Ok(mut s) = sink_state.lock() {
                     *s = p;
@@ -680,7 +842,7 @@ impl Inner {
         result.timings.deliver = deliver.elapsed();
         result.timings.total = started.elapsed();
         tracing::info!(
-            job_id = %request.job_id,
+            job_id = %spec::quote(&request.job_id),
             chunk = request.span.index.0,
             frames = result.frame_count(),
             samples = result.sample_count(),
@@ -797,9 +959,9 @@ impl ChunkWorker for Service {
         })?;
         inner.metrics.started();
         tracing::info!(
-            job_id = %request.job_id,
+            job_id = %spec::quote(&request.job_id),
             chunk = request.span.index.0,
-            composition = %request.composition_id,
+            composition = %spec::quote(&request.composition_id),
             frames = %request.span.frames,
             "chunk accepted"
         );
@@ -823,6 +985,7 @@ impl ChunkWorker for Service {
             props,
         } = DescribeRequest::try_from(request.into_inner()).map_err(|e| to_status(&e.into()))?;
         can_open(&self.inner.worker, &source).map_err(|e| to_status(&e))?;
+        admit_source(&self.inner.allowed, &mut source).map_err(|e| to_status(&e))?;
         // Held until described, so the bundle is not evicted meanwhile.
         let _bundle = match &source {
             SourceSpec::BundleRef(reference) => {

@@ -9,8 +9,12 @@ use tonic::{Code, Status};
 use crate::WorkerError;
 
 /// The status a [`WorkerError`] is reported as:
-/// - bad request fields, scene, props or range, unsupported sources →
-///   `INVALID_ARGUMENT` (not worth retrying);
+/// - bad request fields, scene, props or range, unsupported sources, a
+///   chunk over the limits (audio samples, bytes, this worker's
+///   `--max-memory`) → `INVALID_ARGUMENT` (not worth retrying: a chunk too
+///   big for this worker is the input's problem for this fleet);
+/// - a local path outside the directories the worker allows →
+///   `PERMISSION_DENIED` (naming the path and `--allow-path`);
 /// - missing asset or bundle → `NOT_FOUND`, also a bundle archive missing
 ///   from storage;
 /// - a bundle archive refused while unpacking (an entry outside the target,
@@ -24,12 +28,23 @@ use crate::WorkerError;
 /// - any other storage failure (network, S3 errors, retries exhausted, the
 ///   worker's disk) → `UNAVAILABLE`, so the coordinator tries again;
 /// - encoder, disk or internal failures → `INTERNAL`;
-/// - no free slot → `RESOURCE_EXHAUSTED` (try another worker);
+/// - no free slot, or not enough free memory for the chunk while others
+///   run → `RESOURCE_EXHAUSTED` (try another worker);
 /// - draining → `UNAVAILABLE`; cancelled → `CANCELLED`;
 /// - missing or wrong bearer token → `UNAUTHENTICATED`.
+///
+/// The message is cut to [`MAX_STATUS_MESSAGE_CHARS`]: every echo of client
+/// input is quoted short where it is made, and this is the last guard, so
+/// no message can outgrow a gRPC status header.
 pub fn to_status(err: &WorkerError) -> Status {
-    Status::new(code(err), err.to_string())
+    Status::new(
+        code(err),
+        spec::quote_within(&err.to_string(), MAX_STATUS_MESSAGE_CHARS),
+    )
 }
+
+/// The longest status message a worker sends, in characters.
+pub const MAX_STATUS_MESSAGE_CHARS: usize = 2000;
 
 /// The class of an error in metrics and logs: `input`, `not_found`,
 /// `permission`, `storage`, `encoder`, `internal`, `busy`, `draining`,
@@ -55,9 +70,12 @@ pub fn error_class(err: &WorkerError) -> &'static str {
 
 fn code(err: &WorkerError) -> Code {
     match err {
-        WorkerError::Field(_) | WorkerError::Range { .. } | WorkerError::Unsupported { .. } => {
-            Code::InvalidArgument
-        }
+        WorkerError::Field(_)
+        | WorkerError::Range { .. }
+        | WorkerError::Unsupported { .. }
+        | WorkerError::TooLarge { .. } => Code::InvalidArgument,
+        WorkerError::PathNotAllowed { .. } => Code::PermissionDenied,
+        WorkerError::MemoryBusy { .. } => Code::ResourceExhausted,
         WorkerError::Composition(e) => match e.kind() {
             ErrorKind::InvalidInput => Code::InvalidArgument,
             ErrorKind::NotFound => Code::NotFound,
@@ -69,6 +87,7 @@ fn code(err: &WorkerError) -> Code {
         WorkerError::Encoder { .. }
         | WorkerError::Io { .. }
         | WorkerError::Panicked { .. }
+        | WorkerError::Config { .. }
         | WorkerError::Server { .. } => Code::Internal,
         WorkerError::Cancelled { .. } => Code::Cancelled,
         WorkerError::Busy { .. } => Code::ResourceExhausted,
@@ -96,6 +115,18 @@ fn storage_code(err: &StorageError) -> Code {
 mod tests {
     use super::*;
     use composition::CompositionError;
+
+    #[test]
+    fn messages_are_bounded() {
+        let long = WorkerError::Composition(CompositionError::UnknownComposition {
+            id: "x".repeat(1 << 20),
+            available: vec!["test-pattern".into()],
+        });
+        let status = to_status(&long);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().chars().count() < MAX_STATUS_MESSAGE_CHARS + 40);
+        assert!(status.message().ends_with(" more characters)"));
+    }
 
     #[track_caller]
     fn check(err: WorkerError, expected: Code) {
@@ -193,6 +224,29 @@ mod tests {
                 message: "AccessDenied".into(),
             }),
             Code::PermissionDenied,
+        );
+        check(
+            WorkerError::PathNotAllowed {
+                field: "output.location",
+                path: "/etc".into(),
+                reason: "x".into(),
+            },
+            Code::PermissionDenied,
+        );
+        check(
+            WorkerError::TooLarge {
+                chunk: 0,
+                message: "x".into(),
+            },
+            Code::InvalidArgument,
+        );
+        check(
+            WorkerError::MemoryBusy {
+                chunk: 0,
+                needed_mib: 2,
+                free_mib: 1,
+            },
+            Code::ResourceExhausted,
         );
         check(
             WorkerError::RendererMismatch {

@@ -61,6 +61,33 @@ pub enum ChunkSpec {
     FramesPerChunk(u64),
 }
 
+/// The most audio samples (per channel) one chunk may own: one hour at
+/// 48 kHz. Every plan can stay under it with more chunks, since one output
+/// frame lasts at most [`MAX_OUTPUT_FRAME_SECONDS`] (under 17 minutes).
+pub const MAX_CHUNK_SAMPLES: u64 = 3600 * DEFAULT_SAMPLE_RATE as u64;
+
+/// The most bytes one chunk may write, as [`ChunkCost`] estimates them:
+/// 64 GB. A chunk is a unit of work a worker renders to its disk and may
+/// lose to a failure; longer renders take more chunks.
+pub const MAX_CHUNK_BYTES: u64 = 64_000_000_000;
+
+/// The longest one output frame may last, in seconds (1/1001 fps).
+/// Compositions run at 1 fps at least; `every_nth_frame` may slow the
+/// output down to this and no further, which keeps every chunk's audio and
+/// timestamps small whatever the request.
+pub const MAX_OUTPUT_FRAME_SECONDS: u64 = 1001;
+
+/// What a chunk's artifacts cost per output frame and per audio sample, for
+/// the [`MAX_CHUNK_BYTES`] bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkCost {
+    /// Bytes one encoded frame may take: an upper estimate (its raw size,
+    /// which lossless encoding of noise reaches).
+    pub frame_bytes: u64,
+    /// Bytes of PCM per sample frame (all channels).
+    pub sample_bytes: u64,
+}
+
 /// Everything the planner needs. Build it with [`PlanRequest::new`] and the
 /// `with_*` methods, then call [`plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +107,9 @@ pub struct PlanRequest {
     pub every_nth_frame: u32,
     /// Audio sample rate in Hz.
     pub sample_rate: u32,
+    /// What each chunk's artifacts cost, to refuse chunks over
+    /// [`MAX_CHUNK_BYTES`]; `None` checks only samples.
+    pub cost: Option<ChunkCost>,
 }
 
 impl PlanRequest {
@@ -93,6 +123,7 @@ impl PlanRequest {
             min_frames_per_chunk: None,
             every_nth_frame: 1,
             sample_rate: DEFAULT_SAMPLE_RATE,
+            cost: None,
         }
     }
 
@@ -117,6 +148,13 @@ impl PlanRequest {
     /// Use audio sample rate `rate` (Hz).
     pub fn with_sample_rate(mut self, rate: u32) -> Self {
         self.sample_rate = rate;
+        self
+    }
+
+    /// Refuse chunks whose artifacts would cost more than
+    /// [`MAX_CHUNK_BYTES`].
+    pub fn with_cost(mut self, cost: ChunkCost) -> Self {
+        self.cost = Some(cost);
         self
     }
 }
@@ -172,6 +210,53 @@ pub enum PlanError {
         n: u32,
         /// The composition's frame rate.
         fps: Fps,
+    },
+    /// `every_nth_frame` makes output frames last longer than
+    /// [`MAX_OUTPUT_FRAME_SECONDS`].
+    #[error(
+        "the output frame rate {output} fps (fps {fps} ÷ every_nth_frame {n}) is too slow: an output frame may last at most {MAX_OUTPUT_FRAME_SECONDS} seconds (1/{MAX_OUTPUT_FRAME_SECONDS} fps)"
+    )]
+    OutputFpsTooLow {
+        /// The value given.
+        n: u32,
+        /// The composition's frame rate.
+        fps: Fps,
+        /// The output frame rate it makes.
+        output: Fps,
+    },
+    /// A chunk owns more audio than [`MAX_CHUNK_SAMPLES`].
+    #[error(
+        "chunk {index} (frames {frames}) owns {samples} audio samples at {sample_rate} Hz; a chunk may own at most {MAX_CHUNK_SAMPLES} (one hour at 48000 Hz): split the render into more chunks"
+    )]
+    TooManySamples {
+        /// The chunk.
+        index: ChunkIndex,
+        /// Its frames.
+        frames: FrameRange,
+        /// The samples it owns.
+        samples: u64,
+        /// The sample rate.
+        sample_rate: u32,
+    },
+    /// A chunk would write more than [`MAX_CHUNK_BYTES`].
+    #[error(
+        "chunk {index} (frames {frames}) would write about {bytes} bytes ({output_frames} frames of up to {frame_bytes} bytes, {samples} samples of {sample_bytes} bytes); a chunk may write at most {MAX_CHUNK_BYTES}: split the render into more chunks"
+    )]
+    TooManyBytes {
+        /// The chunk.
+        index: ChunkIndex,
+        /// Its frames.
+        frames: FrameRange,
+        /// The estimate.
+        bytes: u64,
+        /// Frames it renders.
+        output_frames: u64,
+        /// Bytes per frame estimated.
+        frame_bytes: u64,
+        /// Samples it owns.
+        samples: u64,
+        /// Bytes per sample frame.
+        sample_bytes: u64,
     },
     /// A chunk description read from elsewhere (a manifest, a record) whose
     /// fields disagree with each other.
@@ -260,6 +345,44 @@ impl Chunk {
         (0..self.output_frames).map(move |k| FrameIndex(first + k * step))
     }
 
+    /// Refuses a chunk that owns more than [`MAX_CHUNK_SAMPLES`] or whose
+    /// artifacts would cost more than [`MAX_CHUNK_BYTES`] by `cost`
+    /// (`None`: samples only).
+    ///
+    /// # Errors
+    /// [`PlanError::TooManySamples`] or [`PlanError::TooManyBytes`] naming
+    /// the chunk and the numbers.
+    pub fn check_size(&self, sample_rate: u32, cost: Option<ChunkCost>) -> Result<(), PlanError> {
+        let samples = self.samples.len();
+        if samples > MAX_CHUNK_SAMPLES {
+            return Err(PlanError::TooManySamples {
+                index: self.index,
+                frames: self.frames,
+                samples,
+                sample_rate,
+            });
+        }
+        let Some(cost) = cost else {
+            return Ok(());
+        };
+        let bytes = self
+            .output_frames
+            .saturating_mul(cost.frame_bytes)
+            .saturating_add(samples.saturating_mul(cost.sample_bytes));
+        if bytes > MAX_CHUNK_BYTES {
+            return Err(PlanError::TooManyBytes {
+                index: self.index,
+                frames: self.frames,
+                bytes,
+                output_frames: self.output_frames,
+                frame_bytes: cost.frame_bytes,
+                samples,
+                sample_bytes: cost.sample_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Rebuilds a chunk description received from elsewhere (a worker request),
     /// checking that it is self-consistent.
     ///
@@ -275,6 +398,14 @@ impl Chunk {
     ) -> Result<Chunk, PlanError> {
         let (first, last) = (*frames.start(), *frames.end());
         let range = FrameRange::new(first, last).ok_or(PlanError::InvertedRange { first, last })?;
+        if last == u64::MAX {
+            return Err(PlanError::InconsistentChunk {
+                index,
+                field: "frames.last",
+                given: last,
+                reason: LAST_FRAME_REASON.into(),
+            });
+        }
         if every_nth_frame == 0 {
             return Err(PlanError::ZeroEveryNthFrame);
         }
@@ -312,6 +443,11 @@ fn output_position(frames: FrameRange, every_nth_frame: u32, composition_start: 
     )
 }
 
+/// Why a chunk may not end at frame `u64::MAX`: its end (`last + 1`), which
+/// its length and sample span are made from, must exist.
+const LAST_FRAME_REASON: &str =
+    "the frame after a chunk's last must exist: the last frame may be at most 18446744073709551614";
+
 /// What a serialized [`Chunk`] holds before it is checked.
 #[derive(Deserialize)]
 struct ChunkRepr {
@@ -334,6 +470,9 @@ impl TryFrom<ChunkRepr> for Chunk {
             reason,
         };
         let (frames, nth, start) = (raw.frames, raw.every_nth_frame, raw.composition_start.0);
+        if frames.last.0 == u64::MAX {
+            return Err(bad("frames.last", u64::MAX, LAST_FRAME_REASON.into()));
+        }
         if nth == 0 {
             return Err(bad(
                 "every_nth_frame",
@@ -443,7 +582,9 @@ impl Plan {
 /// # Errors
 /// A [`PlanError`] naming the bad value: zero chunks or frames per chunk, an
 /// empty composition, an inverted range or one outside `[0, duration-1]`, a
-/// zero `every_nth_frame` or sample rate.
+/// zero `every_nth_frame` or sample rate, an output frame longer than
+/// [`MAX_OUTPUT_FRAME_SECONDS`], a chunk over [`MAX_CHUNK_SAMPLES`] or (with
+/// a [`ChunkCost`]) [`MAX_CHUNK_BYTES`].
 ///
 /// ```
 /// use chunker::{plan, ChunkSpec, PlanError, PlanRequest};
@@ -498,6 +639,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
             n: request.every_nth_frame,
             fps: request.fps,
         })?;
+    check_output_fps(request.fps, request.every_nth_frame, output_fps)?;
     let output_frames = range.len().div_ceil(step);
 
     let per_chunk = match request.chunks {
@@ -538,7 +680,10 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
                 samples: request.fps.sample_span_of(frames, request.sample_rate),
             }
         })
-        .collect();
+        .collect::<Vec<Chunk>>();
+    for c in &chunks {
+        c.check_size(request.sample_rate, request.cost)?;
+    }
 
     Ok(Plan {
         fps: request.fps,
@@ -551,6 +696,19 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
         samples: request.fps.sample_span_of(range, request.sample_rate),
         chunks,
     })
+}
+
+/// Refuses an output frame rate (the composition's `fps` ÷ `n`) whose
+/// frames last longer than [`MAX_OUTPUT_FRAME_SECONDS`].
+///
+/// # Errors
+/// [`PlanError::OutputFpsTooLow`] naming the values.
+pub fn check_output_fps(fps: Fps, n: u32, output: Fps) -> Result<(), PlanError> {
+    // A frame lasts den/num seconds.
+    if u64::from(output.den()) > MAX_OUTPUT_FRAME_SECONDS * u64::from(output.num()) {
+        return Err(PlanError::OutputFpsTooLow { n, fps, output });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -140,6 +140,71 @@ fn bad_requests_name_the_values() {
 }
 
 #[test]
+fn chunks_too_long_or_too_large_are_refused_naming_the_numbers() {
+    // fps 1/2147483647 (refused by compositions, but the planner must not
+    // trust that): frame 0 alone would own 1.0e14 samples.
+    check_err(
+        PlanRequest::new(1, fps(1, 2_147_483_647), ChunkSpec::Count(1)),
+        "the output frame rate 1/2147483647 fps (fps 1/2147483647 ÷ every_nth_frame 1) is too slow: an output frame may last at most 1001 seconds (1/1001 fps)",
+    );
+    let huge = Chunk::from_parts(ChunkIndex(0), 0..=0, 1, 0, fps(1, 2_147_483_647), 48_000)
+        .expect("consistent");
+    assert_eq!(
+        huge.check_size(48_000, None)
+            .expect_err("too long")
+            .to_string(),
+        "chunk 0 (frames 0-0) owns 103079215056000 audio samples at 48000 Hz; a chunk may own at most 172800000 (one hour at 48000 Hz): split the render into more chunks",
+    );
+    // Two hours at 30 fps in one chunk; in two chunks it fits.
+    let two_hours = 2 * 3600 * 30;
+    check_err(
+        PlanRequest::new(two_hours, fps(30, 1), ChunkSpec::Count(1)),
+        "chunk 0 (frames 0-215999) owns 345600000 audio samples at 48000 Hz; a chunk may own at most 172800000 (one hour at 48000 Hz): split the render into more chunks",
+    );
+    assert!(
+        plan(&PlanRequest::new(
+            two_hours,
+            fps(30, 1),
+            ChunkSpec::Count(2)
+        ))
+        .is_ok()
+    );
+    // The slowest output frame (1001 s) still fits one per chunk.
+    assert!(plan(&PlanRequest::new(3, fps(1, 1001), ChunkSpec::Count(3))).is_ok());
+
+    // 8192x8192 4:4:4 frames (201 MB raw) for 400 frames: 80 GB.
+    let cost = ChunkCost {
+        frame_bytes: 8192 * 8192 * 3,
+        sample_bytes: 8,
+    };
+    check_err(
+        PlanRequest::new(400, fps(30, 1), ChunkSpec::Count(1)).with_cost(cost),
+        "chunk 0 (frames 0-399) would write about 80535756800 bytes (400 frames of up to 201326592 bytes, 640000 samples of 8 bytes); a chunk may write at most 64000000000: split the render into more chunks",
+    );
+    assert!(plan(&PlanRequest::new(400, fps(30, 1), ChunkSpec::Count(2)).with_cost(cost)).is_ok());
+}
+
+#[test]
+fn every_nth_frame_may_not_make_output_frames_longer_than_1001_seconds() {
+    check_err(
+        PlanRequest::new(100_000, fps(30, 1), ChunkSpec::Count(1)).with_every_nth_frame(40_000),
+        "the output frame rate 3/4000 fps (fps 30 ÷ every_nth_frame 40000) is too slow: an output frame may last at most 1001 seconds (1/1001 fps)",
+    );
+    check_err(
+        PlanRequest::new(10, fps(1, 1001), ChunkSpec::Count(1)).with_every_nth_frame(2),
+        "the output frame rate 1/2002 fps (fps 1/1001 ÷ every_nth_frame 2) is too slow: an output frame may last at most 1001 seconds (1/1001 fps)",
+    );
+    // 30 fps ÷ 30030 is exactly 1/1001 fps: allowed.
+    assert!(
+        plan(
+            &PlanRequest::new(100_000, fps(30, 1), ChunkSpec::Count(1))
+                .with_every_nth_frame(30_030)
+        )
+        .is_ok()
+    );
+}
+
+#[test]
 fn from_parts_matches_the_plan() {
     let f = fps(30_000, 1001);
     let p = plan(&PlanRequest::new(1000, f, ChunkSpec::Count(7)).with_frame_range(100..=900))
@@ -205,6 +270,13 @@ fn a_chunk_deserializes_only_when_its_fields_agree() {
         serde_json::json!({"start": 48000, "end": 32000}),
         "sample span is inverted: end 32000 is before start 48000",
     );
+    // Found by combine's manifest fuzzer: `last - first + 1` overflowed.
+    check_refused(
+        "frames",
+        serde_json::json!({"first": 0, "last": u64::MAX}),
+        "chunk 2: frames.last 18446744073709551615 is invalid: the frame after a chunk's last must exist: the last frame may be at most 18446744073709551614",
+    );
+    assert!(Chunk::from_parts(ChunkIndex(0), 0..=u64::MAX, 1, 0, fps(30, 1), 48_000).is_err());
     check_refused(
         "every_nth_frame",
         serde_json::json!(0),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chunk_worker::{ServeConfig, WorkerConfig};
+use chunk_worker::{AllowedPaths, ServeConfig, WorkerConfig};
 use composition::{CompositionMeta, Props};
 use spec::{ContentHash, DescribeRequest, SourceIdentity, SourceSpec};
 use storage::{S3Config, StorageError, Stores};
@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 
 use crate::cache::RenderCache;
 use crate::events::{RenderHandle, RenderSummary};
-use crate::grpc::{self, Described};
+use crate::grpc::{self, ClientTls, Described, WorkerAccess};
 use crate::job::RenderJob;
 use crate::pool::RemotePool;
 use crate::request::{RenderRequest, RenderSource};
@@ -70,7 +70,7 @@ impl PoolSpec {
 pub struct CoordinatorOptions {
     /// Retry and stall policy.
     pub policy: SchedulePolicy,
-    /// Bearer token for the workers.
+    /// Bearer token for remote workers (an embedded pool makes its own).
     pub token: Option<String>,
     /// The render cache: a directory, `file://` URL or `s3://bucket/prefix/`
     /// holding bundles, chunks and outputs by content hash (see
@@ -83,6 +83,11 @@ pub struct CoordinatorOptions {
     /// S3 settings (endpoint, region, credentials, retries); the default
     /// reads the standard AWS environment.
     pub s3: S3Config,
+    /// TLS for `https://` workers: the CA to trust, a client certificate;
+    /// `None`: the system's roots and no client certificate. Giving it
+    /// makes plain `http://` workers an error, so the token never travels
+    /// in the clear by mistake.
+    pub tls: Option<ClientTls>,
     /// Where completion events are posted (see [`crate::webhook`]).
     pub webhook: Option<WebhookConfig>,
 }
@@ -110,7 +115,41 @@ impl CoordinatorOptions {
                 "--cache is empty: give a directory, s3://bucket/prefix/ or `off`".into(),
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(Error::Input)?;
+        }
         Ok(())
+    }
+
+    /// Checks the pool against the options: with TLS configured, every
+    /// remote worker must be `https://`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the plain worker.
+    fn validate_pool(&self, pool: &PoolSpec) -> Result<(), Error> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        let plain = match pool {
+            PoolSpec::Remote(RemotePool::Addresses(list)) => list
+                .iter()
+                .find(|w| w.address.starts_with("http://"))
+                .map(|w| w.address.clone()),
+            PoolSpec::Remote(RemotePool::Dns {
+                host,
+                port,
+                tls: false,
+                ..
+            }) => Some(format!("{host}:{port}")),
+            _ => None,
+        };
+        match plain {
+            Some(worker) => Err(Error::Input(format!(
+                "worker `{}` is plain HTTP but TLS is configured (--tls-ca or a client certificate): address it as https://",
+                spec::quote(&worker)
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -122,6 +161,9 @@ pub fn default_local_workers() -> usize {
 enum Pool {
     Embedded {
         workers: Vec<WorkerInfo>,
+        /// The random token only this process knows (see
+        /// [`start_embedded`]).
+        token: String,
         stop: CancellationToken,
         tasks: tokio::task::JoinSet<()>,
         _dir: tempfile::TempDir,
@@ -179,6 +221,7 @@ impl Coordinator {
     pub async fn new(pool: PoolSpec, options: CoordinatorOptions) -> Result<Self, Error> {
         pool.validate()?;
         options.validate()?;
+        options.validate_pool(&pool)?;
         let pool = match pool {
             PoolSpec::Embedded { workers, config } => {
                 start_embedded(workers, config, &options).await?
@@ -236,6 +279,33 @@ impl Coordinator {
         matches!(self.pool, Pool::Embedded { .. })
     }
 
+    /// How this coordinator reaches its workers: embedded ones with their
+    /// per-process token; remote ones with the options' token and TLS (a
+    /// DNS pool's certificates checked against its DNS name unless a server
+    /// name is given).
+    pub(crate) fn access(&self) -> WorkerAccess {
+        match &self.pool {
+            Pool::Embedded { token, .. } => WorkerAccess {
+                token: Some(token.clone()),
+                tls: None,
+            },
+            Pool::Remote(remote) => {
+                let mut tls = self.options.tls.clone();
+                if let RemotePool::Dns {
+                    host, tls: true, ..
+                } = remote
+                {
+                    let tls = tls.get_or_insert_with(ClientTls::default);
+                    tls.server_name.get_or_insert_with(|| host.clone());
+                }
+                WorkerAccess {
+                    token: self.options.token.clone(),
+                    tls,
+                }
+            }
+        }
+    }
+
     /// The pool's workers, followed until `stop` (a DNS pool re-resolves).
     pub(crate) async fn workers(
         &self,
@@ -280,11 +350,12 @@ impl Coordinator {
             props: props.clone(),
         };
         let mut failures = Vec::new();
+        let access = self.access();
         for w in &workers {
-            match grpc::describe(w, &request, self.options.token.as_deref()).await {
+            match grpc::describe(w, &request, &access).await {
                 Ok(described) => return Ok(described),
                 Err(e) if e.kind == FailureKind::Invalid => return Err(Error::Input(e.message)),
-                Err(e) => failures.push(format!("{}: {}", w.address, e.message)),
+                Err(e) => failures.push(format!("{}: {}", spec::quote(&w.address), e.message)),
             }
         }
         if failures.is_empty() {
@@ -312,7 +383,7 @@ impl Coordinator {
                         .map_err(|e| match e {
                             StorageError::InvalidLocation { .. }
                             | StorageError::InvalidConfig { .. } => {
-                                Error::Input(format!("cache `{location}`: {e}"))
+                                Error::Input(format!("cache `{}`: {e}", spec::quote(location)))
                             }
                             other => Error::Storage(other),
                         }),
@@ -566,6 +637,21 @@ async fn pack_bundle(
     })
 }
 
+/// Bytes of randomness in an embedded pool's token.
+const EMBEDDED_TOKEN_BYTES: usize = 32;
+
+/// Starts `n` workers in this process on loopback.
+///
+/// They trust this coordinator by construction rather than by a list of
+/// directories: they write chunks into the render cache and into work
+/// directories beside each output file, and read the bundle of whatever
+/// this process is asked to render, so no fixed list could name them all.
+/// They accept any local path ([`AllowedPaths::Any`]), and in exchange
+/// nothing but this process can call them: they listen on 127.0.0.1 only
+/// and require a token of [`EMBEDDED_TOKEN_BYTES`] random bytes made here
+/// and never written anywhere. Another user of the machine reaching the
+/// port cannot guess it, so what these workers do is what this process's
+/// user asked for, with that user's own file access.
 async fn start_embedded(
     n: usize,
     config: WorkerConfig,
@@ -575,6 +661,10 @@ async fn start_embedded(
         .prefix("montage-workers-")
         .tempdir()
         .map_err(Error::io("creating the local workers' cache directory"))?;
+    let mut secret = [0u8; EMBEDDED_TOKEN_BYTES];
+    getrandom::fill(&mut secret)
+        .map_err(|e| Error::Internal(format!("no randomness for the local workers' token: {e}")))?;
+    let token = hex::encode(secret);
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut workers = Vec::new();
@@ -582,7 +672,8 @@ async fn start_embedded(
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let mut serve = ServeConfig::new(listen, dir.path().join(format!("worker-{i}")));
         serve.slots = 1;
-        serve.token = options.token.clone();
+        serve.token = Some(token.clone());
+        serve.allowed_paths = AllowedPaths::Any;
         // Local workers reach the same buckets as the coordinator.
         serve.s3 = options.s3.clone();
         let bound = chunk_worker::bind(serve, config.clone())
@@ -601,8 +692,59 @@ async fn start_embedded(
     }
     Ok(Pool::Embedded {
         workers,
+        token,
         stop,
         tasks,
         _dir: dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{DEFAULT_DNS_REFRESH, parse_dns, parse_worker};
+
+    #[test]
+    fn tls_options_and_plain_workers_do_not_mix() {
+        let tls = CoordinatorOptions {
+            tls: Some(ClientTls {
+                server_name: Some("workers.svc".into()),
+                ..ClientTls::default()
+            }),
+            ..CoordinatorOptions::default()
+        };
+        let pool = |w: &str| {
+            PoolSpec::Remote(RemotePool::Addresses(vec![
+                parse_worker(w).expect("worker"),
+            ]))
+        };
+        assert!(tls.validate_pool(&pool("https://h:1")).is_ok());
+        assert_eq!(
+            tls.validate_pool(&pool("h:1"))
+                .expect_err("plain")
+                .to_string(),
+            "worker `http://h:1` is plain HTTP but TLS is configured (--tls-ca or a client certificate): address it as https://"
+        );
+        let dns = |t: &str| PoolSpec::Remote(parse_dns(t, 1, DEFAULT_DNS_REFRESH).expect("dns"));
+        assert!(tls.validate_pool(&dns("https://workers.svc:50051")).is_ok());
+        assert!(tls.validate_pool(&dns("workers.svc:50051")).is_err());
+        // Without TLS options, any mix is the operator's choice.
+        assert!(
+            CoordinatorOptions::default()
+                .validate_pool(&pool("h:1"))
+                .is_ok()
+        );
+
+        let half = CoordinatorOptions {
+            tls: Some(ClientTls {
+                client_cert_pem: Some(b"x".to_vec()),
+                ..ClientTls::default()
+            }),
+            ..CoordinatorOptions::default()
+        };
+        assert_eq!(
+            half.validate().expect_err("no key").to_string(),
+            "--tls-client-cert and --tls-client-key go together: give both"
+        );
+    }
 }

@@ -74,6 +74,168 @@ pub struct ChunkFiles {
     pub timings: StageTimings,
 }
 
+/// How the coordinator checks `https://` workers and proves itself to
+/// them. All PEM.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// CA certificates the workers' certificates must chain to
+    /// (`--tls-ca`); `None`: the system's trusted roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The coordinator's certificate chain, for workers that require client
+    /// certificates (`--tls-client-cert`, with `client_key_pem`).
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// Its private key (`--tls-client-key`).
+    pub client_key_pem: Option<Vec<u8>>,
+    /// The name workers' certificates are checked against; `None`: the host
+    /// of each worker's URL (for a DNS pool, the DNS name).
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    fn config(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.client_cert_pem, &self.client_key_pem) {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        config
+    }
+
+    /// Checks that the certificates parse and that a client certificate
+    /// comes with its key.
+    ///
+    /// # Errors
+    /// A message naming the flags.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.client_cert_pem.is_some() != self.client_key_pem.is_some() {
+            return Err("--tls-client-cert and --tls-client-key go together: give both".into());
+        }
+        Endpoint::from_static("https://worker.invalid:443")
+            .tls_config(self.config())
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "--tls-ca/--tls-client-cert/--tls-client-key: the certificates cannot be used: {}",
+                    error_chain(&e)
+                )
+            })
+    }
+}
+
+/// An error and its sources, `a: b: c` (tonic's transport errors say little
+/// at the top: "transport error").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        // Wrappers often repeat their cause's text.
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// How the coordinator reaches its workers: the bearer token and, for
+/// `https://` workers, TLS.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerAccess {
+    /// The bearer token sent with every call.
+    pub token: Option<String>,
+    /// TLS settings for `https://` workers (`None`: the system's roots, no
+    /// client certificate).
+    pub tls: Option<ClientTls>,
+}
+
+impl WorkerAccess {
+    /// The endpoint of the worker at `address`: TLS for `https://`, plain
+    /// HTTP/2 for `http://`.
+    fn endpoint(&self, address: &str) -> Result<Endpoint, AttemptError> {
+        let endpoint = Endpoint::from_shared(address.to_owned())
+            .map_err(|e| {
+                AttemptError::new(
+                    FailureKind::Invalid,
+                    format!(
+                        "worker address `{}` is not a URL: {e}",
+                        spec::quote(address)
+                    ),
+                )
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        if !address.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        endpoint
+            .tls_config(self.tls.clone().unwrap_or_default().config())
+            .map_err(|e| {
+                AttemptError::new(
+                    FailureKind::Invalid,
+                    format!(
+                        "TLS for worker `{}`: {}",
+                        spec::quote(address),
+                        error_chain(&e)
+                    ),
+                )
+            })
+    }
+}
+
+/// What a failed call says: the worker's message (quoted), or for a
+/// failure of the connection itself (a status tonic made, with a source)
+/// its causes and what to check: a worker serving TLS closes plain
+/// connections, and one requiring client certificates ends handshakes
+/// without one.
+fn status_text(address: &str, status: &tonic::Status) -> String {
+    // As workers bound them (a message from something else on that port
+    // may be longer).
+    let mut text = spec::quote_within(status.message(), chunk_worker::MAX_STATUS_MESSAGE_CHARS);
+    let mut source = std::error::Error::source(status);
+    let transport = source.is_some() || status.code() == tonic::Code::Unavailable;
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if transport {
+        text.push_str(transport_hint(address));
+    }
+    text
+}
+
+/// What to check when the connection to `address` fails.
+fn transport_hint(address: &str) -> &'static str {
+    if address.starts_with("https://") {
+        " (check the TLS settings: the worker's CA in --tls-ca, and --tls-client-cert/--tls-client-key if it requires client certificates)"
+    } else {
+        " (if this worker serves TLS, address it as https://)"
+    }
+}
+
 /// Maps a gRPC status to what the scheduler does next.
 pub fn classify(status: &tonic::Status) -> FailureKind {
     use tonic::Code;
@@ -85,10 +247,10 @@ pub fn classify(status: &tonic::Status) -> FailureKind {
     }
 }
 
-fn status_error(status: &tonic::Status) -> AttemptError {
+fn status_error(address: &str, status: &tonic::Status) -> AttemptError {
     AttemptError::new(
         classify(status),
-        format!("{:?}: {}", status.code(), status.message()),
+        format!("{:?}: {}", status.code(), status_text(address, status)),
     )
 }
 
@@ -139,7 +301,7 @@ pub struct GrpcRunner {
     template: ChunkRequest,
     renderer: Option<RendererVersion>,
     targets: HashMap<u32, ChunkTarget>,
-    token: Option<String>,
+    access: WorkerAccess,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -147,18 +309,18 @@ impl GrpcRunner {
     /// A runner sending `template` (everything but the chunk's own span and
     /// target) for every chunk, expecting workers that run `renderer` (when
     /// given: others refuse), delivering chunk `i`'s artifacts to
-    /// `targets[&i]`, authenticating with `token` when given.
+    /// `targets[&i]`, reaching workers with `access` (token, TLS).
     pub fn new(
         template: ChunkRequest,
         renderer: Option<RendererVersion>,
         targets: HashMap<u32, ChunkTarget>,
-        token: Option<String>,
+        access: WorkerAccess,
     ) -> Self {
         GrpcRunner {
             template,
             renderer,
             targets,
-            token,
+            access,
             channels: Mutex::default(),
         }
     }
@@ -171,16 +333,7 @@ impl GrpcRunner {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(address.to_owned())
-            .map_err(|e| {
-                AttemptError::new(
-                    FailureKind::Invalid,
-                    format!("worker address `{address}` is not a URL: {e}"),
-                )
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let channel = self.access.endpoint(address)?.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -292,28 +445,24 @@ pub fn artifact_paths(dir: &Path, chunk: u32) -> (PathBuf, PathBuf) {
 pub async fn describe(
     worker: &WorkerInfo,
     request: &DescribeRequest,
-    token: Option<&str>,
+    access: &WorkerAccess,
 ) -> Result<Described, AttemptError> {
     use montage_proto::convert::Described as Wire;
-    let endpoint = Endpoint::from_shared(worker.address.clone())
-        .map_err(|e| {
-            AttemptError::new(
-                FailureKind::Invalid,
-                format!("worker address `{}`: {e}", spec::quote(&worker.address)),
-            )
-        })?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| AttemptError::new(FailureKind::Transient, format!("connecting: {e}")))?;
+    let address = &worker.address;
+    let channel = access.endpoint(address)?.connect().await.map_err(|e| {
+        AttemptError::new(
+            FailureKind::Transient,
+            format!("connecting: {}{}", error_chain(&e), transport_hint(address)),
+        )
+    })?;
     let mut client = ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut req = tonic::Request::new(pb::DescribeRequest::from(request));
-    authorize(&mut req, token).map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
+    authorize(&mut req, access.token.as_deref())
+        .map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
     let response = client
         .describe(req)
         .await
-        .map_err(|s| AttemptError::new(classify(&s), s.message().to_owned()))?
+        .map_err(|s| AttemptError::new(classify(&s), status_text(address, &s)))?
         .into_inner();
     let Wire { meta, renderer } = Wire::try_from(response).map_err(|e| {
         AttemptError::new(FailureKind::Transient, format!("the worker's answer: {e}"))
@@ -347,7 +496,8 @@ impl ChunkRunner for GrpcRunner {
         let mut request = self.template.clone();
         request.span = ChunkSpan::from(&chunk);
         let renderer = self.renderer.clone();
-        let token = self.token.clone();
+        let token = self.access.token.clone();
+        let address = worker.address.clone();
         Box::pin(async move {
             let channel = channel?;
             let target = target.ok_or_else(|| {
@@ -367,10 +517,10 @@ impl ChunkRunner for GrpcRunner {
                 let stream = client
                     .render_chunk(req)
                     .await
-                    .map_err(|s| status_error(&s))?
+                    .map_err(|s| status_error(&address, &s))?
                     .into_inner();
                 let tag = format!("chunk-{:06}.attempt-{attempt}", chunk.index().0);
-                Receiver::new(chunk.index().0, &target, tag, &progress)
+                Receiver::new(chunk.index().0, &target, tag, &progress, &address)
                     .receive(stream)
                     .await
             };
@@ -389,6 +539,8 @@ struct Receiver<'a> {
     target: &'a ChunkTarget,
     tag: String,
     progress: &'a mpsc::Sender<ChunkProgress>,
+    /// The worker's address, for what to check when the stream breaks.
+    address: &'a str,
     video: Option<PartFile>,
     audio: Option<PartFile>,
 }
@@ -399,12 +551,14 @@ impl<'a> Receiver<'a> {
         target: &'a ChunkTarget,
         tag: String,
         progress: &'a mpsc::Sender<ChunkProgress>,
+        address: &'a str,
     ) -> Self {
         Receiver {
             index,
             target,
             tag,
             progress,
+            address,
             video: None,
             audio: None,
         }
@@ -419,7 +573,7 @@ impl<'a> Receiver<'a> {
             let event = stream
                 .message()
                 .await
-                .map_err(|s| status_error(&s))?
+                .map_err(|s| status_error(self.address, &s))?
                 .ok_or_else(|| {
                     AttemptError::new(
                         FailureKind::Transient,

@@ -384,7 +384,7 @@ impl<'a> RenderJob<'a> {
                 r.template.clone(),
                 Some(r.described.renderer.clone()),
                 targets,
-                self.coordinator.options.token.clone(),
+                self.coordinator.access(),
             ),
             cache: self.cache.cloned(),
             keys: r.keys.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
@@ -832,8 +832,13 @@ fn keep_chunks(dir: &Path, plan: &Plan, artifacts: &[ChunkArtifact]) -> Result<(
 }
 
 fn plan_for(meta: &CompositionMeta, request: &RenderRequest) -> Result<Plan, Error> {
+    // Chunks over the planner's bounds on samples and bytes are refused
+    // here, before a worker writes anything (the PCM format is the one
+    // `resolve` asks workers for).
+    let cost = spec::chunk_cost(&request.video, meta.width, meta.height, PcmFormat::F32le);
     let mut p = PlanRequest::new(meta.duration_frames, meta.fps, request.chunks)
-        .with_every_nth_frame(request.every_nth_frame);
+        .with_every_nth_frame(request.every_nth_frame)
+        .with_cost(cost);
     if let Some(r) = &request.frames {
         p = p.with_frame_range(r.clone());
     }

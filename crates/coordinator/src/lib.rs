@@ -63,6 +63,7 @@ pub use coordinator::{
 };
 pub use error::{Error, ErrorKind};
 pub use events::{EVENT_BUFFER, RenderEvent, RenderHandle, RenderSummary};
+pub use grpc::{ClientTls, WorkerAccess};
 pub use request::{Destination, MAX_PRESIGN, RenderRequest, RenderSource};
 pub use spec::{PcmFormat, VideoSettings};
 

@@ -31,12 +31,15 @@ pub enum RemotePool {
         slots: u32,
         /// How often to resolve again.
         refresh: Duration,
+        /// Whether the workers serve TLS (`https://NAME:PORT`); their
+        /// certificates are checked against `host`.
+        tls: bool,
     },
 }
 
 fn bad_address(given: &str) -> Error {
     Error::Input(format!(
-        "worker `{}` is not a worker URL: write it as http://HOST:PORT, optionally followed by #SLOTS",
+        "worker `{}` is not a worker URL: write it as http://HOST:PORT or https://HOST:PORT, optionally followed by #SLOTS",
         spec::quote(given)
     ))
 }
@@ -79,18 +82,23 @@ pub fn parse_worker(text: &str) -> Result<WorkerInfo, Error> {
     })
 }
 
-/// Parses `NAME:PORT` for a DNS pool.
+/// Parses `NAME:PORT` (plain workers) or `https://NAME:PORT` (workers
+/// serving TLS) for a DNS pool.
 ///
 /// # Errors
 /// [`Error::Input`] naming the text given.
 pub fn parse_dns(text: &str, slots: u32, refresh: Duration) -> Result<RemotePool, Error> {
     let bad = || {
         Error::Input(format!(
-            "workers DNS `{}` is not NAME:PORT",
+            "workers DNS `{}` is not NAME:PORT (or https://NAME:PORT)",
             spec::quote(text)
         ))
     };
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let (target, tls) = match text.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (text.strip_prefix("http://").unwrap_or(text), false),
+    };
+    let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
     let port = port.parse::<u16>().map_err(|_| bad())?;
     if host.is_empty() {
         return Err(bad());
@@ -103,15 +111,18 @@ pub fn parse_dns(text: &str, slots: u32, refresh: Duration) -> Result<RemotePool
         port,
         slots,
         refresh,
+        tls,
     })
 }
 
-/// Resolves `host:port` to worker URLs, sorted so the pool order is stable.
-async fn resolve(host: &str, port: u16, slots: u32) -> Vec<WorkerInfo> {
+/// Resolves `host:port` to worker URLs (`https://` when `tls`), sorted so
+/// the pool order is stable.
+async fn resolve(host: &str, port: u16, slots: u32, tls: bool) -> Vec<WorkerInfo> {
+    let scheme = if tls { "https" } else { "http" };
     let mut found: Vec<WorkerInfo> = match tokio::net::lookup_host((host, port)).await {
         Ok(addrs) => addrs
             .map(|a| WorkerInfo {
-                address: format!("http://{a}"),
+                address: format!("{scheme}://{a}"),
                 slots,
             })
             .collect(),
@@ -137,10 +148,12 @@ impl RemotePool {
                 port,
                 slots,
                 refresh,
+                tls,
             } => {
-                let first = resolve(host, *port, *slots).await;
+                let first = resolve(host, *port, *slots, *tls).await;
                 let (tx, rx) = watch::channel(first);
-                let (host, port, slots, refresh) = (host.clone(), *port, *slots, *refresh);
+                let (host, port, slots, refresh, tls) =
+                    (host.clone(), *port, *slots, *refresh, *tls);
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -148,7 +161,7 @@ impl RemotePool {
                             _ = tx.closed() => break,
                             _ = tokio::time::sleep(refresh) => {}
                         }
-                        let now = resolve(&host, port, slots).await;
+                        let now = resolve(&host, port, slots, tls).await;
                         tx.send_if_modified(|current| {
                             if *current == now {
                                 false
@@ -187,7 +200,7 @@ mod tests {
             parse_worker("http://host")
                 .expect_err("no port")
                 .to_string(),
-            "worker `http://host` is not a worker URL: write it as http://HOST:PORT, optionally followed by #SLOTS"
+            "worker `http://host` is not a worker URL: write it as http://HOST:PORT or https://HOST:PORT, optionally followed by #SLOTS"
         );
         assert_eq!(
             parse_worker("h:1#0").expect_err("zero slots").to_string(),
@@ -209,5 +222,17 @@ mod tests {
             "{workers:?}"
         );
         assert!(parse_dns("nohost", 1, DEFAULT_DNS_REFRESH).is_err());
+        assert!(matches!(
+            parse_dns("https://workers.svc:50051", 1, DEFAULT_DNS_REFRESH),
+            Ok(RemotePool::Dns { ref host, port: 50051, tls: true, .. }) if host == "workers.svc"
+        ));
+        let long = format!("{}:x", "h".repeat(10_000));
+        assert!(
+            parse_dns(&long, 1, DEFAULT_DNS_REFRESH)
+                .expect_err("bad")
+                .to_string()
+                .len()
+                < 400
+        );
     }
 }

@@ -49,7 +49,15 @@ pub const QUOTE_LIMIT: usize = 200;
 /// assert_eq!(spec::quote(&long), format!("{}… (800 more characters)", "x".repeat(200)));
 /// ```
 pub fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTE_LIMIT) {
+    quote_within(text, QUOTE_LIMIT)
+}
+
+/// `text` cut to at most `limit` characters, saying how much was left out,
+/// as [`quote`] does at [`QUOTE_LIMIT`]: for whole messages passed on
+/// (a worker's status), which get a larger bound than an input quoted in
+/// one.
+pub fn quote_within(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
         None => text.to_owned(),
         Some((cut, _)) => format!(
             "{}… ({} more characters)",
@@ -57,4 +65,39 @@ pub fn quote(text: &str) -> String {
             text[cut..].chars().count()
         ),
     }
+}
+
+/// The longest id (a job id, a composition id) a request may carry, in
+/// bytes: ids are echoed in logs and errors, so a client cannot make every
+/// log line a megabyte.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// Checks an id field: at most [`MAX_ID_BYTES`] bytes, and not empty unless
+/// `may_be_empty`.
+///
+/// # Errors
+/// A [`FieldError`] naming `field`, quoting at most [`QUOTE_LIMIT`]
+/// characters of the id.
+///
+/// ```
+/// assert!(spec::check_id("job_id", "render-1", true).is_ok());
+/// let err = spec::check_id("composition_id", &"x".repeat(2000), false).unwrap_err();
+/// assert!(err.to_string().starts_with("field `composition_id`: 2000 bytes is too long (at most 1024): `xxx"));
+/// assert!(err.to_string().len() < 400);
+/// ```
+pub fn check_id(field: &str, id: &str, may_be_empty: bool) -> Result<(), FieldError> {
+    if id.is_empty() && !may_be_empty {
+        return Err(FieldError::new(field, "is empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{} bytes is too long (at most {MAX_ID_BYTES}): `{}`",
+                id.len(),
+                quote(id)
+            ),
+        ));
+    }
+    Ok(())
 }

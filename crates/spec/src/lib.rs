@@ -39,7 +39,7 @@ mod target;
 mod video;
 
 pub use chunk::{ChunkRequest, ChunkSpan, DescribeRequest};
-pub use field::{FieldError, QUOTE_LIMIT, quote};
+pub use field::{FieldError, MAX_ID_BYTES, QUOTE_LIMIT, check_id, quote, quote_within};
 pub use hash::{ContentHash, HashError};
 pub use key::{ChunkIdentity, RendererVersion, canonical_json};
 pub use location::{Location, LocationError, check_key, check_prefix};
@@ -50,7 +50,7 @@ pub use source::{BundleRef, SourceIdentity, SourceSpec};
 pub use target::ArtifactTarget;
 pub use video::{
     H264_LEVELS, H264Profile, MAX_BFRAMES, MAX_CRF, MAX_ENCODER_THREADS, MAX_KEYINT, PcmFormat,
-    PixelFormat, Quality, VideoSettings, X264_PRESETS,
+    PixelFormat, Quality, VideoSettings, X264_PRESETS, chunk_cost,
 };
 
 /// Props: the JSON object of values a composition is rendered with (the

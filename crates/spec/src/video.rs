@@ -102,6 +102,16 @@ impl PixelFormat {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
+
+    /// Bytes of one raw `width`x`height` frame in this format (chroma planes
+    /// rounded up for odd sizes).
+    pub fn frame_bytes(self, width: u32, height: u32) -> u64 {
+        let (w, h) = (u64::from(width), u64::from(height));
+        match self {
+            PixelFormat::Yuv420p => w * h + 2 * w.div_ceil(2) * h.div_ceil(2),
+            PixelFormat::Yuv444p => 3 * w * h,
+        }
+    }
 }
 
 /// Rate control of the encoder.
@@ -274,6 +284,22 @@ pub enum PcmFormat {
     F32le,
 }
 
+/// What a chunk of a `width`x`height` composition costs per output frame
+/// (its raw size in `video`'s pixel format: the upper estimate, which
+/// lossless encoding of noise reaches) and per audio sample in `pcm`, for
+/// the planner's bound on bytes per chunk ([`chunker::MAX_CHUNK_BYTES`]).
+pub fn chunk_cost(
+    video: &VideoSettings,
+    width: u32,
+    height: u32,
+    pcm: PcmFormat,
+) -> chunker::ChunkCost {
+    chunker::ChunkCost {
+        frame_bytes: video.pixel_format.frame_bytes(width, height),
+        sample_bytes: pcm.bytes_per_sample_frame(),
+    }
+}
+
 impl PcmFormat {
     /// Bytes of one sample of one channel.
     pub fn bytes_per_sample(self) -> usize {
@@ -350,5 +376,19 @@ mod tests {
             },
             Err("field `video.bframes`: 3 B-frames with profile baseline: baseline allows none"),
         );
+    }
+}
+
+#[cfg(test)]
+mod cost_tests {
+    use super::*;
+
+    #[test]
+    fn raw_frame_sizes_round_chroma_up() {
+        assert_eq!(PixelFormat::Yuv420p.frame_bytes(1920, 1080), 3_110_400);
+        assert_eq!(PixelFormat::Yuv420p.frame_bytes(3, 3), 9 + 2 * 4);
+        assert_eq!(PixelFormat::Yuv444p.frame_bytes(1920, 1080), 6_220_800);
+        let cost = chunk_cost(&VideoSettings::lossless(), 2, 2, PcmFormat::S16le);
+        assert_eq!((cost.frame_bytes, cost.sample_bytes), (12, 4));
     }
 }

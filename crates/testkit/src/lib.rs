@@ -1,6 +1,7 @@
 //! Montage's test kit, for tests only: a real S3-protocol server (moto's
 //! standalone server, installed by `scripts/setup-s3-test-server.sh`) on
-//! loopback, shared by the storage, chunk-worker and coordinator tests;
+//! loopback, shared by the storage, chunk-worker and coordinator tests, and
+//! a fault-injecting proxy in front of it ([`fault::FaultProxy`]);
 //! [`WorkerProcess`], a real `chunk-worker serve` process on a free port; and
 //! [`media`], Debian's `ffprobe`/`ffmpeg` as the judges of what the chunk
 //! worker, combine and the coordinator write.
@@ -14,6 +15,7 @@
 //! # let _ = bucket;
 //! ```
 
+pub mod fault;
 pub mod media;
 
 use std::io::Read as _;

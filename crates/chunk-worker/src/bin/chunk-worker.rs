@@ -1,10 +1,12 @@
 //! `chunk-worker serve --listen ADDR --slots N --cache-dir DIR
-//! [--bundle-cache-size 4G] [--token-file F] [--log-json]`: a Montage chunk
-//! worker serving the built-in compositions and scene bundles (paths on its
-//! disk, or archives in storage it fetches and caches). Prints `listening
-//! on ADDR` (the bound address, so `--listen 127.0.0.1:0` works) on stdout
-//! once ready. S3 is reached through the standard AWS environment
-//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
+//! [--bundle-cache-size 4G] [--token-file F] [--allow-path DIR]…
+//! [--tls-cert F --tls-key F [--tls-client-ca F]] [--max-memory SIZE]
+//! [--insecure-no-auth] [--log-json]`: a Montage chunk worker serving the
+//! built-in compositions and scene bundles (paths on its disk under an
+//! `--allow-path` directory, or archives in storage it fetches and caches).
+//! Prints `listening on ADDR` (the bound address, so `--listen 127.0.0.1:0`
+//! works) on stdout once ready. S3 is reached through the standard AWS
+//! environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chunk_worker::{DEFAULT_RENDER_THREADS, S3Config, ServeConfig, WorkerConfig};
+use chunk_worker::{
+    AllowedPaths, DEFAULT_RENDER_THREADS, S3Config, ServeConfig, ServerTls, WorkerConfig,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -46,8 +50,34 @@ struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = storage::parse_byte_size, default_value = "4G")]
     bundle_cache_size: u64,
     /// File holding the shared bearer token (surrounding whitespace ignored).
+    /// Required on a non-loopback --listen address unless --tls-client-ca or
+    /// --insecure-no-auth is given.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// A directory clients may name local paths under (bundle directories,
+    /// bundle archives, artifact directories); repeatable. Without it, no
+    /// local path is accepted: sources are registered compositions or s3://
+    /// bundles, artifacts go inline or to s3://.
+    #[arg(long, value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
+    /// Serve on a non-loopback address without any authentication.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate signed by one
+    /// (mutual TLS). Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The memory chunks in flight may need together, e.g. `6G`; a chunk
+    /// needing more is refused (INVALID_ARGUMENT naming the numbers).
+    /// Default: 75% of the machine's (or its cgroup's) memory.
+    #[arg(long, value_name = "SIZE", value_parser = storage::parse_byte_size)]
+    max_memory: Option<u64>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -77,6 +107,21 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             Some(token)
         }
     };
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert_pem: read("--tls-cert", cert)?,
+            key_pem: read("--tls-key", key)?,
+            client_ca_pem: match &args.tls_client_ca {
+                Some(ca) => Some(read("--tls-client-ca", ca)?),
+                None => None,
+            },
+        }),
+        // clap requires both or neither.
+        _ => None,
+    };
     Ok(ServeConfig {
         listen: args.listen,
         slots: args.slots,
@@ -86,6 +131,12 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         bundle_cache_bytes: args.bundle_cache_size,
         // Endpoint, region and credentials from the AWS environment.
         s3: S3Config::default(),
+        allowed_paths: AllowedPaths::Under(args.allow_path.clone()),
+        insecure_no_auth: args.insecure_no_auth,
+        tls,
+        max_memory: args
+            .max_memory
+            .unwrap_or_else(chunk_worker::default_max_memory),
         metrics_listen: args.metrics_listen,
     })
 }

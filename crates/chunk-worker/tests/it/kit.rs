@@ -25,9 +25,17 @@ impl std::ops::DerefMut for Worker {
     }
 }
 
+/// The directory tests' workers allow local paths under: the system's
+/// temporary directory, where every test keeps its bundles and artifact
+/// directories (tests of the path rule start workers with
+/// [`Worker::start_exact`]).
+pub fn test_root() -> String {
+    std::env::temp_dir().display().to_string()
+}
+
 impl Worker {
     /// Starts a worker with `extra` flags after `serve --listen 127.0.0.1:0
-    /// --cache-dir <tmp>/cache`.
+    /// --cache-dir <tmp>/cache --allow-path <the temp dir>`.
     pub fn start(extra: &[&str]) -> Worker {
         Worker::start_with_env(extra, &[])
     }
@@ -35,6 +43,14 @@ impl Worker {
     /// As [`Worker::start`], with extra environment variables (the AWS ones
     /// pointing at moto).
     pub fn start_with_env(extra: &[&str], env: &[(&str, String)]) -> Worker {
+        let root = test_root();
+        let mut flags = vec!["--allow-path", root.as_str()];
+        flags.extend_from_slice(extra);
+        Worker::start_exact(&flags, env)
+    }
+
+    /// A worker with exactly `extra` flags (no `--allow-path` added).
+    pub fn start_exact(extra: &[&str], env: &[(&str, String)]) -> Worker {
         Worker(WorkerProcess::start(
             Path::new(env!("CARGO_BIN_EXE_chunk-worker")),
             extra,

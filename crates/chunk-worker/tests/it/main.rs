@@ -8,3 +8,4 @@ mod library;
 mod metrics;
 mod object_storage;
 mod service;
+mod trust;

@@ -166,49 +166,58 @@ async fn a_bearer_token_is_required_when_configured() {
 async fn errors_map_to_status_codes_with_the_composition_message() {
     let w = Worker::start(&[]);
     let client = w.client().await;
-    let check = |req: pb::RenderChunkRequest, code: Code, message: &'static str| {
+    let check = |req: pb::RenderChunkRequest, code: Code, message: String| {
         let mut client = client.clone();
         async move {
-            let err = kit::render(&mut client, req).await.expect_err(message);
+            let err = kit::render(&mut client, req).await.expect_err(&message);
             assert_eq!(err.code(), code, "{err:?}");
-            assert!(err.message().contains(message), "{err:?} lacks {message:?}");
+            assert!(
+                err.message().contains(&message),
+                "{err:?} lacks {message:?}"
+            );
         }
     };
     // Bad range.
     check(
         kit::request(json!({"duration": 90}), 80, 95, 0, None),
         Code::InvalidArgument,
-        "frames 80-95 are outside composition `test-pattern`: frames run 0-89 (90 frames)",
+        "frames 80-95 are outside composition `test-pattern`: frames run 0-89 (90 frames)".into(),
     )
     .await;
     check(
         kit::request(json!({}), 9, 3, 0, None),
         Code::InvalidArgument,
-        "field `frames`: range 9-3 is inverted",
+        "field `frames`: range 9-3 is inverted".into(),
     )
     .await;
     // Bad props: the composition layer's message.
     check(
         kit::request(json!({"width": 0}), 0, 1, 0, None),
         Code::InvalidArgument,
-        "prop `width`: 0 is invalid: expected an integer in 2-8192",
+        "prop `width`: 0 is invalid: expected an integer in 2-8192".into(),
     )
     .await;
     // Unknown composition.
     let mut req = kit::request(json!({}), 0, 1, 0, None);
     req.composition_id = "promo".into();
-    check(req, Code::InvalidArgument, "composition `promo` not found").await;
+    check(
+        req,
+        Code::InvalidArgument,
+        "composition `promo` not found".into(),
+    )
+    .await;
     // A bundle that is not on this worker: NOT_FOUND.
     let mut req = kit::request(json!({}), 0, 1, 0, None);
+    let missing = w.dir.path().join("nonexistent");
     req.source = Some(pb::CompositionSource {
         kind: Some(pb::composition_source::Kind::BundlePath(
-            "/nonexistent/bundle".into(),
+            missing.display().to_string(),
         )),
     });
     check(
         req.clone(),
         Code::NotFound,
-        "bundle /nonexistent/bundle: not found",
+        format!("bundle {}: not found", missing.display()),
     )
     .await;
     // A folder that exists but holds no scene: the binary's scene loader
@@ -218,14 +227,14 @@ async fn errors_map_to_status_codes_with_the_composition_message() {
             w.dir.path().display().to_string(),
         )),
     });
-    check(req, Code::NotFound, "scene.json not found").await;
+    check(req, Code::NotFound, "scene.json not found".into()).await;
     // Bad settings name the field.
     let mut req = kit::request(json!({}), 0, 1, 0, None);
     req.video = Some(pb::VideoSettings {
         preset: Some("warp".into()),
         ..Default::default()
     });
-    check(req, Code::InvalidArgument, "field `video.preset`").await;
+    check(req, Code::InvalidArgument, "field `video.preset`".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

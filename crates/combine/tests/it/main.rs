@@ -1,6 +1,7 @@
 //! Integration tests for `combine`, judged by Debian's `ffprobe`/`ffmpeg`.
 
 mod browser;
+mod fuzz;
 mod refuse;
 mod seamless;
 mod support;

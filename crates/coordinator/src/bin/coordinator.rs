@@ -16,7 +16,7 @@ use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker
 use coordinator::progress::{LogWriter, Reporter, summary_line};
 use coordinator::schedule::{SchedulePolicy, WorkerInfo};
 use coordinator::{
-    ChunkSpec, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind, PoolSpec,
+    ChunkSpec, ClientTls, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind, PoolSpec,
     RenderRequest, RenderSource, VideoSettings,
 };
 
@@ -170,13 +170,31 @@ struct RenderArgs {
     /// Run N workers in this process on loopback (the default, N = cores).
     #[arg(long, conflicts_with_all = ["worker", "workers_dns"])]
     local: Option<usize>,
-    /// A remote worker, `http://HOST:PORT[#SLOTS]`; repeatable.
+    /// A remote worker, `http://HOST:PORT[#SLOTS]` or `https://…` for one
+    /// serving TLS; repeatable.
     #[arg(long, conflicts_with = "workers_dns", value_parser = parse_worker_flag)]
     worker: Vec<WorkerInfo>,
-    /// Every address a DNS name resolves to, `NAME:PORT`, re-resolved while
-    /// rendering.
+    /// Every address a DNS name resolves to, `NAME:PORT` (or
+    /// `https://NAME:PORT` for workers serving TLS, checked against NAME),
+    /// re-resolved while rendering.
     #[arg(long, value_name = "NAME:PORT")]
     workers_dns: Option<String>,
+    /// PEM CA certificates that https:// workers' certificates must chain
+    /// to (default: the system's trusted roots). Makes http:// workers an
+    /// error.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM certificate this coordinator presents to workers that require
+    /// client certificates (needs --tls-client-key).
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+    /// The name workers' certificates are checked against (default: each
+    /// worker URL's host).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Slots per worker found through --workers-dns.
     #[arg(long, default_value_t = 1)]
     dns_slots: u32,
@@ -378,6 +396,7 @@ fn render_request(
         None => None,
     };
     let options = CoordinatorOptions {
+        tls: client_tls(args)?,
         policy: SchedulePolicy {
             max_attempts: args.retries,
             stall_timeout: args.stall_timeout,
@@ -415,6 +434,23 @@ fn render_request(
     pool.validate()?;
     options.validate()?;
     Ok((request, pool, options))
+}
+
+/// The TLS settings typed, if any: files read here, checked by the library.
+fn client_tls(args: &RenderArgs) -> anyhow::Result<Option<ClientTls>> {
+    let read = |flag: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+        path.as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("{flag} {}", p.display())))
+            .transpose()
+    };
+    let tls = ClientTls {
+        ca_pem: read("--tls-ca", &args.tls_ca)?,
+        client_cert_pem: read("--tls-client-cert", &args.tls_client_cert)?,
+        client_key_pem: read("--tls-client-key", &args.tls_client_key)?,
+        server_name: args.tls_server_name.clone(),
+    };
+    let any = tls.ca_pem.is_some() || tls.client_cert_pem.is_some() || tls.server_name.is_some();
+    Ok(any.then_some(tls))
 }
 
 /// A failure and the exit code it gets.

@@ -6,4 +6,5 @@ mod cache;
 mod kit;
 mod render;
 mod s3;
+mod trust;
 mod webhook;

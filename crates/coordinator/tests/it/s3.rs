@@ -1,11 +1,15 @@
 //! Renders whose bytes live in a real S3-protocol server (moto on
-//! loopback): outputs under stable keys and presigned URLs, and the cache in
-//! a bucket.
+//! loopback): outputs under stable keys and presigned URLs, the cache in a
+//! bucket, and renders through a proxy injecting S3 faults (503, slow
+//! answers, a connection reset mid-upload).
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use storage::{ObjectStore as _, S3Config, S3Store};
+use testkit::fault::{Action, FaultProxy};
 use testkit::media;
 
 use crate::kit::{coordinator, events, run, sha256, start_worker_with_env};
@@ -249,4 +253,142 @@ fn a_fleet_shares_an_s3_cache_and_gets_the_bundle_by_hash() {
     let again = done(&stdout);
     assert_eq!(again["output_cached"], true);
     assert_eq!(again["output"], output.as_str());
+}
+
+/// A fault proxy in front of moto, served by its own runtime while the CLI
+/// runs in this thread.
+fn fault_proxy(
+    rule: impl Fn(usize, &str) -> Action + Send + Sync + 'static,
+) -> (tokio::runtime::Runtime, FaultProxy) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let proxy = rt.block_on(FaultProxy::start(testkit::moto().addr, rule));
+    (rt, proxy)
+}
+
+/// A render of QUICK in 3 chunks on 2 local workers with the cache in
+/// `bucket`, S3 reached through `endpoint`.
+fn cached_render(bucket: &str, endpoint: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut c = coordinator();
+    c.envs(testkit::moto().aws_env())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .args(["render", "--local", "2", "--chunks", "3", "--props", QUICK])
+        .args(["--cache", &format!("s3://{bucket}/cache"), "--out"])
+        .arg(out)
+        .args(extra);
+    run(c)
+}
+
+/// Whether a request line uploads a chunk artifact into the cache.
+fn is_artifact_put(line: &str) -> bool {
+    line.starts_with("PUT ") && line.contains("/cache/chunks/") && line.contains("/chunk-0")
+}
+
+/// Every chunk record in the cache, with each artifact it names downloaded
+/// and checked against the record's size and sha256.
+fn verified_records(store: &S3Store, dir: &Path) -> usize {
+    let records: Vec<String> = keys(store, "cache/chunks/")
+        .into_iter()
+        .filter(|k| k.ends_with("/chunk.json"))
+        .collect();
+    for key in &records {
+        let json = dir.join("record.json");
+        download(store, key, &json);
+        let record: coordinator::cache::ChunkRecord =
+            serde_json::from_slice(&std::fs::read(&json).expect("read")).expect("a record");
+        let chunk_dir = key.trim_end_matches("chunk.json");
+        for a in &record.artifacts {
+            let dest = dir.join(&a.name);
+            let sha = storage::ContentHash::parse_lower_hex(&a.sha256).expect("sha");
+            runtime()
+                .block_on(store.get_file(&format!("{chunk_dir}{}", a.name), &dest, Some(&sha)))
+                .unwrap_or_else(|e| panic!("{key} names {}, which does not verify: {e}", a.name));
+            assert_eq!(std::fs::metadata(&dest).expect("size").len(), a.size);
+        }
+    }
+    records.len()
+}
+
+#[test]
+fn a_cached_render_through_s3_faults_retries_and_caches_only_whole_chunks() {
+    let (name, store) = bucket("faults");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The first chunk upload gets 503 SlowDown, the second a connection
+    // reset while its body is on the way; the first downloads are slow.
+    let (puts, gets) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let (p, g) = (puts.clone(), gets.clone());
+    let (_rt, proxy) = fault_proxy(move |_, line| {
+        if is_artifact_put(line) {
+            match p.fetch_add(1, Ordering::SeqCst) {
+                0 => Action::Respond(503, "SlowDown"),
+                1 => Action::Drop,
+                _ => Action::Forward,
+            }
+        } else if line.starts_with("GET ") && line.contains("/cache/chunks/") {
+            match g.fetch_add(1, Ordering::SeqCst) {
+                0..=2 => Action::Delay(Duration::from_millis(500)),
+                _ => Action::Forward,
+            }
+        } else {
+            Action::Forward
+        }
+    });
+    let out = dir.path().join("faults.mp4");
+    let o = cached_render(&name, &proxy.endpoint, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Both faults happened: six artifacts took at least eight uploads.
+    assert!(
+        puts.load(Ordering::SeqCst) >= 8,
+        "{:?}",
+        proxy.request_lines()
+    );
+    assert!(
+        gets.load(Ordering::SeqCst) >= 3,
+        "{:?}",
+        proxy.request_lines()
+    );
+
+    // The same bytes as a render that saw no fault and no cache.
+    let clean = dir.path().join("clean.mp4");
+    let o = run({
+        let mut c = s3_coordinator();
+        c.args(["render", "--local", "2", "--chunks", "3", "--props", QUICK])
+            .args(["--cache", "off", "--out"])
+            .arg(&clean);
+        c
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256(&out), sha256(&clean));
+    // Every record's bytes are there and verify.
+    assert_eq!(verified_records(&store, dir.path()), 3);
+}
+
+#[test]
+fn a_cached_render_whose_uploads_keep_failing_fails_naming_s3_and_records_nothing() {
+    let (name, store) = bucket("down");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_rt, proxy) = fault_proxy(|_, line| {
+        if is_artifact_put(line) {
+            Action::Respond(503, "SlowDown")
+        } else {
+            Action::Forward
+        }
+    });
+    let out = dir.path().join("never.mp4");
+    let o = cached_render(&name, &proxy.endpoint, &out, &["--retries", "2"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PutObject") && stderr.contains("SlowDown") && stderr.contains("s3://"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    assert_eq!(verified_records(&store, dir.path()), 0);
+    assert!(keys(&store, "cache/outputs/").is_empty());
 }
