@@ -124,6 +124,7 @@ enum Pool {
 
 /// A composition source as workers are told of it, and what identifies its
 /// contents in cache keys.
+#[derive(Debug, Clone)]
 pub(crate) struct PreparedSource {
     /// What workers are told.
     pub(crate) spec: SourceSpec,
@@ -404,7 +405,7 @@ impl Coordinator {
 
 /// Hashes a bundle as its deterministic archive, keeping the archive on disk
 /// (in a temporary directory, returned with it) when it is to be shipped.
-async fn pack_bundle(
+pub(crate) async fn pack_bundle(
     path: &Path,
     abs: PathBuf,
     ship: bool,

@@ -129,6 +129,15 @@ static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogWriter;
 
+impl LogWriter {
+    /// Log lines are printed above `bar` while it is shown (`None`: no bar).
+    pub(crate) fn show_bar(bar: Option<ProgressBar>) {
+        if let Ok(mut active) = ACTIVE_BAR.lock() {
+            *active = bar;
+        }
+    }
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());

@@ -51,6 +51,7 @@ pub use anim::{Easing, MAX_BEZIER_Y};
 pub use assets::{MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS};
 pub use budget::{GLYPH_OUTLINE_BYTES, MAX_FRAME_BUFFER_BYTES, MAX_IMAGE_BYTES, MAX_SHAPED_GLYPHS};
 pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
+pub use template::{Template, suggest};
 pub use text::MAX_FACES_PER_FONT;
 
 use crate::{
@@ -233,6 +234,21 @@ impl SceneBundle {
     /// [`CompositionError::UnknownComposition`] for an unknown id.
     pub fn override_paths(&self, id: &str) -> Result<Vec<String>, CompositionError> {
         Ok(overrides::paths(&self.scene_composition(id)?.comp))
+    }
+
+    /// The props a composition declares, with their defaults (`null`: the
+    /// prop is required). A batch reads it to give a spreadsheet cell the
+    /// type of its prop's default.
+    ///
+    /// # Errors
+    /// [`CompositionError::UnknownComposition`] for an unknown id.
+    pub fn declared_props(&self, id: &str) -> Result<Props, CompositionError> {
+        let comp = &self.scene_composition(id)?.comp;
+        Ok(comp
+            .props
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     /// The composition with this id, as its concrete type.

@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use composition::Props;
+use coordinator::batch::report::BatchReporter;
+use coordinator::batch::{BatchOutput, BatchRequest, NameTemplate, VariantSettings};
 use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker};
 use coordinator::progress::{LogWriter, Reporter, summary_line};
 use coordinator::schedule::{SchedulePolicy, WorkerInfo};
@@ -43,6 +45,10 @@ enum Command {
     /// Render a composition to an MP4: plan chunks, render them on workers,
     /// combine them.
     Render(Box<RenderArgs>),
+    /// Render every row of a spreadsheet (CSV), JSONL or JSON file as a
+    /// video of one template: each distinct variant once, resumably
+    /// (results.jsonl), with a digest at the end.
+    Batch(Box<BatchArgs>),
     /// Join existing chunk artifacts into one MP4 (a manifest written by
     /// `render --keep-chunks DIR` is at DIR/manifest.json).
     Combine {
@@ -122,6 +128,30 @@ struct RenderArgs {
     select: Select,
     #[command(flatten)]
     split: Split,
+    #[command(flatten)]
+    encode: Encode,
+    /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
+    /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
+    #[arg(long, value_name = "PATH|URL", value_parser = parse_destination)]
+    out: Destination,
+    /// Also print a presigned GET URL of an s3:// output, valid this many
+    /// seconds (at most 604800).
+    #[arg(long, value_name = "SECS")]
+    presign: Option<u64>,
+    #[command(flatten)]
+    cache: Cache,
+    #[command(flatten)]
+    pool: Pool,
+    /// Keep chunk artifacts (and a manifest.json for `combine`) in DIR.
+    #[arg(long, value_name = "DIR")]
+    keep_chunks: Option<PathBuf>,
+    #[command(flatten)]
+    report: Report,
+}
+
+/// How every frame is encoded (the same for every video of a batch).
+#[derive(Args, Debug)]
+struct Encode {
     /// Keep only every Nth frame.
     #[arg(long, default_value_t = 1)]
     every_nth_frame: u32,
@@ -140,14 +170,26 @@ struct RenderArgs {
     /// Add a silent audio track when the composition has none.
     #[arg(long)]
     enforce_audio_track: bool,
-    /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
-    /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
-    #[arg(long, value_name = "PATH|URL", value_parser = parse_destination)]
-    out: Destination,
-    /// Also print a presigned GET URL of an s3:// output, valid this many
-    /// seconds (at most 604800).
-    #[arg(long, value_name = "SECS")]
-    presign: Option<u64>,
+}
+
+impl Encode {
+    fn video(&self) -> VideoSettings {
+        let mut video = if self.lossless {
+            VideoSettings::lossless()
+        } else {
+            VideoSettings {
+                quality: spec::Quality::Crf(self.crf),
+                ..Default::default()
+            }
+        };
+        video.preset = self.preset.clone();
+        video
+    }
+}
+
+/// The render cache.
+#[derive(Args, Debug)]
+struct Cache {
     /// The render cache: a directory or `s3://bucket/prefix/` keeping
     /// bundles, chunks and outputs by content hash, so nothing is rendered
     /// twice; `off` for none. Default: $MONTAGE_CACHE (which may be `off`), else
@@ -162,6 +204,11 @@ struct RenderArgs {
     /// used first (e.g. 500M, 20G).
     #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = storage::parse_byte_size)]
     cache_size: u64,
+}
+
+/// Where chunks run, and how they are retried.
+#[derive(Args, Debug)]
+struct Pool {
     /// Run N workers in this process on loopback (the default, N = cores).
     #[arg(long, conflicts_with_all = ["worker", "workers_dns"])]
     local: Option<usize>,
@@ -185,13 +232,70 @@ struct RenderArgs {
     /// A file holding the workers' bearer token.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Keep chunk artifacts (and a manifest.json for `combine`) in DIR.
-    #[arg(long, value_name = "DIR")]
-    keep_chunks: Option<PathBuf>,
+}
+
+/// How progress is reported.
+#[derive(Args, Debug)]
+struct Report {
     /// One JSON object per event per line on stdout, instead of a progress
     /// bar.
     #[arg(long)]
     json: bool,
+}
+
+/// `coordinator batch`: every row of a variants file is a video.
+#[derive(Args, Debug)]
+struct BatchArgs {
+    /// The bundle, the composition of rows without a `composition` column,
+    /// and props every row starts from (its cells win).
+    #[command(flatten)]
+    select: Select,
+    /// The rows: a .csv (header row: props, `text.Layer`-style overrides,
+    /// `out`, `composition`), .jsonl (one object per line) or .json (an
+    /// array of objects) file.
+    #[arg(long, value_name = "FILE")]
+    variants: PathBuf,
+    /// Where the outputs go: a directory or an `s3://bucket/prefix/`.
+    #[arg(long, value_name = "DIR|URL", value_parser = parse_batch_output)]
+    out: BatchOutput,
+    /// Output names, a template over the row's columns, e.g.
+    /// '{name}-{count}.mp4' (a row's `out` cell wins); default: the sha256
+    /// of the output, `ab/cd/<sha256>.mp4`.
+    #[arg(long, value_name = "TEMPLATE", value_parser = parse_name)]
+    name: Option<NameTemplate>,
+    /// The results file, one JSON line per row, read again to resume
+    /// (default: results.jsonl in the output directory; for s3:// outputs
+    /// in the current directory, copied under the prefix at the end).
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// Render the valid rows even when some are invalid.
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    split: BatchSplit,
+    #[command(flatten)]
+    encode: Encode,
+    #[command(flatten)]
+    cache: Cache,
+    #[command(flatten)]
+    pool: Pool,
+    #[command(flatten)]
+    report: Report,
+}
+
+/// How a batch's variants are split; unlike `render`, optional: a batch
+/// renders short variants whole, one per slot.
+#[derive(Args, Debug)]
+struct BatchSplit {
+    /// Split every variant into at most this many chunks.
+    #[arg(long, conflicts_with = "frames_per_chunk")]
+    chunks: Option<u32>,
+    /// Split every variant into chunks of this many frames.
+    #[arg(long)]
+    frames_per_chunk: Option<u64>,
+    /// Render only frames A-B (inclusive) of every variant.
+    #[arg(long, value_name = "A-B", value_parser = parse_range)]
+    frames: Option<RangeInclusive<u64>>,
 }
 
 fn parse_prop(kv: &str) -> Result<(String, serde_json::Value), String> {
@@ -222,6 +326,14 @@ fn parse_range(text: &str) -> Result<RangeInclusive<u64>, String> {
 
 fn parse_destination(text: &str) -> Result<Destination, String> {
     Destination::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+}
+
+fn parse_batch_output(text: &str) -> Result<BatchOutput, String> {
+    BatchOutput::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+}
+
+fn parse_name(text: &str) -> Result<NameTemplate, String> {
+    NameTemplate::parse(text).map_err(|e| e.to_string().trim_start_matches("--name ").to_owned())
 }
 
 fn parse_worker_flag(text: &str) -> Result<WorkerInfo, String> {
@@ -329,21 +441,20 @@ fn render_request(
     let mut request = RenderRequest::new(source, id, args.split.spec(), args.out.clone());
     request.props = props;
     request.frames = args.split.frames.clone();
-    request.every_nth_frame = args.every_nth_frame;
-    request.video = if args.lossless {
-        VideoSettings::lossless()
-    } else {
-        VideoSettings {
-            quality: spec::Quality::Crf(args.crf),
-            ..Default::default()
-        }
-    };
-    request.video.preset = args.preset.clone();
-    request.audio_bitrate = args.audio_bitrate;
-    request.enforce_audio_track = args.enforce_audio_track;
+    request.every_nth_frame = args.encode.every_nth_frame;
+    request.video = args.encode.video();
+    request.audio_bitrate = args.encode.audio_bitrate;
+    request.enforce_audio_track = args.encode.enforce_audio_track;
     request.keep_chunks = args.keep_chunks.clone();
-    request.use_cache = !args.no_cache;
+    request.use_cache = !args.cache.no_cache;
     request.presign = args.presign.map(Duration::from_secs);
+    let (pool, options) = pool_and_options(&args.pool, &args.cache)?;
+    request.validate()?;
+    Ok((request, pool, options))
+}
+
+/// The pool and the coordinator's options, checked.
+fn pool_and_options(args: &Pool, cache: &Cache) -> anyhow::Result<(PoolSpec, CoordinatorOptions)> {
     let pool = if !args.worker.is_empty() {
         PoolSpec::Remote(RemotePool::Addresses(args.worker.clone()))
     } else if let Some(dns) = &args.workers_dns {
@@ -371,17 +482,51 @@ fn render_request(
             ..SchedulePolicy::default()
         },
         token,
-        cache: args
+        cache: cache
             .cache
             .clone()
             .or_else(coordinator::cache::default_cache_location)
             .filter(|c| c != "off"),
-        cache_max_bytes: args.cache_size,
+        cache_max_bytes: cache.cache_size,
         s3: storage::S3Config::default(),
     };
-    request.validate()?;
     pool.validate()?;
     options.validate()?;
+    Ok((pool, options))
+}
+
+/// Turns what the user typed into the library's batch request, pool and
+/// options.
+fn batch_request(args: &BatchArgs) -> anyhow::Result<(BatchRequest, PoolSpec, CoordinatorOptions)> {
+    let source = match &args.select.bundle {
+        Some(dir) => RenderSource::Bundle(dir.clone()),
+        None => RenderSource::Registered,
+    };
+    let mut request = BatchRequest::new(source, args.variants.clone(), args.out.clone());
+    request.composition = match (&args.select.composition, &args.select.bundle) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(composition::builtin::TEST_PATTERN_ID.to_owned()),
+    };
+    request.props = props(&args.select)?;
+    request.name = args.name.clone();
+    request.results = args.results.clone();
+    request.keep_going = args.keep_going;
+    request.use_cache = !args.cache.no_cache;
+    request.settings = VariantSettings {
+        chunks: match (args.split.chunks, args.split.frames_per_chunk) {
+            (Some(n), _) => Some(ChunkSpec::Count(n)),
+            (None, Some(k)) => Some(ChunkSpec::FramesPerChunk(k)),
+            (None, None) => None,
+        },
+        frames: args.split.frames.clone(),
+        every_nth_frame: args.encode.every_nth_frame,
+        video: args.encode.video(),
+        audio_bitrate: args.encode.audio_bitrate,
+        enforce_audio_track: args.encode.enforce_audio_track,
+    };
+    let (pool, options) = pool_and_options(&args.pool, &args.cache)?;
+    request.validate()?;
     Ok((request, pool, options))
 }
 
@@ -422,7 +567,7 @@ async fn render(args: RenderArgs) -> Result<(), Failure> {
         }
     });
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut reporter = Reporter::new(args.json, tty);
+    let mut reporter = Reporter::new(args.report.json, tty);
     while let Some(event) = handle.next_event().await {
         reporter.event(&event);
     }
@@ -433,6 +578,43 @@ async fn render(args: RenderArgs) -> Result<(), Failure> {
     }
     let summary = result?;
     eprintln!("{}", summary_line(&summary));
+    Ok(())
+}
+
+async fn batch(args: BatchArgs) -> Result<(), Failure> {
+    let (request, pool, options) = batch_request(&args)?;
+    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
+    let mut handle = coordinator.batch(request);
+    let cancel = handle.cancel_token();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut reporter = BatchReporter::new(args.report.json, tty);
+    while let Some(event) = handle.next_event().await {
+        reporter.event(&event);
+    }
+    reporter.finish();
+    let result = handle.finish().await;
+    if let Ok(c) = Arc::try_unwrap(coordinator) {
+        c.shutdown().await;
+    }
+    let summary = result?;
+    eprintln!("{}", summary.digest());
+    if summary.failed > 0 {
+        return Err(Failure {
+            error: anyhow::anyhow!(
+                "{} of {} rows failed; each is in {} with its error",
+                summary.failed,
+                summary.rows,
+                summary.results
+            ),
+            // Exit 1: rows failed, the batch itself ran.
+            kind: ErrorKind::Worker,
+        });
+    }
     Ok(())
 }
 
@@ -459,17 +641,22 @@ fn combine(manifest: &PathBuf, audio_bitrate: u32, out: &PathBuf) -> Result<(), 
     Ok(())
 }
 
+/// The async runtime the render and batch commands run on.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(|error| Failure {
+            error,
+            kind: ErrorKind::Internal,
+        })
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Render(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .map_err(|error| Failure {
-                error,
-                kind: ErrorKind::Internal,
-            })?
-            .block_on(render(*args)),
+        Command::Render(args) => runtime()?.block_on(render(*args)),
+        Command::Batch(args) => runtime()?.block_on(batch(*args)),
         Command::Combine {
             manifest,
             audio_bitrate,
