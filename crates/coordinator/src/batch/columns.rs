@@ -245,7 +245,9 @@ mod tests {
         check(
             &mut c,
             "colour.Square",
-            Err("no such override path in `promo`; did you mean `color.Square`, `color.Title`, `color.Subtitle`?"),
+            Err(
+                "no such override path in `promo`; did you mean `color.Square`, `color.Title`, `color.Subtitle`?",
+            ),
         );
         let mut r = Columns::registered("test-pattern");
         check(&mut r, "width", Ok(Column::Prop("width".into())));

@@ -81,8 +81,8 @@ struct Refused {
     variant: Option<ContentHash>,
 }
 
-fn refused(row: u64, column: Option<&str>, reason: FailureReason, message: String) -> Refused {
-    Refused {
+fn refused(row: u64, column: Option<&str>, reason: FailureReason, message: String) -> Box<Refused> {
+    Box::new(Refused {
         error: RowError {
             row,
             column: column.map(str::to_owned),
@@ -91,7 +91,7 @@ fn refused(row: u64, column: Option<&str>, reason: FailureReason, message: Strin
         },
         out: None,
         variant: None,
-    }
+    })
 }
 
 /// The validate phase's state.
@@ -268,7 +268,7 @@ impl Validator {
     fn row(&mut self, raw: RawRow) -> Result<(), Error> {
         let r = match self.resolve(raw) {
             Ok(r) => r,
-            Err(refused) => return self.refuse(refused),
+            Err(refused) => return self.refuse(*refused),
         };
         if let Some(name) = &r.name
             && let Err(message) = self.names.claim(name, r.id, r.row)
@@ -277,7 +277,7 @@ impl Validator {
             let mut e = refused(r.row, column, FailureReason::OutputName, message);
             e.out = r.out;
             e.variant = Some(r.id);
-            return self.refuse(e);
+            return self.refuse(*e);
         }
         self.plan.valid += 1;
         if self.done.get(&r.row) == Some(&r.id) {
@@ -360,13 +360,13 @@ impl Validator {
     /// A row's cells as props and overrides, described by its composition
     /// (which checks props, overrides, assets and the frame range), split,
     /// named and turned into its job.
-    fn resolve(&mut self, raw: RawRow) -> Result<Resolved, Refused> {
+    fn resolve(&mut self, raw: RawRow) -> Result<Resolved, Box<Refused>> {
         let row = raw.row;
         let cells = raw
             .cells
             .map_err(|m| refused(row, None, FailureReason::InvalidCell, m))?;
         let out = cell(&cells, OUT_COLUMN).map(Cell::text);
-        let with_out = |mut r: Refused| {
+        let with_out = |mut r: Box<Refused>| {
             r.out.clone_from(&out);
             r
         };
@@ -424,7 +424,7 @@ impl Validator {
     /// The props a row gives composition `id` (the request's props, then
     /// its cells, each given its prop's type), and its cells as typed (for
     /// `--name`).
-    fn props(&mut self, row: u64, id: &str, cells: &Cells) -> Result<(Props, Props), Refused> {
+    fn props(&mut self, row: u64, id: &str, cells: &Cells) -> Result<(Props, Props), Box<Refused>> {
         let mut props = self.request.props.clone();
         let mut typed = Props::new();
         let columns = self
@@ -480,7 +480,7 @@ impl Validator {
         meta: &CompositionMeta,
         job: &VariantJob,
         variant: ContentHash,
-    ) -> Result<Option<String>, Refused> {
+    ) -> Result<Option<String>, Box<Refused>> {
         let (name, column) = match (out, &self.request.name) {
             (Some(out), _) => {
                 check_name(out)
