@@ -583,6 +583,7 @@ async fn render(args: RenderArgs) -> Result<(), Failure> {
 
 async fn batch(args: BatchArgs) -> Result<(), Failure> {
     let (request, pool, options) = batch_request(&args)?;
+    let results = request.results_path();
     let coordinator = Arc::new(Coordinator::new(pool, options).await?);
     let mut handle = coordinator.batch(request);
     let cancel = handle.cancel_token();
@@ -601,7 +602,19 @@ async fn batch(args: BatchArgs) -> Result<(), Failure> {
     if let Ok(c) = Arc::try_unwrap(coordinator) {
         c.shutdown().await;
     }
-    let summary = result?;
+    let summary = match result {
+        Ok(s) => s,
+        Err(Error::Cancelled) => {
+            return Err(Failure {
+                error: anyhow::anyhow!(
+                    "rows finished before keep their outputs and results ({}); the same command renders the others",
+                    results.display()
+                ),
+                kind: ErrorKind::Cancelled,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     eprintln!("{}", summary.digest());
     if summary.failed > 0 {
         return Err(Failure {
@@ -725,9 +738,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure {
             kind: ErrorKind::Cancelled,
-            ..
+            error,
         }) => {
-            eprintln!("cancelled: no output written");
+            // A render writes nothing when cancelled; a batch says what it
+            // kept.
+            match error.downcast_ref::<Error>() {
+                Some(Error::Cancelled) => eprintln!("cancelled: no output written"),
+                _ => eprintln!("cancelled: {error:#}"),
+            }
             ExitCode::from(ErrorKind::Cancelled.exit_code())
         }
         Err(Failure { error, kind }) => {

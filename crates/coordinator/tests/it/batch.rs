@@ -555,3 +555,155 @@ fn jsonl_rows_go_to_an_s3_prefix_named_by_content() {
     assert_eq!(sha256(&copy), hash);
     assert_eq!(media::count_video_frames(&local), 6);
 }
+
+/// What an agent of a queue fleet does: a `VariantJob` received as JSON,
+/// rendered by `Coordinator::render_variant`, gives the bytes the batch
+/// gives for the same row.
+#[test]
+fn a_variant_job_renders_on_its_own_to_the_bytes_of_the_batch() {
+    use coordinator::batch::{BatchOutput, VariantJob, VariantSource};
+    use coordinator::{Coordinator, CoordinatorOptions, RenderSource};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = tiny_bundle(dir.path());
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "name,count\nAda,1\n").expect("rows");
+    let batched = dir.path().join("batched");
+    let o = run(batch(
+        &bundle,
+        &rows,
+        batched.to_str().expect("utf8"),
+        &["--name", "{name}.mp4"],
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let alone = dir.path().join("alone");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (summary, refused) = runtime.block_on(async {
+        let coordinator = Arc::new(
+            Coordinator::embedded(
+                1,
+                chunk_worker::WorkerConfig::standard(),
+                CoordinatorOptions::default(),
+            )
+            .await
+            .expect("coordinator"),
+        );
+        let context = Arc::new(
+            coordinator
+                .variant_context(&RenderSource::Bundle(bundle.clone()))
+                .await
+                .expect("context"),
+        );
+        let VariantSource::Bundle { sha256 } = context.variant_source() else {
+            panic!("a bundle's context");
+        };
+        let job = |sha: String| -> VariantJob {
+            serde_json::from_value(serde_json::json!({
+                "format": 1,
+                "source": {"kind": "bundle", "sha256": sha},
+                "composition": "promo",
+                "props": {"name": "Ada", "count": 1, "frames": 6},
+                "settings": {"chunks": null, "frames": null, "every_nth_frame": 1,
+                             "video": spec::VideoSettings::default(),
+                             "audio_bitrate": 192000, "enforce_audio_track": false},
+                "split": {"count": 1},
+                "output": "Ada.mp4"
+            }))
+            .expect("a job")
+        };
+        let root = BatchOutput::Directory(alone.clone());
+        let summary = coordinator
+            .render_variant(job(sha256.to_hex()), Arc::clone(&context), &root)
+            .finish()
+            .await
+            .expect("renders");
+        let other = "0".repeat(64);
+        let refused = coordinator
+            .render_variant(job(other), Arc::clone(&context), &root)
+            .finish()
+            .await
+            .expect_err("another bundle");
+        drop(context);
+        if let Ok(c) = Arc::try_unwrap(coordinator) {
+            c.shutdown().await;
+        }
+        (summary, refused)
+    });
+    assert_eq!(summary.frames, 6);
+    assert_eq!(
+        sha256(&alone.join("Ada.mp4")),
+        sha256(&batched.join("Ada.mp4"))
+    );
+    assert_eq!(refused.kind(), coordinator::ErrorKind::Input);
+    assert!(
+        refused.to_string().starts_with("the job's source"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn an_interrupted_batch_exits_130_keeping_the_rows_it_finished() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = tiny_bundle(dir.path());
+    let rows = sixteen_rows(dir.path());
+    let out = dir.path().join("out");
+    let mut child = batch(
+        &bundle,
+        &rows,
+        out.to_str().expect("utf8"),
+        &["--name", "{name}.mp4", "--preset", "medium"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line.expect("line").contains("\"event\":\"row\"") {
+            let o = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .output()
+                .expect("kill");
+            assert!(o.status.success());
+            break;
+        }
+    }
+    for _ in lines {}
+    let o = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("cancelled: rows finished before keep their outputs and results"),
+        "{stderr}"
+    );
+    let results = results(&out.join("results.jsonl"));
+    assert!(!results.is_empty() && results.len() < 16, "{results:?}");
+    // Every output present is whole and has its result; no other file is
+    // left, not even a temporary one.
+    let mut files: BTreeSet<String> = std::fs::read_dir(&out)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.remove("results.jsonl"));
+    let with_results: BTreeSet<String> = results
+        .iter()
+        .map(|r| {
+            Path::new(r["output"].as_str().expect("output"))
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(files, with_results);
+    for f in &files {
+        assert_eq!(media::count_video_frames(out.join(f)), 90, "{f}");
+    }
+}
