@@ -51,6 +51,7 @@
 
 mod encode;
 mod error;
+pub mod metrics;
 mod pipeline;
 mod service;
 mod status;
@@ -78,7 +79,7 @@ pub use spec::{
     ArtifactTarget, BundleRef, ChunkProgress, ChunkRequest, ChunkSpan, PcmFormat, PixelFormat,
     Quality, RendererVersion, SourceSpec, StageTimings, VideoSettings,
 };
-pub use status::to_status;
+pub use status::{error_class, to_status};
 pub use storage::Stores;
 pub use storage::{CachedBundle, S3Config};
 pub use stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
@@ -146,29 +147,28 @@ fn fingerprint(root: &Path) -> std::io::Result<BundleFingerprint> {
 }
 
 /// Opens scene bundle directories with [`composition::scene::SceneBundle`],
-/// keeping up to [`BUNDLE_CACHE_ENTRIES`] opened bundles. A bundle is opened
+/// keeping the [`BUNDLE_CACHE_ENTRIES`] most recently used opened bundles. A bundle is opened
 /// again when any of its files changes (size, modification time, added or
 /// removed).
 pub fn scene_bundle_opener() -> BundleOpener {
-    type Entry = (PathBuf, BundleFingerprint, Arc<dyn CompositionSource>);
-    let cache: Arc<std::sync::Mutex<Vec<Entry>>> = Arc::default();
+    type Entry = (BundleFingerprint, Arc<dyn CompositionSource>);
+    let capacity =
+        std::num::NonZeroUsize::new(BUNDLE_CACHE_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
+    let cache: Arc<std::sync::Mutex<lru::LruCache<PathBuf, Entry>>> =
+        Arc::new(std::sync::Mutex::new(lru::LruCache::new(capacity)));
     Arc::new(move |path: &Path| {
         let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let print = fingerprint(&root).ok();
         if let Some(print) = &print
-            && let Ok(entries) = cache.lock()
-            && let Some((_, _, source)) = entries.iter().find(|(p, f, _)| *p == root && f == print)
+            && let Ok(mut entries) = cache.lock()
+            && let Some((_, source)) = entries.get(&root).filter(|(f, _)| f == print)
         {
             return Ok(Arc::clone(source));
         }
         let bundle: Arc<dyn CompositionSource> =
             Arc::new(composition::scene::SceneBundle::open(path)?);
         if let (Some(print), Ok(mut entries)) = (print, cache.lock()) {
-            entries.retain(|(p, _, _)| *p != root);
-            if entries.len() >= BUNDLE_CACHE_ENTRIES {
-                entries.remove(0);
-            }
-            entries.push((root, print, Arc::clone(&bundle)));
+            entries.put(root, (print, Arc::clone(&bundle)));
         }
         Ok(bundle)
     })

@@ -36,6 +36,8 @@ use spec::{
     ArtifactKind, ArtifactTarget, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
     DeliveredArtifact, DescribeRequest, SourceSpec,
 };
+
+use crate::metrics::WorkerMetrics;
 use storage::{CachedBundle, Location, S3Config};
 
 use crate::pipeline::{ArtifactFile, ChunkResult};
@@ -85,6 +87,9 @@ pub struct ServeConfig {
     /// default takes everything from the standard AWS environment
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
     pub s3: S3Config,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (none: no metrics
+    /// server).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -100,6 +105,7 @@ impl ServeConfig {
             grace: Duration::from_secs(30),
             bundle_cache_bytes: DEFAULT_BUNDLE_CACHE_BYTES,
             s3: S3Config::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -116,6 +122,7 @@ struct Inner {
     cancel_all: CancellationToken,
     tracker: TaskTracker,
     next_id: AtomicU64,
+    metrics: Arc<WorkerMetrics>,
 }
 
 #[derive(Clone)]
@@ -126,6 +133,7 @@ struct Service {
 /// A worker bound to its address, ready to [`BoundWorker::run`].
 pub struct BoundWorker {
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     addr: SocketAddr,
     config: ServeConfig,
     inner: Arc<Inner>,
@@ -179,12 +187,14 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         .await
         .map_err(|e| WorkerError::io(&inflight_dir, e))?;
     let stores = Arc::new(Stores::new(config.s3.clone()));
+    let metrics = Arc::new(WorkerMetrics::new(config.slots));
     let bundles = Bundles::open(
         config.cache_dir.join("bundles"),
         config.bundle_cache_bytes,
         stores,
     )
-    .await?;
+    .await?
+    .with_metrics(Arc::clone(&metrics));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| WorkerError::Server {
@@ -195,6 +205,10 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         addr: config.listen.to_string(),
         message: e.to_string(),
     })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(listen) => Some(crate::metrics::bind(listen).await?),
+        None => None,
+    };
     let inner = Arc::new(Inner {
         worker,
         slots: Arc::new(Semaphore::new(config.slots)),
@@ -205,9 +219,11 @@ pub async fn bind(config: ServeConfig, worker: WorkerConfig) -> Result<BoundWork
         cancel_all: CancellationToken::new(),
         tracker: TaskTracker::new(),
         next_id: AtomicU64::new(0),
+        metrics,
     });
     Ok(BoundWorker {
         listener,
+        metrics_listener,
         addr,
         config,
         inner,
@@ -287,6 +303,7 @@ impl BoundWorker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         let BoundWorker {
             listener,
+            metrics_listener,
             addr,
             config,
             inner,
@@ -317,6 +334,16 @@ impl BoundWorker {
                     stopped.cancelled().await
                 }),
         );
+        let metrics_server = metrics_listener.map(|listener| {
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!(metrics = %bound, "serving metrics on /metrics");
+            }
+            let metrics = Arc::clone(&inner.metrics);
+            let stopped = stop_server.clone();
+            crate::metrics::serve(listener, Arc::new(move || metrics.encode()), async move {
+                stopped.cancelled().await
+            })
+        });
         tracing::info!(%addr, slots = config.slots, "worker serving");
         tokio::select! {
             _ = shutdown => {}
@@ -359,6 +386,9 @@ impl BoundWorker {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+        if let Some(task) = metrics_server {
+            let _ = task.await;
         }
         let _ = tokio::fs::remove_dir_all(&inner.inflight_dir).await;
         tracing::info!("worker stopped");
@@ -406,34 +436,49 @@ fn can_open(worker: &WorkerConfig, source: &SourceSpec) -> Result<(), WorkerErro
     }
 }
 
+/// What happens to a chunk's work when its client leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenGone {
+    /// Drop it at once (aborts a download or an upload).
+    Drop,
+    /// Let it see the cancellation and finish (the render threads clean up
+    /// their files before the slot is released).
+    Finish,
+}
+
 /// Runs `work` while sending the progress in `state` every
 /// [`PROGRESS_INTERVAL`] (the coordinator counts silence towards its stall
-/// timeout, also while a bundle downloads or artifacts upload). Returns
-/// `None`, dropping `work` (which aborts a download or an upload), when the
-/// client leaves or `cancel` fires.
+/// timeout, also while a bundle downloads or artifacts upload). When the
+/// client leaves, `cancel` fires and the work is dropped or finished as
+/// `when_gone` says; either way the result is `None`. A `Drop` work is also
+/// dropped when `cancel` fires from elsewhere (shutdown).
 async fn report_while<T>(
     work: impl Future<Output = T>,
     state: &Mutex<ChunkProgress>,
     tx: &mpsc::Sender<EventResult>,
     cancel: &CancellationToken,
+    when_gone: WhenGone,
 ) -> Option<T> {
     tokio::pin!(work);
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut gone = false;
     loop {
-        tokio::select! {
-            r = &mut work => return Some(r),
-            _ = ticker.tick() => {
+        let client_left = tokio::select! {
+            r = &mut work => return (!gone).then_some(r),
+            _ = ticker.tick(), if !gone => {
                 let p = state.lock().map(|s| *s).unwrap_or_default();
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(progress_event(p))) {
-                    cancel.cancel();
-                    return None;
-                }
+                matches!(tx.try_send(Ok(progress_event(p))), Err(mpsc::error::TrySendError::Closed(_)))
             }
-            _ = tx.closed() => {
-                cancel.cancel();
+            _ = tx.closed(), if !gone => true,
+            _ = cancel.cancelled(), if when_gone == WhenGone::Drop => return None,
+        };
+        if client_left {
+            tracing::info!("client gone: cancelling the chunk");
+            gone = true;
+            cancel.cancel();
+            if when_gone == WhenGone::Drop {
                 return None;
             }
-            _ = cancel.cancelled() => return None,
         }
     }
 }
@@ -475,6 +520,26 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
 }
 
 impl Inner {
+    /// Checks a request and takes a slot for it, or says why not.
+    fn admit(
+        &self,
+        wire: pb::RenderChunkRequest,
+    ) -> Result<(ChunkRequest, OwnedSemaphorePermit), WorkerError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(WorkerError::Draining);
+        }
+        let WireChunkRequest { request, renderer } = WireChunkRequest::try_from(wire)?;
+        check_renderer(renderer.as_ref())?;
+        can_open(&self.worker, &request.source)?;
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
+            WorkerError::Busy {
+                slots: self.slot_count,
+            }
+        })?;
+        Ok((request, permit))
+    }
+
     /// Renders one chunk and streams its events; owns the slot until done.
     async fn run_chunk(
         self: Arc<Self>,
@@ -506,11 +571,13 @@ impl Inner {
             let _ = tokio::fs::remove_dir_all(dir).await;
         }
         match outcome {
-            Ok(result) => {
+            Ok(report) => {
+                self.metrics.done(report.frame_count, &report.timings);
                 // Exactly one final result; if the client left, nothing to do.
-                let _ = tx.send(Ok(result)).await;
+                let _ = tx.send(Ok(ChunkEvent::Result(report).into())).await;
             }
             Err(e) => {
+                self.metrics.failed(&e);
                 match &e {
                     WorkerError::Cancelled { .. } => {
                         tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "chunk cancelled")
@@ -533,7 +600,7 @@ impl Inner {
         cancel: &CancellationToken,
         tx: &mpsc::Sender<EventResult>,
         started: Instant,
-    ) -> Result<pb::RenderChunkEvent, WorkerError> {
+    ) -> Result<ChunkReport, WorkerError> {
         let chunk = request.span.index.0;
         let state = Arc::new(Mutex::new(ChunkProgress {
             frames_total: request
@@ -548,7 +615,7 @@ impl Inner {
         let _bundle: Option<CachedBundle> = match &request.source {
             SourceSpec::BundleRef(reference) => {
                 let fetch = self.bundles.fetch(reference);
-                let bundle = report_while(fetch, &state, tx, cancel)
+                let bundle = report_while(fetch, &state, tx, cancel, WhenGone::Drop)
                     .await
                     .ok_or(WorkerError::Cancelled { chunk })??;
                 request.source = SourceSpec::BundlePath(bundle.path().to_path_buf());
@@ -561,7 +628,7 @@ impl Inner {
         let worker = self.worker.clone();
         let req = request.clone();
         let token = cancel.clone();
-        let mut handle = tokio::task::spawn_blocking(move || {
+        let handle = tokio::task::spawn_blocking(move || {
             let sink = move |p: ChunkProgress| {
                 if let Ok(mut s) = sink_state.lock() {
                     *s = p;
@@ -569,37 +636,10 @@ impl Inner {
             };
             render_chunk(&worker, &req, &sink, &token)
         });
-        let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
-        let mut client_gone = false;
-        let rendered = loop {
-            tokio::select! {
-                r = &mut handle => break r,
-                _ = ticker.tick() => {
-                    let p = state.lock().map(|s| *s).unwrap_or_default();
-                    match tx.try_send(Ok(progress_event(p))) {
-                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            client_gone = true;
-                            cancel.cancel();
-                        }
-                    }
-                }
-                _ = tx.closed(), if !client_gone => {
-                    tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "client gone: cancelling");
-                    client_gone = true;
-                    cancel.cancel();
-                }
-            }
-        };
-        let mut result = match rendered {
-            Ok(r) => r?,
-            Err(_) => return Err(WorkerError::Panicked { stage: "render" }),
-        };
-        if client_gone {
-            return Err(WorkerError::Cancelled {
-                chunk: request.span.index.0,
-            });
-        }
+        let rendered = report_while(handle, &state, tx, cancel, WhenGone::Finish)
+            .await
+            .ok_or(WorkerError::Cancelled { chunk })?;
+        let mut result = rendered.map_err(|_| WorkerError::Panicked { stage: "render" })??;
         let deliver = Instant::now();
         let delivered = match delivery {
             ArtifactTarget::Inline => {
@@ -615,7 +655,7 @@ impl Inner {
             ArtifactTarget::Directory(_) => Delivered::Directory,
             ArtifactTarget::Storage(prefix) => {
                 let upload = self.upload(prefix, request, &result);
-                let (video, audio) = report_while(upload, &state, tx, cancel)
+                let (video, audio) = report_while(upload, &state, tx, cancel, WhenGone::Drop)
                     .await
                     .ok_or(WorkerError::Cancelled { chunk })??;
                 Delivered::Uploaded(video, audio)
@@ -632,7 +672,7 @@ impl Inner {
             total_ms = result.timings.total.as_millis() as u64,
             "chunk delivered"
         );
-        Ok(ChunkEvent::Result(report(&result, &delivered)).into())
+        Ok(report(&result, &delivered))
     }
 
     /// Uploads both artifacts (at once) under `prefix`; returns their URLs
@@ -735,20 +775,11 @@ impl ChunkWorker for Service {
         request: Request<pb::RenderChunkRequest>,
     ) -> Result<Response<Self::RenderChunkStream>, Status> {
         let inner = &self.inner;
-        if inner.draining.load(Ordering::SeqCst) {
-            return Err(to_status(&WorkerError::Draining));
-        }
-        let WireChunkRequest { request, renderer } =
-            WireChunkRequest::try_from(request.into_inner())
-                .map_err(|e| to_status(&WorkerError::Field(e)))?;
-        check_renderer(renderer.as_ref()).map_err(|e| to_status(&e))?;
-        can_open(&inner.worker, &request.source).map_err(|e| to_status(&e))?;
-        let permit = inner.slots.clone().try_acquire_owned().map_err(|_| {
-            tracing::info!(job_id = %request.job_id, chunk = request.span.index.0, "no free slot");
-            to_status(&WorkerError::Busy {
-                slots: inner.slot_count,
-            })
+        let (request, permit) = inner.admit(request.into_inner()).map_err(|e| {
+            inner.metrics.refused(&e);
+            to_status(&e)
         })?;
+        inner.metrics.started();
         tracing::info!(
             job_id = %request.job_id,
             chunk = request.span.index.0,

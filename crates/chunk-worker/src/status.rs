@@ -31,6 +31,28 @@ pub fn to_status(err: &WorkerError) -> Status {
     Status::new(code(err), err.to_string())
 }
 
+/// The class of an error in metrics and logs: `input`, `not_found`,
+/// `permission`, `storage`, `encoder`, `internal`, `busy`, `draining`,
+/// `unauthenticated`, `renderer_mismatch` or `cancelled` — one per status
+/// code the error maps to, so dashboards group failures the way the
+/// coordinator treats them.
+pub fn error_class(err: &WorkerError) -> &'static str {
+    match code(err) {
+        Code::InvalidArgument => "input",
+        Code::NotFound => "not_found",
+        Code::PermissionDenied => "permission",
+        Code::DataLoss => "storage",
+        Code::Cancelled => "cancelled",
+        Code::ResourceExhausted => "busy",
+        Code::Unauthenticated => "unauthenticated",
+        Code::FailedPrecondition => "renderer_mismatch",
+        Code::Unavailable if matches!(err, WorkerError::Draining) => "draining",
+        Code::Unavailable => "storage",
+        _ if matches!(err, WorkerError::Encoder { .. }) => "encoder",
+        _ => "internal",
+    }
+}
+
 fn code(err: &WorkerError) -> Code {
     match err {
         WorkerError::Field(_) | WorkerError::Range { .. } | WorkerError::Unsupported { .. } => {

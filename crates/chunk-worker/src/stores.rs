@@ -10,6 +10,7 @@ use storage::archive::UnpackLimits;
 use storage::{BundleCache, CachedBundle, Stores};
 
 use crate::WorkerError;
+use crate::metrics::WorkerMetrics;
 
 /// The default bound on unpacked bundles kept on a worker's disk (4 GiB).
 pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -39,6 +40,7 @@ pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 pub struct Bundles {
     stores: Arc<Stores>,
     cache: BundleCache,
+    metrics: Option<Arc<WorkerMetrics>>,
 }
 
 impl Bundles {
@@ -56,7 +58,18 @@ impl Bundles {
         let cache = BundleCache::open(dir, max_bytes, UnpackLimits::default())
             .await
             .map_err(WorkerError::storage("bundle cache"))?;
-        Ok(Bundles { stores, cache })
+        Ok(Bundles {
+            stores,
+            cache,
+            metrics: None,
+        })
+    }
+
+    /// Counts lookups and fetched bytes in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<WorkerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The cache directory.
@@ -81,6 +94,9 @@ impl Bundles {
     pub async fn fetch(&self, reference: &BundleRef) -> Result<CachedBundle, WorkerError> {
         let BundleRef { location, sha256 } = reference;
         if let Some(hit) = self.cache.get(sha256).await {
+            if let Some(m) = &self.metrics {
+                m.bundle_lookup(true, self.cache.total_bytes().await);
+            }
             return Ok(hit);
         }
         let store = self
@@ -88,9 +104,14 @@ impl Bundles {
             .open(location)
             .await
             .map_err(WorkerError::storage("source.bundle"))?;
-        self.cache
+        let bundle = self
+            .cache
             .fetch(store.as_ref(), location.key(), sha256)
             .await
-            .map_err(WorkerError::storage("source.bundle"))
+            .map_err(WorkerError::storage("source.bundle"))?;
+        if let Some(m) = &self.metrics {
+            m.bundle_lookup(false, self.cache.total_bytes().await);
+        }
+        Ok(bundle)
     }
 }

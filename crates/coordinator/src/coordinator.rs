@@ -12,14 +12,15 @@ use storage::{S3Config, StorageError, Stores};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::Error;
 use crate::cache::RenderCache;
-use crate::events::RenderHandle;
+use crate::events::{RenderHandle, RenderSummary};
 use crate::grpc::{self, Described};
 use crate::job::RenderJob;
 use crate::pool::RemotePool;
 use crate::request::{RenderRequest, RenderSource};
 use crate::schedule::{FailureKind, SchedulePolicy, WorkerInfo};
+use crate::webhook::{WebhookConfig, Webhooks};
+use crate::{Error, ErrorKind};
 
 /// Where chunks run.
 #[derive(Debug, Clone)]
@@ -81,6 +82,8 @@ pub struct CoordinatorOptions {
     /// S3 settings (endpoint, region, credentials, retries); the default
     /// reads the standard AWS environment.
     pub s3: S3Config,
+    /// Where completion events are posted (see [`crate::webhook`]).
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl CoordinatorOptions {
@@ -97,6 +100,9 @@ impl CoordinatorOptions {
             return Err(Error::Input(
                 "the worker token is empty or holds characters not allowed in a header".into(),
             ));
+        }
+        if let Some(w) = &self.webhook {
+            w.validate()?;
         }
         if self.cache.as_deref().is_some_and(str::is_empty) {
             return Err(Error::Input(
@@ -154,7 +160,12 @@ pub struct Coordinator {
     /// S3 clients, one per bucket, shared by the cache and every output.
     pub(crate) stores: Stores,
     last_trim: std::sync::Mutex<Option<Instant>>,
+    webhooks: Option<Webhooks>,
 }
+
+/// How long [`Coordinator::shutdown`] waits for webhook deliveries still
+/// being retried.
+pub const WEBHOOK_SETTLE: Duration = Duration::from_secs(30);
 
 /// A local cache is trimmed at most this often.
 const TRIM_INTERVAL: Duration = Duration::from_secs(60);
@@ -174,11 +185,13 @@ impl Coordinator {
             }
             PoolSpec::Remote(remote) => Pool::Remote(remote),
         };
+        let webhooks = options.webhook.clone().map(Webhooks::new).transpose()?;
         Ok(Coordinator {
             pool,
             cache: tokio::sync::OnceCell::new(),
             stores: Stores::new(options.s3.clone()),
             last_trim: std::sync::Mutex::new(None),
+            webhooks,
             options,
         })
     }
@@ -205,6 +218,9 @@ impl Coordinator {
     /// Stops local workers (if any) and waits for them, and for cancelled
     /// uploads to be aborted.
     pub async fn shutdown(self) {
+        if let Some(w) = &self.webhooks {
+            w.settle(WEBHOOK_SETTLE).await;
+        }
         self.stores.settle().await;
         if let Pool::Embedded {
             stop, mut tasks, ..
@@ -385,8 +401,58 @@ impl Coordinator {
     pub fn render(self: &Arc<Self>, request: RenderRequest) -> RenderHandle {
         let this = Arc::clone(self);
         RenderHandle::spawn(move |events, cancel| async move {
-            RenderJob::new(&this, request, events, cancel)?.run().await
+            let render_id = render_id(&request.composition);
+            let composition = request.composition.clone();
+            let started = Instant::now();
+            let result = match RenderJob::new(&this, render_id.clone(), request, events, cancel) {
+                Ok(job) => job.run().await,
+                Err(e) => Err(e),
+            };
+            this.notify_render(&render_id, &composition, started, &result);
+            result
         })
+    }
+
+    /// Posts the render's outcome to the webhook, if there is one.
+    fn notify_render(
+        &self,
+        render_id: &str,
+        composition: &str,
+        started: Instant,
+        result: &Result<RenderSummary, Error>,
+    ) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        match result {
+            Ok(summary) => webhooks.notify(
+                "render.succeeded",
+                &RenderSucceeded {
+                    event: "render.succeeded",
+                    composition,
+                    summary,
+                },
+            ),
+            Err(e) => {
+                let event = match e.kind() {
+                    ErrorKind::Cancelled => "render.cancelled",
+                    _ => "render.failed",
+                };
+                webhooks.notify(
+                    event,
+                    &RenderFailed {
+                        event,
+                        render_id,
+                        composition,
+                        wall_ms: started.elapsed().as_millis() as u64,
+                        error: ErrorReport {
+                            kind: e.kind(),
+                            message: e.to_string(),
+                        },
+                    },
+                );
+            }
+        }
     }
 
     /// Whether the local cache is due a trim: at most once a minute, so a
@@ -401,6 +467,53 @@ impl Coordinator {
         }
         due
     }
+}
+
+/// A render's id: its composition, the time and this process, unique
+/// enough to find one render's story in the logs of every machine.
+pub(crate) fn render_id(composition: &str) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let short: String = composition
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(40)
+        .collect();
+    format!(
+        "{short}-{stamp}-{}-{:04x}",
+        std::process::id(),
+        fastrand::u16(..)
+    )
+}
+
+/// The `render.succeeded` webhook event.
+#[derive(serde::Serialize)]
+struct RenderSucceeded<'a> {
+    event: &'static str,
+    composition: &'a str,
+    #[serde(flatten)]
+    summary: &'a RenderSummary,
+}
+
+/// The `render.failed` and `render.cancelled` webhook events.
+#[derive(serde::Serialize)]
+struct RenderFailed<'a> {
+    event: &'static str,
+    render_id: &'a str,
+    composition: &'a str,
+    wall_ms: u64,
+    error: ErrorReport,
+}
+
+/// An error as events and results report it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ErrorReport {
+    /// Whose fault.
+    pub kind: ErrorKind,
+    /// What happened.
+    pub message: String,
 }
 
 /// Hashes a bundle as its deterministic archive, keeping the archive on disk

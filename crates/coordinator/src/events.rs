@@ -56,6 +56,8 @@ pub enum RenderEvent {
 /// The result of a finished render.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RenderSummary {
+    /// The render's id (in its chunk requests and every log line).
+    pub render_id: String,
     /// The output: a local path or a storage URL.
     pub output: String,
     /// A presigned GET URL of the output, when asked for.

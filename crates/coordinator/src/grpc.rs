@@ -358,82 +358,123 @@ impl ChunkRunner for GrpcRunner {
             })?;
             request.target = target.target()?;
             let wire = pb::RenderChunkRequest::from(&WireChunkRequest { request, renderer });
-            let dir = target.dir().to_path_buf();
             let mut client =
                 ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
             let mut req = tonic::Request::new(wire);
             authorize(&mut req, token.as_deref())
                 .map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
-            let index = chunk.index().0;
-            let tag = format!("chunk-{index:06}.attempt-{attempt}");
             let call = async {
-                let mut stream = client
+                let stream = client
                     .render_chunk(req)
                     .await
                     .map_err(|s| status_error(&s))?
                     .into_inner();
-                let mut video: Option<PartFile> = None;
-                let mut audio: Option<PartFile> = None;
-                loop {
-                    let event = stream
-                        .message()
-                        .await
-                        .map_err(|s| status_error(&s))?
-                        .ok_or_else(|| {
-                            AttemptError::new(
-                                FailureKind::Transient,
-                                "the worker ended the stream without a result",
-                            )
-                        })?;
-                    let event = ChunkEvent::try_from(event).map_err(|e| {
-                        AttemptError::new(FailureKind::Transient, format!("the worker sent {e}"))
-                    })?;
-                    match event {
-                        ChunkEvent::Progress(p) => {
-                            let _ = progress.send(p).await;
-                        }
-                        ChunkEvent::Data {
-                            kind,
-                            offset,
-                            bytes,
-                        } => {
-                            let ext = kind.extension();
-                            let slot = match kind {
-                                ArtifactKind::VideoTs => &mut video,
-                                ArtifactKind::AudioPcm => &mut audio,
-                            };
-                            if slot.is_none() {
-                                *slot =
-                                    Some(PartFile::create(&dir, &format!("{tag}.{ext}")).map_err(
-                                        |e| {
-                                            AttemptError::new(
-                                                FailureKind::Transient,
-                                                format!(
-                                                    "creating a chunk file in {}: {e}",
-                                                    dir.display()
-                                                ),
-                                            )
-                                        },
-                                    )?);
-                            }
-                            if let Some(part) = slot.as_mut() {
-                                part.write(offset, &bytes)
-                                    .map_err(|m| AttemptError::new(FailureKind::Transient, m))?;
-                            }
-                            // Bytes arriving are liveness too.
-                            let _ = progress.try_send(ChunkProgress::default());
-                        }
-                        ChunkEvent::Result(r) => {
-                            return finish(r, index, &target, video, audio, &progress).await;
-                        }
-                    }
-                }
+                let tag = format!("chunk-{:06}.attempt-{attempt}", chunk.index().0);
+                Receiver::new(chunk.index().0, &target, tag, &progress)
+                    .receive(stream)
+                    .await
             };
             tokio::select! {
                 r = call => r,
                 _ = cancel.cancelled() => Err(AttemptError::new(FailureKind::Transient, "cancelled")),
             }
         })
+    }
+}
+
+/// One attempt's side of a `RenderChunk` stream: progress forwarded, inline
+/// artifact pieces written to their files, the result checked.
+struct Receiver<'a> {
+    index: u32,
+    target: &'a ChunkTarget,
+    tag: String,
+    progress: &'a mpsc::Sender<ChunkProgress>,
+    video: Option<PartFile>,
+    audio: Option<PartFile>,
+}
+
+impl<'a> Receiver<'a> {
+    fn new(
+        index: u32,
+        target: &'a ChunkTarget,
+        tag: String,
+        progress: &'a mpsc::Sender<ChunkProgress>,
+    ) -> Self {
+        Receiver {
+            index,
+            target,
+            tag,
+            progress,
+            video: None,
+            audio: None,
+        }
+    }
+
+    /// Reads the stream until the worker's result, and finishes with it.
+    async fn receive(
+        mut self,
+        mut stream: tonic::Streaming<pb::RenderChunkEvent>,
+    ) -> Result<ChunkFiles, AttemptError> {
+        loop {
+            let event = stream
+                .message()
+                .await
+                .map_err(|s| status_error(&s))?
+                .ok_or_else(|| {
+                    AttemptError::new(
+                        FailureKind::Transient,
+                        "the worker ended the stream without a result",
+                    )
+                })?;
+            let event = ChunkEvent::try_from(event).map_err(|e| {
+                AttemptError::new(FailureKind::Transient, format!("the worker sent {e}"))
+            })?;
+            match event {
+                ChunkEvent::Progress(p) => {
+                    let _ = self.progress.send(p).await;
+                }
+                ChunkEvent::Data {
+                    kind,
+                    offset,
+                    bytes,
+                } => self
+                    .piece(kind, offset, &bytes)
+                    .map_err(|m| AttemptError::new(FailureKind::Transient, m))?,
+                ChunkEvent::Result(r) => {
+                    return finish(
+                        r,
+                        self.index,
+                        self.target,
+                        self.video,
+                        self.audio,
+                        self.progress,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Writes one inline artifact piece.
+    fn piece(&mut self, kind: ArtifactKind, offset: u64, bytes: &[u8]) -> Result<(), String> {
+        let dir = self.target.dir();
+        let slot = match kind {
+            ArtifactKind::VideoTs => &mut self.video,
+            ArtifactKind::AudioPcm => &mut self.audio,
+        };
+        if slot.is_none() {
+            let name = format!("{}.{}", self.tag, kind.extension());
+            *slot = Some(
+                PartFile::create(dir, &name)
+                    .map_err(|e| format!("creating a chunk file in {}: {e}", dir.display()))?,
+            );
+        }
+        if let Some(part) = slot.as_mut() {
+            part.write(offset, bytes)?;
+        }
+        // Bytes arriving are liveness too.
+        let _ = self.progress.try_send(ChunkProgress::default());
+        Ok(())
     }
 }
 

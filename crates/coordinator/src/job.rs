@@ -77,6 +77,8 @@ pub(crate) struct Pinned {
 /// One render in progress.
 pub(crate) struct RenderJob<'a> {
     coordinator: &'a Coordinator,
+    /// The render's id, in its chunk requests, events and logs.
+    render_id: String,
     request: RenderRequest,
     events: Events,
     cancel: CancellationToken,
@@ -90,6 +92,7 @@ impl<'a> RenderJob<'a> {
     /// A job for `request`, checked.
     pub(crate) fn new(
         coordinator: &'a Coordinator,
+        render_id: String,
         request: RenderRequest,
         events: Events,
         cancel: CancellationToken,
@@ -98,6 +101,7 @@ impl<'a> RenderJob<'a> {
         let work = WorkDir::create(&request.output)?;
         Ok(RenderJob {
             coordinator,
+            render_id,
             request,
             events,
             cancel,
@@ -112,12 +116,13 @@ impl<'a> RenderJob<'a> {
     /// the caller (see [`Pinned`]).
     pub(crate) fn pinned(
         coordinator: &'a Coordinator,
+        render_id: String,
         request: RenderRequest,
         pinned: Pinned,
         events: Events,
         cancel: CancellationToken,
     ) -> Result<Self, Error> {
-        let mut job = Self::new(coordinator, request, events, cancel)?;
+        let mut job = Self::new(coordinator, render_id, request, events, cancel)?;
         job.pinned = Some(pinned);
         Ok(job)
     }
@@ -144,6 +149,7 @@ impl<'a> RenderJob<'a> {
         let (report, output, presigned_url, combine_ms) =
             self.combine_and_deliver(&resolved, &files).await?;
         let summary = RenderSummary {
+            render_id: self.render_id.clone(),
             output,
             presigned_url,
             frames: report.frames,
@@ -200,7 +206,7 @@ impl<'a> RenderJob<'a> {
             .await;
         // Workers render the resolved props: exactly what the keys say.
         let template = ChunkRequest {
-            job_id: job_id(request),
+            job_id: self.render_id.clone(),
             source: source.spec.clone(),
             composition_id: request.composition.clone(),
             props: meta.props.clone(),
@@ -284,6 +290,7 @@ impl<'a> RenderJob<'a> {
             .await?;
         let chunks = r.plan.chunks().len();
         let summary = RenderSummary {
+            render_id: self.render_id.clone(),
             output,
             presigned_url,
             frames: record.frames,
@@ -873,18 +880,6 @@ fn plan_for(meta: &CompositionMeta, request: &RenderRequest) -> Result<Plan, Err
         p = p.with_frame_range(r.clone());
     }
     chunker::plan(&p).map_err(|e| Error::Input(e.to_string()))
-}
-
-fn job_id(request: &RenderRequest) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    format!(
-        "{}-{stamp}-{}",
-        spec::quote(&request.composition),
-        std::process::id()
-    )
 }
 
 /// A temporary directory for one render (chunks without a local cache,

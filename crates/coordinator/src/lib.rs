@@ -52,13 +52,16 @@ pub mod pool;
 pub mod progress;
 mod request;
 pub mod schedule;
+pub mod webhook;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use chunker::{ChunkSpec, Plan, PlanError, PlanRequest};
-pub use coordinator::{Coordinator, CoordinatorOptions, PoolSpec, default_local_workers};
+pub use coordinator::{
+    Coordinator, CoordinatorOptions, ErrorReport, PoolSpec, WEBHOOK_SETTLE, default_local_workers,
+};
 pub use error::{Error, ErrorKind};
 pub use events::{EVENT_BUFFER, RenderEvent, RenderHandle, RenderSummary};
 pub use request::{Destination, MAX_PRESIGN, RenderRequest, RenderSource};

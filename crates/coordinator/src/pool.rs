@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::Error;
 use crate::schedule::WorkerInfo;
 
 /// How often a DNS pool is re-resolved unless configured otherwise.
@@ -33,51 +34,32 @@ pub enum RemotePool {
     },
 }
 
-/// Why a worker address or DNS target was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PoolError {
-    /// A worker URL that is not `http://host:port` (or `https://`).
-    #[error(
-        "worker `{given}` is not a worker URL: write it as http://HOST:PORT, optionally followed by #SLOTS"
-    )]
-    BadAddress {
-        /// The text given.
-        given: String,
-    },
-    /// A DNS target that is not `NAME:PORT`.
-    #[error("workers DNS `{given}` is not NAME:PORT")]
-    BadDns {
-        /// The text given.
-        given: String,
-    },
-    /// A slot count of zero.
-    #[error("worker `{given}` has 0 slots: it must have at least 1")]
-    ZeroSlots {
-        /// The text given.
-        given: String,
-    },
+fn bad_address(given: &str) -> Error {
+    Error::Input(format!(
+        "worker `{}` is not a worker URL: write it as http://HOST:PORT, optionally followed by #SLOTS",
+        spec::quote(given)
+    ))
+}
+
+fn zero_slots(given: &str) -> Error {
+    Error::Input(format!(
+        "worker `{}` has 0 slots: it must have at least 1",
+        spec::quote(given)
+    ))
 }
 
 /// Parses `http://host:port` or `host:port`, optionally followed by `#N` for
 /// `N` slots (1 by default).
 ///
 /// # Errors
-/// [`PoolError`] naming the text given.
-pub fn parse_worker(text: &str) -> Result<WorkerInfo, PoolError> {
+/// [`Error::Input`] naming the text given.
+pub fn parse_worker(text: &str) -> Result<WorkerInfo, Error> {
     let (url, slots) = match text.rsplit_once('#') {
-        Some((u, s)) => (
-            u,
-            s.parse::<u32>().map_err(|_| PoolError::BadAddress {
-                given: text.to_owned(),
-            })?,
-        ),
+        Some((u, s)) => (u, s.parse::<u32>().map_err(|_| bad_address(text))?),
         None => (text, 1),
     };
     if slots == 0 {
-        return Err(PoolError::ZeroSlots {
-            given: text.to_owned(),
-        });
+        return Err(zero_slots(text));
     }
     let url = if url.starts_with("http://") || url.starts_with("https://") {
         url.to_owned()
@@ -89,9 +71,7 @@ pub fn parse_worker(text: &str) -> Result<WorkerInfo, PoolError> {
         !host.is_empty() && port.trim_end_matches('/').parse::<u16>().is_ok()
     });
     if !valid {
-        return Err(PoolError::BadAddress {
-            given: text.to_owned(),
-        });
+        return Err(bad_address(text));
     }
     Ok(WorkerInfo {
         address: url.trim_end_matches('/').to_owned(),
@@ -102,10 +82,13 @@ pub fn parse_worker(text: &str) -> Result<WorkerInfo, PoolError> {
 /// Parses `NAME:PORT` for a DNS pool.
 ///
 /// # Errors
-/// [`PoolError::BadDns`] naming the text given.
-pub fn parse_dns(text: &str, slots: u32, refresh: Duration) -> Result<RemotePool, PoolError> {
-    let bad = || PoolError::BadDns {
-        given: text.to_owned(),
+/// [`Error::Input`] naming the text given.
+pub fn parse_dns(text: &str, slots: u32, refresh: Duration) -> Result<RemotePool, Error> {
+    let bad = || {
+        Error::Input(format!(
+            "workers DNS `{}` is not NAME:PORT",
+            spec::quote(text)
+        ))
     };
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     let port = port.parse::<u16>().map_err(|_| bad())?;
@@ -113,9 +96,7 @@ pub fn parse_dns(text: &str, slots: u32, refresh: Duration) -> Result<RemotePool
         return Err(bad());
     }
     if slots == 0 {
-        return Err(PoolError::ZeroSlots {
-            given: text.to_owned(),
-        });
+        return Err(zero_slots(text));
     }
     Ok(RemotePool::Dns {
         host: host.to_owned(),

@@ -319,107 +319,141 @@ fn unpack_into<R: Read>(
     limits: &UnpackLimits,
     name: &str,
 ) -> Result<UnpackStats> {
-    let refuse = |entry: &str, reason: &str| StorageError::Unpack {
-        archive: name.to_owned(),
-        entry: entry.to_owned(),
-        reason: reason.to_owned(),
+    let mut unpacker = Unpacker {
+        root,
+        limits,
+        name,
+        stats: UnpackStats::default(),
+        count: 0,
     };
     let mut tar = tar::Archive::new(archive);
-    let mut stats = UnpackStats::default();
-    let mut count = 0u64;
     let entries = tar
         .entries()
-        .map_err(|e| refuse("", &format!("not a tar archive: {e}")))?;
+        .map_err(|e| unpacker.refuse("", &format!("not a tar archive: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| {
-            refuse(
+        let entry = entry.map_err(|e| {
+            unpacker.refuse(
                 "",
                 &format!("malformed archive: {}", printable(&e.to_string())),
             )
         })?;
+        unpacker.entry(entry)?;
+    }
+    Ok(unpacker.stats)
+}
+
+/// One archive being unpacked under `root`, within `limits`.
+struct Unpacker<'a> {
+    root: &'a Path,
+    limits: &'a UnpackLimits,
+    /// The archive's name in errors.
+    name: &'a str,
+    stats: UnpackStats,
+    count: u64,
+}
+
+impl Unpacker<'_> {
+    fn refuse(&self, entry: &str, reason: &str) -> StorageError {
+        StorageError::Unpack {
+            archive: self.name.to_owned(),
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Checks one entry against the limits and writes it: directories and
+    /// regular files only, every path inside the root.
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
-            continue;
+            return Ok(());
         }
-        count += 1;
-        if count > limits.max_entries {
-            return Err(refuse(
+        self.count += 1;
+        if self.count > self.limits.max_entries {
+            return Err(self.refuse(
                 &shown,
-                &format!("more than {} entries (the limit)", limits.max_entries),
+                &format!("more than {} entries (the limit)", self.limits.max_entries),
             ));
         }
         let path = entry
             .path()
-            .map_err(|e| refuse(&shown, &format!("unreadable path: {e}")))?
+            .map_err(|e| self.refuse(&shown, &format!("unreadable path: {e}")))?
             .into_owned();
-        let rel = safe_relative(&path).map_err(|reason| refuse(&shown, reason))?;
-        let target = root.join(&rel);
+        let rel = safe_relative(&path).map_err(|reason| self.refuse(&shown, reason))?;
+        let target = self.root.join(&rel);
         match kind {
             tar::EntryType::Directory => {
                 if rel.as_os_str().is_empty() {
-                    continue;
+                    return Ok(());
                 }
                 fs::create_dir_all(&target)
                     .map_err(|e| StorageError::io("create directory", &target, e))?;
-                stats.dirs += 1;
+                self.stats.dirs += 1;
+                Ok(())
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if rel.as_os_str().is_empty() {
-                    return Err(refuse(&shown, "a file entry without a name"));
+                    return Err(self.refuse(&shown, "a file entry without a name"));
                 }
-                let size = entry
-                    .header()
-                    .size()
-                    .map_err(|e| refuse(&shown, &format!("bad size: {e}")))?;
-                if stats.bytes.saturating_add(size) > limits.max_total_bytes {
-                    return Err(refuse(
-                        &shown,
-                        &format!(
-                            "unpacking would exceed {} bytes (the limit)",
-                            limits.max_total_bytes
-                        ),
-                    ));
-                }
-                if let Some(dir) = target.parent() {
-                    fs::create_dir_all(dir)
-                        .map_err(|e| StorageError::io("create directory", dir, e))?;
-                }
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            refuse(&shown, "duplicate entry")
-                        } else {
-                            StorageError::io("create", &target, e)
-                        }
-                    })?;
-                let written = io::copy(&mut (&mut entry).take(size), &mut file)
-                    .map_err(|e| refuse(&shown, &format!("truncated entry: {e}")))?;
-                if written != size {
-                    return Err(refuse(&shown, "truncated entry"));
-                }
-                let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-                set_mode(&file, if executable { EXEC_MODE } else { FILE_MODE })
-                    .map_err(|e| StorageError::io("set permissions", &target, e))?;
-                stats.files += 1;
-                stats.bytes += size;
+                self.file(&mut entry, &shown, &target)
             }
-            tar::EntryType::Symlink => {
-                return Err(refuse(&shown, "symbolic links are not allowed"));
-            }
-            tar::EntryType::Link => return Err(refuse(&shown, "hard links are not allowed")),
-            other => {
-                return Err(refuse(
-                    &shown,
-                    &format!("entry type {other:?} is not allowed (only files and directories)"),
-                ));
-            }
+            tar::EntryType::Symlink => Err(self.refuse(&shown, "symbolic links are not allowed")),
+            tar::EntryType::Link => Err(self.refuse(&shown, "hard links are not allowed")),
+            other => Err(self.refuse(
+                &shown,
+                &format!("entry type {other:?} is not allowed (only files and directories)"),
+            )),
         }
     }
-    Ok(stats)
+
+    /// Writes a regular file entry, refusing one that would exceed the
+    /// byte limit, exists already, or is shorter than its header says.
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        shown: &str,
+        target: &Path,
+    ) -> Result<()> {
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| self.refuse(shown, &format!("bad size: {e}")))?;
+        if self.stats.bytes.saturating_add(size) > self.limits.max_total_bytes {
+            return Err(self.refuse(
+                shown,
+                &format!(
+                    "unpacking would exceed {} bytes (the limit)",
+                    self.limits.max_total_bytes
+                ),
+            ));
+        }
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
+        }
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    self.refuse(shown, "duplicate entry")
+                } else {
+                    StorageError::io("create", target, e)
+                }
+            })?;
+        let written = io::copy(&mut entry.take(size), &mut file)
+            .map_err(|e| self.refuse(shown, &format!("truncated entry: {e}")))?;
+        if written != size {
+            return Err(self.refuse(shown, "truncated entry"));
+        }
+        let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+        set_mode(&file, if executable { EXEC_MODE } else { FILE_MODE })
+            .map_err(|e| StorageError::io("set permissions", target, e))?;
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        Ok(())
+    }
 }
 
 /// Error text from the tar reader may quote raw header bytes: escape them

@@ -17,6 +17,11 @@ pub(crate) const TEMP_MARKER: &str = ".montage-tmp-";
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A temporary path beside `dest`, removed on drop unless persisted.
+///
+/// Not `tempfile::TempPath`: this one names a file *or* a directory (bundles
+/// are unpacked into a temporary directory renamed into place), is persisted
+/// with an async rename, and carries [`TEMP_MARKER`] so store listings and
+/// the bundle cache's scan skip half-written entries.
 #[derive(Debug)]
 pub(crate) struct TempPath {
     path: PathBuf,

@@ -35,12 +35,14 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+mod aws;
 pub mod backoff;
 mod cache;
 mod error;
 mod fsutil;
 mod hash;
 mod local;
+pub mod queue;
 mod s3;
 mod size;
 mod store;

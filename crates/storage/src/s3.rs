@@ -8,11 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    retry::RetryConfig,
-};
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, Length};
@@ -48,6 +44,10 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeTooSkewed",
     "InternalError",
     "ServiceUnavailable",
+    // SQS's.
+    "InternalFailure",
+    "RequestThrottled",
+    "AWS.SimpleQueueService.ServiceUnavailable",
 ];
 
 /// Static credentials, for callers that do not use the AWS environment or
@@ -148,7 +148,7 @@ impl fmt::Debug for S3Store {
 }
 
 /// How one attempt failed.
-enum Failure {
+pub(crate) enum Failure {
     /// Worth another attempt (5xx, throttling, timeout, connection reset).
     Transient(String),
     /// Final.
@@ -164,38 +164,7 @@ impl S3Store {
     pub async fn connect(bucket: &str, config: &S3Config) -> Result<Self> {
         config.retry.validate()?;
         config.multipart.validate()?;
-        // rustls with ring: no cmake, Go or nasm needed to build.
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .read_timeout(READ_TIMEOUT)
-                    .build(),
-            )
-            // Our own loop retries, so every attempt's error is kept.
-            .retry_config(RetryConfig::disabled());
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
-        }
-        if let Some(c) = &config.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                c.session_token.clone(),
-                None,
-                "montage-storage",
-            ));
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::aws::sdk_config(config).await;
         let region = sdk
             .region()
             .map_or_else(|| DEFAULT_REGION.to_owned(), |r| r.as_ref().to_owned());
@@ -710,7 +679,7 @@ impl ObjectStore for S3Store {
 
 /// The retry loop itself, free of `self` so it is easy to read: attempt,
 /// keep the error, back off, attempt again.
-async fn retry_loop<T, F, Fut>(
+pub(crate) async fn retry_loop<T, F, Fut>(
     policy: &RetryPolicy,
     op: &'static str,
     location: &str,
@@ -742,7 +711,7 @@ where
 }
 
 /// Sorts an SDK error into transient (retry) or fatal.
-fn classify<E>(op: &'static str, location: &str, err: &SdkError<E>) -> Failure
+pub(crate) fn classify<E>(op: &'static str, location: &str, err: &SdkError<E>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

@@ -57,6 +57,9 @@ struct ServeArgs {
     /// Seconds in-flight chunks may run on after SIGTERM.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -83,6 +86,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         bundle_cache_bytes: args.bundle_cache_size,
         // Endpoint, region and credentials from the AWS environment.
         s3: S3Config::default(),
+        metrics_listen: args.metrics_listen,
     })
 }
 

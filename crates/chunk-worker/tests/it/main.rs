@@ -5,5 +5,6 @@
 mod chunks;
 mod kit;
 mod library;
+mod metrics;
 mod object_storage;
 mod service;

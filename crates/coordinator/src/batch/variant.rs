@@ -17,7 +17,7 @@ use spec::{ContentHash, Location, RendererVersion, VideoSettings};
 use tokio::sync::watch;
 
 use crate::Error;
-use crate::coordinator::{Coordinator, PreparedSource, pack_bundle};
+use crate::coordinator::{Coordinator, PreparedSource, pack_bundle, render_id};
 use crate::events::RenderHandle;
 use crate::grpc::Described;
 use crate::job::{Pinned, RenderJob};
@@ -436,7 +436,8 @@ impl Coordinator {
                 described,
                 pool: run.pool,
             };
-            RenderJob::pinned(&this, request, pinned, events, cancel)?
+            let render_id = render_id(&job.composition);
+            RenderJob::pinned(&this, render_id, request, pinned, events, cancel)?
                 .run()
                 .await
         })

@@ -147,6 +147,8 @@ struct RenderArgs {
     keep_chunks: Option<PathBuf>,
     #[command(flatten)]
     report: Report,
+    #[command(flatten)]
+    webhook: Webhook,
 }
 
 /// How every frame is encoded (the same for every video of a batch).
@@ -241,6 +243,41 @@ struct Report {
     /// bar.
     #[arg(long)]
     json: bool,
+}
+
+/// Where a render's outcome is posted.
+#[derive(Args, Debug)]
+struct Webhook {
+    /// POST a JSON event here when the render succeeds, fails or is
+    /// cancelled (retried with backoff; never holds up the render).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// A file holding the secret webhook deliveries are signed with
+    /// (HMAC-SHA256, header X-Montage-Signature).
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_secret_file: Option<PathBuf>,
+}
+
+impl Webhook {
+    fn config(&self) -> anyhow::Result<Option<coordinator::webhook::WebhookConfig>> {
+        let Some(url) = &self.webhook else {
+            return Ok(None);
+        };
+        let secret = match &self.webhook_secret_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("--webhook-secret-file {}", f.display()))?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        Ok(Some(coordinator::webhook::WebhookConfig::new(
+            url.clone(),
+            secret,
+        )))
+    }
 }
 
 /// `coordinator batch`: every row of a variants file is a video.
@@ -448,7 +485,9 @@ fn render_request(
     request.keep_chunks = args.keep_chunks.clone();
     request.use_cache = !args.cache.no_cache;
     request.presign = args.presign.map(Duration::from_secs);
-    let (pool, options) = pool_and_options(&args.pool, &args.cache)?;
+    let (pool, mut options) = pool_and_options(&args.pool, &args.cache)?;
+    options.webhook = args.webhook.config()?;
+    options.validate()?;
     request.validate()?;
     Ok((request, pool, options))
 }
@@ -489,6 +528,7 @@ fn pool_and_options(args: &Pool, cache: &Cache) -> anyhow::Result<(PoolSpec, Coo
             .filter(|c| c != "off"),
         cache_max_bytes: cache.cache_size,
         s3: storage::S3Config::default(),
+        webhook: None,
     };
     pool.validate()?;
     options.validate()?;

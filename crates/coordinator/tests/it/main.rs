@@ -7,3 +7,4 @@ mod cache;
 mod kit;
 mod render;
 mod s3;
+mod webhook;

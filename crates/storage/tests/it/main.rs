@@ -5,5 +5,6 @@
 mod archive;
 mod cache;
 mod local;
+mod queue;
 mod s3;
 mod support;
