@@ -37,12 +37,12 @@ use chunk_worker::{
     render_chunk,
 };
 use chunker::{ChunkIndex, ChunkSpec};
-use composition::{
-    Composition, CompositionError, CompositionMeta, FrameRenderer, Prepared, Props, Registry,
-};
+use composition::{CompositionMeta, Props, Registry};
 use coordinator::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
-use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, resized_promo};
-use timebase::{FrameIndex, FrameRange, SampleSpan};
+use montage_benches::{
+    CopiedFrames, cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, resized_promo,
+};
+use timebase::{FrameIndex, FrameRange};
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -419,15 +419,20 @@ fn encode_only(bundle: &Path, scratch: &Path) -> Result<Duration, BoxError> {
         }
         out.flush()?;
     }
-    let frames = FileFrames {
-        meta: CompositionMeta {
+    let file = std::fs::File::open(&raw)?;
+    let frames = CopiedFrames::new(
+        CompositionMeta {
             id: "file-frames".to_owned(),
             has_audio: false,
             props: Props::new(),
             ..meta.clone()
         },
-        file: Arc::new(std::fs::File::open(&raw)?),
-    };
+        Arc::new(move |f, rgba: &mut [u8]| {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(rgba, f * rgba.len() as u64)
+                .map_err(|e| format!("reading the frame back: {e}"))
+        }),
+    );
     let mut registry = Registry::new();
     registry.register(frames)?;
     let config = WorkerConfig::new(registry).with_render_threads(config.render_threads);
@@ -453,55 +458,4 @@ fn encode_only(bundle: &Path, scratch: &Path) -> Result<Duration, BoxError> {
     let c1 = cpu_time().ok_or("no /proc/self/stat")?;
     std::fs::remove_file(&raw)?;
     Ok(c1.own.saturating_sub(c0.own))
-}
-
-/// A composition whose frames are read back from a raw RGBA file.
-#[derive(Clone)]
-struct FileFrames {
-    meta: CompositionMeta,
-    file: Arc<std::fs::File>,
-}
-
-impl Composition for FileFrames {
-    fn id(&self) -> &str {
-        &self.meta.id
-    }
-
-    fn describe(&self, _props: &Props) -> Result<CompositionMeta, CompositionError> {
-        Ok(self.meta.clone())
-    }
-
-    fn prepare(&self, _props: &Props) -> Result<Arc<dyn Prepared>, CompositionError> {
-        Ok(Arc::new(self.clone()))
-    }
-}
-
-impl Prepared for FileFrames {
-    fn meta(&self) -> &CompositionMeta {
-        &self.meta
-    }
-
-    fn frame_renderer(&self) -> Result<Box<dyn FrameRenderer>, CompositionError> {
-        Ok(Box::new(self.clone()))
-    }
-
-    fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError> {
-        composition::check_audio_buffer(span, out)?;
-        out.fill(0.0);
-        Ok(())
-    }
-}
-
-impl FrameRenderer for FileFrames {
-    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
-        use std::os::unix::fs::FileExt;
-        composition::check_frame_buffer(&self.meta, rgba)?;
-        let at = frame.0 * rgba.len() as u64;
-        self.file
-            .read_exact_at(rgba, at)
-            .map_err(|e| CompositionError::Render {
-                frame: frame.0,
-                message: format!("reading the frame back: {e}"),
-            })
-    }
 }

@@ -62,9 +62,6 @@ use std::sync::Arc;
 use composition::Props;
 use serde::Serialize;
 use spec::ContentHash;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use digest::BatchSummary;
 pub use names::NameTemplate;
@@ -77,6 +74,7 @@ pub use variant::{
 
 use crate::Error;
 use crate::coordinator::Coordinator;
+use crate::events::JobHandle;
 use crate::request::RenderSource;
 
 /// The results file's name when none is given: beside the outputs in a
@@ -227,61 +225,24 @@ pub enum BatchEvent {
     BatchDone(BatchSummary),
 }
 
-/// A running batch. Dropping the handle cancels it.
-pub struct BatchHandle {
-    events: mpsc::Receiver<BatchEvent>,
-    cancel: CancellationToken,
-    task: JoinHandle<Result<BatchSummary, Error>>,
-    _cancel_on_drop: DropGuard,
-}
-
-impl BatchHandle {
-    /// The next event, or `None` once the batch has ended.
-    pub async fn next_event(&mut self) -> Option<BatchEvent> {
-        self.events.recv().await
-    }
-
-    /// Stops the batch: running variants are cancelled (no partial output
-    /// appears); rows already finished keep their results.
-    pub fn cancel(&self) {
-        self.cancel.cancel();
-    }
-
-    /// A token that cancels the batch when cancelled (for signal handlers).
-    pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
-    /// Waits for the summary (events not read are discarded). A batch whose
-    /// rows failed still ends with its summary (`failed` counts them).
-    ///
-    /// # Errors
-    /// [`Error::Input`] when rows are invalid and `keep_going` is off (each
-    /// was an [`BatchEvent::RowInvalid`]) or the file cannot be read;
-    /// [`Error::Cancelled`]; errors that stop the whole batch (the results
-    /// file cannot be written, no worker at all).
-    pub async fn finish(mut self) -> Result<BatchSummary, Error> {
-        self.events.close();
-        while self.events.recv().await.is_some() {}
-        (&mut self.task)
-            .await
-            .map_err(Error::task("the batch task"))?
-    }
-}
+/// A running batch: [`BatchEvent`]s, one `Row` per row among them, then a
+/// [`BatchSummary`]. Dropping the handle cancels it; rows already finished
+/// keep their results. A batch whose rows failed still ends with its
+/// summary (`failed` counts them); [`JobHandle::finish`] fails with
+/// [`Error::Input`] when rows are invalid and `keep_going` is off (each was
+/// a [`BatchEvent::RowInvalid`]) or the file cannot be read,
+/// [`Error::Cancelled`], or an error that stops the whole batch (the
+/// results file cannot be written, no worker at all).
+pub type BatchHandle = JobHandle<BatchEvent, BatchSummary>;
 
 impl Coordinator {
     /// Starts a batch: every row of `request.variants` rendered (each
     /// distinct variant once) into `request.output`. Events, one per row
     /// among them, arrive on the handle.
     pub fn batch(self: &Arc<Self>, request: BatchRequest) -> BatchHandle {
-        let (tx, rx) = mpsc::channel(BATCH_EVENT_BUFFER);
-        let cancel = CancellationToken::new();
-        let job = run::BatchJob::new(Arc::clone(self), request, tx, cancel.clone());
-        BatchHandle {
-            events: rx,
-            _cancel_on_drop: cancel.clone().drop_guard(),
-            cancel,
-            task: tokio::spawn(job.run()),
-        }
+        let this = Arc::clone(self);
+        JobHandle::start(BATCH_EVENT_BUFFER, move |events, cancel| {
+            run::BatchJob::new(this, request, events, cancel).run()
+        })
     }
 }

@@ -2,13 +2,12 @@
 //! terminal (rows done of total, variants per minute, ETA, failures) with
 //! refused rows printed above it, or one JSON object per event on stdout.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{BatchEvent, RowStatus};
-use crate::progress::LogWriter;
+use crate::progress::{LogWriter, print_json_line};
 
 /// Writes a batch's events as they come.
 #[derive(Debug)]
@@ -75,11 +74,7 @@ impl BatchReporter {
             _ => {}
         }
         if self.json {
-            if let Ok(line) = serde_json::to_string(event) {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
+            print_json_line(event);
             return;
         }
         if let Some(bar) = &self.bar {

@@ -18,7 +18,7 @@ use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker
 use coordinator::progress::{LogWriter, Reporter, summary_line};
 use coordinator::schedule::{SchedulePolicy, WorkerInfo};
 use coordinator::{
-    ChunkSpec, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind, PoolSpec,
+    ChunkSpec, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind, JobHandle, PoolSpec,
     RenderRequest, RenderSource, VideoSettings,
 };
 
@@ -596,26 +596,40 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-async fn render(args: RenderArgs) -> Result<(), Failure> {
-    let (request, pool, options) = render_request(&args)?;
-    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
-    let mut handle = coordinator.render(request);
+/// Follows a started render or batch to its end: Ctrl-C cancels it, every
+/// event goes to `report`, and the coordinator's local workers are stopped.
+async fn follow<E: Send + 'static, T: Send + 'static>(
+    coordinator: Arc<Coordinator>,
+    mut handle: JobHandle<E, T>,
+    mut report: impl FnMut(&E),
+) -> Result<T, Error> {
     let cancel = handle.cancel_token();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             cancel.cancel();
         }
     });
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut reporter = Reporter::new(args.report.json, tty);
     while let Some(event) = handle.next_event().await {
-        reporter.event(&event);
+        report(&event);
     }
-    reporter.finish();
     let result = handle.finish().await;
     if let Ok(c) = Arc::try_unwrap(coordinator) {
         c.shutdown().await;
     }
+    result
+}
+
+fn stderr_is_a_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+async fn render(args: RenderArgs) -> Result<(), Failure> {
+    let (request, pool, options) = render_request(&args)?;
+    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
+    let handle = coordinator.render(request);
+    let mut reporter = Reporter::new(args.report.json, stderr_is_a_terminal());
+    let result = follow(coordinator, handle, |e| reporter.event(e)).await;
+    reporter.finish();
     let summary = result?;
     eprintln!("{}", summary_line(&summary));
     Ok(())
@@ -625,23 +639,10 @@ async fn batch(args: BatchArgs) -> Result<(), Failure> {
     let (request, pool, options) = batch_request(&args)?;
     let results = request.results_path();
     let coordinator = Arc::new(Coordinator::new(pool, options).await?);
-    let mut handle = coordinator.batch(request);
-    let cancel = handle.cancel_token();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-        }
-    });
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut reporter = BatchReporter::new(args.report.json, tty);
-    while let Some(event) = handle.next_event().await {
-        reporter.event(&event);
-    }
+    let handle = coordinator.batch(request);
+    let mut reporter = BatchReporter::new(args.report.json, stderr_is_a_terminal());
+    let result = follow(coordinator, handle, |e| reporter.event(e)).await;
     reporter.finish();
-    let result = handle.finish().await;
-    if let Ok(c) = Arc::try_unwrap(coordinator) {
-        c.shutdown().await;
-    }
     let summary = match result {
         Ok(s) => s,
         Err(Error::Cancelled) => {
