@@ -7,7 +7,11 @@
 //! and peak memory read from `/proc` (Linux only; `None` elsewhere).
 #![deny(missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use composition::{Composition, CompositionError, CompositionMeta, FrameRenderer, Prepared, Props};
+use timebase::{FrameIndex, SampleSpan};
 
 /// Whether the binary was started by `cargo bench` (which passes `--bench`).
 /// Otherwise it runs under `cargo test --all-targets`, with the dev profile,
@@ -151,6 +155,66 @@ pub fn resized_promo(
     }
     std::fs::write(&scene_path, serde_json::to_vec_pretty(&scene)?)?;
     Ok(copy)
+}
+
+/// A composition whose frames were rendered beforehand and are only copied
+/// out, so that what a pipeline around it costs is its conversion and
+/// encoding alone. `read(frame, rgba)` fills one frame or says why not;
+/// the audio is silent.
+#[derive(Clone)]
+pub struct CopiedFrames {
+    meta: CompositionMeta,
+    read: Arc<ReadFrame>,
+}
+
+/// Fills frame `f` into an RGBA buffer.
+pub type ReadFrame = dyn Fn(u64, &mut [u8]) -> Result<(), String> + Send + Sync;
+
+impl CopiedFrames {
+    /// Frames of `meta`'s size and rate, filled by `read`.
+    pub fn new(meta: CompositionMeta, read: Arc<ReadFrame>) -> Self {
+        CopiedFrames { meta, read }
+    }
+}
+
+impl Composition for CopiedFrames {
+    fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    fn describe(&self, _props: &Props) -> Result<CompositionMeta, CompositionError> {
+        Ok(self.meta.clone())
+    }
+
+    fn prepare(&self, _props: &Props) -> Result<Arc<dyn Prepared>, CompositionError> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl Prepared for CopiedFrames {
+    fn meta(&self) -> &CompositionMeta {
+        &self.meta
+    }
+
+    fn frame_renderer(&self) -> Result<Box<dyn FrameRenderer>, CompositionError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError> {
+        composition::check_audio_buffer(span, out)?;
+        out.fill(0.0);
+        Ok(())
+    }
+}
+
+impl FrameRenderer for CopiedFrames {
+    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
+        composition::check_frame_buffer(&self.meta, rgba)?;
+        (self.read)(frame.0, rgba).map_err(|message| CompositionError::Render {
+            frame: frame.0,
+            message,
+        })
+    }
 }
 
 #[cfg(test)]

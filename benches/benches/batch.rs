@@ -16,14 +16,34 @@
 //!
 //! Then the cost of a cache hit beside a miss, on a coordinator with a local
 //! render cache (see `cache_hits`).
+//!
+//! Then seed 002's campaign through the real `coordinator batch` binary
+//! (see `campaign`): a 12-second 1080p referral variant (the promo at 360
+//! frames), `MONTAGE_BENCH_CAMPAIGN_ROWS` (default 20) distinct rows, then
+//! the same number of rows of which 40 % repeat earlier ones: variants per
+//! hour, CPU seconds per variant of the whole `coordinator` process (its
+//! embedded workers are threads of it), and the ratio to the encode-only CPU
+//! of the same frames (the worker's RGBA->YUV and libx264 on frames rendered
+//! beforehand; goal <= 1.15). Quick mode: 320x180, 30 frames, 4 rows.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chunk_worker::WorkerConfig;
-use chunker::ChunkSpec;
+use chunk_worker::{
+    ArtifactTarget, ChunkRequest, ChunkSpan, PcmFormat, SourceSpec, VideoSettings, WorkerConfig,
+    render_chunk,
+};
+use chunker::{ChunkIndex, ChunkSpec};
+use composition::{CompositionMeta, Props, Registry};
 use coordinator::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
-use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, resized_promo};
+use montage_benches::{
+    CopiedFrames, cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, resized_promo,
+};
+use timebase::{FrameIndex, FrameRange};
+use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -111,6 +131,7 @@ fn main() -> Result<(), BoxError> {
         runtime.block_on(c.shutdown());
     }
     cache_hits(&runtime, &bundle, scratch.path(), workers)?;
+    campaign(full, scratch.path(), workers)?;
     Ok(())
 }
 
@@ -187,4 +208,254 @@ fn cache_hits(
         runtime.block_on(c.shutdown());
     }
     Ok(())
+}
+
+/// Seed 002's job on this machine: `coordinator batch` of `rows` rows of a
+/// 12-second 1080p promo (quick mode: 320x180, 30 frames), distinct, then
+/// with 40 % repeats; compared with encoding the same frames alone.
+fn campaign(full: bool, scratch: &Path, workers: usize) -> Result<(), BoxError> {
+    let (rows, width, height, frames) = if full {
+        (
+            env_or("MONTAGE_BENCH_CAMPAIGN_ROWS", 20u32),
+            1920,
+            1080,
+            360,
+        )
+    } else {
+        (env_or("MONTAGE_BENCH_CAMPAIGN_ROWS", 4u32), 320, 180, 30)
+    };
+    let binary = coordinator_binary(full)?;
+    let bundle = resized_promo(scratch, "promo-campaign", width, height, frames)?;
+    println!();
+    println!(
+        "campaign{}: `coordinator batch` of {rows} rows of `promo` at {width}x{height}, {frames} frames \
+         ({:.0} s at 30 fps), {workers} embedded workers, cache off, libx264 veryfast CRF 18",
+        if full { "" } else { " (quick mode)" },
+        frames as f64 / 30.0
+    );
+    let encode = encode_only(&bundle, scratch)?;
+    println!(
+        "encode only, the same {frames} frames rendered beforehand: {:.2} CPU s per variant ({:.1} ms per frame)",
+        encode.as_secs_f64(),
+        encode.as_secs_f64() * 1000.0 / frames as f64
+    );
+    // Distinct rows; then 40 % of the rows repeat an earlier one.
+    let distinct: Vec<u32> = (0..rows).collect();
+    let repeats = rows * 2 / 5;
+    let with_repeats: Vec<u32> = (0..rows)
+        .map(|i| {
+            if i >= rows - repeats {
+                i % (rows - repeats)
+            } else {
+                i
+            }
+        })
+        .collect();
+    // The binaries keep glibc's malloc defaults (see
+    // `chunk_worker::reuse_freed_memory`); the same policy through the
+    // environment shows what it would change.
+    let cases: [(&str, &[u32], Option<&str>); 3] = [
+        ("distinct", &distinct, None),
+        (
+            "distinct, malloc as reuse_freed_memory",
+            &distinct,
+            Some(REUSE_FREED_MEMORY),
+        ),
+        ("40 % repeated", &with_repeats, None),
+    ];
+    for (label, ids, tunables) in cases {
+        let run = run_batch(&binary, &bundle, scratch, label, ids, workers, tunables)?;
+        let variants = ids.iter().collect::<std::collections::BTreeSet<_>>().len() as f64;
+        let per_variant = run.cpu.as_secs_f64() / variants;
+        println!(
+            "{label}: {} rows, {variants:.0} variants in {:.1} s: {:.0} variants/hour ({:.0} rows/hour), \
+             {per_variant:.2} CPU s per variant = {:.2} x encode only (goal <= 1.15); peak {} MiB; {}",
+            ids.len(),
+            run.wall.as_secs_f64(),
+            variants * 3600.0 / run.wall.as_secs_f64().max(1e-9),
+            ids.len() as f64 * 3600.0 / run.wall.as_secs_f64().max(1e-9),
+            per_variant / encode.as_secs_f64().max(1e-9),
+            run.peak_kib
+                .map_or_else(|| "?".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            run.digest
+        );
+    }
+    println!(
+        "seed 002 (HyperFrames, Chromium): 3.2 s per 12 s variant per 4-Chromium container \
+         (1 125 variants/hour), 1.4 s warm; ~40 % of a nightly batch are repeats"
+    );
+    Ok(())
+}
+
+/// `chunk_worker::reuse_freed_memory`'s policy as `GLIBC_TUNABLES`: one
+/// arena, allocations up to 32 MiB from the heap, 1 GiB of free memory kept.
+const REUSE_FREED_MEMORY: &str = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
+
+/// What one `coordinator batch` run cost.
+struct BatchRun {
+    wall: Duration,
+    /// User + system time of the coordinator process (and its threads).
+    cpu: Duration,
+    peak_kib: Option<u64>,
+    digest: String,
+}
+
+/// Runs `coordinator batch` over rows `name`/`count` made from `ids`
+/// (with `GLIBC_TUNABLES` = `tunables` when given).
+fn run_batch(
+    binary: &Path,
+    bundle: &Path,
+    scratch: &Path,
+    label: &str,
+    ids: &[u32],
+    workers: usize,
+    tunables: Option<&str>,
+) -> Result<BatchRun, BoxError> {
+    let dir = scratch.join(format!(
+        "campaign-{}",
+        label.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let rows = dir.join("rows.csv");
+    let mut text = String::from("name,count\n");
+    for i in ids {
+        text.push_str(&format!("Referrer {i},{}\n", i * 7 % 50));
+    }
+    std::fs::write(&rows, text)?;
+    let c0 = cpu_time().ok_or("no /proc/self/stat")?;
+    let started = Instant::now();
+    let mut command = Command::new(binary);
+    if let Some(t) = tunables {
+        command.env("GLIBC_TUNABLES", t);
+    }
+    let mut child = command
+        .arg("batch")
+        .arg(bundle)
+        .arg("--variants")
+        .arg(&rows)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(["--cache", "off", "--local", &workers.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+    let mut peak = None;
+    let stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    });
+    let status = loop {
+        if let Some(k) = peak_rss_kib(Some(child.id())) {
+            peak = Some(k);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let wall = started.elapsed();
+    let c1 = cpu_time().ok_or("no /proc/self/stat")?;
+    let stderr = reader.join().map_err(|_| "the stderr reader panicked")?;
+    if !status.success() {
+        return Err(format!("coordinator batch failed ({status}): {stderr}").into());
+    }
+    Ok(BatchRun {
+        wall,
+        cpu: c1.children.saturating_sub(c0.children),
+        peak_kib: peak,
+        digest: stderr.lines().last().unwrap_or_default().to_owned(),
+    })
+}
+
+/// The `coordinator` binary of this build's profile, built now if missing
+/// (`cargo bench` builds only this package's targets).
+fn coordinator_binary(full: bool) -> Result<PathBuf, BoxError> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/batch-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the bench binary is not in target/<profile>/deps")?;
+    let binary = profile_dir.join("coordinator");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "coordinator", "--bin", "coordinator"]);
+        if full {
+            build.arg("--release");
+        }
+        let status = build.status()?;
+        if !status.success() || !binary.exists() {
+            return Err(format!("building {} failed: {status}", binary.display()).into());
+        }
+    }
+    Ok(binary)
+}
+
+/// CPU time of encoding one variant's frames alone: rendered beforehand
+/// into a raw file, then through the worker's pipeline (RGBA->YUV, libx264,
+/// the same settings) by a composition that only reads them back.
+fn encode_only(bundle: &Path, scratch: &Path) -> Result<Duration, BoxError> {
+    let config = WorkerConfig::standard();
+    let source = config.source(&SourceSpec::BundlePath(bundle.to_path_buf()))?;
+    let mut props = Props::new();
+    props.insert("name".into(), "Referrer 0".into());
+    props.insert("count".into(), 0.into());
+    let prepared = source.composition("promo")?.prepare(&props)?;
+    let meta = prepared.meta().clone();
+    let raw = scratch.join("campaign-frames.rgba");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&raw)?);
+        let mut renderer = prepared.frame_renderer()?;
+        let mut rgba = vec![0u8; meta.frame_bytes()];
+        for f in 0..meta.duration_frames {
+            renderer.render_frame(FrameIndex(f), &mut rgba)?;
+            out.write_all(&rgba)?;
+        }
+        out.flush()?;
+    }
+    let file = std::fs::File::open(&raw)?;
+    let frames = CopiedFrames::new(
+        CompositionMeta {
+            id: "file-frames".to_owned(),
+            has_audio: false,
+            props: Props::new(),
+            ..meta.clone()
+        },
+        Arc::new(move |f, rgba: &mut [u8]| {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(rgba, f * rgba.len() as u64)
+                .map_err(|e| format!("reading the frame back: {e}"))
+        }),
+    );
+    let mut registry = Registry::new();
+    registry.register(frames)?;
+    let config = WorkerConfig::new(registry).with_render_threads(config.render_threads);
+    let dir = scratch.join("campaign-encode");
+    let request = ChunkRequest {
+        job_id: "bench-campaign-encode".into(),
+        source: SourceSpec::Registered,
+        composition_id: "file-frames".into(),
+        props: Props::new(),
+        span: ChunkSpan {
+            index: ChunkIndex(0),
+            frames: FrameRange::new(0, meta.duration_frames - 1)
+                .ok_or("the promo has no frames")?,
+            composition_start: 0,
+            every_nth_frame: 1,
+        },
+        video: VideoSettings::default(),
+        pcm_format: PcmFormat::F32le,
+        target: ArtifactTarget::Directory(dir),
+    };
+    let c0 = cpu_time().ok_or("no /proc/self/stat")?;
+    render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
+    let c1 = cpu_time().ok_or("no /proc/self/stat")?;
+    std::fs::remove_file(&raw)?;
+    Ok(c1.own.saturating_sub(c0.own))
 }

@@ -10,10 +10,11 @@
 //! - (b) the same through `Coordinator::embedded` (one worker per core, over
 //!   gRPC on 127.0.0.1) with 16 chunks;
 //! - (c) encode only: the promo's frames rendered beforehand into memory
-//!   (RGBA), then `render_chunk` of a composition defined here that only
-//!   copies them out, so what is measured is the worker's RGBA→YUV
-//!   conversion and libx264 encode with identical settings (the chunk-worker
-//!   crate does not expose its encoder on its own);
+//!   (RGBA), then `render_chunk` of a composition that only copies them
+//!   out (`montage_benches::CopiedFrames`), so what is measured is the
+//!   worker's RGBA→YUV conversion and libx264 encode with identical
+//!   settings (the chunk-worker crate does not expose its encoder on its
+//!   own);
 //! - (d) Debian's `ffmpeg` CLI encoding the same frames as YUV from a raw
 //!   file, converted beforehand by the worker's own `FrameConverter`
 //!   (`-f rawvideo -pix_fmt yuv420p ... -c:v libx264 -preset veryfast -crf 18
@@ -50,12 +51,12 @@ use chunk_worker::{
 };
 use chunker::{ChunkIndex, ChunkSpec};
 use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
-use composition::{
-    Composition, CompositionError, CompositionMeta, FrameRenderer, Prepared, Props, Registry,
-};
+use composition::{CompositionError, CompositionMeta, Prepared, Props, Registry};
 use coordinator::{Coordinator, CoordinatorOptions, RenderRequest, RenderSource};
-use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, rss_kib};
-use timebase::{FrameIndex, FrameRange, SampleSpan};
+use montage_benches::{
+    CopiedFrames, cpu_time, env_or, full_run, peak_rss_kib, reset_peak_rss, rss_kib,
+};
+use timebase::{FrameIndex, FrameRange};
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -177,58 +178,6 @@ fn one_process(
         dir.join("a.mp4"),
     )?;
     Ok((t.elapsed(), report.bytes))
-}
-
-/// (c): a composition that copies frames rendered beforehand out of memory.
-#[derive(Clone)]
-struct MemoryFrames {
-    meta: CompositionMeta,
-    frames: Arc<Vec<Vec<u8>>>,
-}
-
-impl Composition for MemoryFrames {
-    fn id(&self) -> &str {
-        &self.meta.id
-    }
-
-    fn describe(&self, _props: &Props) -> Result<CompositionMeta, CompositionError> {
-        Ok(self.meta.clone())
-    }
-
-    fn prepare(&self, _props: &Props) -> Result<Arc<dyn Prepared>, CompositionError> {
-        Ok(Arc::new(self.clone()))
-    }
-}
-
-impl Prepared for MemoryFrames {
-    fn meta(&self) -> &CompositionMeta {
-        &self.meta
-    }
-
-    fn frame_renderer(&self) -> Result<Box<dyn FrameRenderer>, CompositionError> {
-        Ok(Box::new(self.clone()))
-    }
-
-    fn render_audio(&self, span: SampleSpan, out: &mut [f32]) -> Result<(), CompositionError> {
-        composition::check_audio_buffer(span, out)?;
-        out.fill(0.0);
-        Ok(())
-    }
-}
-
-impl FrameRenderer for MemoryFrames {
-    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
-        composition::check_frame_buffer(&self.meta, rgba)?;
-        let src = usize::try_from(frame.0)
-            .ok()
-            .and_then(|i| self.frames.get(i))
-            .ok_or_else(|| CompositionError::Render {
-                frame: frame.0,
-                message: format!("only {} frames were rendered beforehand", self.frames.len()),
-            })?;
-        rgba.copy_from_slice(src);
-        Ok(())
-    }
 }
 
 /// Renders the first `frames` frames of `prepared` into memory on `threads`
@@ -418,15 +367,23 @@ fn main() -> Result<(), BoxError> {
     let pre_render = pre_render_start.elapsed();
 
     // (c) Encode only, from memory.
-    let memory = MemoryFrames {
-        meta: CompositionMeta {
+    let held = Arc::clone(&rendered);
+    let memory = CopiedFrames::new(
+        CompositionMeta {
             id: "memory-frames".to_owned(),
             has_audio: false,
             props: Props::new(),
             ..meta.clone()
         },
-        frames: Arc::clone(&rendered),
-    };
+        Arc::new(move |f, rgba: &mut [u8]| {
+            let src = usize::try_from(f)
+                .ok()
+                .and_then(|i| held.get(i))
+                .ok_or_else(|| format!("only {} frames were rendered beforehand", held.len()))?;
+            rgba.copy_from_slice(src);
+            Ok(())
+        }),
+    );
     let mut registry = Registry::new();
     registry.register(memory)?;
     let config_c =

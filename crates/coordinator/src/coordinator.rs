@@ -173,6 +173,7 @@ enum Pool {
 
 /// A composition source as workers are told of it, and what identifies its
 /// contents in cache keys.
+#[derive(Debug, Clone)]
 pub(crate) struct PreparedSource {
     /// What workers are told.
     pub(crate) spec: SourceSpec,
@@ -564,7 +565,7 @@ impl Coordinator {
 
 /// A render's id: its composition, the time and this process, unique
 /// enough to find one render's story in the logs of every machine.
-fn render_id(composition: &str) -> String {
+pub(crate) fn render_id(composition: &str) -> String {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -611,7 +612,7 @@ pub struct ErrorReport {
 
 /// Hashes a bundle as its deterministic archive, keeping the archive on disk
 /// (in a temporary directory, returned with it) when it is to be shipped.
-async fn pack_bundle(
+pub(crate) async fn pack_bundle(
     path: &Path,
     abs: PathBuf,
     ship: bool,

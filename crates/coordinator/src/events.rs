@@ -109,27 +109,35 @@ impl Events {
     }
 }
 
-/// A running render. Dropping the handle cancels the render: an embedding
-/// service that loses interest (a request aborted, a task dropped) never
-/// leaves a render running with nobody to collect it.
-pub struct RenderHandle {
-    events: mpsc::Receiver<RenderEvent>,
+/// A running job: a render ([`RenderHandle`]) or a batch
+/// ([`crate::batch::BatchHandle`]), streaming events `E` and ending with `T`.
+/// Dropping the handle cancels the job: an embedding service that loses
+/// interest (a request aborted, a task dropped) never leaves one running
+/// with nobody to collect it.
+pub struct JobHandle<E, T> {
+    events: mpsc::Receiver<E>,
     cancel: CancellationToken,
-    task: JoinHandle<Result<RenderSummary, Error>>,
+    task: JoinHandle<Result<T, Error>>,
     _cancel_on_drop: DropGuard,
 }
 
-impl RenderHandle {
-    /// Starts `run` with an event channel and a cancellation token, and
-    /// returns its handle.
-    pub(crate) fn spawn<F>(run: impl FnOnce(Events, CancellationToken) -> F) -> Self
+/// A running render.
+pub type RenderHandle = JobHandle<RenderEvent, RenderSummary>;
+
+impl<E: Send + 'static, T: Send + 'static> JobHandle<E, T> {
+    /// Starts `run` with an event channel of `buffer` events and a
+    /// cancellation token, and returns its handle.
+    pub(crate) fn start<F>(
+        buffer: usize,
+        run: impl FnOnce(mpsc::Sender<E>, CancellationToken) -> F,
+    ) -> Self
     where
-        F: Future<Output = Result<RenderSummary, Error>> + Send + 'static,
+        F: Future<Output = Result<T, Error>> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (tx, rx) = mpsc::channel(buffer);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(Events(tx), cancel.clone()));
-        RenderHandle {
+        let task = tokio::spawn(run(tx, cancel.clone()));
+        JobHandle {
             events: rx,
             _cancel_on_drop: cancel.clone().drop_guard(),
             cancel,
@@ -137,18 +145,19 @@ impl RenderHandle {
         }
     }
 
-    /// The next event, or `None` once the render has ended.
-    pub async fn next_event(&mut self) -> Option<RenderEvent> {
+    /// The next event, or `None` once the job has ended.
+    pub async fn next_event(&mut self) -> Option<E> {
         self.events.recv().await
     }
 
-    /// Stops the render: every chunk call is cancelled, temporary files are
-    /// removed and no output file appears.
+    /// Stops the job: every chunk call is cancelled, temporary files are
+    /// removed and no partial output appears (a batch keeps the rows it
+    /// finished).
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
 
-    /// A token that cancels the render when cancelled (for signal handlers).
+    /// A token that cancels the job when cancelled (for signal handlers).
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }
@@ -156,13 +165,24 @@ impl RenderHandle {
     /// Waits for the result (events not read are discarded).
     ///
     /// # Errors
-    /// The render's [`Error`].
-    pub async fn finish(mut self) -> Result<RenderSummary, Error> {
-        // The render may be waiting for room to send an event: drain.
+    /// The job's [`Error`].
+    pub async fn finish(mut self) -> Result<T, Error> {
+        // The job may be waiting for room to send an event: drain.
         self.events.close();
         while self.events.recv().await.is_some() {}
         (&mut self.task)
             .await
-            .map_err(Error::task("the render task"))?
+            .map_err(Error::task("the job's task"))?
+    }
+}
+
+impl RenderHandle {
+    /// Starts a render's `run` with its event channel and a cancellation
+    /// token, and returns its handle.
+    pub(crate) fn spawn<F>(run: impl FnOnce(Events, CancellationToken) -> F) -> Self
+    where
+        F: Future<Output = Result<RenderSummary, Error>> + Send + 'static,
+    {
+        Self::start(EVENT_BUFFER, |tx, cancel| run(Events(tx), cancel))
     }
 }

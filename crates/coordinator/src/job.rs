@@ -14,7 +14,7 @@ use combine::{ChunkArtifact, CombineOptions, CombineReport, PcmAudio};
 use composition::CompositionMeta;
 use spec::{ArtifactTarget, ChunkIdentity, ChunkRequest, ChunkSpan, ContentHash, PcmFormat};
 use storage::StorageError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,16 @@ struct Rendered {
     retries: usize,
 }
 
+/// What a caller resolved before the job started (a batch resolves its
+/// source and renderer once for every variant, and leases the workers a
+/// variant may use): the job skips preparing the source and describing the
+/// composition, and schedules on `pool` when given.
+pub(crate) struct Pinned {
+    pub(crate) source: PreparedSource,
+    pub(crate) described: Described,
+    pub(crate) pool: Option<watch::Receiver<Vec<WorkerInfo>>>,
+}
+
 /// One render in progress.
 pub(crate) struct RenderJob<'a> {
     coordinator: &'a Coordinator,
@@ -75,6 +85,7 @@ pub(crate) struct RenderJob<'a> {
     started: Instant,
     cache: Option<&'a RenderCache>,
     work: WorkDir,
+    pinned: Option<Pinned>,
 }
 
 impl<'a> RenderJob<'a> {
@@ -97,7 +108,23 @@ impl<'a> RenderJob<'a> {
             started: Instant::now(),
             cache: None,
             work,
+            pinned: None,
         })
+    }
+
+    /// A job for `request` whose source and composition were resolved by
+    /// the caller (see [`Pinned`]).
+    pub(crate) fn pinned(
+        coordinator: &'a Coordinator,
+        render_id: String,
+        request: RenderRequest,
+        pinned: Pinned,
+        events: Events,
+        cancel: CancellationToken,
+    ) -> Result<Self, Error> {
+        let mut job = Self::new(coordinator, render_id, request, events, cancel)?;
+        job.pinned = Some(pinned);
+        Ok(job)
     }
 
     /// The whole render, phase by phase.
@@ -148,16 +175,22 @@ impl<'a> RenderJob<'a> {
     /// chunks and computes their cache keys.
     async fn resolve(&self) -> Result<Resolved, Error> {
         let request = &self.request;
-        let source = self
-            .until_cancelled(self.coordinator.prepare_source(&request.source, self.cache))
-            .await?;
-        let described = self
-            .until_cancelled(self.coordinator.describe(
-                &source.spec,
-                &request.composition,
-                &request.props,
-            ))
-            .await?;
+        let (source, described) = match &self.pinned {
+            Some(p) => (p.source.clone(), p.described.clone()),
+            None => {
+                let source = self
+                    .until_cancelled(self.coordinator.prepare_source(&request.source, self.cache))
+                    .await?;
+                let described = self
+                    .until_cancelled(self.coordinator.describe(
+                        &source.spec,
+                        &request.composition,
+                        &request.props,
+                    ))
+                    .await?;
+                (source, described)
+            }
+        };
         let meta = &described.meta;
         let plan = plan_for(meta, request)?;
         tracing::info!(
@@ -390,7 +423,10 @@ impl<'a> RenderJob<'a> {
             keys: r.keys.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
         });
         let stop_pool = self.cancel.child_token();
-        let pool = self.coordinator.workers(stop_pool.clone()).await;
+        let pool = match self.pinned.as_ref().and_then(|p| p.pool.clone()) {
+            Some(leased) => leased,
+            None => self.coordinator.workers(stop_pool.clone()).await,
+        };
         let (tx, rx) = mpsc::channel(SCHEDULE_EVENTS);
         let forward = self.events.forward(rx);
         let schedule = async {
@@ -585,7 +621,20 @@ impl Coordinator {
         request: &RenderRequest,
         file: &Path,
     ) -> Result<(String, Option<String>), Error> {
-        let location = match &request.output {
+        self.deliver_to(&request.output, request.presign, file)
+            .await
+    }
+
+    /// Puts a finished local MP4 at `output` (a file destination is
+    /// written already) and returns its URL or path, with a presigned URL
+    /// valid for `presign` when asked.
+    pub(crate) async fn deliver_to(
+        &self,
+        output: &Destination,
+        presign: Option<std::time::Duration>,
+        file: &Path,
+    ) -> Result<(String, Option<String>), Error> {
+        let location = match output {
             Destination::File(path) => return Ok((path.display().to_string(), None)),
             Destination::Storage(location) => location,
         };
@@ -604,7 +653,7 @@ impl Coordinator {
         if !present {
             store.put_file(&key, file).await?;
         }
-        let presigned = match request.presign {
+        let presigned = match presign {
             Some(ttl) => Some(store.presign_get(&key, ttl).await?),
             None => None,
         };
@@ -628,7 +677,7 @@ fn seconds(plan: &Plan, frames: u64) -> f64 {
 
 /// Copies `from` to `to` through a temporary file beside `to` (tokio's copy
 /// runs on a blocking thread).
-async fn copy_atomically(from: &Path, to: &Path) -> Result<(), Error> {
+pub(crate) async fn copy_atomically(from: &Path, to: &Path) -> Result<(), Error> {
     let parent = to
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

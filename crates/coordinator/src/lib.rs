@@ -41,6 +41,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod cache;
 mod coordinator;
 mod error;
@@ -62,7 +63,7 @@ pub use coordinator::{
     Coordinator, CoordinatorOptions, ErrorReport, PoolSpec, WEBHOOK_SETTLE, default_local_workers,
 };
 pub use error::{Error, ErrorKind};
-pub use events::{EVENT_BUFFER, RenderEvent, RenderHandle, RenderSummary};
+pub use events::{EVENT_BUFFER, JobHandle, RenderEvent, RenderHandle, RenderSummary};
 pub use grpc::{ClientTls, WorkerAccess};
 pub use request::{Destination, MAX_PRESIGN, RenderRequest, RenderSource};
 pub use spec::{PcmFormat, VideoSettings};

@@ -121,6 +121,16 @@ pub fn summary_line(s: &RenderSummary) -> String {
     )
 }
 
+/// Prints `value` as one line of JSON on stdout, flushed at once (a log
+/// shipper reads it as it comes); a closed stdout is not an error.
+pub(crate) fn print_json_line(value: &impl serde::Serialize) {
+    if let Ok(line) = serde_json::to_string(value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
 /// The bar being shown, if any: log lines are printed above it.
 static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
@@ -128,6 +138,15 @@ static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 /// line is written, so logs and the bar never interleave.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogWriter;
+
+impl LogWriter {
+    /// Log lines are printed above `bar` while it is shown (`None`: no bar).
+    pub(crate) fn show_bar(bar: Option<ProgressBar>) {
+        if let Ok(mut active) = ACTIVE_BAR.lock() {
+            *active = bar;
+        }
+    }
+}
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -190,11 +209,7 @@ impl Reporter {
     pub fn event(&mut self, event: &RenderEvent) {
         self.state.apply(event);
         if self.json {
-            if let Ok(line) = serde_json::to_string(event) {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
+            print_json_line(event);
             return;
         }
         if let Some(bar) = &self.bar {

@@ -58,6 +58,7 @@ pub use audio_file::{BLOCK_FRAMES, MAX_AUDIO_SECONDS, PREROLL_FRAMES};
 pub use budget::{GLYPH_OUTLINE_BYTES, MAX_FRAME_BUFFER_BYTES, MAX_IMAGE_BYTES, MAX_SHAPED_GLYPHS};
 pub use image::{MAX_IMAGE_PIXELS, MAX_SVG_BYTES};
 pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
+pub use template::{Template, suggest};
 pub use text::MAX_FACES_PER_FONT;
 
 use crate::{
@@ -105,7 +106,15 @@ struct Shared {
     images: Mutex<HashMap<ImageKey, Arc<Pixmap>>>,
     /// Audio files opened (headers read; blocks decoded on demand).
     audio: Mutex<HashMap<PathBuf, Arc<audio_file::AudioFile>>>,
+    /// Static backgrounds that no prop or override can change, by
+    /// composition and number of layers: drawn once for every variant of a
+    /// batch instead of once per renderer.
+    backgrounds: Mutex<HashMap<(String, usize), Background>>,
 }
+
+/// A static background, drawn by the first renderer that needs it and
+/// shared by the others.
+type Background = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
 
 /// One composition of a scene bundle.
 #[derive(Debug)]
@@ -198,6 +207,7 @@ impl SceneBundle {
             fonts: Mutex::new(fonts),
             images: Mutex::new(HashMap::new()),
             audio: Mutex::new(HashMap::new()),
+            backgrounds: Mutex::new(HashMap::new()),
         });
         let mut compositions = BTreeMap::new();
         for comp in comps {
@@ -241,6 +251,21 @@ impl SceneBundle {
     /// [`CompositionError::UnknownComposition`] for an unknown id.
     pub fn override_paths(&self, id: &str) -> Result<Vec<String>, CompositionError> {
         Ok(overrides::paths(&self.scene_composition(id)?.comp))
+    }
+
+    /// The props a composition declares, with their defaults (`null`: the
+    /// prop is required). A batch reads it to give a spreadsheet cell the
+    /// type of its prop's default.
+    ///
+    /// # Errors
+    /// [`CompositionError::UnknownComposition`] for an unknown id.
+    pub fn declared_props(&self, id: &str) -> Result<Props, CompositionError> {
+        let comp = &self.scene_composition(id)?.comp;
+        Ok(comp
+            .props
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     /// The composition with this id, as its concrete type.
@@ -290,6 +315,7 @@ impl SceneComposition {
                     })?
             }
         };
+        let overridden: Vec<String> = overrides.iter().map(|(k, _)| (*k).clone()).collect();
         let mut all = merged;
         for (k, v) in overrides {
             all.insert(k.clone(), v.clone());
@@ -306,7 +332,12 @@ impl SceneComposition {
         };
         meta.validate()?;
         let budget = frame_and_text_budget(&comp, &meta)?;
-        Ok(Resolved { comp, meta, budget })
+        Ok(Resolved {
+            comp,
+            meta,
+            budget,
+            overridden,
+        })
     }
 
     /// The declared props, defaults merged in, and the overrides (keys with
@@ -399,7 +430,12 @@ impl SceneComposition {
     }
 
     fn prepare_scene(&self, props: &Props) -> Result<PreparedScene, CompositionError> {
-        let Resolved { mut comp, meta, .. } = self.resolve(props)?;
+        let Resolved {
+            mut comp,
+            meta,
+            overridden,
+            ..
+        } = self.resolve(props)?;
         let ctx = comp.ctx.clone();
         budget::check_images(
             self.image_bytes(&comp.layers, Some(&meta.props), &ctx)?,
@@ -416,11 +452,21 @@ impl SceneComposition {
             .take_while(|l| render::is_static(l, meta.duration_frames))
             .count();
         let depth = render::composited_depth(&comp.layers);
+        let background =
+            if static_prefix > 0 && template_free(&comp.layers[..static_prefix], &overridden) {
+                lock(&self.shared.backgrounds)
+                    .entry((comp.id.clone(), static_prefix))
+                    .or_default()
+                    .clone()
+            } else {
+                Background::default()
+            };
         Ok(PreparedScene {
             inner: Arc::new(PreparedInner {
                 meta,
                 layers: comp.layers,
                 static_prefix,
+                background,
                 depth,
                 tracks,
             }),
@@ -615,7 +661,9 @@ impl Composition for SceneComposition {
     /// Counts frame buffers, text and layers as `describe` does, and the
     /// images from their files' headers (nothing is decoded).
     fn budget(&self, props: &Props) -> Result<RenderBudget, CompositionError> {
-        let Resolved { comp, meta, budget } = self.resolve(props)?;
+        let Resolved {
+            comp, meta, budget, ..
+        } = self.resolve(props)?;
         let images = self.image_bytes(&comp.layers, Some(&meta.props), &comp.ctx)?;
         budget::check_images(images, &comp.ctx)?;
         Ok(RenderBudget {
@@ -636,6 +684,30 @@ fn image_layers<'a>(layers: &'a [Layer], out: &mut Vec<(&'a str, &'a load::Image
     }
 }
 
+/// Whether `layers` look the same whatever the props: no text or image
+/// source with a `{prop}` placeholder, and no override naming one of them,
+/// a group holding them or a layer inside them. Their drawing can then be
+/// shared by every variant.
+fn template_free(layers: &[Layer], overridden: &[String]) -> bool {
+    let touches = |path: &str| {
+        overridden.iter().any(|key| {
+            let target = overrides::target_path(key);
+            target == path
+                || target.starts_with(&format!("{path}."))
+                || path.starts_with(&format!("{target}."))
+        })
+    };
+    layers.iter().all(|l| {
+        !touches(&l.path)
+            && match &l.kind {
+                Kind::Text(t) => t.text_override.is_none() && t.template.props().next().is_none(),
+                Kind::Image(i) => i.src.props().next().is_none(),
+                Kind::Group { layers, .. } => template_free(layers, overridden),
+                _ => true,
+            }
+    })
+}
+
 /// An override as given: its key (`text.Title`) and value.
 type Override<'p> = (&'p String, &'p serde_json::Value);
 
@@ -643,6 +715,8 @@ type Override<'p> = (&'p String, &'p serde_json::Value);
 struct Resolved {
     /// Overrides applied.
     comp: Comp,
+    /// The overrides' keys (`text.Title`, …).
+    overridden: Vec<String>,
     meta: CompositionMeta,
     /// Without images (counting them reads files).
     budget: RenderBudget,
@@ -690,9 +764,12 @@ pub struct PreparedScene {
 struct PreparedInner {
     meta: CompositionMeta,
     layers: Vec<Layer>,
-    /// Leading layers that look the same on every frame: drawn once per
-    /// renderer and copied.
+    /// Leading layers that look the same on every frame: drawn once and
+    /// copied.
     static_prefix: usize,
+    /// Their drawing, shared by this scene's renderers (and, when no prop
+    /// can change it, by every variant of the composition).
+    background: Background,
     depth: usize,
     tracks: Vec<audio::Placed>,
 }
@@ -720,7 +797,7 @@ impl Prepared for PreparedScene {
 /// background and the scratch layers for groups between frames.
 struct SceneRenderer {
     scene: Arc<PreparedInner>,
-    background: Option<Vec<u8>>,
+    background: Option<Arc<Vec<u8>>>,
     pool: Vec<Pixmap>,
 }
 
@@ -732,6 +809,30 @@ impl SceneRenderer {
                 message: "cannot allocate a layer".into(),
             }
         })
+    }
+}
+
+impl SceneRenderer {
+    /// The static background: drawn by the first renderer that needs it
+    /// (the others wait for it), then shared.
+    fn shared_background(&mut self, ctx: &render::Ctx) -> Result<Arc<Vec<u8>>, CompositionError> {
+        let scene = Arc::clone(&self.scene);
+        let mut slot = lock(&scene.background);
+        if let Some(bg) = &*slot {
+            return Ok(Arc::clone(bg));
+        }
+        let mut bg = self.alloc(ctx.frame)?;
+        render::draw_layers(
+            &scene.layers[..scene.static_prefix],
+            &mut bg.as_mut(),
+            &mut self.pool,
+            0.0,
+            Transform::identity(),
+            ctx,
+        )?;
+        let bg = Arc::new(bg.take());
+        *slot = Some(Arc::clone(&bg));
+        Ok(bg)
     }
 }
 
@@ -759,16 +860,7 @@ impl FrameRenderer for SceneRenderer {
         let (w, h) = (meta.width, meta.height);
         let split = self.scene.static_prefix;
         if split > 0 && self.background.is_none() {
-            let mut bg = self.alloc(frame.0)?;
-            render::draw_layers(
-                &self.scene.layers[..split],
-                &mut bg.as_mut(),
-                &mut self.pool,
-                0.0,
-                Transform::identity(),
-                &ctx,
-            )?;
-            self.background = Some(bg.take());
+            self.background = Some(self.shared_background(&ctx)?);
         }
         match &self.background {
             Some(bg) => rgba.copy_from_slice(bg),
@@ -786,5 +878,77 @@ impl FrameRenderer for SceneRenderer {
             Transform::identity(),
             &ctx,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn promo() -> SceneBundle {
+        SceneBundle::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo"))
+            .expect("promo opens")
+    }
+
+    fn prepared(bundle: &SceneBundle, props: &[(&str, serde_json::Value)]) -> PreparedScene {
+        let props: Props = props
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        bundle
+            .scene_composition("promo")
+            .expect("promo")
+            .prepare_scene(&props)
+            .expect("prepares")
+    }
+
+    fn frame(p: &PreparedScene, f: u64) -> Vec<u8> {
+        let mut rgba = vec![0u8; p.meta().frame_bytes()];
+        p.frame_renderer()
+            .expect("renderer")
+            .render_frame(FrameIndex(f), &mut rgba)
+            .expect("renders");
+        rgba
+    }
+
+    #[test]
+    fn variants_share_a_background_no_prop_can_change() {
+        let bundle = promo();
+        let ada = prepared(&bundle, &[("name", "Ada".into())]);
+        let bob = prepared(&bundle, &[("name", "Bob".into()), ("count", 3.into())]);
+        assert!(Arc::ptr_eq(&ada.inner.background, &bob.inner.background));
+        // An override of a background layer makes it the variant's own.
+        let hidden = prepared(&bundle, &[("visible.Background", false.into())]);
+        assert!(!Arc::ptr_eq(
+            &ada.inner.background,
+            &hidden.inner.background
+        ));
+        // A shared background draws what a fresh bundle draws.
+        let bob_frame = frame(&bob, 120);
+        let _ = frame(&hidden, 120);
+        let fresh = prepared(&promo(), &[("name", "Bob".into()), ("count", 3.into())]);
+        assert!(
+            frame(&fresh, 120) == bob_frame,
+            "a shared background changed the frame"
+        );
+        assert!(frame(&ada, 120) != bob_frame);
+    }
+
+    #[test]
+    fn backgrounds_with_placeholders_or_overrides_are_not_shared() {
+        let bundle = promo();
+        let comp = &bundle.scene_composition("promo").expect("promo").comp;
+        let layers = &comp.layers;
+        let (background, title) = (&layers[..1], &layers[3..4]);
+        assert!(template_free(background, &[]));
+        assert!(
+            !template_free(title, &[]),
+            "`Hello, {{name}}!` has a placeholder"
+        );
+        assert!(!template_free(background, &["visible.Background".into()]));
+        assert!(template_free(
+            background,
+            &["transform.Square.rotation".into()]
+        ));
     }
 }

@@ -114,6 +114,15 @@ pub fn apply(comp: &mut Comp, key: &str, value: &Value) -> Result<(), Compositio
     })
 }
 
+/// The layer path an override key names (`text.Card.Head` → `Card.Head`,
+/// `transform.Logo.scale` → `Logo`); the key itself when it names none.
+pub fn target_path(key: &str) -> &str {
+    match target(key) {
+        Some((_, path, _)) => path,
+        None => key.split_once('.').map_or(key, |(_, rest)| rest),
+    }
+}
+
 /// Splits an override key into what it sets, the layer path and, for
 /// `transform`, the transform property.
 fn target(key: &str) -> Option<(&str, &str, Option<&str>)> {

@@ -12,12 +12,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use composition::Props;
+use coordinator::batch::report::BatchReporter;
+use coordinator::batch::{BatchOutput, BatchRequest, NameTemplate, VariantSettings};
 use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker};
 use coordinator::progress::{LogWriter, Reporter, summary_line};
 use coordinator::schedule::{SchedulePolicy, WorkerInfo};
 use coordinator::{
-    ChunkSpec, ClientTls, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind, PoolSpec,
-    RenderRequest, RenderSource, VideoSettings,
+    ChunkSpec, ClientTls, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind,
+    JobHandle, PoolSpec, RenderRequest, RenderSource, VideoSettings,
 };
 
 /// Montage: chunked, distributed video rendering.
@@ -48,6 +50,10 @@ enum Command {
     /// Render a composition to an MP4: plan chunks, render them on workers,
     /// combine them.
     Render(Box<RenderArgs>),
+    /// Render every row of a spreadsheet (CSV), JSONL or JSON file as a
+    /// video of one template: each distinct variant once, resumably
+    /// (results.jsonl), with a digest at the end.
+    Batch(Box<BatchArgs>),
     /// Join existing chunk artifacts into one MP4 (a manifest written by
     /// `render --keep-chunks DIR` is at DIR/manifest.json).
     Combine {
@@ -127,6 +133,32 @@ struct RenderArgs {
     select: Select,
     #[command(flatten)]
     split: Split,
+    #[command(flatten)]
+    encode: Encode,
+    /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
+    /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
+    #[arg(long, value_name = "PATH|URL", value_parser = parse_destination)]
+    out: Destination,
+    /// Also print a presigned GET URL of an s3:// output, valid this many
+    /// seconds (at most 604800).
+    #[arg(long, value_name = "SECS")]
+    presign: Option<u64>,
+    #[command(flatten)]
+    cache: Cache,
+    #[command(flatten)]
+    pool: Pool,
+    /// Keep chunk artifacts (and a manifest.json for `combine`) in DIR.
+    #[arg(long, value_name = "DIR")]
+    keep_chunks: Option<PathBuf>,
+    #[command(flatten)]
+    report: Report,
+    #[command(flatten)]
+    webhook: Webhook,
+}
+
+/// How every frame is encoded (the same for every video of a batch).
+#[derive(Args, Debug)]
+struct Encode {
     /// Keep only every Nth frame.
     #[arg(long, default_value_t = 1)]
     every_nth_frame: u32,
@@ -145,14 +177,26 @@ struct RenderArgs {
     /// Add a silent audio track when the composition has none.
     #[arg(long)]
     enforce_audio_track: bool,
-    /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
-    /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
-    #[arg(long, value_name = "PATH|URL", value_parser = parse_destination)]
-    out: Destination,
-    /// Also print a presigned GET URL of an s3:// output, valid this many
-    /// seconds (at most 604800).
-    #[arg(long, value_name = "SECS")]
-    presign: Option<u64>,
+}
+
+impl Encode {
+    fn video(&self) -> VideoSettings {
+        let mut video = if self.lossless {
+            VideoSettings::lossless()
+        } else {
+            VideoSettings {
+                quality: spec::Quality::Crf(self.crf),
+                ..Default::default()
+            }
+        };
+        video.preset = self.preset.clone();
+        video
+    }
+}
+
+/// The render cache.
+#[derive(Args, Debug)]
+struct Cache {
     /// The render cache: a directory or `s3://bucket/prefix/` keeping
     /// bundles, chunks and outputs by content hash, so nothing is rendered
     /// twice; `off` for none. Default: $MONTAGE_CACHE (which may be `off`), else
@@ -167,6 +211,11 @@ struct RenderArgs {
     /// used first (e.g. 500M, 20G).
     #[arg(long, value_name = "SIZE", default_value = "20G", value_parser = storage::parse_byte_size)]
     cache_size: u64,
+}
+
+/// Where chunks run, and how they are retried.
+#[derive(Args, Debug)]
+struct Pool {
     /// Run N workers in this process on loopback (the default, N = cores).
     #[arg(long, conflicts_with_all = ["worker", "workers_dns"])]
     local: Option<usize>,
@@ -208,13 +257,20 @@ struct RenderArgs {
     /// A file holding the workers' bearer token.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Keep chunk artifacts (and a manifest.json for `combine`) in DIR.
-    #[arg(long, value_name = "DIR")]
-    keep_chunks: Option<PathBuf>,
+}
+
+/// How progress is reported.
+#[derive(Args, Debug)]
+struct Report {
     /// One JSON object per event per line on stdout, instead of a progress
     /// bar.
     #[arg(long)]
     json: bool,
+}
+
+/// Where a render's outcome is posted.
+#[derive(Args, Debug)]
+struct Webhook {
     /// POST a JSON event here when the render succeeds, fails or is
     /// cancelled (retried with backoff; never holds up the render).
     #[arg(long, value_name = "URL")]
@@ -223,6 +279,83 @@ struct RenderArgs {
     /// (HMAC-SHA256, header X-Montage-Signature).
     #[arg(long, value_name = "FILE", requires = "webhook")]
     webhook_secret_file: Option<PathBuf>,
+}
+
+impl Webhook {
+    fn config(&self) -> anyhow::Result<Option<coordinator::webhook::WebhookConfig>> {
+        let Some(url) = &self.webhook else {
+            return Ok(None);
+        };
+        let secret = match &self.webhook_secret_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("--webhook-secret-file {}", f.display()))?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        Ok(Some(coordinator::webhook::WebhookConfig::new(
+            url.clone(),
+            secret,
+        )))
+    }
+}
+
+/// `coordinator batch`: every row of a variants file is a video.
+#[derive(Args, Debug)]
+struct BatchArgs {
+    /// The bundle, the composition of rows without a `composition` column,
+    /// and props every row starts from (its cells win).
+    #[command(flatten)]
+    select: Select,
+    /// The rows: a .csv (header row: props, `text.Layer`-style overrides,
+    /// `out`, `composition`), .jsonl (one object per line) or .json (an
+    /// array of objects) file.
+    #[arg(long, value_name = "FILE")]
+    variants: PathBuf,
+    /// Where the outputs go: a directory or an `s3://bucket/prefix/`.
+    #[arg(long, value_name = "DIR|URL", value_parser = parse_batch_output)]
+    out: BatchOutput,
+    /// Output names, a template over the row's columns, e.g.
+    /// '{name}-{count}.mp4' (a row's `out` cell wins); default: the sha256
+    /// of the output, `ab/cd/<sha256>.mp4`.
+    #[arg(long, value_name = "TEMPLATE", value_parser = parse_name)]
+    name: Option<NameTemplate>,
+    /// The results file, one JSON line per row, read again to resume
+    /// (default: results.jsonl in the output directory; for s3:// outputs
+    /// in the current directory, copied under the prefix at the end).
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// Render the valid rows even when some are invalid.
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    split: BatchSplit,
+    #[command(flatten)]
+    encode: Encode,
+    #[command(flatten)]
+    cache: Cache,
+    #[command(flatten)]
+    pool: Pool,
+    #[command(flatten)]
+    report: Report,
+}
+
+/// How a batch's variants are split; unlike `render`, optional: a batch
+/// renders short variants whole, one per slot.
+#[derive(Args, Debug)]
+struct BatchSplit {
+    /// Split every variant into at most this many chunks.
+    #[arg(long, conflicts_with = "frames_per_chunk")]
+    chunks: Option<u32>,
+    /// Split every variant into chunks of this many frames.
+    #[arg(long)]
+    frames_per_chunk: Option<u64>,
+    /// Render only frames A-B (inclusive) of every variant.
+    #[arg(long, value_name = "A-B", value_parser = parse_range)]
+    frames: Option<RangeInclusive<u64>>,
 }
 
 fn parse_prop(kv: &str) -> Result<(String, serde_json::Value), String> {
@@ -253,6 +386,14 @@ fn parse_range(text: &str) -> Result<RangeInclusive<u64>, String> {
 
 fn parse_destination(text: &str) -> Result<Destination, String> {
     Destination::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+}
+
+fn parse_batch_output(text: &str) -> Result<BatchOutput, String> {
+    BatchOutput::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+}
+
+fn parse_name(text: &str) -> Result<NameTemplate, String> {
+    NameTemplate::parse(text).map_err(|e| e.to_string().trim_start_matches("--name ").to_owned())
 }
 
 fn parse_worker_flag(text: &str) -> Result<WorkerInfo, String> {
@@ -360,21 +501,22 @@ fn render_request(
     let mut request = RenderRequest::new(source, id, args.split.spec(), args.out.clone());
     request.props = props;
     request.frames = args.split.frames.clone();
-    request.every_nth_frame = args.every_nth_frame;
-    request.video = if args.lossless {
-        VideoSettings::lossless()
-    } else {
-        VideoSettings {
-            quality: spec::Quality::Crf(args.crf),
-            ..Default::default()
-        }
-    };
-    request.video.preset = args.preset.clone();
-    request.audio_bitrate = args.audio_bitrate;
-    request.enforce_audio_track = args.enforce_audio_track;
+    request.every_nth_frame = args.encode.every_nth_frame;
+    request.video = args.encode.video();
+    request.audio_bitrate = args.encode.audio_bitrate;
+    request.enforce_audio_track = args.encode.enforce_audio_track;
     request.keep_chunks = args.keep_chunks.clone();
-    request.use_cache = !args.no_cache;
+    request.use_cache = !args.cache.no_cache;
     request.presign = args.presign.map(Duration::from_secs);
+    let (pool, mut options) = pool_and_options(&args.pool, &args.cache)?;
+    options.webhook = args.webhook.config()?;
+    options.validate()?;
+    request.validate()?;
+    Ok((request, pool, options))
+}
+
+/// The pool and the coordinator's options, checked.
+fn pool_and_options(args: &Pool, cache: &Cache) -> anyhow::Result<(PoolSpec, CoordinatorOptions)> {
     let pool = if !args.worker.is_empty() {
         PoolSpec::Remote(RemotePool::Addresses(args.worker.clone()))
     } else if let Some(dns) = &args.workers_dns {
@@ -403,41 +545,57 @@ fn render_request(
             ..SchedulePolicy::default()
         },
         token,
-        cache: args
+        cache: cache
             .cache
             .clone()
             .or_else(coordinator::cache::default_cache_location)
             .filter(|c| c != "off"),
-        cache_max_bytes: args.cache_size,
+        cache_max_bytes: cache.cache_size,
         s3: storage::S3Config::default(),
-        webhook: match &args.webhook {
-            None => None,
-            Some(url) => {
-                let secret = match &args.webhook_secret_file {
-                    Some(f) => Some(
-                        std::fs::read_to_string(f)
-                            .with_context(|| format!("--webhook-secret-file {}", f.display()))?
-                            .trim()
-                            .as_bytes()
-                            .to_vec(),
-                    ),
-                    None => None,
-                };
-                Some(coordinator::webhook::WebhookConfig::new(
-                    url.clone(),
-                    secret,
-                ))
-            }
-        },
+        webhook: None,
     };
-    request.validate()?;
     pool.validate()?;
     options.validate()?;
+    Ok((pool, options))
+}
+
+/// Turns what the user typed into the library's batch request, pool and
+/// options.
+fn batch_request(args: &BatchArgs) -> anyhow::Result<(BatchRequest, PoolSpec, CoordinatorOptions)> {
+    let source = match &args.select.bundle {
+        Some(dir) => RenderSource::Bundle(dir.clone()),
+        None => RenderSource::Registered,
+    };
+    let mut request = BatchRequest::new(source, args.variants.clone(), args.out.clone());
+    request.composition = match (&args.select.composition, &args.select.bundle) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(composition::builtin::TEST_PATTERN_ID.to_owned()),
+    };
+    request.props = props(&args.select)?;
+    request.name = args.name.clone();
+    request.results = args.results.clone();
+    request.keep_going = args.keep_going;
+    request.use_cache = !args.cache.no_cache;
+    request.settings = VariantSettings {
+        chunks: match (args.split.chunks, args.split.frames_per_chunk) {
+            (Some(n), _) => Some(ChunkSpec::Count(n)),
+            (None, Some(k)) => Some(ChunkSpec::FramesPerChunk(k)),
+            (None, None) => None,
+        },
+        frames: args.split.frames.clone(),
+        every_nth_frame: args.encode.every_nth_frame,
+        video: args.encode.video(),
+        audio_bitrate: args.encode.audio_bitrate,
+        enforce_audio_track: args.encode.enforce_audio_track,
+    };
+    let (pool, options) = pool_and_options(&args.pool, &args.cache)?;
+    request.validate()?;
     Ok((request, pool, options))
 }
 
 /// The TLS settings typed, if any: files read here, checked by the library.
-fn client_tls(args: &RenderArgs) -> anyhow::Result<Option<ClientTls>> {
+fn client_tls(args: &Pool) -> anyhow::Result<Option<ClientTls>> {
     let read = |flag: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
         path.as_ref()
             .map(|p| std::fs::read(p).with_context(|| format!("{flag} {}", p.display())))
@@ -479,28 +637,79 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-async fn render(args: RenderArgs) -> Result<(), Failure> {
-    let (request, pool, options) = render_request(&args)?;
-    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
-    let mut handle = coordinator.render(request);
+/// Follows a started render or batch to its end: Ctrl-C cancels it, every
+/// event goes to `report`, and the coordinator's local workers are stopped.
+async fn follow<E: Send + 'static, T: Send + 'static>(
+    coordinator: Arc<Coordinator>,
+    mut handle: JobHandle<E, T>,
+    mut report: impl FnMut(&E),
+) -> Result<T, Error> {
     let cancel = handle.cancel_token();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             cancel.cancel();
         }
     });
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut reporter = Reporter::new(args.json, tty);
     while let Some(event) = handle.next_event().await {
-        reporter.event(&event);
+        report(&event);
     }
-    reporter.finish();
     let result = handle.finish().await;
     if let Ok(c) = Arc::try_unwrap(coordinator) {
         c.shutdown().await;
     }
+    result
+}
+
+fn stderr_is_a_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+async fn render(args: RenderArgs) -> Result<(), Failure> {
+    let (request, pool, options) = render_request(&args)?;
+    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
+    let handle = coordinator.render(request);
+    let mut reporter = Reporter::new(args.report.json, stderr_is_a_terminal());
+    let result = follow(coordinator, handle, |e| reporter.event(e)).await;
+    reporter.finish();
     let summary = result?;
     eprintln!("{}", summary_line(&summary));
+    Ok(())
+}
+
+async fn batch(args: BatchArgs) -> Result<(), Failure> {
+    let (request, pool, options) = batch_request(&args)?;
+    let results = request.results_path();
+    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
+    let handle = coordinator.batch(request);
+    let mut reporter = BatchReporter::new(args.report.json, stderr_is_a_terminal());
+    let result = follow(coordinator, handle, |e| reporter.event(e)).await;
+    reporter.finish();
+    let summary = match result {
+        Ok(s) => s,
+        Err(Error::Cancelled) => {
+            return Err(Failure {
+                error: anyhow::anyhow!(
+                    "rows finished before keep their outputs and results ({}); the same command renders the others",
+                    results.display()
+                ),
+                kind: ErrorKind::Cancelled,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    eprintln!("{}", summary.digest());
+    if summary.failed > 0 {
+        return Err(Failure {
+            error: anyhow::anyhow!(
+                "{} of {} rows failed; each is in {} with its error",
+                summary.failed,
+                summary.rows,
+                summary.results
+            ),
+            // Exit 1: rows failed, the batch itself ran.
+            kind: ErrorKind::Worker,
+        });
+    }
     Ok(())
 }
 
@@ -527,17 +736,22 @@ fn combine(manifest: &PathBuf, audio_bitrate: u32, out: &PathBuf) -> Result<(), 
     Ok(())
 }
 
+/// The async runtime the render and batch commands run on.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(|error| Failure {
+            error,
+            kind: ErrorKind::Internal,
+        })
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Render(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .map_err(|error| Failure {
-                error,
-                kind: ErrorKind::Internal,
-            })?
-            .block_on(render(*args)),
+        Command::Render(args) => runtime()?.block_on(render(*args)),
+        Command::Batch(args) => runtime()?.block_on(batch(*args)),
         Command::Combine {
             manifest,
             audio_bitrate,
@@ -616,9 +830,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure {
             kind: ErrorKind::Cancelled,
-            ..
+            error,
         }) => {
-            eprintln!("cancelled: no output written");
+            // A render writes nothing when cancelled; a batch says what it
+            // kept.
+            match error.downcast_ref::<Error>() {
+                Some(Error::Cancelled) => eprintln!("cancelled: no output written"),
+                _ => eprintln!("cancelled: {error:#}"),
+            }
             ExitCode::from(ErrorKind::Cancelled.exit_code())
         }
         Err(Failure { error, kind }) => {

@@ -2,6 +2,7 @@
 //! `chunk-worker` processes over gRPC on loopback, judged by Debian's
 //! ffprobe/ffmpeg.
 
+mod batch;
 mod cache;
 mod kit;
 mod render;

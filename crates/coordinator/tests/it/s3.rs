@@ -24,7 +24,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A fresh bucket on the shared moto server, and a client for it.
-fn bucket(tag: &str) -> (String, S3Store) {
+pub fn bucket(tag: &str) -> (String, S3Store) {
     let moto = testkit::moto();
     let name = testkit::bucket(tag);
     moto.create_bucket(&name);
@@ -40,7 +40,7 @@ fn bucket(tag: &str) -> (String, S3Store) {
     (name, store)
 }
 
-fn keys(store: &S3Store, prefix: &str) -> Vec<String> {
+pub fn keys(store: &S3Store, prefix: &str) -> Vec<String> {
     runtime()
         .block_on(store.list(prefix))
         .expect("list")
@@ -49,7 +49,7 @@ fn keys(store: &S3Store, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn download(store: &S3Store, key: &str, dest: &Path) {
+pub fn download(store: &S3Store, key: &str, dest: &Path) {
     runtime()
         .block_on(store.get_file(key, dest, None))
         .expect("download");
