@@ -49,6 +49,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod convert;
 mod encode;
 mod error;
 mod pipeline;
