@@ -34,7 +34,7 @@ static INIT: Once = Once::new();
 /// Montage's own part of the renderer version: bumped whenever the same
 /// request would give different bytes (a change in the renderer, the
 /// encoder settings it derives, or the chunk format).
-pub const BITSTREAM_VERSION: &str = concat!("montage-", env!("CARGO_PKG_VERSION"), "+bitstream.1");
+pub const BITSTREAM_VERSION: &str = concat!("montage-", env!("CARGO_PKG_VERSION"), "+bitstream.2");
 
 /// The versions of everything in this process that decides the bytes a
 /// chunk gets: [`BITSTREAM_VERSION`], the libx264 build (read from the
