@@ -90,12 +90,9 @@ struct Select {
 /// How to split a render into chunks.
 #[derive(Args, Debug)]
 struct Split {
-    /// Split into at most this many chunks of equal length.
-    #[arg(
-        long,
-        conflicts_with = "frames_per_chunk",
-        required_unless_present = "frames_per_chunk"
-    )]
+    /// Split into at most this many chunks of equal length. Default: a few
+    /// per worker slot (3), none shorter than 2 seconds.
+    #[arg(long, conflicts_with = "frames_per_chunk")]
     chunks: Option<u32>,
     /// Split into chunks of exactly this many frames (the last may be shorter).
     #[arg(long)]
@@ -106,12 +103,12 @@ struct Split {
 }
 
 impl Split {
-    /// The chunk spec typed (clap requires one of the two).
+    /// The chunk spec typed, or the planner's choice.
     fn spec(&self) -> ChunkSpec {
         match (self.chunks, self.frames_per_chunk) {
             (Some(n), _) => ChunkSpec::Count(n),
             (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
-            (None, None) => ChunkSpec::Count(1),
+            (None, None) => ChunkSpec::Auto,
         }
     }
 }
