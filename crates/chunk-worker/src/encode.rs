@@ -313,13 +313,18 @@ impl YuvFrame {
 /// rather than trimmed. Peak memory stays that of one chunk per slot; the
 /// memory is held between chunks.
 ///
-/// **Not used by the binaries yet.** With it, two renders of the same
-/// request on long-lived worker processes under load were seen to give
-/// different bytes (the coordinator tests `a_killed_coordinator_resumes…`
-/// and `a_fleet_shares_an_s3_cache…` failed about half the time; with
-/// `GLIBC_TUNABLES=glibc.malloc.arena_test=8` never): something in the
-/// pipeline reads memory it did not write, which fresh kernel-zeroed pages
-/// hide. Until that read is found, this is for measurements only.
+/// Both binaries call it. It was withdrawn once: the coordinator's cache
+/// and S3 tests were seen to give different bytes with it under load. That
+/// could not be reproduced since (repeated runs of those tests with it, and
+/// the same scenarios with the release binaries), and nothing in a render
+/// reads memory it did not write: valgrind's memcheck on a worker rendering
+/// two chunks and on a coordinator with embedded workers reports no use of
+/// an uninitialised value in any chunk's encode or in the combine (only a
+/// 16-byte over-read in libx264's AVX2 `mbtree_propagate_cost`, whose extra
+/// lanes are written to scratch space and never read). The frames given to
+/// x264 have every byte of their rows written (padding zeroed), and the
+/// chunk-worker test `perturbed_and_reused_memory_gives_the_same_bytes`
+/// renders under `glibc.malloc.perturb` with this policy and compares bytes.
 ///
 /// Does nothing (returns `false`) on other C libraries, or when
 /// `GLIBC_TUNABLES` already sets a `glibc.malloc` tunable: the operator's

@@ -5,5 +5,6 @@
 mod chunks;
 mod kit;
 mod library;
+mod memory;
 mod object_storage;
 mod service;

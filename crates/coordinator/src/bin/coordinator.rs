@@ -518,6 +518,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: embedded workers' libx264 then reuses the
+    // memory the last chunk freed instead of faulting in fresh pages.
+    chunk_worker::reuse_freed_memory();
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(code) => return code,
