@@ -309,13 +309,19 @@ impl BoundWorker {
         });
         let stop_server = CancellationToken::new();
         let stopped = stop_server.clone();
+        // tonic ignores its own `tcp_nodelay` for a listener of ours. Without
+        // it, a chunk's result (a DATA frame, then the trailers) waited for
+        // the client's delayed ACK: 40 ms of idle per chunk (Nagle).
+        let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+            conn.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        });
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    stopped.cancelled().await
-                }),
+                .serve_with_incoming_shutdown(incoming, async move { stopped.cancelled().await }),
         );
         tracing::info!(%addr, slots = config.slots, "worker serving");
         tokio::select! {
