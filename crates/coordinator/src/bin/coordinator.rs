@@ -131,6 +131,10 @@ struct RenderArgs {
     /// Encode video losslessly (QP 0, 4:4:4).
     #[arg(long, conflicts_with = "crf")]
     lossless: bool,
+    /// libx264 threads per chunk (1-16; the bitstream depends on it).
+    /// Default: chosen from the frame size.
+    #[arg(long, value_name = "N")]
+    encoder_threads: Option<u32>,
     /// AAC bitrate in bits per second.
     #[arg(long, default_value_t = combine::DEFAULT_AUDIO_BITRATE)]
     audio_bitrate: u32,
@@ -336,6 +340,9 @@ fn render_request(
         }
     };
     request.video.preset = args.preset.clone();
+    if let Some(n) = args.encoder_threads {
+        request.video.encoder_threads = n;
+    }
     request.audio_bitrate = args.audio_bitrate;
     request.enforce_audio_track = args.enforce_audio_track;
     request.keep_chunks = args.keep_chunks.clone();
