@@ -1,6 +1,6 @@
 //! RGBA→YUV conversion as the worker does it before encoding
-//! ([`chunk_worker::FrameConverter`]: swscale, bit-exact, BT.709 limited
-//! range), per frame of the promo at 1920x1080 and 1280x720 to `yuv420p`,
+//! ([`chunk_worker::FrameConverter`]: integer maths, BT.709 limited range,
+//! the same bytes on every instruction set), per frame of the promo at 1920x1080 and 1280x720 to `yuv420p`,
 //! and at 1080p to `yuv444p` (the lossless settings). The input is a real
 //! promo frame, rendered once into the converter's buffer.
 #![allow(missing_docs)] // criterion's macros generate undocumented items

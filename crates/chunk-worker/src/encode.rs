@@ -1,20 +1,21 @@
-//! FFmpeg glue: RGBA→YUV conversion with swscale ([`FrameConverter`]) and
-//! H.264 encoding with libx264 into an MPEG-TS file.
+//! FFmpeg glue: RGBA→YUV conversion ([`FrameConverter`], integer maths in
+//! `convert.rs`) and H.264 encoding with libx264 into an MPEG-TS file.
 //!
 //! Every setting that reaches the bitstream comes from [`VideoSettings`] and
 //! the composition's size and rate, never from the machine: the x264 thread
-//! count is part of the request, swscale runs bit-exact, and the muxer gets
-//! no wall-clock input. The same request therefore gives the same bytes.
+//! count is part of the request, the conversion is integer arithmetic, and
+//! the muxer gets no wall-clock input. The same request therefore gives the
+//! same bytes.
 
 use std::path::Path;
 use std::sync::Once;
 
 use ffmpeg::format::Pixel;
-use ffmpeg::{Dictionary, Rational, codec, color, frame, software::scaling};
+use ffmpeg::{Dictionary, Rational, codec, color, frame};
 use ffmpeg_next as ffmpeg;
 use timebase::Fps;
 
-use crate::WorkerError;
+use crate::{WorkerError, convert};
 use spec::{PixelFormat, Quality, RendererVersion, VideoSettings};
 
 /// The MPEG-TS system clock (ISO/IEC 13818-1, 2.4.2.2: PTS/DTS count 90 kHz).
@@ -33,7 +34,7 @@ static INIT: Once = Once::new();
 /// Montage's own part of the renderer version: bumped whenever the same
 /// request would give different bytes (a change in the renderer, the
 /// encoder settings it derives, or the chunk format).
-pub const BITSTREAM_VERSION: &str = concat!("montage-", env!("CARGO_PKG_VERSION"), "+bitstream.1");
+pub const BITSTREAM_VERSION: &str = concat!("montage-", env!("CARGO_PKG_VERSION"), "+bitstream.2");
 
 /// The versions of everything in this process that decides the bytes a
 /// chunk gets: [`BITSTREAM_VERSION`], the libx264 build (read from the
@@ -87,6 +88,11 @@ fn x264_build() -> Result<String, WorkerError> {
         .open_with(opts)
         .map_err(|e| WorkerError::encoder(STAGE, e))?;
     let mut frame = frame::Video::new(Pixel::YUV420P, 16, 16);
+    // FFmpeg leaves a new frame's bytes as the allocator found them: black,
+    // so x264 never reads memory nobody wrote (valgrind flagged it).
+    for (plane, value) in [(0, 16), (1, 128), (2, 128)] {
+        frame.data_mut(plane).fill(value);
+    }
     frame.set_pts(Some(0));
     encoder
         .send_frame(&frame)
@@ -126,14 +132,15 @@ fn pixel(p: PixelFormat) -> Pixel {
 }
 
 /// Converts RGBA frames to YUV exactly as a worker does before encoding:
-/// swscale, bit-exact, BT.709 matrix, limited range, colour tagged BT.709.
+/// BT.709 matrix, limited range, colour tagged BT.709, computed in integers
+/// (see `convert.rs`: within ±1 of swscale's bilinear conversion, and the
+/// same bytes on every CPU and instruction set).
 ///
 /// The RGBA input is premultiplied and opaque (what a
 /// [`composition::FrameRenderer`] produces), rows top to bottom, stride
 /// `width · 4`. Render straight into [`FrameConverter::rgba_mut`] and call
 /// [`FrameConverter::convert`]: the converter owns the input buffer, so no
-/// frame is copied before conversion. The same input gives the same bytes on
-/// every CPU.
+/// frame is copied before conversion.
 ///
 /// ```
 /// use chunk_worker::{FrameConverter, PixelFormat};
@@ -148,16 +155,14 @@ fn pixel(p: PixelFormat) -> Pixel {
 /// # Ok::<(), chunk_worker::WorkerError>(())
 /// ```
 pub struct FrameConverter {
-    sws: scaling::Context,
-    /// swscale's input. Rendered into directly when its rows are exactly
-    /// `width · 4` bytes apart (FFmpeg aligns rows to 32 bytes, so when
-    /// `width` is a multiple of 8).
-    rgba: frame::Video,
-    /// The input buffer when `rgba`'s rows are padded: copied row by row.
-    staging: Option<Vec<u8>>,
+    /// The input: `width · height` RGBA pixels, zeroed at first so a
+    /// renderer that skips a pixel never exposes old memory.
+    rgba: Vec<u8>,
     width: u32,
     height: u32,
-    format: Pixel,
+    format: PixelFormat,
+    isa: convert::Isa,
+    scratch: convert::Scratch,
 }
 
 impl std::fmt::Debug for FrameConverter {
@@ -174,78 +179,90 @@ impl FrameConverter {
     /// A converter from `width`x`height` RGBA to `format`.
     ///
     /// # Errors
-    /// [`WorkerError::Encoder`] if FFmpeg cannot set up the conversion or
-    /// allocate the input frame.
+    /// [`WorkerError::Field`] for an empty size, or an odd one with
+    /// `yuv420p`.
     pub fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, WorkerError> {
         init()?;
-        let format = pixel(format);
-        // Same size in and out, so the filter only matters for chroma
-        // subsampling. BITEXACT + ACCURATE_RND make swscale give the same
-        // bytes whatever SIMD the CPU has.
-        let flags =
-            scaling::Flags::BILINEAR | scaling::Flags::BITEXACT | scaling::Flags::ACCURATE_RND;
-        let mut sws =
-            scaling::Context::get(Pixel::RGBA, width, height, format, width, height, flags)
-                .map_err(|e| WorkerError::encoder("swscale setup", e))?;
-        sws_bt709::set_bt709_limited(&mut sws)?;
-        let mut rgba = frame::Video::new(Pixel::RGBA, width, height);
-        if rgba.planes() == 0 {
-            return Err(WorkerError::encoder(
-                "swscale setup",
-                format!("cannot allocate a {width}x{height} RGBA frame"),
-            ));
+        if width == 0
+            || height == 0
+            || (format == PixelFormat::Yuv420p && (width % 2 == 1 || height % 2 == 1))
+        {
+            return Err(spec::FieldError::new(
+                "video.pixel_format",
+                format!(
+                    "{width}x{height} cannot be converted to {}: {}",
+                    format.as_str(),
+                    if width == 0 || height == 0 {
+                        "the frame is empty"
+                    } else {
+                        "4:2:0 needs an even width and height; use yuv444p"
+                    }
+                ),
+            )
+            .into());
         }
-        let row = width as usize * 4;
-        let staging = if rgba.stride(0) == row {
-            // FFmpeg's buffer is uninitialised; a renderer that skipped a
-            // pixel must not expose old memory.
-            rgba.data_mut(0).fill(0);
-            None
-        } else {
-            Some(vec![0u8; row * height as usize])
-        };
         Ok(FrameConverter {
-            sws,
-            rgba,
-            staging,
+            rgba: vec![0; width as usize * height as usize * 4],
             width,
             height,
             format,
+            isa: convert::Isa::detect(),
+            scratch: convert::Scratch::default(),
         })
     }
 
     /// The RGBA input buffer, `width · height · 4` bytes: render the next
     /// frame into it, then call [`FrameConverter::convert`].
     pub fn rgba_mut(&mut self) -> &mut [u8] {
-        let len = self.width as usize * 4 * self.height as usize;
-        match &mut self.staging {
-            Some(buf) => buf,
-            None => &mut self.rgba.data_mut(0)[..len],
-        }
+        &mut self.rgba
     }
 
-    /// Converts what is in the input buffer into a new YUV frame.
+    /// Converts what is in the input buffer into a new YUV frame, every
+    /// byte of its rows (padding included) written.
     ///
     /// # Errors
-    /// [`WorkerError::Encoder`] if swscale fails.
+    /// [`WorkerError::Encoder`] if FFmpeg cannot allocate the frame.
     pub fn convert(&mut self) -> Result<YuvFrame, WorkerError> {
-        if let Some(buf) = &self.staging {
-            let row = self.width as usize * 4;
-            let stride = self.rgba.stride(0);
-            let plane = self.rgba.data_mut(0);
-            for (y, src) in buf.chunks_exact(row).enumerate() {
-                plane[y * stride..y * stride + row].copy_from_slice(src);
+        let mut yuv = frame::Video::new(pixel(self.format), self.width, self.height);
+        if yuv.planes() != 3 {
+            return Err(WorkerError::encoder(
+                "yuv frame",
+                format!(
+                    "cannot allocate a {}x{} {} frame",
+                    self.width,
+                    self.height,
+                    self.format.as_str()
+                ),
+            ));
+        }
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut planes = FramePlanes(&mut yuv);
+        match self.format {
+            PixelFormat::Yuv420p => {
+                convert::rgba_to_yuv420(self.isa, &self.rgba, w, h, &mut planes, &mut self.scratch)
+            }
+            PixelFormat::Yuv444p => {
+                convert::rgba_to_yuv444(self.isa, &self.rgba, w, h, &mut planes)
             }
         }
-        let mut yuv = frame::Video::new(self.format, self.width, self.height);
-        self.sws
-            .run(&self.rgba, &mut yuv)
-            .map_err(|e| WorkerError::encoder("swscale convert", e))?;
         yuv.set_color_space(color::Space::BT709);
         yuv.set_color_range(color::Range::MPEG);
         yuv.set_color_primaries(color::Primaries::BT709);
         yuv.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
         Ok(YuvFrame(yuv))
+    }
+}
+
+/// An FFmpeg frame's planes as the converter writes them.
+struct FramePlanes<'a>(&'a mut frame::Video);
+
+impl convert::Planes for FramePlanes<'_> {
+    fn row(&mut self, plane: usize, y: usize) -> &mut [u8] {
+        let width = self.0.plane_width(plane) as usize;
+        let stride = self.0.stride(plane);
+        let row = &mut self.0.data_mut(plane)[y * stride..(y + 1) * stride];
+        row[width..].fill(0);
+        &mut row[..width]
     }
 }
 
@@ -296,13 +313,18 @@ impl YuvFrame {
 /// rather than trimmed. Peak memory stays that of one chunk per slot; the
 /// memory is held between chunks.
 ///
-/// **Not used by the binaries yet.** With it, two renders of the same
-/// request on long-lived worker processes under load were seen to give
-/// different bytes (the coordinator tests `a_killed_coordinator_resumes…`
-/// and `a_fleet_shares_an_s3_cache…` failed about half the time; with
-/// `GLIBC_TUNABLES=glibc.malloc.arena_test=8` never): something in the
-/// pipeline reads memory it did not write, which fresh kernel-zeroed pages
-/// hide. Until that read is found, this is for measurements only.
+/// Both binaries call it. It was withdrawn once: the coordinator's cache
+/// and S3 tests were seen to give different bytes with it under load. That
+/// could not be reproduced since (repeated runs of those tests with it, and
+/// the same scenarios with the release binaries), and nothing in a render
+/// reads memory it did not write: valgrind's memcheck on a worker rendering
+/// two chunks and on a coordinator with embedded workers reports no use of
+/// an uninitialised value in any chunk's encode or in the combine (only a
+/// 16-byte over-read in libx264's AVX2 `mbtree_propagate_cost`, whose extra
+/// lanes are written to scratch space and never read). The frames given to
+/// x264 have every byte of their rows written (padding zeroed), and the
+/// chunk-worker test `perturbed_and_reused_memory_gives_the_same_bytes`
+/// renders under `glibc.malloc.perturb` with this policy and compares bytes.
 ///
 /// Does nothing (returns `false`) on other C libraries, or when
 /// `GLIBC_TUNABLES` already sets a `glibc.malloc` tunable: the operator's
@@ -348,17 +370,19 @@ mod malloc_policy {
     }
 }
 
-/// The one place that needs FFmpeg's C API directly: `ffmpeg-next` 9 has no
-/// wrapper for `sws_setColorspaceDetails`, and without it swscale converts
-/// with the BT.601 matrix.
+/// swscale's conversion, kept for tests as the reference the integer
+/// converter must stay within ±1 of. `ffmpeg-next` 9 has no wrapper for
+/// `sws_setColorspaceDetails`, and without it swscale converts with the
+/// BT.601 matrix: the one FFI call needed.
+#[cfg(test)]
 #[allow(unsafe_code)] // a single FFI call on a context we own; see SAFETY
-mod sws_bt709 {
+pub(crate) mod sws_bt709 {
     use ffmpeg_next::ffi;
     use ffmpeg_next::software::scaling;
 
     use crate::WorkerError;
 
-    pub(super) fn set_bt709_limited(sws: &mut scaling::Context) -> Result<(), WorkerError> {
+    pub(crate) fn set_bt709_limited(sws: &mut scaling::Context) -> Result<(), WorkerError> {
         // SAFETY: `sws` owns a valid SwsContext for its whole lifetime;
         // sws_getCoefficients returns a pointer to a static table of 4 ints.
         let ret = unsafe {
@@ -543,5 +567,145 @@ impl TsEncoder {
             .write_trailer()
             .map_err(|e| WorkerError::encoder("mpegts trailer", e))?;
         Ok(self.packets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ffmpeg::software::scaling;
+
+    /// swscale's conversion as the worker made it before the integer
+    /// converter: bilinear, bit-exact, accurate rounding, BT.709 limited.
+    fn swscale(rgba: &[u8], w: u32, h: u32, format: PixelFormat) -> Vec<u8> {
+        init().expect("ffmpeg");
+        let flags =
+            scaling::Flags::BILINEAR | scaling::Flags::BITEXACT | scaling::Flags::ACCURATE_RND;
+        let mut sws = scaling::Context::get(Pixel::RGBA, w, h, pixel(format), w, h, flags)
+            .expect("swscale context");
+        sws_bt709::set_bt709_limited(&mut sws).expect("bt709");
+        let mut src = frame::Video::new(Pixel::RGBA, w, h);
+        let stride = src.stride(0);
+        let row = w as usize * 4;
+        for (y, line) in rgba.chunks_exact(row).enumerate() {
+            src.data_mut(0)[y * stride..y * stride + row].copy_from_slice(line);
+        }
+        let mut dst = frame::Video::new(pixel(format), w, h);
+        sws.run(&src, &mut dst).expect("swscale");
+        let mut out = Vec::new();
+        YuvFrame(dst).write_packed(&mut out);
+        out
+    }
+
+    fn ours(rgba: &[u8], w: u32, h: u32, format: PixelFormat) -> Vec<u8> {
+        let mut conv = FrameConverter::new(w, h, format).expect("converter");
+        conv.rgba_mut().copy_from_slice(rgba);
+        let mut out = Vec::new();
+        conv.convert().expect("convert").write_packed(&mut out);
+        out
+    }
+
+    /// Pseudo-random opaque RGBA (xorshift).
+    fn noise(w: u32, h: u32, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..w as usize * h as usize * 4)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                if i % 4 == 3 { 255 } else { (s >> 24) as u8 }
+            })
+            .collect()
+    }
+
+    /// Worst difference per plane and where, as "plane p, row r, column c".
+    fn worst(a: &[u8], b: &[u8], w: u32, h: u32, format: PixelFormat) -> (u8, String) {
+        let (cw, ch) = match format {
+            PixelFormat::Yuv420p => (w / 2, h / 2),
+            PixelFormat::Yuv444p => (w, h),
+        };
+        let sizes = [(w, h), (cw, ch), (cw, ch)];
+        let mut at = 0;
+        let mut worst = (0u8, String::new());
+        for (p, (pw, ph)) in sizes.into_iter().enumerate() {
+            for i in 0..(pw * ph) as usize {
+                let d = a[at + i].abs_diff(b[at + i]);
+                if d > worst.0 {
+                    worst = (
+                        d,
+                        format!(
+                            "plane {p}, row {}, column {}",
+                            i / pw as usize,
+                            i % pw as usize
+                        ),
+                    );
+                }
+            }
+            at += (pw * ph) as usize;
+        }
+        worst
+    }
+
+    #[test]
+    fn within_one_of_swscale() {
+        // swscale's bilinear filter changes shape on frames under 8 rows or
+        // columns (it then differs by up to 49 at the edges); from 8 up the
+        // integer converter samples exactly as swscale does and differs
+        // only by rounding.
+        let mut same = (0usize, 0usize);
+        for format in [PixelFormat::Yuv420p, PixelFormat::Yuv444p] {
+            for (w, h, seed) in [
+                (8, 8, 1),
+                (16, 8, 2),
+                (8, 16, 3),
+                (64, 36, 4),
+                (130, 66, 5),
+                (320, 180, 6),
+            ] {
+                let rgba = noise(w, h, seed);
+                let (a, b) = (ours(&rgba, w, h, format), swscale(&rgba, w, h, format));
+                let (d, at) = worst(&a, &b, w, h, format);
+                assert!(d <= 1, "{w}x{h} {format:?}: off by {d} at {at}");
+                same.0 += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+                same.1 += a.len();
+            }
+        }
+        // Most samples are identical: rounding differs, not the maths.
+        assert!(
+            same.0 * 10 > same.1 * 9,
+            "{} of {} samples identical",
+            same.0,
+            same.1
+        );
+    }
+
+    /// The exact bytes, so any change to the converter is a decision (bump
+    /// `BITSTREAM_VERSION`: cached chunks were made with the old bytes).
+    #[test]
+    fn golden_bytes() {
+        use sha2::{Digest, Sha256};
+        let (w, h) = (64, 36);
+        let mut rgba = noise(w, h, 42);
+        // A smooth gradient in the lower half, where rounding shows.
+        for y in h as usize / 2..h as usize {
+            for x in 0..w as usize {
+                let p = (y * w as usize + x) * 4;
+                rgba[p..p + 4].copy_from_slice(&[
+                    (x * 4) as u8,
+                    (y * 7) as u8,
+                    (255 - x * 3) as u8,
+                    255,
+                ]);
+            }
+        }
+        let hex = |f| hex::encode(Sha256::digest(ours(&rgba, w, h, f)));
+        assert_eq!(
+            hex(PixelFormat::Yuv420p),
+            "42c8e4b7c7c9e0350c8db6eb4b69cc58fbe3234ad986fe422d8e0ef0a5186ce5"
+        );
+        assert_eq!(
+            hex(PixelFormat::Yuv444p),
+            "85b4be942fea7a25c347a0abd766b1231ec143beaf4c38bbf67d30a78ded9a55"
+        );
     }
 }

@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 
 mod access;
+mod convert;
 mod encode;
 mod error;
 mod limits;

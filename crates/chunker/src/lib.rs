@@ -59,6 +59,11 @@ pub enum ChunkSpec {
     Count(u32),
     /// Exactly this many output frames per chunk (the last may be shorter).
     FramesPerChunk(u64),
+    /// Let the planner choose from the pool's slots
+    /// ([`PlanRequest::with_slots`]) and the render's length:
+    /// [`AUTO_CHUNKS_PER_SLOT`] chunks per slot, none shorter than
+    /// [`AUTO_MIN_CHUNK_SECONDS`] of output.
+    Auto,
 }
 
 /// The most audio samples (per channel) one chunk may own: one hour at
@@ -87,6 +92,18 @@ pub struct ChunkCost {
     /// Bytes of PCM per sample frame (all channels).
     pub sample_bytes: u64,
 }
+/// Chunks per slot [`ChunkSpec::Auto`] aims for. One per slot would cost the
+/// fewest keyframes and encoder start-ups, but the slowest chunk then sets
+/// the wall time (chunks differ in content, machines in load); a few per
+/// slot let a slot that finishes early take more work.
+pub const AUTO_CHUNKS_PER_SLOT: u32 = 3;
+
+/// The shortest chunk [`ChunkSpec::Auto`] makes, in seconds of output (the
+/// render's own length if shorter). Every chunk starts with an IDR frame and
+/// an encoder start-up: 16 chunks of 19 frames made the promo's file 30 %
+/// bigger than one chunk, so short renders get fewer chunks rather than
+/// shorter ones.
+pub const AUTO_MIN_CHUNK_SECONDS: u64 = 2;
 
 /// Everything the planner needs. Build it with [`PlanRequest::new`] and the
 /// `with_*` methods, then call [`plan`].
@@ -110,6 +127,9 @@ pub struct PlanRequest {
     /// What each chunk's artifacts cost, to refuse chunks over
     /// [`MAX_CHUNK_BYTES`]; `None` checks only samples.
     pub cost: Option<ChunkCost>,
+    /// Chunks that can render at once (the pool's slots), for
+    /// [`ChunkSpec::Auto`]; at least 1.
+    pub slots: u32,
 }
 
 impl PlanRequest {
@@ -124,7 +144,15 @@ impl PlanRequest {
             every_nth_frame: 1,
             sample_rate: DEFAULT_SAMPLE_RATE,
             cost: None,
+            slots: 1,
         }
+    }
+
+    /// Plan [`ChunkSpec::Auto`] for `slots` chunks rendering at once (0
+    /// counts as 1).
+    pub fn with_slots(mut self, slots: u32) -> Self {
+        self.slots = slots.max(1);
+        self
     }
 
     /// Render only frames `range` (inclusive, as in `--frames 30-89`).
@@ -647,6 +675,14 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
         ChunkSpec::FramesPerChunk(0) => return Err(PlanError::ZeroFramesPerChunk),
         ChunkSpec::Count(n) => output_frames.div_ceil(u64::from(n)),
         ChunkSpec::FramesPerChunk(k) => k,
+        ChunkSpec::Auto => {
+            let chunks = u64::from(request.slots.max(1)) * u64::from(AUTO_CHUNKS_PER_SLOT);
+            // Whole frames in AUTO_MIN_CHUNK_SECONDS at the output rate.
+            let min = (AUTO_MIN_CHUNK_SECONDS * u64::from(output_fps.num()))
+                .div_ceil(u64::from(output_fps.den()))
+                .max(1);
+            output_frames.div_ceil(chunks).max(min)
+        }
     };
     let per_chunk = per_chunk
         .max(request.min_frames_per_chunk.unwrap_or(1))

@@ -62,6 +62,48 @@ fn minimum_frames_per_chunk_makes_fewer_chunks() {
 }
 
 #[test]
+fn auto_gives_a_few_chunks_per_slot_but_none_too_short() {
+    let sizes = |r: PlanRequest| -> Vec<u64> {
+        plan(&r)
+            .expect("plan")
+            .chunks()
+            .iter()
+            .map(Chunk::frame_count)
+            .collect()
+    };
+    // A 10 s promo on 2 slots: 3 per slot would be 50 frames, under the
+    // 2 s minimum (60 frames at 30 fps), so 5 chunks of 60.
+    assert_eq!(
+        sizes(PlanRequest::new(300, fps(30, 1), ChunkSpec::Auto).with_slots(2)),
+        [60; 5]
+    );
+    // A minute on 4 slots: 12 chunks of 150 frames.
+    assert_eq!(
+        sizes(PlanRequest::new(1800, fps(30, 1), ChunkSpec::Auto).with_slots(4)),
+        [150; 12]
+    );
+    // Shorter than the minimum: one chunk. 0 slots count as 1.
+    assert_eq!(
+        sizes(PlanRequest::new(45, fps(30, 1), ChunkSpec::Auto).with_slots(0)),
+        [45]
+    );
+    // The minimum is in output frames: 2 s at 30000/1001 is 60 frames
+    // (59.94 rounded up), at every 3rd frame of 30 fps 20 frames.
+    assert_eq!(
+        sizes(PlanRequest::new(130, fps(30_000, 1001), ChunkSpec::Auto).with_slots(8)),
+        [60, 60, 10]
+    );
+    assert_eq!(
+        sizes(
+            PlanRequest::new(120, fps(30, 1), ChunkSpec::Auto)
+                .with_slots(8)
+                .with_every_nth_frame(3)
+        ),
+        [20, 20]
+    );
+}
+
+#[test]
 fn every_nth_frame_owns_the_frames_between() {
     let p = plan(
         &PlanRequest::new(10, fps(30, 1), ChunkSpec::FramesPerChunk(2)).with_every_nth_frame(3),

@@ -2,8 +2,9 @@
 //! AAC-LC once, so the AAC packets are those of an unsplit encode and no seam
 //! can exist (see `MEDIA-NOTES.md`, *PCM from workers, AAC once*).
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, Write};
 use std::path::PathBuf;
 
 use chunker::ChunkIndex;
@@ -23,6 +24,7 @@ const CHANNELS: usize = chunker::timebase::AUDIO_CHANNELS as usize;
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// One chunk's PCM, checked against its span before reading starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PcmPart {
     pub(crate) chunk: ChunkIndex,
     pub(crate) path: PathBuf,
@@ -34,7 +36,8 @@ pub(crate) struct PcmPart {
 /// length (`enforce_audio_track` for a composition without audio).
 pub(crate) enum Source {
     Pcm {
-        parts: std::vec::IntoIter<PcmPart>,
+        /// Parts not opened yet, in order (more may be appended).
+        parts: VecDeque<PcmPart>,
         current: Option<(PcmPart, BufReader<File>, u64)>,
     },
     Silence {
@@ -45,8 +48,15 @@ pub(crate) enum Source {
 impl Source {
     pub(crate) fn pcm(parts: Vec<PcmPart>) -> Self {
         Source::Pcm {
-            parts: parts.into_iter(),
+            parts: parts.into(),
             current: None,
+        }
+    }
+
+    /// Appends the next part (PCM sources only).
+    fn push(&mut self, part: PcmPart) {
+        if let Source::Pcm { parts, .. } = self {
+            parts.push_back(part);
         }
     }
 
@@ -65,7 +75,7 @@ impl Source {
                 let mut filled = 0;
                 while filled < l.len() {
                     if current.as_ref().is_none_or(|(_, _, left)| *left == 0) {
-                        match parts.next() {
+                        match parts.pop_front() {
                             None => break,
                             Some(part) => {
                                 let file =
@@ -137,12 +147,12 @@ fn decode(format: PcmFormat, b: &[u8]) -> f32 {
     }
 }
 
-/// The AAC-LC encoder fed from a [`Source`], one 1024-sample frame at a time,
-/// with `pts` = running sample index so its priming (1024 samples, first
-/// packet at pts −1024) becomes the MP4 edit list.
-pub(crate) struct AacTrack {
+/// FFmpeg's native AAC-LC encoder and how far it got: frames of exactly
+/// [`AAC_FRAME_SAMPLES`] (the last may be shorter) with `pts` = running
+/// sample index, so its priming (1024 samples, first packet at pts −1024)
+/// becomes the MP4 edit list.
+pub(crate) struct AacEncoder {
     encoder: ffmpeg::encoder::Audio,
-    source: Source,
     sample_rate: u32,
     total: u64,
     sent: u64,
@@ -150,9 +160,10 @@ pub(crate) struct AacTrack {
     flushed: bool,
 }
 
-impl AacTrack {
-    pub(crate) fn open(
-        source: Source,
+impl AacEncoder {
+    /// An encoder for `total` samples at `sample_rate`; `global_header` as
+    /// the muxer wants it (MP4 does).
+    fn open(
         total: u64,
         sample_rate: u32,
         bitrate: u32,
@@ -185,9 +196,8 @@ impl AacTrack {
             .map_err(CombineError::ffmpeg("opening the AAC encoder"))?;
         let params = codec::Parameters::from(&encoder);
         Ok((
-            AacTrack {
+            AacEncoder {
                 encoder,
-                source,
                 sample_rate,
                 total,
                 sent: 0,
@@ -198,60 +208,51 @@ impl AacTrack {
         ))
     }
 
-    /// Samples given to the encoder so far.
-    pub(crate) fn sent(&self) -> u64 {
-        self.sent
-    }
-
-    /// AAC packets written so far.
-    pub(crate) fn packets(&self) -> u64 {
-        self.packets
-    }
-
-    pub(crate) fn time_base(&self) -> Rational {
-        Rational::new(1, self.sample_rate as i32)
-    }
-
-    /// Encodes frames until at least `until` samples have been sent (or the
-    /// track is complete), handing each packet to `write`.
-    pub(crate) fn encode_until(
+    /// Reads the next frame's samples from `source` and encodes them,
+    /// handing each packet ready to `write`.
+    fn send_next(
         &mut self,
-        until: u64,
+        source: &mut Source,
         write: &mut dyn FnMut(ffmpeg::Packet) -> Result<(), CombineError>,
     ) -> Result<(), CombineError> {
-        while self.sent < until.min(self.total) {
-            let n = (self.total - self.sent).min(AAC_FRAME_SAMPLES as u64) as usize;
-            // A fresh frame each time: the encoder may keep a reference to
-            // the previous one's buffers.
-            let mut frame = frame::Audio::new(
-                Sample::F32(ffmpeg::format::sample::Type::Planar),
-                n,
-                ChannelLayout::STEREO,
-            );
-            frame.set_channels(CHANNELS as u16);
-            frame.set_rate(self.sample_rate);
-            let mut l = vec![0f32; n];
-            let mut r = vec![0f32; n];
-            let got = self.source.read(&mut l, &mut r)?;
-            if got != n {
-                return Err(CombineError::Ffmpeg {
-                    context: format!(
-                        "audio ended after {} samples, {} expected",
-                        self.sent + got as u64,
-                        self.total
-                    ),
-                    source: ffmpeg::Error::Eof,
-                });
-            }
-            frame.plane_mut::<f32>(0)[..n].copy_from_slice(&l);
-            frame.plane_mut::<f32>(1)[..n].copy_from_slice(&r);
-            frame.set_pts(Some(self.sent as i64));
-            self.encoder
-                .send_frame(&frame)
-                .map_err(CombineError::ffmpeg("encoding AAC"))?;
-            self.sent += n as u64;
-            self.drain(write)?;
+        let n = (self.total - self.sent).min(AAC_FRAME_SAMPLES as u64) as usize;
+        // A fresh frame each time: the encoder may keep a reference to
+        // the previous one's buffers.
+        let mut frame = frame::Audio::new(
+            Sample::F32(ffmpeg::format::sample::Type::Planar),
+            n,
+            ChannelLayout::STEREO,
+        );
+        frame.set_channels(CHANNELS as u16);
+        frame.set_rate(self.sample_rate);
+        let mut l = vec![0f32; n];
+        let mut r = vec![0f32; n];
+        let got = source.read(&mut l, &mut r)?;
+        if got != n {
+            return Err(CombineError::Ffmpeg {
+                context: format!(
+                    "audio ended after {} samples, {} expected",
+                    self.sent + got as u64,
+                    self.total
+                ),
+                source: ffmpeg::Error::Eof,
+            });
         }
+        frame.plane_mut::<f32>(0)[..n].copy_from_slice(&l);
+        frame.plane_mut::<f32>(1)[..n].copy_from_slice(&r);
+        frame.set_pts(Some(self.sent as i64));
+        self.encoder
+            .send_frame(&frame)
+            .map_err(CombineError::ffmpeg("encoding AAC"))?;
+        self.sent += n as u64;
+        self.drain(write)
+    }
+
+    /// Flushes the encoder once every sample was sent.
+    fn flush(
+        &mut self,
+        write: &mut dyn FnMut(ffmpeg::Packet) -> Result<(), CombineError>,
+    ) -> Result<(), CombineError> {
         if self.sent >= self.total && !self.flushed {
             self.encoder
                 .send_eof()
@@ -280,5 +281,261 @@ impl AacTrack {
                 Err(e) => return Err(CombineError::ffmpeg("encoding AAC")(e)),
             }
         }
+    }
+}
+
+/// The samples the live encoder would have sent after
+/// `encode_until(until)`, starting from `sent`: whole frames until `until`
+/// is reached or passed, the last frame shorter.
+fn sent_after(mut sent: u64, until: u64, total: u64) -> u64 {
+    while sent < until.min(total) {
+        sent += (total - sent).min(AAC_FRAME_SAMPLES as u64);
+    }
+    sent
+}
+
+/// The audio track of an MP4 being written: encoded here from a
+/// [`Source`] as the video needs it, or replayed from a [`Prefix`] encoded
+/// while the chunks rendered. Either way the muxer is handed the same
+/// packets in the same order, so the file's bytes are the same.
+pub(crate) enum AacTrack {
+    /// Encoded as the muxer goes.
+    Live { encoder: AacEncoder, source: Source },
+    /// Encoded ahead: packets replayed from the log.
+    Replay {
+        log: PacketLog,
+        next: usize,
+        sent: u64,
+    },
+}
+
+impl AacTrack {
+    /// A live track encoding `total` samples from `source`.
+    pub(crate) fn open(
+        source: Source,
+        total: u64,
+        sample_rate: u32,
+        bitrate: u32,
+        global_header: bool,
+    ) -> Result<(Self, codec::Parameters), CombineError> {
+        let (encoder, params) = AacEncoder::open(total, sample_rate, bitrate, global_header)?;
+        Ok((AacTrack::Live { encoder, source }, params))
+    }
+
+    /// A track replaying what `prefix` encoded (it must be complete).
+    pub(crate) fn replay(prefix: Prefix) -> (Self, codec::Parameters) {
+        (
+            AacTrack::Replay {
+                log: prefix.log,
+                next: 0,
+                sent: 0,
+            },
+            prefix.params,
+        )
+    }
+
+    fn total(&self) -> u64 {
+        match self {
+            AacTrack::Live { encoder, .. } => encoder.total,
+            AacTrack::Replay { log, .. } => log.total,
+        }
+    }
+
+    /// Samples given to the encoder so far.
+    pub(crate) fn sent(&self) -> u64 {
+        match self {
+            AacTrack::Live { encoder, .. } => encoder.sent,
+            AacTrack::Replay { sent, .. } => *sent,
+        }
+    }
+
+    /// AAC packets written so far.
+    pub(crate) fn packets(&self) -> u64 {
+        match self {
+            AacTrack::Live { encoder, .. } => encoder.packets,
+            AacTrack::Replay { next, .. } => *next as u64,
+        }
+    }
+
+    pub(crate) fn time_base(&self) -> Rational {
+        let rate = match self {
+            AacTrack::Live { encoder, .. } => encoder.sample_rate,
+            AacTrack::Replay { log, .. } => log.sample_rate,
+        };
+        Rational::new(1, rate as i32)
+    }
+
+    /// Encodes (or replays) frames until at least `until` samples have been
+    /// sent (or the track is complete), handing each packet to `write`.
+    pub(crate) fn encode_until(
+        &mut self,
+        until: u64,
+        write: &mut dyn FnMut(ffmpeg::Packet) -> Result<(), CombineError>,
+    ) -> Result<(), CombineError> {
+        let total = self.total();
+        match self {
+            AacTrack::Live { encoder, source } => {
+                while encoder.sent < until.min(total) {
+                    encoder.send_next(source, write)?;
+                }
+                encoder.flush(write)
+            }
+            AacTrack::Replay { log, next, sent } => {
+                *sent = sent_after(*sent, until, total);
+                // Packets the live encoder would have drained by now: made
+                // by a send up to `sent`, and the flush once all was sent.
+                let done = if *sent >= total { u64::MAX } else { *sent };
+                while let Some(entry) = log.entries.get(*next).copied() {
+                    if entry.after_sent > done {
+                        break;
+                    }
+                    write(log.packet(&entry)?)?;
+                    *next += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where a logged packet stands: written once `after_sent` samples were
+/// sent (`u64::MAX`: by the flush), its timing, and its bytes in the log's
+/// file.
+#[derive(Debug, Clone, Copy)]
+struct LogEntry {
+    after_sent: u64,
+    pts: Option<i64>,
+    dts: Option<i64>,
+    duration: i64,
+    key: bool,
+    offset: u64,
+    size: usize,
+}
+
+/// AAC packets encoded ahead of the muxer: their bytes in an unnamed
+/// temporary file (an hour of 192 kb/s AAC is 86 MB, which the coordinator
+/// should not hold), their timing in memory.
+pub(crate) struct PacketLog {
+    file: File,
+    end: u64,
+    entries: Vec<LogEntry>,
+    total: u64,
+    sample_rate: u32,
+}
+
+impl PacketLog {
+    fn io(source: std::io::Error) -> CombineError {
+        CombineError::AudioScratch { source }
+    }
+
+    fn record(&mut self, packet: &ffmpeg::Packet, after_sent: u64) -> Result<(), CombineError> {
+        let data = packet.data().unwrap_or_default();
+        self.file.write_all(data).map_err(Self::io)?;
+        self.entries.push(LogEntry {
+            after_sent,
+            pts: packet.pts(),
+            dts: packet.dts(),
+            duration: packet.duration(),
+            key: packet.is_key(),
+            offset: self.end,
+            size: data.len(),
+        });
+        self.end += data.len() as u64;
+        Ok(())
+    }
+
+    fn packet(&mut self, e: &LogEntry) -> Result<ffmpeg::Packet, CombineError> {
+        let mut data = vec![0u8; e.size];
+        self.file
+            .seek(std::io::SeekFrom::Start(e.offset))
+            .and_then(|_| self.file.read_exact(&mut data))
+            .map_err(Self::io)?;
+        self.file
+            .seek(std::io::SeekFrom::Start(self.end))
+            .map_err(Self::io)?;
+        let mut packet = ffmpeg::Packet::copy(&data);
+        packet.set_pts(e.pts);
+        packet.set_dts(e.dts);
+        packet.set_duration(e.duration);
+        if e.key {
+            packet.set_flags(ffmpeg::packet::Flags::KEY);
+        }
+        Ok(packet)
+    }
+}
+
+/// The AAC of a render's first chunks, encoded as they arrive (see
+/// [`crate::AudioPrefix`]).
+pub(crate) struct Prefix {
+    encoder: AacEncoder,
+    params: codec::Parameters,
+    source: Source,
+    /// Samples of the parts pushed so far.
+    available: u64,
+    pub(crate) parts: Vec<PcmPart>,
+    log: PacketLog,
+}
+
+impl Prefix {
+    /// A prefix encoder for `total` samples; MP4 wants a global header.
+    pub(crate) fn open(total: u64, sample_rate: u32, bitrate: u32) -> Result<Self, CombineError> {
+        let (encoder, params) = AacEncoder::open(total, sample_rate, bitrate, true)?;
+        let file = tempfile::tempfile().map_err(PacketLog::io)?;
+        Ok(Prefix {
+            encoder,
+            params,
+            source: Source::pcm(Vec::new()),
+            available: 0,
+            parts: Vec::new(),
+            log: PacketLog {
+                file,
+                end: 0,
+                entries: Vec::new(),
+                total,
+                sample_rate,
+            },
+        })
+    }
+
+    /// Samples the encoder must hold in all.
+    pub(crate) fn total(&self) -> u64 {
+        self.encoder.total
+    }
+
+    /// Appends the next part and encodes every whole frame now available
+    /// (and, once the last part is in, the rest and the flush), checking
+    /// `cancelled` between frames.
+    pub(crate) fn push(
+        &mut self,
+        part: PcmPart,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), CombineError> {
+        self.available += part.samples;
+        self.parts.push(part.clone());
+        self.source.push(part);
+        let total = self.encoder.total;
+        let Prefix {
+            encoder,
+            source,
+            log,
+            available,
+            ..
+        } = self;
+        loop {
+            let sent = encoder.sent;
+            let whole = sent + AAC_FRAME_SAMPLES as u64 <= *available;
+            let last = *available >= total && sent < total;
+            if !(whole || last) {
+                break;
+            }
+            if cancelled() {
+                return Err(CombineError::Cancelled);
+            }
+            // Packets drained after this send: the live encoder would have
+            // written them once it had sent this frame.
+            let after = sent + (total - sent).min(AAC_FRAME_SAMPLES as u64);
+            encoder.send_next(source, &mut |p| log.record(&p, after))?;
+        }
+        encoder.flush(&mut |p| log.record(&p, u64::MAX))
     }
 }

@@ -184,6 +184,13 @@ pub enum CombineError {
     /// The combine was cancelled through its cancellation flag.
     #[error("combine cancelled")]
     Cancelled,
+    /// The unnamed temporary file holding AAC packets encoded ahead
+    /// ([`crate::AudioPrefix`]) could not be created, written or read.
+    #[error("the temporary file of AAC encoded ahead: {source}")]
+    AudioScratch {
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// FFmpeg failed while writing the output or encoding audio.
     #[error("{context}: {source}")]
     Ffmpeg {

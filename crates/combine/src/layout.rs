@@ -28,6 +28,8 @@ pub(crate) enum AudioPlan {
     Pcm(Vec<audio::PcmPart>),
     /// Silence of the planned length (`enforce_audio_track`).
     Silence,
+    /// The chunks' PCM, encoded ahead ([`crate::AudioPrefix`]), complete.
+    Encoded(Box<audio::Prefix>),
 }
 
 impl Layout {
@@ -264,7 +266,7 @@ impl AudioPlan {
 }
 
 /// A chunk's PCM, once its file size matches its planned span.
-fn pcm_part(a: &ChunkArtifact) -> Result<audio::PcmPart, CombineError> {
+pub(crate) fn pcm_part(a: &ChunkArtifact) -> Result<audio::PcmPart, CombineError> {
     let pcm = a
         .audio
         .as_ref()

@@ -65,8 +65,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chunker::Chunk;
 use chunker::timebase::{DEFAULT_SAMPLE_RATE, Fps};
+use chunker::{Chunk, ChunkIndex};
 use ffmpeg_next as ffmpeg;
 use serde::{Deserialize, Serialize};
 
@@ -409,10 +409,21 @@ pub fn combine_chunks(
     options: &CombineOptions,
     output: impl AsRef<Path>,
 ) -> Result<CombineReport, CombineError> {
-    let output = output.as_ref();
+    combine(chunks, options, None, output.as_ref())
+}
+
+fn combine(
+    chunks: &[ChunkArtifact],
+    options: &CombineOptions,
+    ahead: Option<AudioPrefix>,
+    output: &Path,
+) -> Result<CombineReport, CombineError> {
     options.validate()?;
-    let layout = layout::Layout::check(chunks, options)?;
+    let mut layout = layout::Layout::check(chunks, options)?;
     let cancelled = || options.cancel.as_ref().is_some_and(Cancel::is_cancelled);
+    if let Some(ahead) = ahead {
+        layout.audio = finish_ahead(ahead, chunks, options, &layout)?;
+    }
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
@@ -430,6 +441,184 @@ pub fn combine_chunks(
     })?;
     report.output = output.to_path_buf();
     Ok(report)
+}
+
+/// Completes audio encoded ahead: what it encoded must be the first of
+/// `chunks`' PCM parts, for the same track; the rest is encoded now.
+fn finish_ahead(
+    mut ahead: AudioPrefix,
+    chunks: &[ChunkArtifact],
+    options: &CombineOptions,
+    layout: &layout::Layout,
+) -> Result<layout::AudioPlan, CombineError> {
+    let same_track = ahead.inner.total() == layout.samples.len()
+        && ahead.sample_rate == options.sample_rate
+        && ahead.bitrate == options.audio_bitrate;
+    if !same_track {
+        return Err(CombineError::InvalidOption {
+            option: "audio",
+            given: format!(
+                "AAC encoded ahead for {} samples at {} Hz, {} b/s",
+                ahead.inner.total(),
+                ahead.sample_rate,
+                ahead.bitrate
+            ),
+            allowed: "audio encoded ahead for the chunks' own samples, sample rate and bitrate",
+        });
+    }
+    let layout::AudioPlan::Pcm(parts) = &layout.audio else {
+        return Err(CombineError::MixedAudio {
+            chunk: ChunkIndex(0),
+            has: "has no",
+            first_has: "has",
+        });
+    };
+    for (done, planned) in ahead.inner.parts.iter().zip(parts) {
+        if done != planned {
+            return Err(CombineError::PlanMismatch {
+                chunk: planned.chunk,
+                field: "audio encoded ahead",
+                expected: format!("{}", planned.path.display()),
+                found: format!("{}", done.path.display()),
+            });
+        }
+    }
+    if ahead.chunks() > chunks.len() {
+        return Err(CombineError::MissingChunk {
+            index: ChunkIndex(u32::try_from(chunks.len()).unwrap_or(u32::MAX)),
+            expected_frame: layout.frames,
+        });
+    }
+    for a in &chunks[ahead.chunks()..] {
+        ahead.push(a)?;
+    }
+    Ok(layout::AudioPlan::Encoded(Box::new(ahead.inner)))
+}
+
+/// The audio of a render encoded while its chunks are still rendering: push
+/// each chunk's PCM (chunk 0 first, then in plan order) as soon as it and
+/// every chunk before it are done, then hand the encoder to
+/// [`combine_chunks_with_audio`], which pushes whatever is left and muxes.
+/// The AAC packets, and so the MP4's bytes, are those [`combine_chunks`]
+/// writes: the same frames are encoded, and the muxer is handed the packets
+/// in the same order. Packets wait in an unnamed temporary file, so memory
+/// stays flat in the render's length.
+///
+/// ```no_run
+/// use combine::{AudioPrefix, ChunkArtifact, CombineOptions, combine_chunks_with_audio};
+/// # fn chunks() -> (chunker::Plan, Vec<ChunkArtifact>) { unimplemented!() }
+/// let (plan, finished) = chunks();
+/// let options = CombineOptions::new(plan.fps()).with_expected_frames(plan.output_frames());
+/// let mut audio = AudioPrefix::new(&options, plan.samples())?;
+/// for chunk in &finished[..2] {
+///     audio.push(chunk)?; // while the rest still render
+/// }
+/// combine_chunks_with_audio(&finished, &options, audio, "out.mp4")?;
+/// # Ok::<(), combine::CombineError>(())
+/// ```
+pub struct AudioPrefix {
+    inner: audio::Prefix,
+    sample_rate: u32,
+    bitrate: u32,
+    cancel: Option<Cancel>,
+    next_sample: chunker::timebase::SampleIndex,
+}
+
+impl std::fmt::Debug for AudioPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioPrefix")
+            .field("chunks", &self.chunks())
+            .field("total", &self.inner.total())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AudioPrefix {
+    /// An encoder for a render whose audio is `samples` (`Plan::samples`),
+    /// at `options`' sample rate and AAC bitrate, cancelled with it.
+    ///
+    /// # Errors
+    /// [`CombineError::InvalidOption`] for bad options,
+    /// [`CombineError::Ffmpeg`] if the AAC encoder cannot open,
+    /// [`CombineError::AudioScratch`] if no temporary file can be made.
+    pub fn new(
+        options: &CombineOptions,
+        samples: chunker::timebase::SampleSpan,
+    ) -> Result<Self, CombineError> {
+        options.validate()?;
+        ffmpeg::init().map_err(CombineError::ffmpeg("initialising FFmpeg"))?;
+        Ok(AudioPrefix {
+            inner: audio::Prefix::open(samples.len(), options.sample_rate, options.audio_bitrate)?,
+            sample_rate: options.sample_rate,
+            bitrate: options.audio_bitrate,
+            cancel: options.cancel.clone(),
+            next_sample: samples.start,
+        })
+    }
+
+    /// Chunks encoded so far: the next one pushed must have this index.
+    pub fn chunks(&self) -> usize {
+        self.inner.parts.len()
+    }
+
+    /// Encodes chunk `a`'s PCM, which must be the next chunk in plan order
+    /// and hold exactly its sample span.
+    ///
+    /// # Errors
+    /// [`CombineError::OutOfOrder`] for another chunk,
+    /// [`CombineError::PlanMismatch`] for a span that does not continue the
+    /// chunks so far, [`CombineError::MixedAudio`] for a chunk without
+    /// audio, [`CombineError::SampleCount`] for a PCM file of another size,
+    /// I/O, FFmpeg or cancellation errors.
+    pub fn push(&mut self, a: &ChunkArtifact) -> Result<(), CombineError> {
+        let expected = ChunkIndex(u32::try_from(self.chunks()).unwrap_or(u32::MAX));
+        if a.chunk.index() != expected {
+            return Err(CombineError::OutOfOrder {
+                position: self.chunks(),
+                expected,
+                found: a.chunk.index(),
+            });
+        }
+        if a.audio.is_none() {
+            return Err(CombineError::MixedAudio {
+                chunk: a.chunk.index(),
+                has: "has no",
+                first_has: "has",
+            });
+        }
+        if a.chunk.samples().start != self.next_sample {
+            return Err(CombineError::PlanMismatch {
+                chunk: a.chunk.index(),
+                field: "sample span",
+                expected: format!("one starting at sample {}", self.next_sample),
+                found: a.chunk.samples().to_string(),
+            });
+        }
+        let part = layout::pcm_part(a)?;
+        let cancel = self.cancel.clone();
+        let cancelled = move || cancel.as_ref().is_some_and(Cancel::is_cancelled);
+        self.inner.push(part, &cancelled)?;
+        self.next_sample = a.chunk.samples().end;
+        Ok(())
+    }
+}
+
+/// [`combine_chunks`] with the audio encoded ahead in `audio`: the chunks
+/// it has not encoded yet are encoded now, then the MP4 is written with the
+/// same bytes [`combine_chunks`] would write.
+///
+/// # Errors
+/// As [`combine_chunks`]; also [`CombineError::PlanMismatch`] when the
+/// chunks `audio` encoded are not the first of `chunks` (other files or
+/// spans), and [`CombineError::InvalidOption`] when it was made for
+/// another length, sample rate or bitrate.
+pub fn combine_chunks_with_audio(
+    chunks: &[ChunkArtifact],
+    options: &CombineOptions,
+    audio: AudioPrefix,
+    output: impl AsRef<Path>,
+) -> Result<CombineReport, CombineError> {
+    combine(chunks, options, Some(audio), output.as_ref())
 }
 
 /// An empty temporary file in the output's directory (so the final rename

@@ -154,7 +154,7 @@ impl<'a> Mp4Writer<'a> {
     }
 
     /// Stream 1, unless the output has no audio: AAC encoded once from the
-    /// joined PCM (or silence) of `total_samples` samples.
+    /// joined PCM (or silence) of `total_samples` samples, or encoded ahead.
     fn add_audio_stream(
         &mut self,
         plan: AudioPlan,
@@ -167,6 +167,10 @@ impl<'a> Mp4Writer<'a> {
             AudioPlan::Silence => audio::Source::Silence {
                 left: total_samples,
             },
+            AudioPlan::Encoded(prefix) => {
+                let (track, params) = audio::AacTrack::replay(*prefix);
+                return self.add_audio_track(track, params);
+            }
         };
         let global_header = self
             .octx
@@ -180,6 +184,14 @@ impl<'a> Mp4Writer<'a> {
             self.options.audio_bitrate,
             global_header,
         )?;
+        self.add_audio_track(track, params)
+    }
+
+    fn add_audio_track(
+        &mut self,
+        track: audio::AacTrack,
+        params: codec::Parameters,
+    ) -> Result<(), CombineError> {
         let mut ost = self
             .octx
             .add_stream(ffmpeg::encoder::find(codec::Id::None))

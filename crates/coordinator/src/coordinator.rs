@@ -318,6 +318,18 @@ impl Coordinator {
         }
     }
 
+    /// Chunks the pool can render at once now (at least 1): what
+    /// [`chunker::ChunkSpec::Auto`] plans for.
+    pub(crate) async fn slots(&self) -> u32 {
+        let stop = CancellationToken::new();
+        let workers = self.workers(stop.clone()).await.borrow().clone();
+        stop.cancel();
+        workers
+            .iter()
+            .fold(0u32, |n, w| n.saturating_add(w.slots))
+            .max(1)
+    }
+
     /// Resolves a composition's metadata by asking a worker (`Describe`), so
     /// compositions registered only in worker binaries work too.
     ///

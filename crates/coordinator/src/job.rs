@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chunker::{Chunk, Plan, PlanRequest};
-use combine::{ChunkArtifact, CombineOptions, CombineReport, PcmAudio};
+use combine::{AudioPrefix, ChunkArtifact, CombineOptions, CombineReport, PcmAudio};
 use composition::CompositionMeta;
 use spec::{ArtifactTarget, ChunkIdentity, ChunkRequest, ChunkSpan, ContentHash, PcmFormat};
 use storage::StorageError;
@@ -135,7 +135,8 @@ impl<'a> RenderJob<'a> {
             return Ok(summary);
         }
         let hits = self.cached_chunks(&resolved).await?;
-        let downloads = self.download_cached(&resolved, &hits);
+        let audio = AudioAhead::start(&resolved, self.combine_options(&resolved.plan));
+        let downloads = self.download_cached(&resolved, &hits, &audio);
         let misses: Vec<Chunk> = resolved
             .plan
             .chunks()
@@ -144,10 +145,10 @@ impl<'a> RenderJob<'a> {
             .copied()
             .collect();
         let targets = self.targets(&resolved, &misses)?;
-        let rendered = self.schedule(&resolved, &misses, targets).await?;
+        let rendered = self.schedule(&resolved, &misses, targets, &audio).await?;
         let files = self.assemble(&resolved, rendered.files, downloads).await?;
         let (report, output, presigned_url, combine_ms) =
-            self.combine_and_deliver(&resolved, &files).await?;
+            self.combine_and_deliver(&resolved, &files, audio).await?;
         let summary = RenderSummary {
             render_id: self.render_id.clone(),
             output,
@@ -192,7 +193,7 @@ impl<'a> RenderJob<'a> {
             }
         };
         let meta = &described.meta;
-        let plan = plan_for(meta, request)?;
+        let plan = plan_for(meta, request, self.coordinator.slots().await)?;
         tracing::info!(
             composition = %meta.id,
             frames = plan.output_frames(),
@@ -352,6 +353,7 @@ impl<'a> RenderJob<'a> {
         &self,
         r: &Resolved,
         hits: &HashMap<u32, CachedChunk>,
+        audio: &AudioAhead,
     ) -> JoinSet<Result<ChunkFiles, Error>> {
         let mut set = JoinSet::new();
         let Some(cache) = self.cache else {
@@ -360,7 +362,12 @@ impl<'a> RenderJob<'a> {
         for (&index, hit) in hits {
             let (cache, hit, dir) = (cache.clone(), hit.clone(), self.work.path().to_path_buf());
             let has_audio = r.meta().has_audio;
-            set.spawn(async move { cached_files(&cache, &hit, index, has_audio, &dir).await });
+            let (feed, chunk) = (audio.feed(), r.plan.chunks()[index as usize]);
+            set.spawn(async move {
+                let files = cached_files(&cache, &hit, index, has_audio, &dir).await?;
+                feed.send(&chunk, &files);
+                Ok(files)
+            });
         }
         set
     }
@@ -411,6 +418,7 @@ impl<'a> RenderJob<'a> {
         r: &Resolved,
         misses: &[Chunk],
         targets: HashMap<u32, ChunkTarget>,
+        audio: &AudioAhead,
     ) -> Result<Rendered, Error> {
         let runner = Arc::new(RecordingRunner {
             inner: GrpcRunner::new(
@@ -421,6 +429,7 @@ impl<'a> RenderJob<'a> {
             ),
             cache: self.cache.cloned(),
             keys: r.keys.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
+            audio: audio.feed(),
         });
         let stop_pool = self.cancel.child_token();
         let pool = match self.pinned.as_ref().and_then(|p| p.pool.clone()) {
@@ -491,9 +500,13 @@ impl<'a> RenderJob<'a> {
         &self,
         r: &Resolved,
         files: &[ChunkFiles],
+        audio: AudioAhead,
     ) -> Result<(CombineReport, String, Option<String>, u64), Error> {
         self.events.send(RenderEvent::Combining).await;
         let combine_started = Instant::now();
+        // Every chunk is in: what was not encoded ahead is encoded in the
+        // combine.
+        let audio = audio.finish().await;
         let combined = match &self.request.output {
             Destination::File(path) => path.clone(),
             Destination::Storage(_) => self.work.path().join("output.mp4"),
@@ -505,7 +518,7 @@ impl<'a> RenderJob<'a> {
                 .await
                 .map_err(Error::task("keeping the chunks"))??;
         }
-        let report = self.combine(&r.plan, artifacts, &combined).await?;
+        let report = self.combine(&r.plan, artifacts, audio, &combined).await?;
         let combine_ms = combine_started.elapsed().as_millis() as u64;
         if let (Some(cache), Some((_, out_key))) = (self.cache, &r.keys) {
             // A failure to record is not a failed render.
@@ -531,27 +544,35 @@ impl<'a> RenderJob<'a> {
         Ok((report, output, presigned, combine_ms))
     }
 
-    /// Runs `combine` on a blocking thread, cancelled with the render.
+    /// How the chunks are combined: the plan's rate and length, the
+    /// request's audio, cancelled with the render.
+    fn combine_options(&self, plan: &Plan) -> CombineOptions {
+        let cancel = self.cancel.clone();
+        CombineOptions::new(plan.fps())
+            .with_audio_bitrate(self.request.audio_bitrate)
+            .with_enforce_audio_track(self.request.enforce_audio_track)
+            .with_expected_frames(plan.output_frames())
+            .with_cancel_check(move || cancel.is_cancelled())
+    }
+
+    /// Runs `combine` on a blocking thread (with the audio encoded ahead,
+    /// when there is some), cancelled with the render.
     async fn combine(
         &self,
         plan: &Plan,
         artifacts: Vec<ChunkArtifact>,
+        audio: Option<AudioPrefix>,
         output: &Path,
     ) -> Result<CombineReport, Error> {
-        let flag = Arc::new(AtomicBool::new(false));
-        let options = CombineOptions::new(plan.fps())
-            .with_audio_bitrate(self.request.audio_bitrate)
-            .with_enforce_audio_track(self.request.enforce_audio_track)
-            .with_expected_frames(plan.output_frames())
-            .with_cancel(Arc::clone(&flag));
+        let options = self.combine_options(plan);
         let output = output.to_path_buf();
-        let mut job = tokio::task::spawn_blocking(move || {
-            combine::combine_chunks(&artifacts, &options, output)
+        let mut job = tokio::task::spawn_blocking(move || match audio {
+            Some(audio) => combine::combine_chunks_with_audio(&artifacts, &options, audio, output),
+            None => combine::combine_chunks(&artifacts, &options, output),
         });
         let report = tokio::select! {
             r = &mut job => r,
             _ = self.cancel.cancelled() => {
-                flag.store(true, Ordering::Relaxed);
                 let _ = job.await;
                 return Err(Error::Cancelled);
             }
@@ -758,11 +779,13 @@ async fn cached_files(
 }
 
 /// The gRPC runner, recording every finished chunk in the cache at once, so
-/// a render killed later keeps what it finished.
+/// a render killed later keeps what it finished, and handing its PCM to the
+/// audio encoded ahead.
 struct RecordingRunner {
     inner: GrpcRunner,
     cache: Option<RenderCache>,
     keys: Vec<ContentHash>,
+    audio: AudioFeed,
 }
 
 impl ChunkRunner for RecordingRunner {
@@ -779,8 +802,10 @@ impl ChunkRunner for RecordingRunner {
         let attempt = self.inner.run(worker, chunk, attempt, progress, cancel);
         let cache = self.cache.clone();
         let key = self.keys.get(chunk.index().0 as usize).copied();
+        let audio = self.audio.clone();
         Box::pin(async move {
             let files = attempt.await?;
+            audio.send(&chunk, &files);
             if let (Some(cache), Some(key)) = (cache, key) {
                 let record = chunk_record(&key, &files);
                 if let Err(e) = cache.record_chunk(&key, &record).await {
@@ -821,16 +846,125 @@ fn artifacts(plan: &Plan, meta: &CompositionMeta, files: &[ChunkFiles]) -> Vec<C
     plan.chunks()
         .iter()
         .zip(files)
-        .map(|(chunk, f)| {
-            let a = ChunkArtifact::new(*chunk, f.video.path.clone());
-            match (&f.audio, meta.has_audio) {
-                (Some(pcm), true) => {
-                    a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le))
-                }
-                _ => a,
-            }
-        })
+        .map(|(chunk, f)| artifact(chunk, f, meta.has_audio))
         .collect()
+}
+
+/// One chunk as `combine` takes it (its PCM only when the composition has
+/// audio).
+fn artifact(chunk: &Chunk, f: &ChunkFiles, has_audio: bool) -> ChunkArtifact {
+    let a = ChunkArtifact::new(*chunk, f.video.path.clone());
+    match (&f.audio, has_audio) {
+        (Some(pcm), true) => {
+            a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le))
+        }
+        _ => a,
+    }
+}
+
+/// The render's AAC, encoded on a blocking thread while its chunks render:
+/// finished chunks arrive in any order and are encoded as soon as every
+/// chunk before them is in (`combine::AudioPrefix`), so when the last chunk
+/// finishes only its own audio is left to the combine. A failure here is
+/// not the render's: the combine then encodes everything itself (and reports
+/// the problem if it is real).
+struct AudioAhead {
+    feed: AudioFeed,
+    thread: Option<tokio::task::JoinHandle<Option<AudioPrefix>>>,
+    /// Set when the render ends without combining (an error), so the
+    /// thread stops at its next frame instead of encoding for nobody.
+    stop: Arc<AtomicBool>,
+}
+
+/// Where finished chunks are sent to be encoded ahead (nowhere for a
+/// composition without audio). Cheap to clone.
+#[derive(Clone)]
+struct AudioFeed {
+    tx: Option<std::sync::mpsc::Sender<ChunkArtifact>>,
+    has_audio: bool,
+}
+
+impl AudioFeed {
+    /// Hands a finished chunk's PCM over (a closed feed is fine).
+    fn send(&self, chunk: &Chunk, files: &ChunkFiles) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(artifact(chunk, files, self.has_audio));
+        }
+    }
+}
+
+impl AudioAhead {
+    /// Starts encoding for `r`'s plan, when the composition has audio.
+    fn start(r: &Resolved, options: CombineOptions) -> Self {
+        let has_audio = r.meta().has_audio;
+        let stop = Arc::new(AtomicBool::new(false));
+        if !has_audio {
+            return AudioAhead {
+                feed: AudioFeed {
+                    tx: None,
+                    has_audio,
+                },
+                thread: None,
+                stop,
+            };
+        }
+        let samples = r.plan.samples();
+        let (tx, rx) = std::sync::mpsc::channel::<ChunkArtifact>();
+        let stopped = Arc::clone(&stop);
+        let cancel = options.cancel.clone();
+        let options = options.with_cancel_check(move || {
+            stopped.load(Ordering::Relaxed) || cancel.as_ref().is_some_and(|c| c.is_cancelled())
+        });
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut prefix = match AudioPrefix::new(&options, samples) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode audio ahead: the combine will");
+                    return None;
+                }
+            };
+            let mut waiting = std::collections::BTreeMap::new();
+            while let Ok(a) = rx.recv() {
+                waiting.insert(a.chunk.index().0, a);
+                while let Some(a) = waiting.remove(&(prefix.chunks() as u32)) {
+                    if let Err(e) = prefix.push(&a) {
+                        if !matches!(e, combine::CombineError::Cancelled) {
+                            tracing::warn!(error = %e, "encoding audio ahead failed: the combine will encode it");
+                        }
+                        return None;
+                    }
+                }
+            }
+            Some(prefix)
+        });
+        AudioAhead {
+            feed: AudioFeed {
+                tx: Some(tx),
+                has_audio,
+            },
+            thread: Some(thread),
+            stop,
+        }
+    }
+
+    fn feed(&self) -> AudioFeed {
+        self.feed.clone()
+    }
+
+    /// The audio encoded so far, once every chunk was sent (the other feeds
+    /// are dropped by then, so the thread sees the end of its input).
+    async fn finish(mut self) -> Option<AudioPrefix> {
+        self.feed.tx = None;
+        self.thread.take()?.await.ok().flatten()
+    }
+}
+
+impl Drop for AudioAhead {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Copies the chunks into `dir` as `chunk-NNNNNN.ts`/`.pcm` with the
@@ -880,14 +1014,17 @@ fn keep_chunks(dir: &Path, plan: &Plan, artifacts: &[ChunkArtifact]) -> Result<(
     Ok(())
 }
 
-fn plan_for(meta: &CompositionMeta, request: &RenderRequest) -> Result<Plan, Error> {
+/// The plan of `request`; [`chunker::ChunkSpec::Auto`] plans for `slots`
+/// chunks rendering at once.
+fn plan_for(meta: &CompositionMeta, request: &RenderRequest, slots: u32) -> Result<Plan, Error> {
     // Chunks over the planner's bounds on samples and bytes are refused
     // here, before a worker writes anything (the PCM format is the one
     // `resolve` asks workers for).
     let cost = spec::chunk_cost(&request.video, meta.width, meta.height, PcmFormat::F32le);
     let mut p = PlanRequest::new(meta.duration_frames, meta.fps, request.chunks)
         .with_every_nth_frame(request.every_nth_frame)
-        .with_cost(cost);
+        .with_cost(cost)
+        .with_slots(slots);
     if let Some(r) = &request.frames {
         p = p.with_frame_range(r.clone());
     }

@@ -147,7 +147,8 @@ pub fn select_composition(
     Ok(source.composition(id)?.describe(props)?)
 }
 
-/// Selects a composition and plans its chunks.
+/// Selects a composition and plans its chunks ([`ChunkSpec::Auto`] for the
+/// default local pool: one slot per core).
 ///
 /// # Errors
 /// [`Error`] for an unknown composition, bad props or a request
@@ -160,7 +161,8 @@ pub fn plan_render(
     frames: Option<RangeInclusive<u64>>,
 ) -> Result<(CompositionMeta, Plan), Error> {
     let meta = select_composition(source, id, props)?;
-    let mut request = PlanRequest::new(meta.duration_frames, meta.fps, chunks);
+    let slots = u32::try_from(default_local_workers()).unwrap_or(u32::MAX);
+    let mut request = PlanRequest::new(meta.duration_frames, meta.fps, chunks).with_slots(slots);
     if let Some(range) = frames {
         request = request.with_frame_range(range);
     }

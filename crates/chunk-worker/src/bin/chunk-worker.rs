@@ -155,8 +155,9 @@ fn init_logs(json: bool) {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Not `chunk_worker::reuse_freed_memory()`: with it, outputs differed
-    // between runs under load (see its docs).
+    // Before any thread starts: every chunk's libx264 then reuses the memory
+    // the last one freed instead of faulting in and zeroing fresh pages.
+    chunk_worker::reuse_freed_memory();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

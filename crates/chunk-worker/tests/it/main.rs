@@ -5,6 +5,7 @@
 mod chunks;
 mod kit;
 mod library;
+mod memory;
 mod metrics;
 mod object_storage;
 mod service;

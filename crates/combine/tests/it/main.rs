@@ -1,5 +1,6 @@
 //! Integration tests for `combine`, judged by Debian's `ffprobe`/`ffmpeg`.
 
+mod ahead;
 mod browser;
 mod fuzz;
 mod refuse;

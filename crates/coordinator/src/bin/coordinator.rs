@@ -101,12 +101,9 @@ struct Select {
 /// How to split a render into chunks.
 #[derive(Args, Debug)]
 struct Split {
-    /// Split into at most this many chunks of equal length.
-    #[arg(
-        long,
-        conflicts_with = "frames_per_chunk",
-        required_unless_present = "frames_per_chunk"
-    )]
+    /// Split into at most this many chunks of equal length. Default: a few
+    /// per worker slot (3), none shorter than 2 seconds.
+    #[arg(long, conflicts_with = "frames_per_chunk")]
     chunks: Option<u32>,
     /// Split into chunks of exactly this many frames (the last may be shorter).
     #[arg(long)]
@@ -117,12 +114,12 @@ struct Split {
 }
 
 impl Split {
-    /// The chunk spec typed (clap requires one of the two).
+    /// The chunk spec typed, or the planner's choice.
     fn spec(&self) -> ChunkSpec {
         match (self.chunks, self.frames_per_chunk) {
             (Some(n), _) => ChunkSpec::Count(n),
             (None, Some(k)) => ChunkSpec::FramesPerChunk(k),
-            (None, None) => ChunkSpec::Count(1),
+            (None, None) => ChunkSpec::Auto,
         }
     }
 }
@@ -171,6 +168,10 @@ struct Encode {
     /// Encode video losslessly (QP 0, 4:4:4).
     #[arg(long, conflicts_with = "crf")]
     lossless: bool,
+    /// libx264 threads per chunk (1-16; the bitstream depends on it).
+    /// Default: chosen from the frame size.
+    #[arg(long, value_name = "N")]
+    encoder_threads: Option<u32>,
     /// AAC bitrate in bits per second.
     #[arg(long, default_value_t = combine::DEFAULT_AUDIO_BITRATE)]
     audio_bitrate: u32,
@@ -190,6 +191,9 @@ impl Encode {
             }
         };
         video.preset = self.preset.clone();
+        if let Some(n) = self.encoder_threads {
+            video.encoder_threads = n;
+        }
         video
     }
 }
@@ -819,6 +823,9 @@ fn init_logs(json: bool) {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: embedded workers' libx264 then reuses the
+    // memory the last chunk freed instead of faulting in fresh pages.
+    chunk_worker::reuse_freed_memory();
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(code) => return code,

@@ -380,3 +380,37 @@ fn local_workers_and_remote_workers_give_the_same_file() {
         .collect();
     assert!(leftovers.is_empty(), "work files left: {leftovers:?}");
 }
+
+#[test]
+fn without_chunks_the_planner_chooses_from_the_slots_and_the_length() {
+    // 30 s at 30 fps. Two workers of 2 slots: 3 chunks per slot, 12 chunks
+    // of 75 frames; one of them: 6 chunks of 150. 96 frames at 29.97 on 4
+    // slots: 12 chunks would be 8 frames, under the 2-second minimum, so
+    // chunks of 60 frames.
+    const THIRTY_SECONDS: &str = r#"{"width":64,"height":36,"duration":900,"fps":"30"}"#;
+    let workers = [start_worker(2), start_worker(2)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let planned = |props: &str, pool: &[&WorkerProcess]| {
+        let out = dir.path().join("auto.mp4");
+        let mut c = coordinator();
+        c.args(["render", "--props", props, "--json", "--out"])
+            .arg(&out);
+        for w in pool {
+            c.args(["--worker", &w.url]);
+        }
+        let o = run(c);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let p: serde_json::Value =
+            serde_json::from_str(events(&stdout, "planned")[0]).expect("planned JSON");
+        let frames = media::count_video_frames(&out);
+        (p["chunks"].as_u64(), p["frames_per_chunk"].as_u64(), frames)
+    };
+    let both = [&workers[0], &workers[1]];
+    assert_eq!(planned(THIRTY_SECONDS, &both), (Some(12), Some(75), 900));
+    assert_eq!(
+        planned(THIRTY_SECONDS, &both[..1]),
+        (Some(6), Some(150), 900)
+    );
+    assert_eq!(planned(SMALL, &both), (Some(2), Some(60), 96));
+}

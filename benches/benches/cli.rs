@@ -1,0 +1,479 @@
+//! What a user running the release binaries pays, beside what encoding the
+//! same frames costs with Debian's ffmpeg CLI.
+//!
+//! `cargo bench -p montage-benches --bench cli` first builds the release
+//! `coordinator` (`cargo build --release -p coordinator --bin coordinator`,
+//! so the binary measured is the code checked out), then runs, as separate
+//! processes, in interleaved rounds (case 1, 2, 3, 4, then again):
+//! - `coordinator render examples/promo --chunks 1 --cache off`;
+//! - the same with `--chunks 16`;
+//! - the same with no `--chunks` (the planner's default);
+//! - `ffmpeg` (Debian's CLI) encoding the promo's frames with the worker's
+//!   x264 settings (`veryfast`, CRF 18, the worker's thread count, keyint,
+//!   B-frames and closed GOPs) from a raw `yuv420p` file written once
+//!   beforehand by the worker's own converter: the cost of libx264 alone.
+//!
+//! Each process's CPU time is that of its whole tree (user + system of the
+//! process and every descendant it waited for: `cutime`/`cstime` of this
+//! process in `/proc/self/stat` after waiting for it), its peak resident
+//! memory is sampled from `/proc/<pid>/status` (`VmHWM`) while it runs, and
+//! its wall time is measured from spawn to exit. The table shows the median
+//! of each case over the rounds (`MONTAGE_BENCH_RUNS`, default 3), then the
+//! ratios of issue 21 beside their limits, and the machine's load average
+//! before and after (the machine is shared: compare CPU, not wall).
+//!
+//! A second table breaks one chunk down in this process
+//! (`chunk_worker::render_chunk`, then `combine::combine_chunks`): render,
+//! RGBA→YUV conversion, x264 + MPEG-TS mux, audio, combine.
+//!
+//! Started any other way than by `cargo bench` (e.g. by `cargo test
+//! --all-targets`) it runs a quick mode with the binary of the current
+//! profile (built if missing): a copy of the promo at 320x180 and 30
+//! frames, one round, the same tables.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chunk_worker::{
+    ArtifactTarget, ChunkRequest, ChunkSpan, FrameConverter, PcmFormat, SourceSpec, VideoSettings,
+    WorkerConfig, render_chunk,
+};
+use chunker::ChunkIndex;
+use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
+use composition::{CompositionMeta, Props};
+use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib};
+use timebase::{FrameIndex, FrameRange};
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const COMPOSITION: &str = "promo";
+
+/// How often a running process's peak memory is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// What one run of one process cost.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    wall: Duration,
+    cpu: Duration,
+    peak_kib: u64,
+}
+
+/// One case of the table: a command line and its runs.
+struct Case {
+    label: String,
+    command: Vec<String>,
+    runs: Vec<Cost>,
+    /// The last run's stdout (the coordinator's JSON events).
+    stdout: String,
+}
+
+impl Case {
+    fn new(label: impl Into<String>, command: Vec<String>) -> Self {
+        Case {
+            label: label.into(),
+            command,
+            runs: Vec::new(),
+            stdout: String::new(),
+        }
+    }
+
+    fn median(&self) -> Cost {
+        let pick = |f: fn(&Cost) -> Duration| {
+            let mut v: Vec<Duration> = self.runs.iter().map(f).collect();
+            v.sort();
+            v[v.len() / 2]
+        };
+        let mut peaks: Vec<u64> = self.runs.iter().map(|c| c.peak_kib).collect();
+        peaks.sort_unstable();
+        Cost {
+            wall: pick(|c| c.wall),
+            cpu: pick(|c| c.cpu),
+            peak_kib: peaks[peaks.len() / 2],
+        }
+    }
+
+    /// Runs the command once as a child process and records what it cost.
+    fn run(&mut self) -> Result<(), BoxError> {
+        let before = cpu_time().ok_or("/proc/self/stat is not readable")?;
+        let started = Instant::now();
+        let mut child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.command[0]))?;
+        let pid = child.id();
+        let mut out = child.stdout.take().ok_or("stdout")?;
+        let mut err = child.stderr.take().ok_or("stderr")?;
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        let mut peak_kib = 0;
+        let status = loop {
+            if let Some(kib) = peak_rss_kib(Some(pid)) {
+                peak_kib = peak_kib.max(kib);
+            }
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        };
+        let wall = started.elapsed();
+        let after = cpu_time().ok_or("/proc/self/stat is not readable")?;
+        let stdout = reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        if !status.success() {
+            return Err(
+                format!("`{}` failed ({status}):\n{stderr}", self.command.join(" ")).into(),
+            );
+        }
+        self.runs.push(Cost {
+            wall,
+            cpu: after.children.saturating_sub(before.children),
+            peak_kib,
+        });
+        self.stdout = stdout;
+        Ok(())
+    }
+}
+
+/// The `coordinator` binary to measure. A full run builds the release one
+/// first (a stale binary would measure other code); the quick mode uses the
+/// one beside this bench (the current profile's, which `cargo test` has
+/// built), building it only if it is missing.
+fn coordinator_binary(full: bool) -> Result<PathBuf, BoxError> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/cli-<hash> → target/<profile>/coordinator
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot find the target directory from this bench's path")?;
+    let binary = profile_dir.join("coordinator");
+    if full || !binary.exists() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "coordinator", "--bin", "coordinator"]);
+        if full {
+            cargo.arg("--release");
+        }
+        let status = cargo.status()?;
+        if !status.success() {
+            return Err(format!("building the coordinator failed: {status}").into());
+        }
+    }
+    if !binary.exists() {
+        return Err(format!("{} was not built", binary.display()).into());
+    }
+    Ok(binary)
+}
+
+/// The bundle: the reference promo, or a 320x180 30-frame copy for the
+/// quick mode.
+fn bundle(full: bool, scratch: &Path) -> Result<PathBuf, BoxError> {
+    if full {
+        let reference = montage_benches::reference_bundle();
+        return Ok(std::fs::canonicalize(&reference)
+            .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?);
+    }
+    montage_benches::resized_promo(scratch, "promo-quick", 320, 180, 30)
+}
+
+/// Writes the promo's frames, converted by the worker's own converter, to
+/// a raw `yuv420p` file (no compression: the baseline pays no decode).
+fn write_yuv(bundle: &Path, meta: &CompositionMeta, path: &Path) -> Result<(), BoxError> {
+    let config = WorkerConfig::standard();
+    let prepared = config
+        .source(&SourceSpec::BundlePath(bundle.to_path_buf()))?
+        .composition(COMPOSITION)?
+        .prepare(&Props::new())?;
+    let mut renderer = prepared.frame_renderer()?;
+    let mut conv = FrameConverter::new(
+        meta.width,
+        meta.height,
+        VideoSettings::default().pixel_format,
+    )?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut planes = Vec::new();
+    for f in 0..meta.duration_frames {
+        renderer.render_frame(FrameIndex(f), conv.rgba_mut())?;
+        planes.clear();
+        conv.convert()?.write_packed(&mut planes);
+        file.write_all(&planes)?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// Debian's ffmpeg encoding the raw file with the worker's x264 settings.
+fn ffmpeg_command(yuv: &Path, meta: &CompositionMeta, out: &Path) -> Vec<String> {
+    let v = VideoSettings::default();
+    let crf = match v.quality {
+        chunk_worker::Quality::Crf(c) => c.to_string(),
+        chunk_worker::Quality::Lossless => "0".to_owned(),
+    };
+    [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        v.pixel_format.as_str(),
+        "-s",
+        &format!("{}x{}", meta.width, meta.height),
+        "-r",
+        &meta.fps.to_string(),
+        "-i",
+        &yuv.display().to_string(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        &v.preset,
+        "-crf",
+        &crf,
+        "-profile:v",
+        v.profile.as_str(),
+        "-threads",
+        &v.encoder_threads.to_string(),
+        "-x264-params",
+        &format!(
+            "keyint={}:bframes={}:open-gop=0:sync-lookahead={}",
+            v.keyint,
+            v.bframes,
+            chunk_worker::X264_SYNC_LOOKAHEAD
+        ),
+        "-an",
+        "-f",
+        "mpegts",
+        &out.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn render_command(binary: &Path, bundle: &Path, chunks: Option<u32>, out: &Path) -> Vec<String> {
+    let mut c = vec![
+        binary.display().to_string(),
+        "render".to_owned(),
+        bundle.display().to_string(),
+        "--cache".to_owned(),
+        "off".to_owned(),
+        "--json".to_owned(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    if let Some(n) = chunks {
+        c.extend(["--chunks".to_owned(), n.to_string()]);
+    }
+    c
+}
+
+/// The `done` event's summary in a coordinator's `--json` output.
+fn summary(stdout: &str) -> Option<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "done")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    secs(a) / secs(b).max(1e-9)
+}
+
+/// One chunk in this process, stage by stage: render, convert, encode (x264
+/// and the TS muxer), audio, then combine.
+fn breakdown(bundle: &Path, meta: &CompositionMeta, dir: &Path) -> Result<(), BoxError> {
+    let config = WorkerConfig::standard();
+    let request = ChunkRequest {
+        job_id: "bench-cli".into(),
+        source: SourceSpec::BundlePath(bundle.to_path_buf()),
+        composition_id: COMPOSITION.into(),
+        props: Props::new(),
+        span: ChunkSpan {
+            index: ChunkIndex(0),
+            frames: FrameRange::new(0, meta.duration_frames - 1).ok_or("frames")?,
+            composition_start: 0,
+            every_nth_frame: 1,
+        },
+        video: VideoSettings::default(),
+        pcm_format: PcmFormat::F32le,
+        target: ArtifactTarget::Directory(dir.to_path_buf()),
+    };
+    let c0 = cpu_time().ok_or("/proc/self/stat")?;
+    let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
+    let cpu = cpu_time()
+        .ok_or("/proc/self/stat")?
+        .own
+        .saturating_sub(c0.own);
+    let mut artifact = ChunkArtifact::new(r.chunk, &r.video.path);
+    if r.meta.has_audio {
+        artifact = artifact.with_audio(PcmAudio::new(&r.audio.path, combine::PcmFormat::F32le));
+    }
+    let t = Instant::now();
+    combine_chunks(
+        &[artifact],
+        &CombineOptions::new(r.meta.fps).with_expected_frames(meta.duration_frames),
+        dir.join("breakdown.mp4"),
+    )?;
+    let combine = t.elapsed();
+    let frames = meta.duration_frames as f64;
+    let t = r.timings;
+    println!();
+    println!(
+        "one chunk in this process (render_chunk: {:.2} s wall, {:.2} s CPU), time per stage summed over threads:",
+        secs(t.total),
+        secs(cpu)
+    );
+    println!("| stage | s | ms per frame |");
+    println!("|---|---:|---:|");
+    for (stage, d) in [
+        ("render (RGBA)", t.render),
+        ("convert (RGBA→YUV)", t.convert),
+        ("encode (libx264 + TS mux)", t.encode),
+        ("audio (PCM)", t.audio),
+        ("combine (MP4, AAC)", combine),
+    ] {
+        println!(
+            "| {stage} | {:.3} | {:.2} |",
+            secs(d),
+            secs(d) * 1000.0 / frames
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let full = full_run();
+    let rounds: usize = env_or("MONTAGE_BENCH_RUNS", if full { 3 } else { 1 }).max(1);
+    let load_before = load_average();
+    let binary = coordinator_binary(full)?;
+    let scratch = tempfile::tempdir()?;
+    let bundle = bundle(full, scratch.path())?;
+    let source = WorkerConfig::standard().source(&SourceSpec::BundlePath(bundle.clone()))?;
+    let meta = source.composition(COMPOSITION)?.describe(&Props::new())?;
+    let yuv = scratch.path().join("frames.yuv");
+    write_yuv(&bundle, &meta, &yuv)?;
+
+    let out = |name: &str| scratch.path().join(name);
+    let mut cases = [
+        Case::new(
+            "coordinator render, --chunks 1",
+            render_command(&binary, &bundle, Some(1), &out("one.mp4")),
+        ),
+        Case::new(
+            "coordinator render, --chunks 16",
+            render_command(&binary, &bundle, Some(16), &out("sixteen.mp4")),
+        ),
+        Case::new(
+            "coordinator render (default chunks)",
+            render_command(&binary, &bundle, None, &out("default.mp4")),
+        ),
+        Case::new(
+            "ffmpeg CLI, libx264 on the worker's raw YUV",
+            ffmpeg_command(&yuv, &meta, &out("ffmpeg.ts")),
+        ),
+    ];
+    for _ in 0..rounds {
+        for case in &mut cases {
+            case.run()?;
+        }
+    }
+    let load_after = load_average();
+
+    println!(
+        "cli{}: `{COMPOSITION}` {}x{} at {} fps, {} frames; {}; {} cores; {rounds} round(s), medians; load average {load_before} before, {load_after} after",
+        if full {
+            ""
+        } else {
+            " (quick mode: not a cargo bench run)"
+        },
+        meta.width,
+        meta.height,
+        meta.fps,
+        meta.duration_frames,
+        binary.display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    println!();
+    println!("| case | wall s | CPU s | peak RSS MiB | chunks | combine ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for case in &cases {
+        let m = case.median();
+        let s = summary(&case.stdout);
+        let field = |k: &str| {
+            s.as_ref()
+                .and_then(|s| s[k].as_u64())
+                .map_or_else(|| "-".to_owned(), |v| v.to_string())
+        };
+        println!(
+            "| {} | {:.2} | {:.2} | {:.0} | {} | {} |",
+            case.label,
+            secs(m.wall),
+            secs(m.cpu),
+            m.peak_kib as f64 / 1024.0,
+            field("chunks"),
+            field("combine_ms"),
+        );
+    }
+    let [one, sixteen, default, ffmpeg] = &cases;
+    let (one_m, sixteen_m, default_m, ffmpeg_m) = (
+        one.median(),
+        sixteen.median(),
+        default.median(),
+        ffmpeg.median(),
+    );
+    let combine_share = |case: &Case| {
+        summary(&case.stdout)
+            .and_then(|s| Some(100.0 * s["combine_ms"].as_f64()? / s["wall_ms"].as_f64()?.max(1.0)))
+            .unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("| ratio | measured | limit |");
+    println!("|---|---:|---:|");
+    println!(
+        "| CPU: 1 chunk / ffmpeg CLI | {:.2} | ≤ 1.10 |",
+        ratio(one_m.cpu, ffmpeg_m.cpu)
+    );
+    println!(
+        "| CPU: 16 chunks / 1 chunk | {:.2} | ≤ 1.10 |",
+        ratio(sixteen_m.cpu, one_m.cpu)
+    );
+    println!(
+        "| CPU: default chunks / 1 chunk | {:.2} | ≤ 1.10 |",
+        ratio(default_m.cpu, one_m.cpu)
+    );
+    println!(
+        "| combine, % of the 16-chunk render's wall | {:.1} | ≤ 2 |",
+        combine_share(sixteen)
+    );
+    println!(
+        "| combine, % of the default render's wall | {:.1} | ≤ 2 |",
+        combine_share(default)
+    );
+    breakdown(&bundle, &meta, scratch.path())?;
+    Ok(())
+}
