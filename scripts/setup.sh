@@ -13,6 +13,8 @@ packages=(
     ffmpeg chromium
     # LittleCMS's transicc judges the colour conversion of images.
     liblcms2-utils
+    # A CBDT colour emoji font the text tests render (Noto Color Emoji).
+    fonts-noto-color-emoji
 )
 
 missing=()

@@ -146,6 +146,8 @@ limits! {
     LineHeight = 0.1, 10.0, "A line height as a multiple of the font size.";
     /// Extra space between characters.
     LetterSpacing = -1000.0, 1000.0, "Extra space between characters in pixels.";
+    /// Text shadow blur radius.
+    Blur = 0.0, 1000.0, "A blur radius in pixels.";
     /// Keyframe times (fractional frames are allowed).
     Frame = 0.0, MAX_FRAME as f64, "A frame number (fractions allowed).";
 }

@@ -134,8 +134,13 @@ pub struct TextLayer {
     pub wrap: bool,
     pub shrink_to_fit: bool,
     pub color: Anim<Rgba>,
-    /// Filled when prepared: the glyph outlines in layer space.
-    pub shaped: Option<Arc<Option<tiny_skia::Path>>>,
+    /// Stroke, shadow, gradient and animation.
+    pub fx: super::text_fx::Effects,
+    /// For a `captions` layer: where its cues come from, and its cues.
+    pub captions: Option<Box<super::captions::Captions>>,
+    /// Filled when prepared: the glyphs in layer space (not for captions,
+    /// whose cues hold theirs).
+    pub shaped: Option<Arc<super::text::Shaped>>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,12 +217,12 @@ pub fn anim<T, U: Lerp>(
 }
 
 /// A number within its kind's range.
-fn num<L: Limit>(v: &Num<L>) -> Result<f64, String> {
+pub(super) fn num<L: Limit>(v: &Num<L>) -> Result<f64, String> {
     v.check()
 }
 
 /// A pair of numbers, each within its kind's range.
-fn pair<L: Limit>(v: &[Num<L>; 2]) -> Result<V2, String> {
+pub(super) fn pair<L: Limit>(v: &[Num<L>; 2]) -> Result<V2, String> {
     check2(v)
 }
 
@@ -229,7 +234,7 @@ fn frame_number(v: Option<u64>, field: &str, ctx: &str) -> Result<Option<u64>, C
 }
 
 #[allow(clippy::ptr_arg)] // a converter for `AnimDoc<String>` values, passed as `Fn(&String)`
-fn color(v: &String) -> Result<Rgba, String> {
+pub(super) fn color(v: &String) -> Result<Rgba, String> {
     parse_color(v)
 }
 
@@ -539,6 +544,7 @@ impl Loader<'_> {
             LayerType::Ellipse => f.ellipse(size)?,
             LayerType::Path => f.path()?,
             LayerType::Text => f.text(size, self.fonts)?,
+            LayerType::Captions => f.captions(size, self.fonts)?,
             LayerType::Image => f.image(size)?,
             LayerType::Group => self.group(&f, &path, depth)?,
         };
@@ -572,7 +578,7 @@ impl Loader<'_> {
 
 /// The fields of a layer document that only some layer types take, with the
 /// name of that field in the document.
-fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 26] {
+fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 30] {
     [
         ("color", d.color.is_some()),
         ("size", d.size.is_some()),
@@ -595,6 +601,10 @@ fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 26] {
         ("valign", d.valign.is_some()),
         ("wrap", d.wrap.is_some()),
         ("shrink_to_fit", d.shrink_to_fit.is_some()),
+        ("shadow", d.shadow.is_some()),
+        ("gradient", d.gradient.is_some()),
+        ("animate", d.animate.is_some()),
+        ("highlight", d.highlight.is_some()),
         ("src", d.src.is_some()),
         ("fit", d.fit.is_some()),
         ("layers", d.layers.is_some()),
@@ -626,6 +636,30 @@ fn fields_of(kind: LayerType) -> &'static [&'static str] {
             "shrink_to_fit",
             "size",
             "color",
+            "stroke",
+            "shadow",
+            "gradient",
+            "animate",
+        ],
+        LayerType::Captions => &[
+            "src",
+            "text",
+            "font",
+            "weight",
+            "italic",
+            "font_size",
+            "line_height",
+            "letter_spacing",
+            "align",
+            "valign",
+            "wrap",
+            "shrink_to_fit",
+            "size",
+            "color",
+            "stroke",
+            "shadow",
+            "gradient",
+            "highlight",
         ],
         LayerType::Image => &["src", "size", "fit"],
         LayerType::Group => &["layers", "time_offset", "clip"],
@@ -727,23 +761,7 @@ impl<'a> Fields<'a> {
     }
 
     fn stops(&self) -> Result<Vec<Stop>, CompositionError> {
-        let stops = self.d.stops.as_deref().unwrap_or(&[]);
-        if stops.len() < 2 {
-            return Err(self.invalid("`stops`: a gradient needs at least two stops".into()));
-        }
-        let mut out: Vec<Stop> = Vec::with_capacity(stops.len());
-        for (i, s) in stops.iter().enumerate() {
-            let off =
-                num(&s.offset).map_err(|m| self.invalid(format!("`stops[{i}].offset`: {m}")))?;
-            if out.last().is_some_and(|p| p.offset > off) {
-                return Err(self.invalid(format!("`stops[{i}].offset`: offsets must not decrease")));
-            }
-            out.push(Stop {
-                offset: off,
-                color: anim(&s.color, &format!("stops[{i}].color"), self.ctx, color)?,
-            });
-        }
-        Ok(out)
+        stops_of(self.d.stops.as_deref().unwrap_or(&[]), "stops", self.ctx)
     }
 
     /// The fill and stroke of a shape: at least one of them.
@@ -833,6 +851,46 @@ impl<'a> Fields<'a> {
     ) -> Result<Kind, CompositionError> {
         let d = self.d;
         let text = self.require(&d.text, "text")?;
+        Ok(Kind::Text(self.styled_text(text, size, fonts)?))
+    }
+
+    /// A captions layer: cues from `src` (a file) or `text` (the captions
+    /// themselves), styled as text.
+    fn captions(
+        &self,
+        size: Option<Anim<V2>>,
+        fonts: &dyn FontCheck,
+    ) -> Result<Kind, CompositionError> {
+        let d = self.d;
+        let (source, from_file) = match (&d.src, &d.text) {
+            (Some(src), None) => (src, true),
+            (None, Some(text)) => (text, false),
+            _ => {
+                return Err(self.invalid(
+                    "a captions layer needs `src` (an SRT or WebVTT file) or `text` (the captions themselves), not both".into(),
+                ));
+            }
+        };
+        let mut t = self.styled_text(source, size, fonts)?;
+        t.captions = Some(Box::new(super::captions::Captions::new(
+            from_file,
+            d.highlight
+                .as_ref()
+                .map(|h| anim(h, "highlight", self.ctx, color))
+                .transpose()?,
+        )));
+        Ok(Kind::Text(t))
+    }
+
+    /// A text layer with `text` (a template), styled by the document's
+    /// text fields.
+    fn styled_text(
+        &self,
+        text: &str,
+        size: Option<Anim<V2>>,
+        fonts: &dyn FontCheck,
+    ) -> Result<Box<TextLayer>, CompositionError> {
+        let d = self.d;
         let family = self.require(&d.font, "font")?;
         let font_size = *self.require(&d.font_size, "font_size")?;
         if text.chars().count() > MAX_TEXT_CHARS {
@@ -852,7 +910,7 @@ impl<'a> Fields<'a> {
         if shrink_to_fit && size.is_none() {
             return Err(self.invalid("`shrink_to_fit` needs a `size` box".into()));
         }
-        Ok(Kind::Text(Box::new(TextLayer {
+        Ok(Box::new(TextLayer {
             template: Template::parse(text).map_err(|m| self.invalid(format!("`text`: {m}")))?,
             text_override: None,
             family: family.clone(),
@@ -867,8 +925,10 @@ impl<'a> Fields<'a> {
             wrap: d.wrap.unwrap_or(size.is_some()),
             shrink_to_fit,
             color: self.color([0.0, 0.0, 0.0, 1.0])?,
+            fx: super::text_fx::load(d, self.ctx)?,
+            captions: None,
             shaped: None,
-        })))
+        }))
     }
 
     fn image(&self, size: Option<Anim<V2>>) -> Result<Kind, CompositionError> {
@@ -918,6 +978,37 @@ impl<'a> Fields<'a> {
             kind,
         })
     }
+}
+
+/// Gradient stops (`field` names them in errors): at least two, offsets
+/// not decreasing.
+pub(super) fn stops_of(
+    stops: &[StopDoc],
+    field: &str,
+    ctx: &str,
+) -> Result<Vec<Stop>, CompositionError> {
+    if stops.len() < 2 {
+        return Err(invalid(
+            ctx,
+            format!("`{field}`: a gradient needs at least two stops"),
+        ));
+    }
+    let mut out: Vec<Stop> = Vec::with_capacity(stops.len());
+    for (i, s) in stops.iter().enumerate() {
+        let off =
+            num(&s.offset).map_err(|m| invalid(ctx, format!("`{field}[{i}].offset`: {m}")))?;
+        if out.last().is_some_and(|p| p.offset > off) {
+            return Err(invalid(
+                ctx,
+                format!("`{field}[{i}].offset`: offsets must not decrease"),
+            ));
+        }
+        out.push(Stop {
+            offset: off,
+            color: anim(&s.color, &format!("{field}[{i}].color"), ctx, color)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Parses SVG path data (arcs become curves) into a path.

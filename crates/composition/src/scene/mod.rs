@@ -32,7 +32,9 @@ mod assets;
 mod audio;
 mod audio_file;
 mod budget;
+mod captions;
 mod colour;
+mod colour_glyph;
 mod guard;
 mod image;
 pub mod limits;
@@ -45,6 +47,7 @@ mod render;
 mod resample;
 mod template;
 mod text;
+mod text_fx;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -495,14 +498,19 @@ impl SceneComposition {
                             .template
                             .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?,
                     };
-                    if text.chars().count() > MAX_TEXT_CHARS {
+                    if t.captions.is_none() && text.chars().count() > MAX_TEXT_CHARS {
                         return Err(CompositionError::Invalid {
                             context: lctx,
                             message: format!("text is longer than {MAX_TEXT_CHARS} characters"),
                         });
                     }
-                    let path = lock(&self.shared.fonts).shape(t, &text, &lctx)?;
-                    t.shaped = Some(Arc::new(path));
+                    if t.captions.is_some() {
+                        self.load_captions(t, &text, &lctx)?;
+                    } else {
+                        let split = text_fx::split(&t.fx, &text);
+                        let shaped = lock(&self.shared.fonts).shape(t, &text, &split, &lctx)?;
+                        t.shaped = Some(Arc::new(shaped));
+                    }
                 }
                 Kind::Image(img) => {
                     if props.is_none() && img.src.props().next().is_some() {
@@ -549,6 +557,64 @@ impl SceneComposition {
                 Kind::Group { layers, .. } => self.load_layers(layers, props, ctx)?,
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Reads a captions layer's cues (from its file, or `text` itself) and
+    /// shapes each; `source` is its filled template.
+    fn load_captions(
+        &self,
+        t: &mut load::TextLayer,
+        source: &str,
+        lctx: &str,
+    ) -> Result<(), CompositionError> {
+        let Some(caps) = &t.captions else {
+            return Ok(());
+        };
+        let invalid = |message: String| CompositionError::Invalid {
+            context: lctx.to_owned(),
+            message,
+        };
+        let (content, what) = if caps.from_file {
+            let path = assets::resolve_path(&self.shared.root, source, lctx)?;
+            let bytes = assets::read_file(&path, source, lctx)?;
+            let content = String::from_utf8(bytes)
+                .map_err(|_| invalid(format!("captions `{source}` are not UTF-8 text")))?;
+            (content, format!("captions `{source}`"))
+        } else {
+            (source.to_owned(), "captions `text`".to_owned())
+        };
+        let cues = captions::parse(&content).map_err(|m| invalid(format!("{what}: {m}")))?;
+        let chars: usize = cues.iter().map(|c| c.text.chars().count()).sum();
+        if chars as u64 > budget::MAX_SHAPED_GLYPHS {
+            return Err(invalid(format!(
+                "{what}: {chars} characters of cues; the limit is {}",
+                budget::MAX_SHAPED_GLYPHS
+            )));
+        }
+        let fps = self.comp.fps;
+        let highlight = caps.highlight.is_some();
+        let mut shaped = Vec::with_capacity(cues.len());
+        let mut fonts = lock(&self.shared.fonts);
+        for cue in &cues {
+            let (starts, unit_frames) = if highlight && !cue.words.is_empty() {
+                captions::word_units(cue, fps)
+            } else {
+                (vec![0], vec![captions::first_frame_at(cue.start_ms, fps)])
+            };
+            let cctx = format!("{lctx}: {what} line {}", cue.line);
+            let glyphs = fonts.shape(t, &cue.text, &text::Split::At(starts), &cctx)?;
+            shaped.push(captions::ShapedCue {
+                first: captions::first_frame_at(cue.start_ms, fps),
+                end: captions::first_frame_at(cue.end_ms, fps),
+                shaped: glyphs,
+                unit_frames,
+            });
+        }
+        shaped.sort_by_key(|c| c.first);
+        if let Some(caps) = &mut t.captions {
+            caps.cues = Some(Arc::new(shaped));
         }
         Ok(())
     }

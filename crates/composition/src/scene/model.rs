@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{
-    Coord, Degrees, Extent, FontSize, Frame, LetterSpacing, LineHeight, MAX_FRAME, Num, Radius,
-    Scale, StrokeWidth, Unit, Volume,
+    Blur, Coord, Degrees, Extent, FontSize, Frame, LetterSpacing, LineHeight, MAX_FRAME, Num,
+    Radius, Scale, StrokeWidth, Unit, Volume,
 };
 use crate::{MAX_DIMENSION, MAX_DURATION_FRAMES, MAX_FPS};
 
@@ -157,6 +157,9 @@ pub enum LayerType {
     Image,
     /// A precomposition: its own `layers`, `time_offset` and optional `clip`.
     Group,
+    /// Timed text from SRT or WebVTT (`src` file or `text`), one cue at a
+    /// time, styled like text.
+    Captions,
 }
 
 /// Blend modes, as in CSS `mix-blend-mode`.
@@ -239,6 +242,80 @@ pub struct StrokeDoc {
     pub width: AnimDoc<Num<StrokeWidth>>,
 }
 
+/// A drop shadow under text.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowDoc {
+    /// Colour (its alpha is the shadow's strength).
+    pub color: AnimDoc<String>,
+    /// Offset `[dx, dy]` in layer pixels (default `[0, 0]`).
+    #[serde(default)]
+    pub offset: Option<AnimDoc<PointDoc>>,
+    /// Blur radius in pixels (the Gaussian's standard deviation is half of
+    /// it, as in CSS); default 0.
+    #[serde(default)]
+    pub blur: Option<AnimDoc<Num<Blur>>>,
+}
+
+/// A gradient fill of text, in the gradient layers' syntax (layer space).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum GradientDoc {
+    /// From `from` to `to` through `stops`.
+    LinearGradient {
+        /// Start point.
+        from: AnimDoc<PointDoc>,
+        /// End point.
+        to: AnimDoc<PointDoc>,
+        /// At least two stops.
+        stops: Vec<StopDoc>,
+    },
+    /// Around `center` out to `radius`.
+    RadialGradient {
+        /// Centre.
+        center: AnimDoc<PointDoc>,
+        /// Radius in pixels.
+        radius: AnimDoc<Num<Radius>>,
+        /// At least two stops.
+        stops: Vec<StopDoc>,
+    },
+}
+
+/// What an animation of text moves one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitDoc {
+    /// Each laid-out line.
+    Line,
+    /// Each word (Unicode word boundaries).
+    Word,
+    /// Each character (grapheme cluster: an emoji sequence is one).
+    Character,
+}
+
+/// Kinetic text: each unit (line, word or character, in reading order) gets
+/// these properties, evaluated `i × stagger` frames later for unit `i`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnimateDoc {
+    /// What moves: `line`, `word` or `character`.
+    pub by: UnitDoc,
+    /// Frames between one unit's start and the next's (fractions allowed).
+    pub stagger: Num<Frame>,
+    /// Opacity of each unit, times the layer's (default 1).
+    #[serde(default)]
+    pub opacity: Option<AnimDoc<Num<Unit>>>,
+    /// Offset `[dx, dy]` of each unit in layer pixels (default `[0, 0]`).
+    #[serde(default)]
+    pub offset: Option<AnimDoc<PointDoc>>,
+    /// Scale of each unit about its centre (default 1).
+    #[serde(default)]
+    pub scale: Option<AnimDoc<ScaleDoc>>,
+    /// Clockwise rotation of each unit about its centre in degrees (default 0).
+    #[serde(default)]
+    pub rotation: Option<AnimDoc<Num<Degrees>>>,
+}
+
 /// A layer. `type` decides which of the kind-specific fields apply; a field
 /// that does not apply to the type is an error.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -307,7 +384,8 @@ pub struct LayerDoc {
     /// `rect`, `ellipse`, `path`: fill colour.
     #[serde(default)]
     pub fill: Option<AnimDoc<String>>,
-    /// `rect`, `ellipse`, `path`: stroke.
+    /// `rect`, `ellipse`, `path`: stroke; `text`, `captions`: an outline
+    /// around the glyphs (`width` shows outside the fill).
     #[serde(default)]
     pub stroke: Option<StrokeDoc>,
     /// `path`: SVG path data.
@@ -350,6 +428,19 @@ pub struct LayerDoc {
     /// `text`: reduce the font size until the text fits `size` (default false).
     #[serde(default)]
     pub shrink_to_fit: Option<bool>,
+    /// `text`, `captions`: a drop shadow.
+    #[serde(default)]
+    pub shadow: Option<ShadowDoc>,
+    /// `text`, `captions`: a gradient fill instead of `color`.
+    #[serde(default)]
+    pub gradient: Option<GradientDoc>,
+    /// `text`: animate lines, words or characters one after another.
+    #[serde(default)]
+    pub animate: Option<AnimateDoc>,
+    /// `captions`: the colour of the word being spoken, for cues with word
+    /// timings (WebVTT `<00:00:01.500>` tags).
+    #[serde(default)]
+    pub highlight: Option<AnimDoc<String>>,
 
     /// `image`: PNG, JPEG, WebP or SVG file in the bundle, with `{prop}`
     /// placeholders.

@@ -20,13 +20,14 @@ pub struct Ctx {
     pub frame: u64,
 }
 
-fn color(c: Rgba, opacity: f32) -> Color {
+pub(super) fn color(c: Rgba, opacity: f32) -> Color {
     let k = |v: f64| (v as f32).clamp(0.0, 1.0);
     Color::from_rgba(k(c[0]), k(c[1]), k(c[2]), k(c[3]) * opacity.clamp(0.0, 1.0))
         .unwrap_or(Color::TRANSPARENT)
 }
 
-fn solid(c: Rgba, opacity: f32, blend: BlendMode) -> Paint<'static> {
+/// A solid paint of `c` at `opacity`.
+pub(super) fn solid(c: Rgba, opacity: f32, blend: BlendMode) -> Paint<'static> {
     let mut p = Paint::default();
     p.set_color(color(c, opacity));
     p.anti_alias = true;
@@ -34,7 +35,8 @@ fn solid(c: Rgba, opacity: f32, blend: BlendMode) -> Paint<'static> {
     p
 }
 
-fn stops(stops: &[Stop], t: f64, opacity: f32) -> Vec<GradientStop> {
+/// Gradient stops at time `t`, their colours at `opacity`.
+pub(super) fn stops(stops: &[Stop], t: f64, opacity: f32) -> Vec<GradientStop> {
     stops
         .iter()
         .map(|s| GradientStop::new(s.offset as f32, color(s.color.at(t), opacity)))
@@ -157,7 +159,9 @@ pub fn is_static(l: &Layer, duration: u64) -> bool {
         } => size.is_static() && radius.is_static() && paint_static(paint),
         Kind::Ellipse { size, paint } => size.is_static() && paint_static(paint),
         Kind::Path { paint, .. } => paint_static(paint),
-        Kind::Text(t) => t.color.is_static(),
+        Kind::Text(t) => {
+            t.color.is_static() && t.captions.is_none() && super::text_fx::is_static(&t.fx)
+        }
         Kind::Image(_) => true,
         Kind::Group {
             layers,
@@ -373,15 +377,25 @@ fn paint_text(
     text: &TextLayer,
     ctx: &Ctx,
 ) -> Result<(), CompositionError> {
-    if let Some(path) = loaded(&text.shaped, "text was not shaped", l, ctx)?.as_ref() {
-        pm.fill_path(
-            path,
-            &solid(text.color.at(look.t), look.opacity, look.blend),
-            FillRule::Winding,
-            look.tf,
-            None,
-        );
+    let fx_look = super::text_fx::Look {
+        t: look.t,
+        opacity: look.opacity,
+        blend: look.blend,
+        tf: look.tf,
+    };
+    if let Some(caps) = &text.captions {
+        let cues = loaded(&caps.cues, "captions were not read", l, ctx)?;
+        if let Some(cue) = super::captions::cue_at(cues, look.t) {
+            let highlight = caps
+                .highlight
+                .as_ref()
+                .map(|h| (super::captions::current_unit(cue, look.t), h.at(look.t)));
+            super::text_fx::paint(pm, &fx_look, text, &cue.shaped, highlight);
+        }
+        return Ok(());
     }
+    let shaped = loaded(&text.shaped, "text was not shaped", l, ctx)?;
+    super::text_fx::paint(pm, &fx_look, text, shaped, None);
     Ok(())
 }
 

@@ -212,7 +212,7 @@ fn number_of(n: &serde_json::Number) -> Option<Decimal> {
 }
 
 /// At most 200 characters of `s`, for error messages.
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     const MAX: usize = 200;
     match s.char_indices().nth(MAX) {
         None => s.to_owned(),

@@ -1,10 +1,12 @@
 //! Fonts from the bundle only, shaping with cosmic-text, glyph outlines as
-//! one `tiny-skia` path per text layer (built once per prepared render).
+//! `tiny-skia` paths and colour glyph rasters per unit of a text layer
+//! (built once per prepared render).
 
 use cosmic_text::{
     Align, Attrs, Buffer, Family, FontSystem, Metrics, Shaping, Style, Weight, Wrap, fontdb,
 };
 
+use super::colour_glyph::{self, ColourGlyph};
 use super::guard::guard;
 use super::load::{FontCheck, TextLayer};
 use super::model::{AlignDoc, VAlignDoc};
@@ -21,6 +23,8 @@ const LOCALE: &str = "en-US";
 /// The bundle's fonts and nothing else: the database starts empty.
 pub struct Fonts {
     pub system: FontSystem,
+    /// Colour glyph rasters by face, glyph and font size (`f32` bits).
+    rasters: std::collections::HashMap<(fontdb::ID, u16, u32), colour_glyph::Raster>,
 }
 
 impl std::fmt::Debug for Fonts {
@@ -50,6 +54,7 @@ impl Fonts {
         }
         Ok(Fonts {
             system: FontSystem::new_with_locale_and_db(LOCALE.to_owned(), db),
+            rasters: std::collections::HashMap::new(),
         })
     }
 
@@ -64,12 +69,13 @@ impl Fonts {
         &mut self,
         layer: &TextLayer,
         text: &str,
+        split: &Split,
         ctx: &str,
-    ) -> Result<Option<tiny_skia::Path>, CompositionError> {
+    ) -> Result<Shaped, CompositionError> {
         match guard(
             || ctx.to_owned(),
             "text shaper",
-            || shape(self, layer, text),
+            || shape(self, layer, text, split),
         ) {
             Ok(shaped) => shaped.map_err(|message| CompositionError::Invalid {
                 context: ctx.to_owned(),
@@ -127,17 +133,56 @@ impl FontCheck for Fonts {
     }
 }
 
-/// Lays out `text` for `layer` and returns its outlines in layer space
-/// (`None` for text that draws nothing, such as spaces).
+/// Text laid out for drawing: its units (the whole text, or the lines,
+/// words or characters an animation moves), each with its outlines and
+/// colour glyphs in layer space.
+#[derive(Debug, Default)]
+pub struct Shaped {
+    /// In reading order (logical order, also for right-to-left text).
+    pub units: Vec<Unit>,
+}
+
+/// One unit of shaped text.
+#[derive(Debug, Default)]
+pub struct Unit {
+    /// Glyph outlines in layer space (`None`: no outline, e.g. spaces).
+    pub path: Option<tiny_skia::Path>,
+    /// Colour glyphs (emoji), drawn over the outlines.
+    pub colour: Vec<ColourGlyph>,
+    /// The centre of the unit's line boxes: its scale and rotation pivot.
+    pub pivot: [f32; 2],
+    /// Where the unit's text starts in the laid-out text (bytes).
+    pub start: usize,
+}
+
+/// How shaped text is split into units.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Split {
+    /// One unit.
+    Whole,
+    /// One unit per laid-out line.
+    Lines,
+    /// A unit starts at each of these byte offsets (sorted); glyphs before
+    /// the first belong to the first.
+    At(Vec<usize>),
+}
+
+/// Lays out `text` for `layer` and returns its outlines and colour glyphs
+/// in layer space, split into units by `split`.
 ///
 /// # Errors
-/// A message listing characters no bundle font covers.
+/// A message listing characters no bundle font covers, or naming a glyph a
+/// font defines in a format Montage cannot draw.
 pub fn shape(
     fonts: &mut Fonts,
     layer: &TextLayer,
     text: &str,
-) -> Result<Option<tiny_skia::Path>, String> {
-    let fs = &mut fonts.system;
+    split: &Split,
+) -> Result<Shaped, String> {
+    let Fonts {
+        system: fs,
+        rasters,
+    } = fonts;
     let (mut buffer, fits) = layout(fs, layer, text, layer.font_size as f32);
     if layer.shrink_to_fit && !fits {
         // Bisect for the largest size that fits: a fixed number of steps,
@@ -183,26 +228,151 @@ pub fn shape(
         (Some([_, h]), VAlignDoc::Bottom) => h as f32 - total_h,
         _ => 0.0,
     };
-    let mut pb = tiny_skia::PathBuilder::new();
-    for run in buffer.layout_runs() {
+    let foreground = {
+        let c = layer.color.at(0.0);
+        let k = |v: f64| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        ttf_parser::RgbaColor::new(k(c[0]), k(c[1]), k(c[2]), k(c[3]))
+    };
+    let mut units: Vec<(tiny_skia::PathBuilder, Unit, Option<[f32; 4]>)> = Vec::new();
+    let unit_of = |start: usize, line: usize| match split {
+        Split::Whole => 0,
+        Split::Lines => line,
+        Split::At(starts) => starts.partition_point(|&s| s <= start).saturating_sub(1),
+    };
+    let mut line_top = dy;
+    for (line, run) in buffer.layout_runs().enumerate() {
+        let top = line_top;
+        line_top += run.line_height;
         for g in run.glyphs {
+            let i = unit_of(g.start, line);
+            while units.len() <= i {
+                units.push((tiny_skia::PathBuilder::new(), Unit::default(), None));
+            }
+            let (pb, unit, bounds) = &mut units[i];
+            if bounds.is_none() {
+                unit.start = g.start;
+            }
+            unit.start = unit.start.min(g.start);
+            let b = [g.x, top, g.x + g.w, top + run.line_height];
+            *bounds = Some(match *bounds {
+                None => b,
+                Some(o) => [
+                    o[0].min(b[0]),
+                    o[1].min(b[1]),
+                    o[2].max(b[2]),
+                    o[3].max(b[3]),
+                ],
+            });
             let ox = g.x + g.font_size * g.x_offset;
             let oy = run.line_y + g.y - g.font_size * g.y_offset + dy;
+            let mut failed = None;
             fs.db().with_face_data(g.font_id, |data, index| {
-                if let Ok(face) = ttf_parser::Face::parse(data, index) {
-                    let scale = g.font_size / f32::from(face.units_per_em());
-                    let mut sink = Outline {
-                        pb: &mut pb,
-                        ox,
-                        oy,
-                        scale,
-                    };
-                    face.outline_glyph(ttf_parser::GlyphId(g.glyph_id), &mut sink);
+                let Ok(face) = ttf_parser::Face::parse(data, index) else {
+                    return;
+                };
+                let key = (g.font_id, g.glyph_id, g.font_size.to_bits());
+                let drawn = match rasters.get(&key) {
+                    Some(r) => Ok(colour_glyph::Drawn::Colour(r.clone())),
+                    None => colour_glyph::classify(&face, g.glyph_id, g.font_size, foreground),
+                };
+                match drawn {
+                    Ok(colour_glyph::Drawn::Colour(r)) => {
+                        unit.colour.push(r.at(ox, oy));
+                        rasters.insert(key, r);
+                    }
+                    Ok(colour_glyph::Drawn::Outline) => {
+                        let scale = g.font_size / f32::from(face.units_per_em());
+                        let mut sink = Outline { pb, ox, oy, scale };
+                        let drawn = face
+                            .outline_glyph(ttf_parser::GlyphId(g.glyph_id), &mut sink)
+                            .is_some();
+                        let shown = run.text.get(g.start..g.end).unwrap_or("");
+                        let visible = shown
+                            .chars()
+                            .any(|c| !c.is_whitespace() && !c.is_control() && !is_invisible(c));
+                        if !drawn && visible && colour_glyph::has_colour_tables(&face) {
+                            failed = Some(
+                                "it has neither an outline nor colour data at this size".to_owned(),
+                            );
+                        }
+                    }
+                    Err(why) => failed = Some(why),
                 }
             });
+            if let Some(why) = failed {
+                let shown = run.text.get(g.start..g.end).unwrap_or("?");
+                let font = font_name(fs, g.font_id);
+                let codes: Vec<String> = shown
+                    .chars()
+                    .map(|c| format!("U+{:04X}", u32::from(c)))
+                    .collect();
+                return Err(format!(
+                    "`{shown}` ({}) in font `{font}` cannot be drawn: {why}",
+                    codes.join(" ")
+                ));
+            }
         }
     }
-    Ok(pb.finish())
+    Ok(Shaped {
+        units: units
+            .into_iter()
+            .map(|(pb, mut unit, b)| {
+                unit.path = pb.finish();
+                if let Some([x0, y0, x1, y1]) = b {
+                    unit.pivot = [(x0 + x1) / 2.0, (y0 + y1) / 2.0];
+                }
+                unit
+            })
+            .collect(),
+    })
+}
+
+/// Characters that draw nothing by design (joiners, variation selectors,
+/// format controls): their glyphs may be empty in any font.
+fn is_invisible(c: char) -> bool {
+    matches!(u32::from(c), 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFE00..=0xFE0F | 0xFEFF | 0xE0000..=0xE0FFF | 0x00AD | 0x034F)
+}
+
+/// A face's family and file-independent name for errors.
+fn font_name(fs: &FontSystem, id: fontdb::ID) -> String {
+    fs.db()
+        .face(id)
+        .map(|f| {
+            let family = f.families.first().map_or("?", |(n, _)| n.as_str());
+            format!("{family} {}", f.weight.0)
+        })
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// The byte offsets where each word of `text` starts (Unicode word
+/// boundaries; punctuation and spaces belong to the word before them).
+pub fn word_starts(text: &str) -> Vec<usize> {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut v: Vec<usize> = text
+        .split_word_bound_indices()
+        .filter(|(_, w)| w.chars().any(char::is_alphanumeric))
+        .map(|(i, _)| i)
+        .collect();
+    if v.first() != Some(&0) {
+        v.insert(0, 0);
+    }
+    v
+}
+
+/// The byte offsets where each visible character (grapheme cluster: an
+/// emoji sequence is one) of `text` starts; spaces belong to the character
+/// before them.
+pub fn character_starts(text: &str) -> Vec<usize> {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut v: Vec<usize> = text
+        .grapheme_indices(true)
+        .filter(|(_, g)| !g.chars().all(char::is_whitespace))
+        .map(|(i, _)| i)
+        .collect();
+    if v.first() != Some(&0) {
+        v.insert(0, 0);
+    }
+    v
 }
 
 fn layout(fs: &mut FontSystem, layer: &TextLayer, text: &str, size: f32) -> (Buffer, bool) {
