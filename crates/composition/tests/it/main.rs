@@ -11,6 +11,7 @@ mod hostile;
 mod images;
 mod limits;
 mod promo;
+mod text;
 
 use std::path::{Path, PathBuf};
 
