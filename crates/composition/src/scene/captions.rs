@@ -321,15 +321,15 @@ mod tests {
     #[test]
     fn bad_captions_name_the_line() {
         assert_eq!(
-            parse("1\n00:00:01,000 --> 00:00:0x,500\nHi\n").unwrap_err(),
+            parse("1\n00:00:01,000 --> 00:00:0x,500\nHi\n").expect_err("refused"),
             "line 2: `00:00:0x,500` is not a timestamp like `00:01:02,500`"
         );
         assert_eq!(
-            parse("WEBVTT\n\n00:02.000 --> 00:01.000\nHi\n").unwrap_err(),
+            parse("WEBVTT\n\n00:02.000 --> 00:01.000\nHi\n").expect_err("refused"),
             "line 3: the cue ends (00:00:01.000) before it starts (00:00:02.000)"
         );
         assert_eq!(
-            parse("1\nHello\n").unwrap_err(),
+            parse("1\nHello\n").expect_err("refused"),
             "line 1: expected a cue timing `00:00:01,000 --> 00:00:02,000`, found `1`"
         );
     }
