@@ -399,8 +399,8 @@ pub struct LayerDoc {
     /// `text`: font family name (one of the bundle's fonts).
     #[serde(default)]
     pub font: Option<String>,
-    /// `text`: font weight 1-1000 (default 400); a face of exactly this weight
-    /// must be in the bundle.
+    /// `text`: font weight 1-1000 (default 400); a face of exactly this weight,
+    /// or a variable face whose `wght` axis covers it, must be in the bundle.
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
     pub weight: Option<u16>,

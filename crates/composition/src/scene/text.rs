@@ -23,8 +23,9 @@ const LOCALE: &str = "en-US";
 /// The bundle's fonts and nothing else: the database starts empty.
 pub struct Fonts {
     pub system: FontSystem,
-    /// Colour glyph rasters by face, glyph and font size (`f32` bits).
-    rasters: std::collections::HashMap<(fontdb::ID, u16, u32), colour_glyph::Raster>,
+    /// Colour glyph rasters by face, glyph, font size (`f32` bits) and
+    /// weight (a variable COLR font's glyphs follow it).
+    rasters: std::collections::HashMap<(fontdb::ID, u16, u32, u16), colour_glyph::Raster>,
 }
 
 impl std::fmt::Debug for Fonts {
@@ -90,9 +91,8 @@ impl Fonts {
     }
 
     fn faces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .system
-            .db()
+        let db = self.system.db();
+        let mut v: Vec<String> = db
             .faces()
             .map(|f| {
                 let family = f.families.first().map(|(n, _)| n.as_str()).unwrap_or("?");
@@ -101,7 +101,10 @@ impl Fonts {
                 } else {
                     " italic"
                 };
-                format!("{family} {}{italic}", f.weight.0)
+                match weight_axis(db, f.id) {
+                    Some((lo, hi)) => format!("{family} {lo}-{hi}{italic} (variable)"),
+                    None => format!("{family} {}{italic}", f.weight.0),
+                }
             })
             .collect();
         v.sort();
@@ -112,10 +115,13 @@ impl Fonts {
 
 impl FontCheck for Fonts {
     fn check(&self, family: &str, weight: u16, italic: bool) -> Result<(), String> {
-        let found = self.system.db().faces().any(|f| {
+        let db = self.system.db();
+        let found = db.faces().any(|f| {
             f.families.iter().any(|(n, _)| n == family)
-                && f.weight.0 == weight
                 && (f.style != fontdb::Style::Normal) == italic
+                && (f.weight.0 == weight
+                    || weight_axis(db, f.id)
+                        .is_some_and(|(lo, hi)| (lo..=hi).contains(&f32::from(weight))))
         });
         if found {
             return Ok(());
@@ -267,10 +273,17 @@ pub fn shape(
             let oy = run.line_y + g.y - g.font_size * g.y_offset + dy;
             let mut failed = None;
             fs.db().with_face_data(g.font_id, |data, index| {
-                let Ok(face) = ttf_parser::Face::parse(data, index) else {
+                let Ok(mut face) = ttf_parser::Face::parse(data, index) else {
                     return;
                 };
-                let key = (g.font_id, g.glyph_id, g.font_size.to_bits());
+                // A variable face is drawn at the weight asked for, as
+                // cosmic-text shaped it (its advances follow the axis).
+                let wght = ttf_parser::Tag::from_bytes(b"wght");
+                if let Some(axis) = face.variation_axes().into_iter().find(|a| a.tag == wght) {
+                    let w = f32::from(layer.weight).clamp(axis.min_value, axis.max_value);
+                    face.set_variation(wght, w);
+                }
+                let key = (g.font_id, g.glyph_id, g.font_size.to_bits(), layer.weight);
                 let drawn = match rasters.get(&key) {
                     Some(r) => Ok(colour_glyph::Drawn::Colour(r.clone())),
                     None => colour_glyph::classify(&face, g.glyph_id, g.font_size, foreground),
@@ -452,6 +465,18 @@ impl ttf_parser::OutlineBuilder for Outline<'_> {
     fn close(&mut self) {
         self.pb.close();
     }
+}
+
+/// The `wght` axis of a variable face: its smallest and largest weight.
+fn weight_axis(db: &fontdb::Database, id: fontdb::ID) -> Option<(f32, f32)> {
+    db.with_face_data(id, |data, index| {
+        let face = ttf_parser::Face::parse(data, index).ok()?;
+        face.variation_axes()
+            .into_iter()
+            .find(|a| a.tag == ttf_parser::Tag::from_bytes(b"wght"))
+            .map(|a| (a.min_value, a.max_value))
+    })
+    .flatten()
 }
 
 /// Checks every face of a font file the way fontdb will (it parses, has a

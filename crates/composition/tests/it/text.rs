@@ -340,3 +340,50 @@ fn bad_captions_name_the_file_and_line() {
     let e = SceneBundle::open(dir.path()).expect_err("both").to_string();
     assert!(e.ends_with("a captions layer needs `src` (an SRT or WebVTT file) or `text` (the captions themselves), not both"), "{e}");
 }
+
+#[test]
+fn variable_fonts_draw_the_weight_asked_for() {
+    let scene = |weight: u64, text: &str| {
+        let s = json!({"version": 1, "fonts": ["DejaVuSans-Bold.ttf", "MontageVarTest.ttf"],
+            "compositions": [{"id": "c", "width": 160, "height": 90, "fps": 30, "duration": 1,
+                "layers": [{"type": "solid", "name": "Bg", "color": "#202020"},
+                    {"type": "text", "name": "T", "text": text, "font": "Montage Var Test",
+                     "weight": weight, "font_size": 50, "color": "white", "position": [10, 10]}]}]});
+        let dir = bundle_with(&s);
+        std::fs::copy(
+            root().join("tests/fixtures/fonts/MontageVarTest.ttf"),
+            dir.path().join("MontageVarTest.ttf"),
+        )
+        .expect("copy the variable fixture font");
+        dir
+    };
+    let width = |weight: u64| {
+        let dir = scene(weight, "I");
+        let rgba = render(&open(&dir), "c", &props(json!({})), 0);
+        (0..160)
+            .filter(|&x| ink(&rgba, x, 0, x + 1, 90) > 0)
+            .count()
+    };
+    // The bar is 200 units at 400, 600 at 900, 50 at 100 (1000 per em).
+    let (w100, w400, w900) = (width(100), width(400), width(900));
+    assert!((10..=11).contains(&w400), "weight 400: {w400} px");
+    assert!((30..=31).contains(&w900), "weight 900: {w900} px");
+    assert!((2..=4).contains(&w100), "weight 100: {w100} px");
+    // The advance follows the axis too: "II" at 900 is two wide bars apart.
+    let dir = scene(900, "II");
+    let rgba = render(&open(&dir), "c", &props(json!({})), 0);
+    let cols: Vec<usize> = (0..160)
+        .filter(|&x| ink(&rgba, x, 0, x + 1, 90) > 0)
+        .collect();
+    assert!(
+        cols.len() >= 60 && cols.last() > Some(&(10 + 50)),
+        "{cols:?}"
+    );
+    // A weight outside the axis is refused with the range there is.
+    let dir = scene(950, "I");
+    let e = SceneBundle::open(dir.path()).expect_err("950").to_string();
+    assert!(
+        e.ends_with("`font`: no face `Montage Var Test` weight 950 in the bundle's fonts; they hold: DejaVu Sans 700, Montage Var Test 100-900 (variable)"),
+        "{e}"
+    );
+}
