@@ -63,7 +63,9 @@ pub fn tally(
             match &l.kind {
                 Kind::Text(text) => {
                     let n = chars(l, text)?;
-                    let layouts = if text.shrink_to_fit {
+                    let layouts = if text.shrink_to_fit
+                        || text.overflow == super::model::OverflowDoc::Ellipsis
+                    {
                         SHRINK_LAYOUTS
                     } else {
                         1

@@ -133,6 +133,7 @@ pub struct TextLayer {
     pub size: Option<V2>,
     pub wrap: bool,
     pub shrink_to_fit: bool,
+    pub overflow: OverflowDoc,
     pub color: Anim<Rgba>,
     /// Stroke, shadow, gradient and animation.
     pub fx: super::text_fx::Effects,
@@ -578,7 +579,7 @@ impl Loader<'_> {
 
 /// The fields of a layer document that only some layer types take, with the
 /// name of that field in the document.
-fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 30] {
+fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 31] {
     [
         ("color", d.color.is_some()),
         ("size", d.size.is_some()),
@@ -601,6 +602,7 @@ fn given_fields(d: &LayerDoc) -> [(&'static str, bool); 30] {
         ("valign", d.valign.is_some()),
         ("wrap", d.wrap.is_some()),
         ("shrink_to_fit", d.shrink_to_fit.is_some()),
+        ("overflow", d.overflow.is_some()),
         ("shadow", d.shadow.is_some()),
         ("gradient", d.gradient.is_some()),
         ("animate", d.animate.is_some()),
@@ -636,6 +638,7 @@ fn fields_of(kind: LayerType) -> &'static [&'static str] {
             "shrink_to_fit",
             "size",
             "color",
+            "overflow",
             "stroke",
             "shadow",
             "gradient",
@@ -656,6 +659,7 @@ fn fields_of(kind: LayerType) -> &'static [&'static str] {
             "shrink_to_fit",
             "size",
             "color",
+            "overflow",
             "stroke",
             "shadow",
             "gradient",
@@ -906,9 +910,13 @@ impl<'a> Fields<'a> {
         let line_height = self.number(d.line_height, "line_height", 1.2)?;
         let letter_spacing = self.number(d.letter_spacing, "letter_spacing", 0.0)?;
         let size = self.static_size(size)?;
-        let shrink_to_fit = d.shrink_to_fit.unwrap_or(false);
+        let overflow = d.overflow.unwrap_or_default();
+        let shrink_to_fit = d.shrink_to_fit.unwrap_or(false) || overflow == OverflowDoc::Shrink;
         if shrink_to_fit && size.is_none() {
             return Err(self.invalid("`shrink_to_fit` needs a `size` box".into()));
+        }
+        if overflow != OverflowDoc::Visible && size.is_none() {
+            return Err(self.invalid("`overflow` needs a `size` box".into()));
         }
         Ok(Box::new(TextLayer {
             template: Template::parse(text).map_err(|m| self.invalid(format!("`text`: {m}")))?,
@@ -924,6 +932,7 @@ impl<'a> Fields<'a> {
             size,
             wrap: d.wrap.unwrap_or(size.is_some()),
             shrink_to_fit,
+            overflow,
             color: self.color([0.0, 0.0, 0.0, 1.0])?,
             fx: super::text_fx::load(d, self.ctx)?,
             captions: None,

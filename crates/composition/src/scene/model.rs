@@ -209,6 +209,21 @@ pub enum VAlignDoc {
     Bottom,
 }
 
+/// What text does with its `size` box when it does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowDoc {
+    /// Draw all of it, outside the box too.
+    #[default]
+    Visible,
+    /// Draw only what is inside the box.
+    Clip,
+    /// Cut the text at the last character that fits, ending it with `…`.
+    Ellipsis,
+    /// Lower the font size until it fits (`shrink_to_fit`).
+    Shrink,
+}
+
 /// How an image fits its `size` box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -428,6 +443,10 @@ pub struct LayerDoc {
     /// `text`: reduce the font size until the text fits `size` (default false).
     #[serde(default)]
     pub shrink_to_fit: Option<bool>,
+    /// `text`, `captions`: what text that does not fit `size` does:
+    /// `visible` (default), `clip`, `ellipsis` or `shrink`.
+    #[serde(default)]
+    pub overflow: Option<OverflowDoc>,
     /// `text`, `captions`: a drop shadow.
     #[serde(default)]
     pub shadow: Option<ShadowDoc>,

@@ -9,7 +9,7 @@ use cosmic_text::{
 use super::colour_glyph::{self, ColourGlyph};
 use super::guard::guard;
 use super::load::{FontCheck, TextLayer};
-use super::model::{AlignDoc, VAlignDoc};
+use super::model::{AlignDoc, OverflowDoc, VAlignDoc};
 use crate::CompositionError;
 
 /// The most faces one font file may hold: a collection whose header claims
@@ -206,6 +206,9 @@ pub fn shape(
             }
         }
     }
+    if layer.overflow == OverflowDoc::Ellipsis && !fits {
+        buffer = ellipsize(fs, layer, text, layer.font_size as f32);
+    }
     let mut missing = std::collections::BTreeSet::new();
     let mut total_h = 0.0f32;
     for run in buffer.layout_runs() {
@@ -386,6 +389,31 @@ pub fn character_starts(text: &str) -> Vec<usize> {
         v.insert(0, 0);
     }
     v
+}
+
+/// The longest start of `text` that, ended with `…`, fits the box: found
+/// by bisection over its characters (at most 15 layouts, the same
+/// everywhere). Nothing fits: `…` alone.
+fn ellipsize(fs: &mut FontSystem, layer: &TextLayer, text: &str, size: f32) -> Buffer {
+    let starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    let candidate = |k: usize| {
+        let end = starts.get(k).copied().unwrap_or(text.len());
+        format!("{}…", text[..end].trim_end())
+    };
+    // `lo` characters fit, `hi` do not (all of them did not).
+    let (mut lo, mut hi) = (0usize, starts.len());
+    let mut best = layout(fs, layer, &candidate(0), size).0;
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        let (b, ok) = layout(fs, layer, &candidate(mid), size);
+        if ok {
+            lo = mid;
+            best = b;
+        } else {
+            hi = mid;
+        }
+    }
+    best
 }
 
 fn layout(fs: &mut FontSystem, layer: &TextLayer, text: &str, size: f32) -> (Buffer, bool) {

@@ -3,13 +3,14 @@
 //! text layer's document and drawn from the frame's time alone.
 
 use tiny_skia::{
-    BlendMode, FillRule, FilterQuality, GradientStop, LineJoin, LinearGradient, Paint, Pixmap,
-    PixmapMut, PixmapPaint, Point, RadialGradient, Rect, Shader, SpreadMode, Stroke, Transform,
+    BlendMode, FillRule, FilterQuality, GradientStop, LineJoin, LinearGradient, Mask, Paint,
+    Pixmap, PixmapMut, PixmapPaint, Point, RadialGradient, Rect, Shader, SpreadMode, Stroke,
+    Transform,
 };
 
 use super::anim::Anim;
 use super::load::{Stop, TextLayer, V2, anim, color, num, pair, stops_of};
-use super::model::{AnimateDoc, GradientDoc, LayerDoc, ScaleDoc, ShadowDoc, UnitDoc};
+use super::model::{AnimateDoc, GradientDoc, LayerDoc, OverflowDoc, ScaleDoc, ShadowDoc, UnitDoc};
 use super::template::Rgba;
 use super::text::{Shaped, Split};
 use crate::CompositionError;
@@ -203,6 +204,22 @@ pub fn paint(
     highlight: Option<(usize, Rgba)>,
 ) {
     let fx = &text.fx;
+    // `overflow: clip`: nothing outside the box.
+    let clip = match (text.overflow, text.size) {
+        (OverflowDoc::Clip, Some([w, h])) => Rect::from_xywh(0.0, 0.0, w as f32, h as f32)
+            .and_then(|r| {
+                let mut m = Mask::new(pm.width(), pm.height())?;
+                m.fill_path(
+                    &tiny_skia::PathBuilder::from_rect(r),
+                    FillRule::Winding,
+                    true,
+                    look.tf,
+                );
+                Some(m)
+            }),
+        _ => None,
+    };
+    let clip = clip.as_ref();
     // Each unit's transform and opacity on this frame.
     let units: Vec<(Transform, f32)> = shaped
         .units
@@ -225,7 +242,7 @@ pub fn paint(
         })
         .collect();
     if let Some(s) = &fx.shadow {
-        paint_shadow(pm, look, s, shaped, &units, fx);
+        paint_shadow(pm, look, s, shaped, &units, fx, clip);
     }
     if let Some((c, w)) = &fx.stroke {
         let width = w.at(look.t) as f32;
@@ -241,7 +258,7 @@ pub fn paint(
                 if let Some(path) = &u.path
                     && o > 0.0
                 {
-                    pm.stroke_path(path, &solid(c, o, look.blend), &stroke, tf, None);
+                    pm.stroke_path(path, &solid(c, o, look.blend), &stroke, tf, clip);
                 }
             }
         }
@@ -257,7 +274,7 @@ pub fn paint(
                 (_, Some(g)) => gradient_paint(g, look.t, o, look.blend),
                 _ => solid(colour, o, look.blend),
             };
-            pm.fill_path(path, &paint, FillRule::Winding, tf, None);
+            pm.fill_path(path, &paint, FillRule::Winding, tf, clip);
         }
         for g in &u.colour {
             let paint = PixmapPaint {
@@ -271,7 +288,7 @@ pub fn paint(
                 g.pixmap.as_ref().as_ref(),
                 &paint,
                 tf.pre_concat(g.place),
-                None,
+                clip,
             );
         }
     }
@@ -342,6 +359,7 @@ fn paint_shadow(
     shaped: &Shaped,
     units: &[(Transform, f32)],
     fx: &Effects,
+    clip: Option<&Mask>,
 ) {
     let colour = s.color.at(look.t);
     if colour[3] <= 0.0 {
@@ -473,7 +491,7 @@ fn paint_shadow(
         scratch.as_ref(),
         &paint,
         Transform::identity(),
-        None,
+        clip,
     );
 }
 

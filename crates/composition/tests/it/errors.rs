@@ -31,7 +31,7 @@ fn bad_scenes_name_where() {
     let ctx = "scene.json: compositions[0]: composition `c`";
     check_open(
         scene(serde_json::json!([{"type": "solid", "name": "Bg", "colour": "#fff"}])),
-        "scene.json: compositions[0].layers[0].colour: unknown field `colour`, expected one of `type`, `name`, `in`, `out`, `visible`, `anchor`, `position`, `scale`, `rotation`, `opacity`, `blend`, `color`, `size`, `from`, `to`, `center`, `radius`, `stops`, `fill`, `stroke`, `d`, `text`, `font`, `weight`, `italic`, `font_size`, `line_height`, `letter_spacing`, `align`, `valign`, `wrap`, `shrink_to_fit`, `shadow`, `gradient`, `animate`, `highlight`, `src`, `fit`, `layers`, `time_offset`, `clip` at line 10 column 18",
+        "scene.json: compositions[0].layers[0].colour: unknown field `colour`, expected one of `type`, `name`, `in`, `out`, `visible`, `anchor`, `position`, `scale`, `rotation`, `opacity`, `blend`, `color`, `size`, `from`, `to`, `center`, `radius`, `stops`, `fill`, `stroke`, `d`, `text`, `font`, `weight`, `italic`, `font_size`, `line_height`, `letter_spacing`, `align`, `valign`, `wrap`, `shrink_to_fit`, `overflow`, `shadow`, `gradient`, `animate`, `highlight`, `src`, `fit`, `layers`, `time_offset`, `clip` at line 10 column 18",
     );
     check_open(
         scene(
@@ -39,7 +39,7 @@ fn bad_scenes_name_where() {
             {"type": "text", "name": "Head", "text": "x", "font": "DejaVu Sans", "weight": 700, "font_size": 10, "radius": 3}]}]),
         ),
         &format!(
-            "{ctx}: layer `Card.Head`: `radius` does not apply to a text layer; it takes `text`, `font`, `weight`, `italic`, `font_size`, `line_height`, `letter_spacing`, `align`, `valign`, `wrap`, `shrink_to_fit`, `size`, `color`, `stroke`, `shadow`, `gradient`, `animate`"
+            "{ctx}: layer `Card.Head`: `radius` does not apply to a text layer; it takes `text`, `font`, `weight`, `italic`, `font_size`, `line_height`, `letter_spacing`, `align`, `valign`, `wrap`, `shrink_to_fit`, `size`, `color`, `overflow`, `stroke`, `shadow`, `gradient`, `animate`"
         ),
     );
     check_open(

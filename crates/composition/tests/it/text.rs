@@ -387,3 +387,42 @@ fn variable_fonts_draw_the_weight_asked_for() {
         "{e}"
     );
 }
+
+#[test]
+fn overflow_clips_or_ellipsizes_text_that_does_not_fit_its_box() {
+    let long = "Ada Lovelace, Countess of Lovelace and Supercalifragilisticexpialidocious";
+    let frame = |overflow: &str| {
+        let dir = bundle(
+            json!([{"type": "text", "name": "T", "text": long, "font": "DejaVu Sans",
+                "weight": 700, "font_size": 12, "color": "white", "size": [100, 30],
+                "position": [10, 10], "overflow": overflow}]),
+            json!({}),
+        );
+        render(&open(&dir), "c", &props(json!({})), 0)
+    };
+    let outside = |rgba: &[u8]| ink(rgba, 0, 42, 160, 90) + ink(rgba, 112, 0, 160, 90);
+    let visible = frame("visible");
+    assert!(outside(&visible) > 50, "the long text runs past its box");
+    let clip = frame("clip");
+    assert_eq!(outside(&clip), 0);
+    assert!(ink(&clip, 10, 10, 110, 40) > 100);
+    let ellipsis = frame("ellipsis");
+    assert_eq!(outside(&ellipsis), 0);
+    assert_ne!(ellipsis, clip);
+    check_golden("text-ellipsis_f0", 160, 90, &ellipsis);
+    let shrink = frame("shrink");
+    assert_eq!(outside(&shrink), 0);
+    // A box is needed.
+    let dir = bundle(
+        json!([{"type": "text", "name": "T", "text": "x", "font": "DejaVu Sans",
+            "weight": 700, "font_size": 12, "overflow": "clip"}]),
+        json!({}),
+    );
+    let e = SceneBundle::open(dir.path())
+        .expect_err("no box")
+        .to_string();
+    assert!(
+        e.ends_with("layer `T`: `overflow` needs a `size` box"),
+        "{e}"
+    );
+}
