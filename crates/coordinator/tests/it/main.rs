@@ -4,6 +4,7 @@
 
 mod batch;
 mod cache;
+mod deploy;
 mod kit;
 mod logs;
 mod render;
