@@ -133,7 +133,11 @@ fn manifests() -> Vec<(String, Yaml)> {
     assert!(!files.is_empty(), "no manifests in {}", dir.display());
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read manifest");
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
         for doc in
             YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name} is not YAML: {e}"))
         {
@@ -354,7 +358,11 @@ fn systemd_units_and_the_dockerfile_agree_with_the_binaries() {
     for entry in std::fs::read_dir(&dir).expect("deploy/systemd") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read unit");
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let file = path
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
         for exec in text.lines().filter_map(|l| l.strip_prefix("ExecStart=")) {
             let words: Vec<String> = exec.split_whitespace().map(str::to_owned).collect();
             CommandLine {
