@@ -191,47 +191,12 @@ pub fn shape(
     } = fonts;
     let (mut buffer, fits) = layout(fs, layer, text, layer.font_size as f32);
     if layer.shrink_to_fit && !fits {
-        // Bisect for the largest size that fits: a fixed number of steps,
-        // so the result is the same everywhere. Below 1 px, 1 px it is.
-        let (mut lo, mut hi) = (1.0f32, layer.font_size as f32);
-        buffer = layout(fs, layer, text, lo).0;
-        for _ in 0..14 {
-            let mid = (lo + hi) / 2.0;
-            let (b, ok) = layout(fs, layer, text, mid);
-            if ok {
-                lo = mid;
-                buffer = b;
-            } else {
-                hi = mid;
-            }
-        }
+        buffer = shrink(fs, layer, text);
     }
     if layer.overflow == OverflowDoc::Ellipsis && !fits {
         buffer = ellipsize(fs, layer, text, layer.font_size as f32);
     }
-    let mut missing = std::collections::BTreeSet::new();
-    let mut total_h = 0.0f32;
-    for run in buffer.layout_runs() {
-        total_h += run.line_height;
-        for g in run.glyphs {
-            if g.glyph_id == 0 {
-                missing.extend(
-                    run.text
-                        .get(g.start..g.end)
-                        .unwrap_or("")
-                        .chars()
-                        .filter(|c| !c.is_whitespace() && !c.is_control()),
-                );
-            }
-        }
-    }
-    if !missing.is_empty() {
-        let list: Vec<String> = missing
-            .iter()
-            .map(|c| format!("`{c}` (U+{:04X})", u32::from(*c)))
-            .collect();
-        return Err(format!("no bundle font covers {}", list.join(", ")));
-    }
+    let total_h = check_covered(&buffer)?;
     let dy = match (layer.size, layer.valign) {
         (Some([_, h]), VAlignDoc::Middle) => (h as f32 - total_h) / 2.0,
         (Some([_, h]), VAlignDoc::Bottom) => h as f32 - total_h,
@@ -343,6 +308,38 @@ pub fn shape(
     })
 }
 
+/// The laid-out text's height, after checking that every character has a
+/// glyph.
+///
+/// # Errors
+/// A message listing the characters no bundle font covers.
+fn check_covered(buffer: &Buffer) -> Result<f32, String> {
+    let mut missing = std::collections::BTreeSet::new();
+    let mut total_h = 0.0f32;
+    for run in buffer.layout_runs() {
+        total_h += run.line_height;
+        for g in run.glyphs {
+            if g.glyph_id == 0 {
+                missing.extend(
+                    run.text
+                        .get(g.start..g.end)
+                        .unwrap_or("")
+                        .chars()
+                        .filter(|c| !c.is_whitespace() && !c.is_control()),
+                );
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|c| format!("`{c}` (U+{:04X})", u32::from(*c)))
+            .collect();
+        return Err(format!("no bundle font covers {}", list.join(", ")));
+    }
+    Ok(total_h)
+}
+
 /// Characters that draw nothing by design (joiners, variation selectors,
 /// format controls): their glyphs may be empty in any font.
 fn is_invisible(c: char) -> bool {
@@ -389,6 +386,25 @@ pub fn character_starts(text: &str) -> Vec<usize> {
         v.insert(0, 0);
     }
     v
+}
+
+/// The layout at the largest font size that fits the box, found by
+/// bisection in a fixed number of steps, so the result is the same
+/// everywhere. Below 1 px, 1 px it is.
+fn shrink(fs: &mut FontSystem, layer: &TextLayer, text: &str) -> Buffer {
+    let (mut lo, mut hi) = (1.0f32, layer.font_size as f32);
+    let mut buffer = layout(fs, layer, text, lo).0;
+    for _ in 0..14 {
+        let mid = (lo + hi) / 2.0;
+        let (b, ok) = layout(fs, layer, text, mid);
+        if ok {
+            lo = mid;
+            buffer = b;
+        } else {
+            hi = mid;
+        }
+    }
+    buffer
 }
 
 /// The longest start of `text` that, ended with `…`, fits the box: found

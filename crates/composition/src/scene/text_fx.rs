@@ -276,21 +276,33 @@ pub fn paint(
             };
             pm.fill_path(path, &paint, FillRule::Winding, tf, clip);
         }
-        for g in &u.colour {
-            let paint = PixmapPaint {
-                opacity: o,
-                blend_mode: look.blend,
-                quality: FilterQuality::Bilinear,
-            };
-            pm.draw_pixmap(
-                0,
-                0,
-                g.pixmap.as_ref().as_ref(),
-                &paint,
-                tf.pre_concat(g.place),
-                clip,
-            );
-        }
+        draw_colour(pm, u, tf, o, look.blend, clip);
+    }
+}
+
+/// Draws a unit's colour glyphs as images under `tf`.
+fn draw_colour(
+    pm: &mut PixmapMut<'_>,
+    u: &super::text::Unit,
+    tf: Transform,
+    opacity: f32,
+    blend: BlendMode,
+    clip: Option<&Mask>,
+) {
+    let paint = PixmapPaint {
+        opacity,
+        blend_mode: blend,
+        quality: FilterQuality::Bilinear,
+    };
+    for g in &u.colour {
+        pm.draw_pixmap(
+            0,
+            0,
+            g.pixmap.as_ref().as_ref(),
+            &paint,
+            tf.pre_concat(g.place),
+            clip,
+        );
     }
 }
 
@@ -375,41 +387,8 @@ fn paint_shadow(
         .sqrt();
     let sigma = (s.blur.at(look.t) as f32 / 2.0 * scale).max(0.0);
     let pad = (3.0 * sigma).ceil() + 2.0;
-    // The device-space bounds of everything the shadow covers.
     let stroke_w = fx.stroke.as_ref().map_or(0.0, |(_, w)| w.at(look.t) as f32);
-    let mut bounds: Option<Rect> = None;
-    let mut add = |r: Option<Rect>| {
-        if let Some(r) = r {
-            bounds = Some(match bounds {
-                None => r,
-                Some(b) => Rect::from_ltrb(
-                    b.left().min(r.left()),
-                    b.top().min(r.top()),
-                    b.right().max(r.right()),
-                    b.bottom().max(r.bottom()),
-                )
-                .unwrap_or(b),
-            });
-        }
-    };
-    for (u, &(tf, _)) in shaped.units.iter().zip(units) {
-        let tf = tf.post_translate(ox, oy);
-        if let Some(p) = &u.path {
-            let b = p.bounds();
-            let grown = Rect::from_ltrb(
-                b.left() - stroke_w,
-                b.top() - stroke_w,
-                b.right() + stroke_w,
-                b.bottom() + stroke_w,
-            );
-            add(grown.and_then(|r| r.transform(tf)));
-        }
-        for g in &u.colour {
-            let r = Rect::from_xywh(0.0, 0.0, g.pixmap.width() as f32, g.pixmap.height() as f32);
-            add(r.and_then(|r| r.transform(tf.pre_concat(g.place))));
-        }
-    }
-    let Some(b) = bounds else {
+    let Some(b) = shadow_bounds(shaped, units, (ox, oy), stroke_w) else {
         return;
     };
     let (fw, fh) = (pm.width() as f32, pm.height() as f32);
@@ -453,21 +432,7 @@ fn paint_shadow(
                 None,
             );
         }
-        for g in &u.colour {
-            let paint = PixmapPaint {
-                opacity: o,
-                blend_mode: BlendMode::SourceOver,
-                quality: FilterQuality::Bilinear,
-            };
-            scratch.draw_pixmap(
-                0,
-                0,
-                g.pixmap.as_ref().as_ref(),
-                &paint,
-                tf.pre_concat(g.place),
-                None,
-            );
-        }
+        draw_colour(&mut scratch.as_mut(), u, tf, o, BlendMode::SourceOver, None);
     }
     let mut alpha: Vec<u8> = scratch.pixels().iter().map(|p| p.alpha()).collect();
     blur(&mut alpha, w as usize, h as usize, sigma);
@@ -493,6 +458,50 @@ fn paint_shadow(
         Transform::identity(),
         clip,
     );
+}
+
+/// The device-space bounds of everything a shadow covers: the units moved
+/// by `(ox, oy)`, outlines grown by the stroke.
+fn shadow_bounds(
+    shaped: &Shaped,
+    units: &[(Transform, f32)],
+    (ox, oy): (f32, f32),
+    stroke_w: f32,
+) -> Option<Rect> {
+    // The device-space bounds of everything the shadow covers.
+    let mut bounds: Option<Rect> = None;
+    let mut add = |r: Option<Rect>| {
+        if let Some(r) = r {
+            bounds = Some(match bounds {
+                None => r,
+                Some(b) => Rect::from_ltrb(
+                    b.left().min(r.left()),
+                    b.top().min(r.top()),
+                    b.right().max(r.right()),
+                    b.bottom().max(r.bottom()),
+                )
+                .unwrap_or(b),
+            });
+        }
+    };
+    for (u, &(tf, _)) in shaped.units.iter().zip(units) {
+        let tf = tf.post_translate(ox, oy);
+        if let Some(p) = &u.path {
+            let b = p.bounds();
+            let grown = Rect::from_ltrb(
+                b.left() - stroke_w,
+                b.top() - stroke_w,
+                b.right() + stroke_w,
+                b.bottom() + stroke_w,
+            );
+            add(grown.and_then(|r| r.transform(tf)));
+        }
+        for g in &u.colour {
+            let r = Rect::from_xywh(0.0, 0.0, g.pixmap.width() as f32, g.pixmap.height() as f32);
+            add(r.and_then(|r| r.transform(tf.pre_concat(g.place))));
+        }
+    }
+    bounds
 }
 
 /// `v / 255` rounded, exact for `v ≤ 255 × 255`.
