@@ -21,7 +21,7 @@ use ttf_parser::{Face, GlyphId, RasterImageFormat, RgbaColor};
 pub const COLR_OVERSAMPLE: f32 = 2.0;
 
 /// The largest side of a colour glyph's pixmap.
-const MAX_SIDE: f32 = 2048.0;
+const MAX_SIDE: f32 = 1024.0;
 
 /// A colour glyph's pixels and where they go.
 #[derive(Debug, Clone)]

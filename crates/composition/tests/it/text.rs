@@ -426,3 +426,24 @@ fn overflow_clips_or_ellipsizes_text_that_does_not_fit_its_box() {
         "{e}"
     );
 }
+
+#[test]
+fn a_glyph_we_cannot_draw_is_an_error_naming_character_font_and_format() {
+    let s = json!({"version": 1, "fonts": ["DejaVuSans-Bold.ttf", "MontageSvgTest.ttf"],
+        "compositions": [{"id": "c", "width": 160, "height": 90, "fps": 30, "duration": 1,
+            "layers": [{"type": "text", "name": "T", "text": "A", "font": "Montage Svg Test",
+                "font_size": 20}]}]});
+    let dir = bundle_with(&s);
+    std::fs::copy(
+        root().join("tests/fixtures/fonts/MontageSvgTest.ttf"),
+        dir.path().join("MontageSvgTest.ttf"),
+    )
+    .expect("copy the SVG fixture font");
+    let e = SceneBundle::open(dir.path())
+        .expect_err("an SVG glyph")
+        .to_string();
+    assert_eq!(
+        e,
+        "scene.json: compositions[0]: composition `c`: layer `T`: `A` (U+0041) in font `Montage Svg Test 400` cannot be drawn: it is an SVG-in-OpenType glyph, which Montage does not draw (use a CBDT, sbix or COLR emoji font such as Noto Color Emoji)"
+    );
+}
