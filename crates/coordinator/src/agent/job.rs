@@ -83,7 +83,7 @@ impl JobRun {
             m.received(&self.message);
             m.busy(1);
         }
-        tracing::info!(message = %self.message.id, receive_count = self.message.receive_count, "job started");
+        tracing::info!(message_id = %self.message.id, receive_count = self.message.receive_count, "job started");
         let heartbeat = self.heartbeat();
         let worked = self.work(lease).await;
         heartbeat.abort();
@@ -91,7 +91,7 @@ impl JobRun {
         if let Some(m) = &self.shared.metrics {
             m.busy(-1);
         }
-        tracing::info!(message = %self.message.id, outcome = outcome.label(), "job settled");
+        tracing::info!(message_id = %self.message.id, outcome = outcome.label(), "job settled");
         outcome
     }
 
@@ -116,7 +116,7 @@ impl JobRun {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(message = %id, error = %e, "extending the lease failed")
+                        tracing::warn!(message_id = %id, error = %e, "extending the lease failed")
                     }
                 }
             }
@@ -153,6 +153,7 @@ impl JobRun {
             return Err(Error::Input("job.source: not a bundle".into()));
         };
         let context = self.shared.context(&state, &sha256).await?;
+        check_assets(&context, &payload.job).await?;
         let root = job.output()?;
         let from = payload.job.destination(&root);
         let mut handle = self.shared.coordinator.run_variant(
@@ -236,7 +237,7 @@ impl JobRun {
                 return Ok(false);
             }
         }
-        tracing::info!(message = %self.message.id, output = %output, "duplicate delivery: the output is there already");
+        tracing::info!(message_id = %self.message.id, output = %output, "duplicate delivery: the output is there already");
         Ok(true)
     }
 
@@ -326,12 +327,12 @@ impl JobRun {
             Worked::Duplicate => (Outcome::Duplicate, true),
             Worked::Cancelled => {
                 if let Err(e) = queue.release(receipt).await {
-                    tracing::warn!(message = %self.message.id, error = %e, "giving the job back failed: it returns when its lease ends");
+                    tracing::warn!(message_id = %self.message.id, error = %e, "giving the job back failed: it returns when its lease ends");
                 }
                 return Outcome::Released;
             }
             Worked::Invalid(e) => {
-                tracing::error!(message = %self.message.id, class = e.kind().as_str(), error = %e, "a message that is not a job");
+                tracing::error!(message_id = %self.message.id, class = e.kind().as_str(), error = %e, "a message that is not a job");
                 if let Some(m) = &self.shared.metrics {
                     m.failed(e.kind().as_str());
                 }
@@ -342,12 +343,12 @@ impl JobRun {
                 result.error = Some(RowFailure::of(&e));
                 result.last = last;
                 result.seconds = Some(self.received.elapsed().as_secs_f64());
-                tracing::warn!(message = %self.message.id, class = e.kind().as_str(), last, error = %e, "job failed");
+                tracing::warn!(message_id = %self.message.id, class = e.kind().as_str(), last, error = %e, "job failed");
                 self.observe(&result, Some(e.kind()));
                 if let Ok(state) = job.state()
                     && let Err(w) = self.record(&state, &result).await
                 {
-                    tracing::warn!(message = %self.message.id, error = %w, "recording the failure failed");
+                    tracing::warn!(message_id = %self.message.id, error = %w, "recording the failure failed");
                 }
                 self.notify("job.failed", &result);
                 (Outcome::Failed, last && !self.shared.dead_letter)
@@ -359,7 +360,7 @@ impl JobRun {
             queue.extend(receipt, retry_later).await
         };
         if let Err(e) = settled {
-            tracing::warn!(message = %self.message.id, error = %e, "settling the message failed: it returns when its lease ends");
+            tracing::warn!(message_id = %self.message.id, error = %e, "settling the message failed: it returns when its lease ends");
         }
         outcome
     }
@@ -388,6 +389,29 @@ impl JobRun {
             w.notify(event, &JobEvent { event, result });
         }
     }
+}
+
+/// Checks a job as a batch checks a row before anything renders: its
+/// props and overrides described by the composition, and the images and
+/// fonts they name present, from their headers (a missing asset is named
+/// here, not by a worker mid-render).
+async fn check_assets(
+    context: &crate::batch::VariantContext,
+    job: &crate::batch::VariantJob,
+) -> Result<(), Error> {
+    use composition::CompositionSource as _;
+    let Some(bundle) = context.bundle().cloned() else {
+        return Ok(());
+    };
+    let (id, props) = (job.composition.clone(), job.props.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let composition = bundle.composition(&id)?;
+        composition.describe(&props)?;
+        composition.budget(&props)?;
+        Ok(())
+    })
+    .await
+    .map_err(Error::task("checking a job"))?
 }
 
 /// The longest a failed job waits before it comes back.

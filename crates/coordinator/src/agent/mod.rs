@@ -354,7 +354,8 @@ impl Agent {
             let run = job::JobRun::new(Arc::clone(shared), message, jobs_cancel.child_token());
             running.spawn(run.run(lease));
         }
-        self.wind_down(&mut running, &mut report, jobs_cancel).await;
+        self.wind_down(&mut running, &mut report, &shutdown, jobs_cancel)
+            .await;
         stop_pool.cancel();
         let _ = follower.await;
         if let Some(w) = &shared.webhooks {
@@ -366,15 +367,20 @@ impl Agent {
         }
     }
 
-    /// Lets in-flight jobs finish within the grace period, then cancels
-    /// the rest (each gives its message back).
+    /// Lets in-flight jobs finish (after `max_jobs`), or finish within the
+    /// grace period once `shutdown` comes, then cancels the rest (each
+    /// gives its message back).
     async fn wind_down(
         &self,
         running: &mut JoinSet<job::Outcome>,
         report: &mut AgentReport,
+        shutdown: &CancellationToken,
         cancel: CancellationToken,
     ) {
-        let grace = tokio::time::sleep(self.shared.options.grace);
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(self.shared.options.grace).await;
+        };
         tokio::pin!(grace);
         loop {
             tokio::select! {
