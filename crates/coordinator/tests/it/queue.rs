@@ -73,7 +73,9 @@ impl AgentProcess {
             .args(["--log-json", "agent", "--queue", queue.url()])
             .args(["--local", "1", "--receive-wait", "1", "--cache", "off"])
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path().join("stdout")).expect("stdout"),
+            ))
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
         AgentProcess {
             child: Some(c.spawn().expect("start the agent")),
@@ -84,6 +86,26 @@ impl AgentProcess {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of `--metrics-listen 127.0.0.1:0`, from its stdout.
+    fn metrics_addr(&self) -> String {
+        let path = self.log.with_file_name("stdout");
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(url) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("metrics on http://"))
+            {
+                return url.trim_end_matches("/metrics").to_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no metrics line: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The JSON log lines whose message is `what`.
@@ -498,5 +520,139 @@ fn a_job_failing_every_time_goes_to_the_dead_letter_queue_with_its_error_recorde
         format!(
             "batch {batch_id}: 1 variants: 0 rendered, 0 from the cache, 1 failed (1 missing asset), 0 retrying, 0 pending; finished"
         )
+    );
+}
+
+/// `GET /metrics` of `addr`, the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    answer
+}
+
+/// The value of the sample `name` (with its labels as written), if any.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn an_agent_counts_its_jobs_for_prometheus_and_posts_them_and_the_batch_its_summary() {
+    use crate::webhook::{hook_server, python_signature};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = tiny_bundle(dir.path());
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "name\nAda\nBob\n").expect("rows");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").expect("secret");
+    let (hook, received) = hook_server(&[]);
+    let (name, _store) = bucket("metrics");
+    let (q, _) = queue("metrics", None);
+    let out = format!("s3://{name}/c/");
+    let secret_flag = secret.to_str().expect("utf8");
+
+    let mut waiting = batch(&bundle, &rows, &out, &["--name", "{name}.mp4"]);
+    waiting
+        .envs(testkit::moto().aws_env())
+        .args(["--queue", q.url(), "--wait", "--results"])
+        .arg(dir.path().join("results.jsonl"))
+        .args(["--webhook", &hook, "--webhook-secret-file", secret_flag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let waiting = waiting.spawn().expect("batch --queue --wait");
+    let mut agent = AgentProcess::start(
+        &q,
+        &[
+            "--grace",
+            "5",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--webhook",
+            &hook,
+            "--webhook-secret-file",
+            secret_flag,
+        ],
+    );
+    let addr = agent.metrics_addr();
+    assert_eq!(sample(&scrape(&addr), "montage_agent_jobs_busy"), Some(0.0));
+    let o = waiting.wait_with_output().expect("batch");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Both jobs counted (the last may still be settling).
+    let mut text = String::new();
+    wait_until("both jobs counted", Duration::from_secs(30), || {
+        text = scrape(&addr);
+        sample(
+            &text,
+            r#"montage_agent_variants_total{outcome="rendered",class=""}"#,
+        ) == Some(2.0)
+    });
+    assert_eq!(
+        sample(&text, "montage_agent_render_seconds_count"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "montage_agent_receive_lag_seconds_count"),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "montage_agent_leases_extended_total").is_some(),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "montage_agent_resident_memory_bytes").is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        agent.log()
+    );
+
+    // Each job posted, signed; the batch posted its summary.
+    let got = received.lock().expect("lock").clone();
+    let mut events: Vec<&str> = got.iter().map(|r| r.header("x-montage-event")).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["batch.finished", "job.succeeded", "job.succeeded"]);
+    for r in &got {
+        assert_eq!(
+            r.header("x-montage-signature"),
+            python_signature("s3cret", r)
+        );
+    }
+    let job = got
+        .iter()
+        .find(|r| r.header("x-montage-event") == "job.succeeded")
+        .expect("a job event")
+        .json();
+    assert_eq!(job["status"], "rendered");
+    assert!(
+        job["output"].as_str().is_some_and(|o| o.starts_with(&out)),
+        "{job}"
+    );
+    let summary = got
+        .iter()
+        .find(|r| r.header("x-montage-event") == "batch.finished")
+        .expect("the batch's event")
+        .json();
+    assert_eq!(
+        (
+            summary["rows"].as_u64(),
+            summary["rendered"].as_u64(),
+            summary["failed"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{summary}"
     );
 }
