@@ -257,7 +257,7 @@ impl QueueJob {
     /// # Errors
     /// [`Error::Input`] naming the message and what is wrong.
     pub fn parse(body: &str, message: &str) -> Result<Self, Error> {
-        let bad = |m: String| Error::Input(format!("message {}: {m}", spec::quote(message)));
+        let bad = |m: String| Error::Input(format!("message `{}`: {m}", spec::quote(message)));
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(bad(format!(
                 "{} bytes, more than a message holds ({MAX_MESSAGE_BYTES})",
