@@ -329,19 +329,27 @@ impl Agent {
                 break;
             };
             let visibility = shared.options.visibility_timeout;
+            let asked = std::time::Instant::now();
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = shared.queue.receive(1, shared.options.wait, visibility) => r,
             };
-            let messages = match received {
-                Ok(m) => m,
+            let (messages, polled) = match received {
+                // A long poll that waited its time is the back-off itself.
+                Ok(m) => (m, asked.elapsed() >= shared.options.wait.mul_f32(0.9)),
                 Err(e) => {
                     tracing::warn!(queue = %shared.queue.url(), error = %e, "receiving failed: backing off");
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
             let Some(message) = messages.into_iter().next() else {
                 drop(lease);
+                if polled {
+                    idle_attempt = 0;
+                    continue;
+                }
+                // An error, or an engine that answers at once when empty:
+                // wait longer each time.
                 idle_attempt = idle_attempt.saturating_add(1);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
