@@ -443,15 +443,8 @@ pub struct BatchStatus {
     /// Variants without a result yet.
     pub pending: u64,
     /// Failed variants by reason.
-    #[serde(serialize_with = "by_label")]
+    #[serde(serialize_with = "super::digest::by_label")]
     pub failures: BTreeMap<FailureReason, u64>,
-}
-
-fn by_label<S: serde::Serializer>(
-    failures: &BTreeMap<FailureReason, u64>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_map(failures.iter().map(|(r, n)| (r.label(), n)))
 }
 
 impl BatchStatus {

@@ -461,7 +461,12 @@ fn parse_destination(text: &str) -> Result<Destination, String> {
 }
 
 fn parse_batch_output(text: &str) -> Result<BatchOutput, String> {
-    BatchOutput::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+    BatchOutput::parse(text).map_err(|e| {
+        let m = e.to_string();
+        m.trim_start_matches("--out: ")
+            .trim_start_matches("--out ")
+            .to_owned()
+    })
 }
 
 fn parse_name(text: &str) -> Result<NameTemplate, String> {

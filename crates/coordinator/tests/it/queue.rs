@@ -143,6 +143,16 @@ impl AgentProcess {
         assert!(ok, "kill {sig} {pid}");
     }
 
+    /// Waits for the agent to exit 0; how each of its jobs settled.
+    fn outcomes_after_exit(&mut self, within: Duration) -> Vec<String> {
+        let status = self.wait_exit(within);
+        assert_eq!(status.code(), Some(0), "{}", self.log());
+        self.lines("job settled")
+            .iter()
+            .map(|l| l["fields"]["outcome"].as_str().expect("outcome").to_owned())
+            .collect()
+    }
+
     fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let start = Instant::now();
@@ -309,6 +319,16 @@ fn a_fleet_of_agents_renders_a_batch_like_one_machine_and_a_killed_agent_loses_n
     }
 }
 
+/// `coordinator batch-status --out OUT --batch ID`'s line.
+fn batch_status(out: &str, id: &str) -> String {
+    let mut c = coordinator();
+    c.envs(testkit::moto().aws_env())
+        .args(["batch-status", "--out", out, "--batch", id]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
 /// Receives the only message, keeps its body, and gives it back.
 fn peek(q: &Queue) -> String {
     let rt = runtime();
@@ -357,11 +377,9 @@ fn sigterm_gives_the_job_back_and_a_duplicate_delivery_is_not_rendered_again() {
     let mut agent = AgentProcess::start(&q, &[]);
     agent.wait_for("job started", Duration::from_secs(60));
     agent.signal("-TERM");
-    let status = agent.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{}", agent.log());
     assert_eq!(
-        agent.lines("job settled")[0]["fields"]["outcome"],
-        "released"
+        agent.outcomes_after_exit(Duration::from_secs(30)),
+        ["released"]
     );
     assert!(keys(&store, "c/Long.mp4").is_empty());
 
@@ -369,14 +387,8 @@ fn sigterm_gives_the_job_back_and_a_duplicate_delivery_is_not_rendered_again() {
     // out the 300 s lease).
     let mut next = AgentProcess::start(&q, &["--max-jobs", "1"]);
     assert_eq!(
-        next.wait_exit(Duration::from_secs(60)).code(),
-        Some(0),
-        "{}",
-        next.log()
-    );
-    assert_eq!(
-        next.lines("job settled")[0]["fields"]["outcome"],
-        "rendered"
+        next.outcomes_after_exit(Duration::from_secs(60)),
+        ["rendered"]
     );
     // Its third delivery: the test's look at it, the stopped agent's, this.
     let records = job_results(&store, "c/.montage/");
@@ -393,14 +405,8 @@ fn sigterm_gives_the_job_back_and_a_duplicate_delivery_is_not_rendered_again() {
     runtime().block_on(q.send(&body)).expect("send again");
     let mut dup = AgentProcess::start(&q, &["--max-jobs", "1"]);
     assert_eq!(
-        dup.wait_exit(Duration::from_secs(60)).code(),
-        Some(0),
-        "{}",
-        dup.log()
-    );
-    assert_eq!(
-        dup.lines("job settled")[0]["fields"]["outcome"],
-        "duplicate"
+        dup.outcomes_after_exit(Duration::from_secs(60)),
+        ["duplicate"]
     );
     assert_eq!(job_results(&store, "c/.montage/"), records);
     let after = runtime()
@@ -413,19 +419,8 @@ fn sigterm_gives_the_job_back_and_a_duplicate_delivery_is_not_rendered_again() {
         storage::queue::QueueDepth::default()
     );
 
-    let o = run({
-        let mut c = coordinator();
-        c.envs(testkit::moto().aws_env()).args([
-            "batch-status",
-            "--out",
-            &out,
-            "--batch",
-            &batch_id,
-        ]);
-        c
-    });
     assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
+        batch_status(&out, &batch_id),
         format!(
             "batch {batch_id}: 1 variants: 1 rendered, 0 from the cache, 0 failed, 0 retrying, 0 pending; finished"
         )
@@ -464,17 +459,7 @@ fn a_job_failing_every_time_goes_to_the_dead_letter_queue_with_its_error_recorde
         .expect("send");
 
     let mut agent = AgentProcess::start(&q, &["--max-jobs", "2"]);
-    assert_eq!(
-        agent.wait_exit(Duration::from_secs(60)).code(),
-        Some(0),
-        "{}",
-        agent.log()
-    );
-    let settled: Vec<String> = agent
-        .lines("job settled")
-        .iter()
-        .map(|l| l["fields"]["outcome"].as_str().expect("outcome").to_owned())
-        .collect();
+    let settled = agent.outcomes_after_exit(Duration::from_secs(60));
     assert_eq!(settled, ["failed", "failed"]);
 
     let records = job_results(&store, "c/.montage/");
@@ -504,19 +489,8 @@ fn a_job_failing_every_time_goes_to_the_dead_letter_queue_with_its_error_recorde
                     .is_empty()
         },
     );
-    let o = run({
-        let mut c = coordinator();
-        c.envs(testkit::moto().aws_env()).args([
-            "batch-status",
-            "--out",
-            &out,
-            "--batch",
-            &batch_id,
-        ]);
-        c
-    });
     assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
+        batch_status(&out, &batch_id),
         format!(
             "batch {batch_id}: 1 variants: 0 rendered, 0 from the cache, 1 failed (1 missing asset), 0 retrying, 0 pending; finished"
         )
@@ -613,12 +587,8 @@ fn an_agent_counts_its_jobs_for_prometheus_and_posts_them_and_the_batch_its_summ
         "{text}"
     );
     agent.signal("-TERM");
-    assert_eq!(
-        agent.wait_exit(Duration::from_secs(60)).code(),
-        Some(0),
-        "{}",
-        agent.log()
-    );
+    let settled = agent.outcomes_after_exit(Duration::from_secs(60));
+    assert_eq!(settled, ["rendered", "rendered"]);
 
     // Each job posted, signed; the batch posted its summary.
     let got = received.lock().expect("lock").clone();
