@@ -626,3 +626,67 @@ fn an_agent_counts_its_jobs_for_prometheus_and_posts_them_and_the_batch_its_summ
         "{summary}"
     );
 }
+
+#[test]
+fn a_payload_too_large_for_a_message_is_read_from_storage_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = tiny_bundle(dir.path());
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "name\nAda\n").expect("rows");
+    let (name, store) = bucket("stored");
+    let (q, _) = queue("stored", None);
+    let out = format!("s3://{name}/c/");
+    let batch_id = send(&bundle, &rows, &out, &q);
+
+    // The message as `batch --queue` sends a payload over 256 KiB: the
+    // payload under the batch's jobs/, the message naming only the variant.
+    let rt = runtime();
+    let m = rt
+        .block_on(q.receive(1, Duration::from_secs(1), Duration::from_secs(5)))
+        .expect("receive")
+        .remove(0);
+    rt.block_on(q.delete(&m.receipt)).expect("delete");
+    let mut job: coordinator::batch::queue::QueueJob =
+        serde_json::from_str(&m.body).expect("a job");
+    let payload = job.payload.take().expect("inline payload");
+    let key = format!("c/.montage/batches/{batch_id}/jobs/{}.json", job.variant);
+    rt.block_on(store.put_bytes(&key, payload.to_bytes().expect("bytes").into()))
+        .expect("store the payload");
+    rt.block_on(q.send(&job.to_body().expect("body")))
+        .expect("send");
+    let mut agent = AgentProcess::start(&q, &["--max-jobs", "1"]);
+    assert_eq!(
+        agent.outcomes_after_exit(Duration::from_secs(60)),
+        ["rendered"]
+    );
+    assert_eq!(keys(&store, "c/Ada.mp4"), ["c/Ada.mp4"]);
+
+    // A stored payload is checked like an inline one: another variant's
+    // is refused, naming it.
+    let mut other = payload.clone();
+    other.job.props.insert("name".into(), "Eve".into());
+    rt.block_on(store.put_bytes(&key, other.to_bytes().expect("bytes").into()))
+        .expect("store");
+    rt.block_on(store.delete(&format!(
+        "c/.montage/batches/{batch_id}/results/{}.json",
+        job.variant
+    )))
+    .expect("forget the result");
+    rt.block_on(q.send(&job.to_body().expect("body")))
+        .expect("send");
+    let mut agent = AgentProcess::start(&q, &["--max-jobs", "1"]);
+    assert_eq!(
+        agent.outcomes_after_exit(Duration::from_secs(60)),
+        ["failed"]
+    );
+    let record = job_results(&store, "c/.montage/")
+        .remove(&job.variant.to_string())
+        .expect("a result");
+    assert_eq!(record["error"]["reason"], "invalid_input", "{record}");
+    assert!(
+        record["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("jobs/") && m.contains("as the message says")),
+        "{record}"
+    );
+}
