@@ -89,6 +89,9 @@ impl JobRun {
         heartbeat.abort();
         let outcome = self.settle(worked).await;
         if let Some(m) = &self.shared.metrics {
+            if matches!(outcome, Outcome::Duplicate | Outcome::Released) {
+                m.settled(outcome.label());
+            }
             m.busy(-1);
         }
         tracing::info!(message_id = %self.message.id, outcome = outcome.label(), "job settled");

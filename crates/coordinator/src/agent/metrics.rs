@@ -19,7 +19,8 @@ use crate::batch::RowStatus;
 #[derive(Debug)]
 pub struct AgentMetrics {
     registry: Registry,
-    /// By outcome (`rendered`, `cached`, `failed`) and error class; the
+    /// By outcome (`rendered`, `cached`, `failed`, `duplicate`,
+    /// `released`) and error class; the
     /// worker's label set, as both count work by how it ended.
     variants: Family<ChunkLabels, Counter>,
     render_seconds: Histogram,
@@ -115,6 +116,13 @@ impl AgentMetrics {
         };
         self.count(outcome, "");
         self.render_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A job ended without rendering or failing: `duplicate` (a delivery
+    /// acknowledged without rendering) or `released` (given back on
+    /// shutdown).
+    pub(crate) fn settled(&self, outcome: &str) {
+        self.count(outcome, "");
     }
 
     /// A job failed with an error of `class`.
