@@ -481,31 +481,7 @@ impl BoundWorker {
             }
         }
 
-        inner.draining.store(true, Ordering::SeqCst);
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        let in_flight = config.slots - inner.slots.available_permits();
-        tracing::info!(in_flight, grace_s = config.grace.as_secs_f64(), "draining");
-        inner.tracker.close();
-        if tokio::time::timeout(config.grace, inner.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over: cancelling in-flight chunks");
-            inner.cancel_all.cancel();
-            if tokio::time::timeout(CANCEL_WAIT, inner.tracker.wait())
-                .await
-                .is_err()
-            {
-                tracing::error!("chunks did not stop after cancellation; exiting anyway");
-            }
-        }
-        // Cancelled uploads abort their multipart uploads in the background.
-        inner.bundles.stores().settle().await;
+        inner.drain(&health, config.slots, config.grace).await;
         stop_server.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -689,6 +665,42 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
 }
 
 impl Inner {
+    /// Stops taking chunks (health says `NOT_SERVING`), lets in-flight
+    /// chunks finish within `grace`, then cancels them and settles the
+    /// uploads they leave.
+    async fn drain(
+        &self,
+        health: &tonic_health::server::HealthReporter,
+        slots: usize,
+        grace: Duration,
+    ) {
+        self.draining.store(true, Ordering::SeqCst);
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let in_flight = slots - self.slots.available_permits();
+        tracing::info!(in_flight, grace_s = grace.as_secs_f64(), "draining");
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: cancelling in-flight chunks");
+            self.cancel_all.cancel();
+            if tokio::time::timeout(CANCEL_WAIT, self.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("chunks did not stop after cancellation; exiting anyway");
+            }
+        }
+        // Cancelled uploads abort their multipart uploads in the background.
+        self.bundles.stores().settle().await;
+    }
+
     /// Checks a request and takes a slot for it, or says why not.
     fn admit(
         &self,
