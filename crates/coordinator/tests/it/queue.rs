@@ -342,6 +342,17 @@ fn peek(q: &Queue) -> String {
     m.body
 }
 
+/// Takes the only message off the queue, as the job it holds.
+fn take_job(q: &Queue) -> coordinator::batch::queue::QueueJob {
+    let rt = runtime();
+    let m = rt
+        .block_on(q.receive(1, Duration::from_secs(1), Duration::from_secs(5)))
+        .expect("receive")
+        .remove(0);
+    rt.block_on(q.delete(&m.receipt)).expect("delete");
+    serde_json::from_str(&m.body).expect("a job")
+}
+
 /// `batch --queue` of `rows` into `out` without waiting; the batch id.
 fn send(bundle: &Path, rows: &Path, out: &str, q: &Queue) -> String {
     let mut c = batch(bundle, rows, out, &["--name", "{name}.mp4"]);
@@ -442,13 +453,7 @@ fn a_job_failing_every_time_goes_to_the_dead_letter_queue_with_its_error_recorde
     // The job as sent, made to name an image the bundle does not have (as
     // if the bundle had changed under it), then sent in its place.
     let rt = runtime();
-    let m = rt
-        .block_on(q.receive(1, Duration::from_secs(1), Duration::from_secs(5)))
-        .expect("receive")
-        .remove(0);
-    rt.block_on(q.delete(&m.receipt)).expect("delete");
-    let mut job: coordinator::batch::queue::QueueJob =
-        serde_json::from_str(&m.body).expect("a job");
+    let mut job = take_job(&q);
     let payload = job.payload.as_mut().expect("inline payload");
     payload
         .job
@@ -641,13 +646,7 @@ fn a_payload_too_large_for_a_message_is_read_from_storage_and_checked() {
     // The message as `batch --queue` sends a payload over 256 KiB: the
     // payload under the batch's jobs/, the message naming only the variant.
     let rt = runtime();
-    let m = rt
-        .block_on(q.receive(1, Duration::from_secs(1), Duration::from_secs(5)))
-        .expect("receive")
-        .remove(0);
-    rt.block_on(q.delete(&m.receipt)).expect("delete");
-    let mut job: coordinator::batch::queue::QueueJob =
-        serde_json::from_str(&m.body).expect("a job");
+    let mut job = take_job(&q);
     let payload = job.payload.take().expect("inline payload");
     let key = format!("c/.montage/batches/{batch_id}/jobs/{}.json", job.variant);
     rt.block_on(store.put_bytes(&key, payload.to_bytes().expect("bytes").into()))
