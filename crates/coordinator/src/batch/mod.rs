@@ -11,9 +11,9 @@
 //!    which rows are the same video. Bad rows are listed; without
 //!    `keep_going` the batch stops there. Rows a previous run finished (its
 //!    `results.jsonl`) are skipped. What the render phase needs is written
-//!    to a spill file ([`spill`]); memory keeps a few numbers per variant.
+//!    to a spill file (the `spill` module); memory keeps a few numbers per variant.
 //! 2. **render** the distinct variants longest first, each on slots leased
-//!    from the pool ([`slots`]): one slot for a short variant (one chunk),
+//!    from the pool (the `slots` module): one slot for a short variant (one chunk),
 //!    as many as it has chunks for a long one; a slot returns when the
 //!    variant's chunks are done, so its combine and upload overlap the next
 //!    render. Rows of the same variant get its output (copied when their
