@@ -14,3 +14,12 @@ pub(crate) fn clear_codec_tag(params: &mut ffmpeg::codec::Parameters) {
         (*params.as_mut_ptr()).codec_tag = 0;
     }
 }
+
+/// Sets a stream's codec tag to the four characters `tag` (e.g. `hvc1`).
+pub(crate) fn set_codec_tag(params: &mut ffmpeg::codec::Parameters, tag: [u8; 4]) {
+    // SAFETY: as in `clear_codec_tag`: a plain integer field of a valid,
+    // exclusively borrowed AVCodecParameters.
+    unsafe {
+        (*params.as_mut_ptr()).codec_tag = u32::from_le_bytes(tag);
+    }
+}
