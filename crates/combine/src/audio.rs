@@ -15,7 +15,7 @@ use chunker::ChunkIndex;
 use ffmpeg::{ChannelLayout, Rational, codec, format::Sample, frame};
 use ffmpeg_next as ffmpeg;
 
-use crate::{AudioCodec, CombineError, PcmFormat};
+use crate::{AudioCodec, CombineError, PcmFormat, ffi};
 
 /// Samples per frame given to encoders that take any number (PCM). AAC-LC
 /// takes exactly 1024 (ISO/IEC 14496-3, 4.5.1.1), Opus 960 here: each
@@ -474,6 +474,10 @@ struct LogEntry {
     key: bool,
     offset: u64,
     size: usize,
+    /// Samples to discard at the end of the packet (Opus's last packet:
+    /// its skip-samples side data, which the container turns into WebM's
+    /// DiscardPadding), or 0.
+    discard_end: u32,
 }
 
 /// AAC packets encoded ahead of the muxer: their bytes in an unnamed
@@ -505,6 +509,7 @@ impl PacketLog {
             key: packet.is_key(),
             offset: self.end,
             size: data.len(),
+            discard_end: ffi::discard_end(packet),
         });
         self.end += data.len() as u64;
         Ok(())
@@ -525,6 +530,9 @@ impl PacketLog {
         packet.set_duration(e.duration);
         if e.key {
             packet.set_flags(ffmpeg::packet::Flags::KEY);
+        }
+        if e.discard_end > 0 {
+            ffi::set_discard_end(&mut packet, e.discard_end);
         }
         Ok(packet)
     }

@@ -5,6 +5,7 @@
 mod batch;
 mod cache;
 mod kit;
+mod outputs;
 mod render;
 mod s3;
 mod trust;
