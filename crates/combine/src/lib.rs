@@ -481,7 +481,11 @@ fn finish_ahead(
             option: "audio",
             given: format!(
                 "{} encoded ahead for {} samples at {} Hz, {} b/s",
-                ahead.inner.codec(),
+                match ahead.inner.codec() {
+                    AudioCodec::Aac => "AAC",
+                    AudioCodec::Opus => "Opus",
+                    AudioCodec::Pcm => "PCM",
+                },
                 ahead.inner.total(),
                 ahead.sample_rate,
                 ahead.bitrate
