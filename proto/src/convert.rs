@@ -12,7 +12,7 @@ use composition::CompositionMeta;
 use spec::{
     ArtifactKind, ArtifactTarget, BundleRef, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
     ChunkSpan, ContentHash, DeliveredArtifact, DescribeRequest, H264Profile, PcmFormat,
-    PixelFormat, Quality, RendererVersion, SourceSpec, StageTimings, VideoSettings,
+    PixelFormat, Quality, RendererVersion, SourceSpec, StageTimings, VideoCodec, VideoSettings,
 };
 use timebase::{Fps, FrameRange, SampleSpan};
 
@@ -148,22 +148,27 @@ impl TryFrom<pb::VideoSettings> for VideoSettings {
     /// lossless ones when `lossless` is set); set fields are taken as given
     /// and validated.
     fn try_from(v: pb::VideoSettings) -> Result<Self, Self::Error> {
-        let d = if v.lossless {
-            VideoSettings::lossless()
-        } else {
-            VideoSettings::default()
+        let codec = match v.codec.as_deref() {
+            None => VideoCodec::H264,
+            Some(c) => VideoCodec::parse(c).ok_or_else(|| {
+                FieldError::new(
+                    "video.codec",
+                    format!(
+                        "`{}` is not supported; allowed: {}",
+                        spec::quote(c),
+                        VideoCodec::names()
+                    ),
+                )
+            })?,
         };
-        if let Some(codec) = v.codec.as_deref()
-            && codec != "h264"
-        {
-            return Err(FieldError::new(
-                "video.codec",
-                format!(
-                    "`{}` is not supported: only h264 (libx264)",
-                    spec::quote(codec)
-                ),
-            ));
-        }
+        let d = if v.lossless {
+            VideoSettings {
+                codec,
+                ..VideoSettings::lossless()
+            }
+        } else {
+            VideoSettings::for_codec(codec, false)?
+        };
         let profile = match v.profile.as_deref() {
             None => d.profile,
             Some(p) => H264Profile::parse(p).ok_or_else(|| {
@@ -182,8 +187,9 @@ impl TryFrom<pb::VideoSettings> for VideoSettings {
                 FieldError::new(
                     "video.pixel_format",
                     format!(
-                        "`{}` is not supported; allowed: yuv420p, yuv444p",
-                        spec::quote(p)
+                        "`{}` is not supported; allowed: {}",
+                        spec::quote(p),
+                        PixelFormat::ALL.map(PixelFormat::as_str).join(", ")
                     ),
                 )
             })?,
@@ -205,6 +211,7 @@ impl TryFrom<pb::VideoSettings> for VideoSettings {
             })?),
         };
         let settings = VideoSettings {
+            codec,
             quality,
             preset: v.preset.unwrap_or(d.preset),
             profile,
@@ -223,7 +230,7 @@ impl From<&VideoSettings> for pb::VideoSettings {
     /// Every field explicit, so the worker's defaults never decide anything.
     fn from(v: &VideoSettings) -> Self {
         pb::VideoSettings {
-            codec: Some("h264".to_owned()),
+            codec: Some(v.codec.as_str().to_owned()),
             crf: match v.quality {
                 Quality::Crf(c) => Some(u32::from(c)),
                 Quality::Lossless => None,

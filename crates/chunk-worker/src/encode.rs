@@ -16,7 +16,7 @@ use ffmpeg_next as ffmpeg;
 use timebase::Fps;
 
 use crate::{WorkerError, convert};
-use spec::{PixelFormat, Quality, RendererVersion, VideoSettings};
+use spec::{PixelFormat, Quality, RendererVersion, VideoCodec, VideoSettings};
 
 /// The MPEG-TS system clock (ISO/IEC 13818-1, 2.4.2.2: PTS/DTS count 90 kHz).
 pub const TS_CLOCK_HZ: u32 = timebase::MPEG_TS_CLOCK_HZ;
@@ -128,6 +128,55 @@ fn pixel(p: PixelFormat) -> Pixel {
     match p {
         PixelFormat::Yuv420p => Pixel::YUV420P,
         PixelFormat::Yuv444p => Pixel::YUV444P,
+        PixelFormat::Yuva420p => Pixel::YUVA420P,
+        PixelFormat::Yuv422p10le => Pixel::YUV422P10LE,
+        PixelFormat::Yuv444p10le => Pixel::YUV444P10LE,
+        PixelFormat::Yuva444p10le => Pixel::YUVA444P10LE,
+    }
+}
+
+/// Bytes per sample of a plane of `p`.
+fn sample_bytes(p: PixelFormat) -> usize {
+    match p {
+        PixelFormat::Yuv420p | PixelFormat::Yuv444p | PixelFormat::Yuva420p => 1,
+        PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => 2,
+    }
+}
+
+/// Straight (unpremultiplied) colour from premultiplied RGBA, rounded to
+/// nearest, in integers: what an encoder with an alpha plane expects.
+/// Fully transparent pixels become black.
+fn unpremultiply(src: &[u8], dst: &mut Vec<u8>) {
+    dst.clear();
+    dst.extend_from_slice(src);
+    for p in dst.chunks_exact_mut(4) {
+        let a = u32::from(p[3]);
+        if a == 255 {
+            continue;
+        }
+        for c in &mut p[..3] {
+            *c = match a {
+                0 => 0,
+                _ => ((u32::from(*c) * 255 + a / 2) / a).min(255) as u8,
+            };
+        }
+        if a == 0 {
+            p[3] = 0;
+        }
+    }
+}
+
+/// Planes of 8-bit samples in memory, for conversions that widen them
+/// afterwards.
+struct Buffers {
+    width: usize,
+    planes: [Vec<u8>; 3],
+}
+
+impl convert::Planes for Buffers {
+    fn row(&mut self, plane: usize, y: usize) -> &mut [u8] {
+        let w = self.width;
+        &mut self.planes[plane][y * w..(y + 1) * w]
     }
 }
 
@@ -163,6 +212,8 @@ pub struct FrameConverter {
     format: PixelFormat,
     isa: convert::Isa,
     scratch: convert::Scratch,
+    /// The input unpremultiplied, for formats with alpha.
+    straight: Vec<u8>,
 }
 
 impl std::fmt::Debug for FrameConverter {
@@ -183,10 +234,9 @@ impl FrameConverter {
     /// `yuv420p`.
     pub fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, WorkerError> {
         init()?;
-        if width == 0
-            || height == 0
-            || (format == PixelFormat::Yuv420p && (width % 2 == 1 || height % 2 == 1))
-        {
+        let odd = (format.halves_width() && width % 2 == 1)
+            || (format.halves_height() && height % 2 == 1);
+        if width == 0 || height == 0 || odd {
             return Err(spec::FieldError::new(
                 "video.pixel_format",
                 format!(
@@ -195,7 +245,7 @@ impl FrameConverter {
                     if width == 0 || height == 0 {
                         "the frame is empty"
                     } else {
-                        "4:2:0 needs an even width and height; use yuv444p"
+                        "subsampled chroma needs an even width (and height for 4:2:0); use a 4:4:4 format"
                     }
                 ),
             )
@@ -208,6 +258,7 @@ impl FrameConverter {
             format,
             isa: convert::Isa::detect(),
             scratch: convert::Scratch::default(),
+            straight: Vec::new(),
         })
     }
 
@@ -220,11 +271,17 @@ impl FrameConverter {
     /// Converts what is in the input buffer into a new YUV frame, every
     /// byte of its rows (padding included) written.
     ///
+    /// Formats with alpha take the colour unpremultiplied and the alpha
+    /// plane from the input's alpha (full range); 10-bit formats get the
+    /// 8-bit conversion scaled by 4 (limited range 16-235 becomes 64-940,
+    /// as the standards define it), 4:2:2 chroma the mean of each pair.
+    ///
     /// # Errors
     /// [`WorkerError::Encoder`] if FFmpeg cannot allocate the frame.
     pub fn convert(&mut self) -> Result<YuvFrame, WorkerError> {
         let mut yuv = frame::Video::new(pixel(self.format), self.width, self.height);
-        if yuv.planes() != 3 {
+        let planes = if self.format.has_alpha() { 4 } else { 3 };
+        if yuv.planes() != planes {
             return Err(WorkerError::encoder(
                 "yuv frame",
                 format!(
@@ -236,20 +293,85 @@ impl FrameConverter {
             ));
         }
         let (w, h) = (self.width as usize, self.height as usize);
-        let mut planes = FramePlanes(&mut yuv);
+        let source: &[u8] = if self.format.has_alpha() {
+            unpremultiply(&self.rgba, &mut self.straight);
+            &self.straight
+        } else {
+            &self.rgba
+        };
         match self.format {
-            PixelFormat::Yuv420p => {
-                convert::rgba_to_yuv420(self.isa, &self.rgba, w, h, &mut planes, &mut self.scratch)
-            }
+            PixelFormat::Yuv420p | PixelFormat::Yuva420p => convert::rgba_to_yuv420(
+                self.isa,
+                source,
+                w,
+                h,
+                &mut FramePlanes(&mut yuv),
+                &mut self.scratch,
+            ),
             PixelFormat::Yuv444p => {
-                convert::rgba_to_yuv444(self.isa, &self.rgba, w, h, &mut planes)
+                convert::rgba_to_yuv444(self.isa, source, w, h, &mut FramePlanes(&mut yuv))
             }
+            PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => {
+                let mut buffers = Buffers {
+                    width: w,
+                    planes: [vec![0; w * h], vec![0; w * h], vec![0; w * h]],
+                };
+                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers);
+                write_10bit(&mut yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
+            }
+        }
+        if self.format.has_alpha() {
+            write_alpha(&mut yuv, &self.rgba, w, self.format);
         }
         yuv.set_color_space(color::Space::BT709);
         yuv.set_color_range(color::Range::MPEG);
         yuv.set_color_primaries(color::Primaries::BT709);
         yuv.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
         Ok(YuvFrame(yuv))
+    }
+}
+
+/// Writes 8-bit 4:4:4 `buffers` into a 10-bit frame: samples times 4,
+/// chroma pairs summed times 2 for 4:2:2 (their mean at 10 bits).
+fn write_10bit(yuv: &mut frame::Video, buffers: &Buffers, halve_chroma: bool) {
+    let w = buffers.width;
+    for (plane, samples) in buffers.planes.iter().enumerate() {
+        let pw = yuv.plane_width(plane) as usize;
+        let stride = yuv.stride(plane);
+        let data = yuv.data_mut(plane);
+        for (y, src) in samples.chunks_exact(w).enumerate() {
+            let row = &mut data[y * stride..(y + 1) * stride];
+            row[pw * 2..].fill(0);
+            for x in 0..pw {
+                let v: u16 = if plane > 0 && halve_chroma {
+                    let b = src.get(2 * x + 1).copied().unwrap_or(src[2 * x]);
+                    (u16::from(src[2 * x]) + u16::from(b)) * 2
+                } else {
+                    u16::from(src[x]) * 4
+                };
+                row[2 * x..2 * x + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Writes plane 3 (alpha, full range) from the input's alpha bytes.
+fn write_alpha(yuv: &mut frame::Video, rgba: &[u8], width: usize, format: PixelFormat) {
+    let wide = sample_bytes(format) == 2;
+    let stride = yuv.stride(3);
+    let data = yuv.data_mut(3);
+    for (y, src) in rgba.chunks_exact(width * 4).enumerate() {
+        let row = &mut data[y * stride..(y + 1) * stride];
+        let used = width * sample_bytes(format);
+        row[used..].fill(0);
+        for (x, px) in src.chunks_exact(4).enumerate() {
+            if wide {
+                let a = ((u32::from(px[3]) * 1023 + 127) / 255) as u16;
+                row[2 * x..2 * x + 2].copy_from_slice(&a.to_le_bytes());
+            } else {
+                row[x] = px[3];
+            }
+        }
     }
 }
 
@@ -285,8 +407,12 @@ impl YuvFrame {
     /// `yuv444p`) reads.
     pub fn write_packed(&self, out: &mut Vec<u8>) {
         let f = &self.0;
+        let bytes = match f.format() {
+            Pixel::YUV422P10LE | Pixel::YUV444P10LE | Pixel::YUVA444P10LE => 2,
+            _ => 1,
+        };
         for plane in 0..f.planes() {
-            let row = f.plane_width(plane) as usize;
+            let row = f.plane_width(plane) as usize * bytes;
             let stride = f.stride(plane);
             let data = f.data(plane);
             for y in 0..f.plane_height(plane) as usize {
@@ -402,13 +528,17 @@ pub(crate) mod sws_bt709 {
     }
 }
 
-/// libx264 writing into an MPEG-TS file.
-pub(crate) struct TsEncoder {
+/// One chunk's encoder writing into its chunk container: libx264 or
+/// libx265 into MPEG-TS, libvpx-vp9 or prores_ks into Matroska (see
+/// [`spec::VideoCodec::chunk_container`]).
+pub(crate) struct ChunkEncoder {
     octx: ffmpeg::format::context::Output,
     encoder: ffmpeg::encoder::Video,
     encoder_tb: Rational,
     stream_tb: Rational,
     packet: ffmpeg::Packet,
+    /// The encoder's name, for errors ("libx264 encode").
+    name: &'static str,
     /// Packets written so far (one per frame).
     pub(crate) packets: u64,
 }
@@ -419,10 +549,110 @@ fn rational(num: u32, den: u32, what: &'static str) -> Result<Rational, WorkerEr
     Ok(Rational::new(n, d))
 }
 
-impl TsEncoder {
-    /// Opens libx264 and the MPEG-TS muxer writing to `path`. Frames are
-    /// timed in units of one output frame (`1 / output_fps`); packets are
-    /// written at 90 kHz.
+/// The FFmpeg encoder that encodes `codec`.
+fn encoder_name(codec: VideoCodec) -> &'static str {
+    match codec {
+        VideoCodec::H264 => "libx264",
+        VideoCodec::H265 => "libx265",
+        VideoCodec::Vp9 => "libvpx-vp9",
+        VideoCodec::Av1 => "libsvtav1",
+        VideoCodec::Prores => "prores_ks",
+        VideoCodec::Gif => "gif",
+    }
+}
+
+/// libvpx's `cpu-used` for an x264 preset name: the same speed ladder,
+/// fastest first (libvpx-vp9 runs 0-8 in good-quality mode).
+fn vpx_cpu_used(preset: &str) -> u32 {
+    let rank = spec::X264_PRESETS
+        .iter()
+        .position(|p| *p == preset)
+        .unwrap_or(2);
+    8u32.saturating_sub(rank as u32)
+}
+
+/// The encoder options of `settings` for its codec. Every one that reaches
+/// the bitstream is fixed here, never left to the machine.
+fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
+    let mut opts = Dictionary::new();
+    match settings.codec {
+        VideoCodec::H264 => {
+            opts.set("preset", &settings.preset);
+            match settings.quality {
+                Quality::Crf(crf) => opts.set("crf", &crf.to_string()),
+                Quality::Lossless => opts.set("qp", "0"),
+            }
+            opts.set("profile", settings.profile.as_str());
+            if let Some(level) = &settings.level {
+                opts.set("level", level);
+            }
+            // Closed GOPs so no frame references another chunk; fixed keyint and
+            // B-frames so every chunk has the same structure rules. The
+            // lookahead thread's buffer only changes memory, not the bitstream.
+            opts.set(
+                "x264-params",
+                &format!(
+                    "keyint={}:bframes={}:open-gop=0:sync-lookahead={}",
+                    settings.keyint, settings.bframes, X264_SYNC_LOOKAHEAD
+                ),
+            );
+        }
+        VideoCodec::H265 => {
+            opts.set("preset", &settings.preset);
+            let mut params = format!(
+                "keyint={}:min-keyint=1:bframes={}:open-gop=0:frame-threads={}:pools={}:lookahead-slices=0:log-level=error",
+                settings.keyint,
+                settings.bframes,
+                settings.encoder_threads,
+                settings.encoder_threads
+            );
+            match settings.quality {
+                Quality::Crf(crf) => opts.set("crf", &crf.to_string()),
+                Quality::Lossless => params.push_str(":lossless=1"),
+            }
+            // x265 picks Main or Main 4:4:4 from the pixel format.
+            opts.set("x265-params", &params);
+        }
+        VideoCodec::Vp9 => {
+            match settings.quality {
+                // Constant quality: CRF with no bitrate target.
+                Quality::Crf(crf) => {
+                    opts.set("crf", &crf.to_string());
+                    opts.set("b", "0");
+                }
+                Quality::Lossless => opts.set("lossless", "1"),
+            }
+            opts.set("deadline", "good");
+            opts.set("cpu-used", &vpx_cpu_used(&settings.preset).to_string());
+            // Tiles and row threading are fixed, so the bitstream does not
+            // depend on the thread count.
+            opts.set("tile-columns", "0");
+            opts.set("row-mt", "0");
+            if settings.pixel_format.has_alpha() {
+                // libvpx encodes the alpha plane as a second stream; an
+                // alt-ref frame in one but not the other desynchronises them.
+                opts.set("auto-alt-ref", "0");
+            }
+        }
+        VideoCodec::Prores => {
+            let profile = match settings.pixel_format {
+                PixelFormat::Yuv422p10le => "hq",
+                _ => "4444",
+            };
+            opts.set("profile", profile);
+            // Apple's vendor id, as Apple's encoder writes it, so players
+            // that look at it treat the file as theirs.
+            opts.set("vendor", "apl0");
+        }
+        VideoCodec::Av1 | VideoCodec::Gif => {}
+    }
+    opts
+}
+
+impl ChunkEncoder {
+    /// Opens the codec's encoder and the chunk muxer writing to `path`.
+    /// Frames are timed in units of one output frame (`1 / output_fps`);
+    /// TS packets are written at 90 kHz, Matroska's in milliseconds.
     pub(crate) fn create(
         path: &Path,
         width: u32,
@@ -431,24 +661,30 @@ impl TsEncoder {
         settings: &VideoSettings,
     ) -> Result<Self, WorkerError> {
         init()?;
-        let mut octx = ffmpeg::format::output_as(path, "mpegts")
-            .map_err(|e| WorkerError::encoder("mpegts open", e))?;
-        let codec = ffmpeg::encoder::find_by_name("libx264").ok_or_else(|| {
-            WorkerError::encoder("libx264 open", "this FFmpeg has no libx264 encoder")
+        let name = encoder_name(settings.codec);
+        let container = settings.codec.chunk_container();
+        let mut octx = ffmpeg::format::output_as(path, container.muxer())
+            .map_err(|e| WorkerError::encoder("chunk muxer open", e))?;
+        let codec = ffmpeg::encoder::find_by_name(name).ok_or_else(|| {
+            WorkerError::encoder(name, format!("this FFmpeg has no {name} encoder"))
         })?;
         let encoder_tb = rational(output_fps.den(), output_fps.num(), "encoder time base")?;
         let mut ctx = codec::context::Context::new_with_codec(codec);
-        // x264's bitstream depends on its thread count: fix it from the
-        // request instead of letting FFmpeg pick the machine's core count.
+        // The bitstream of x264 (and x265) depends on its thread count: fix
+        // it from the request instead of letting FFmpeg pick the machine's
+        // core count. ProRes slices and VP9 (fixed tiles) do not depend on it.
         ctx.set_threading(ffmpeg::threading::Config {
-            kind: ffmpeg::threading::Type::Frame,
+            kind: match settings.codec {
+                VideoCodec::Prores => ffmpeg::threading::Type::Slice,
+                _ => ffmpeg::threading::Type::Frame,
+            },
             count: settings.encoder_threads as usize,
             ..Default::default()
         });
         let mut enc = ctx
             .encoder()
             .video()
-            .map_err(|e| WorkerError::encoder("libx264 open", e))?;
+            .map_err(|e| WorkerError::encoder(name, e))?;
         enc.set_width(width);
         enc.set_height(height);
         enc.set_format(pixel(settings.pixel_format));
@@ -470,34 +706,21 @@ impl TsEncoder {
         enc.set_color_range(color::Range::MPEG);
         enc.set_color_primaries(color::Primaries::BT709);
         enc.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
-
-        let mut opts = Dictionary::new();
-        opts.set("preset", &settings.preset);
-        match settings.quality {
-            Quality::Crf(crf) => opts.set("crf", &crf.to_string()),
-            Quality::Lossless => opts.set("qp", "0"),
+        if container == spec::ChunkContainer::Matroska
+            && octx
+                .format()
+                .flags()
+                .contains(ffmpeg::format::flag::Flags::GLOBAL_HEADER)
+        {
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
         }
-        opts.set("profile", settings.profile.as_str());
-        if let Some(level) = &settings.level {
-            opts.set("level", level);
-        }
-        // Closed GOPs so no frame references another chunk; fixed keyint and
-        // B-frames so every chunk has the same structure rules. The
-        // lookahead thread's buffer only changes memory, not the bitstream.
-        opts.set(
-            "x264-params",
-            &format!(
-                "keyint={}:bframes={}:open-gop=0:sync-lookahead={}",
-                settings.keyint, settings.bframes, X264_SYNC_LOOKAHEAD
-            ),
-        );
         let encoder = enc
-            .open_with(opts)
-            .map_err(|e| WorkerError::encoder("libx264 open", e))?;
+            .open_with(encoder_options(settings))
+            .map_err(|e| WorkerError::encoder(name, e))?;
 
         let mut stream = octx
             .add_stream(codec)
-            .map_err(|e| WorkerError::encoder("mpegts stream", e))?;
+            .map_err(|e| WorkerError::encoder("chunk stream", e))?;
         stream.set_parameters(&encoder);
         stream.set_time_base(Rational::new(1, TS_CLOCK_HZ as i32));
         stream.set_avg_frame_rate(rational(output_fps.num(), output_fps.den(), "frame rate")?);
@@ -512,17 +735,18 @@ impl TsEncoder {
         // No library version strings in the output.
         mux_opts.set("fflags", "+bitexact");
         octx.write_header_with(mux_opts)
-            .map_err(|e| WorkerError::encoder("mpegts header", e))?;
+            .map_err(|e| WorkerError::encoder("chunk header", e))?;
         let stream_tb = octx
             .stream(0)
             .map(|s| s.time_base())
-            .ok_or_else(|| WorkerError::encoder("mpegts header", "stream 0 missing"))?;
-        Ok(TsEncoder {
+            .ok_or_else(|| WorkerError::encoder("chunk header", "stream 0 missing"))?;
+        Ok(ChunkEncoder {
             octx,
             encoder,
             encoder_tb,
             stream_tb,
             packet: ffmpeg::Packet::empty(),
+            name,
             packets: 0,
         })
     }
@@ -533,7 +757,7 @@ impl TsEncoder {
         frame.0.set_pts(Some(pts));
         self.encoder
             .send_frame(&frame.0)
-            .map_err(|e| WorkerError::encoder("libx264 encode", e))?;
+            .map_err(|e| WorkerError::encoder(self.name, e))?;
         self.drain()
     }
 
@@ -545,14 +769,14 @@ impl TsEncoder {
                     self.packet.rescale_ts(self.encoder_tb, self.stream_tb);
                     self.packet
                         .write_interleaved(&mut self.octx)
-                        .map_err(|e| WorkerError::encoder("mpegts write", e))?;
+                        .map_err(|e| WorkerError::encoder("chunk write", e))?;
                     self.packets += 1;
                 }
                 Err(ffmpeg::Error::Eof) => return Ok(()),
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
                     return Ok(());
                 }
-                Err(e) => return Err(WorkerError::encoder("libx264 encode", e)),
+                Err(e) => return Err(WorkerError::encoder(self.name, e)),
             }
         }
     }
@@ -561,11 +785,11 @@ impl TsEncoder {
     pub(crate) fn finish(mut self) -> Result<u64, WorkerError> {
         self.encoder
             .send_eof()
-            .map_err(|e| WorkerError::encoder("libx264 flush", e))?;
+            .map_err(|e| WorkerError::encoder(self.name, e))?;
         self.drain()?;
         self.octx
             .write_trailer()
-            .map_err(|e| WorkerError::encoder("mpegts trailer", e))?;
+            .map_err(|e| WorkerError::encoder("chunk trailer", e))?;
         Ok(self.packets)
     }
 }
@@ -622,7 +846,7 @@ mod tests {
     fn worst(a: &[u8], b: &[u8], w: u32, h: u32, format: PixelFormat) -> (u8, String) {
         let (cw, ch) = match format {
             PixelFormat::Yuv420p => (w / 2, h / 2),
-            PixelFormat::Yuv444p => (w, h),
+            _ => (w, h),
         };
         let sizes = [(w, h), (cw, ch), (cw, ch)];
         let mut at = 0;

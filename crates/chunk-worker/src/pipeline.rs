@@ -29,11 +29,9 @@ use sha2::{Digest, Sha256};
 use timebase::{Fps, FrameIndex, SampleSpan};
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{FrameConverter, TS_CLOCK_HZ, TsEncoder, YuvFrame};
+use crate::encode::{ChunkEncoder, FrameConverter, TS_CLOCK_HZ, YuvFrame};
 use crate::{WorkerConfig, WorkerError};
-use spec::{
-    ArtifactTarget, ChunkProgress, ChunkRequest, ContentHash, PcmFormat, PixelFormat, StageTimings,
-};
+use spec::{ArtifactTarget, ChunkProgress, ChunkRequest, ContentHash, PcmFormat, StageTimings};
 
 /// Converted frames each pool thread may have queued for the encoder (one
 /// more waits in the thread while the queue is full). One is enough: libx264
@@ -199,14 +197,23 @@ pub fn render_chunk(
         .checked_mul(ticks_per_frame)
         .filter(|p| i64::try_from(*p).is_ok())
         .ok_or_else(|| range_err("the chunk's timestamps overflow".into()))?;
-    if request.video.pixel_format == PixelFormat::Yuv420p
-        && (meta.width % 2 == 1 || meta.height % 2 == 1)
+    let pixel_format = request.video.pixel_format;
+    if (pixel_format.halves_width() && meta.width % 2 == 1)
+        || (pixel_format.halves_height() && meta.height % 2 == 1)
     {
         return Err(spec::FieldError::new(
             "video.pixel_format",
             format!(
-                "composition `{}` is {}x{}: yuv420p needs an even width and height; use yuv444p",
-                meta.id, meta.width, meta.height
+                "composition `{}` is {}x{}: {} needs an even {}; use a 4:4:4 format",
+                meta.id,
+                meta.width,
+                meta.height,
+                pixel_format.as_str(),
+                if pixel_format.halves_height() {
+                    "width and height"
+                } else {
+                    "width"
+                }
             ),
         )
         .into());
@@ -216,7 +223,7 @@ pub fn render_chunk(
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }
 
-    let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index);
+    let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index, request.video.codec);
     let ts_tmp = temp_artifact(&dir, &ts_name)?;
     let pcm_tmp = temp_artifact(&dir, &pcm_name)?;
     let job = Job {
@@ -454,7 +461,7 @@ impl Job<'_> {
         rendered: &[mpsc::Receiver<Rendered>],
     ) -> Result<Digested, WorkerError> {
         let t = Instant::now();
-        let mut enc = TsEncoder::create(
+        let mut enc = ChunkEncoder::create(
             path,
             self.meta.width,
             self.meta.height,
@@ -489,7 +496,7 @@ impl Job<'_> {
         self.report();
         if packets != self.chunk.frame_count() {
             return Err(WorkerError::encoder(
-                "libx264 flush",
+                "encoder flush",
                 format!(
                     "wrote {packets} packets for {} frames",
                     self.chunk.frame_count()

@@ -883,7 +883,8 @@ impl Inner {
             .open(prefix)
             .await
             .map_err(WorkerError::storage(FIELD))?;
-        let (ts_name, pcm_name) = ChunkRequest::artifact_names(request.span.index);
+        let (ts_name, pcm_name) =
+            ChunkRequest::artifact_names(request.span.index, request.video.codec);
         let put = |name: String, file: &ArtifactFile| {
             let store = Arc::clone(&store);
             let key = format!("{}{name}", prefix.key());

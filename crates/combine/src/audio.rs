@@ -1,6 +1,10 @@
-//! The audio path: the chunks' PCM read in order as one stream, encoded to
-//! AAC-LC once, so the AAC packets are those of an unsplit encode and no seam
-//! can exist (see `MEDIA-NOTES.md`, *PCM from workers, AAC once*).
+//! The audio path: the chunks' PCM read in order as one stream, encoded
+//! once (AAC-LC, Opus or 16-bit PCM), so the packets are those of an
+//! unsplit encode and no seam can exist (see `MEDIA-NOTES.md`, *PCM from
+//! workers, AAC once*). The encoder's priming (AAC's 1024 samples, Opus's
+//! pre-skip of 312) is signalled by the container (MP4 edit list, WebM
+//! CodecDelay and OpusHead), and Opus's end padding by the last packet's
+//! skip-samples side data (WebM DiscardPadding).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -11,11 +15,12 @@ use chunker::ChunkIndex;
 use ffmpeg::{ChannelLayout, Rational, codec, format::Sample, frame};
 use ffmpeg_next as ffmpeg;
 
-use crate::{CombineError, PcmFormat};
+use crate::{AudioCodec, CombineError, PcmFormat, ffi};
 
-/// Samples per AAC-LC frame (ISO/IEC 14496-3, 4.5.1.1: 1024 spectral lines
-/// per frame); the native encoder takes exactly this many per input frame.
-pub(crate) const AAC_FRAME_SAMPLES: usize = 1024;
+/// Samples per frame given to encoders that take any number (PCM). AAC-LC
+/// takes exactly 1024 (ISO/IEC 14496-3, 4.5.1.1), Opus 960 here: each
+/// encoder's own frame size is used.
+const PCM_FRAME_SAMPLES: usize = 1024;
 
 /// Interleaved stereo: every rendered track has two channels.
 const CHANNELS: usize = chunker::timebase::AUDIO_CHANNELS as usize;
@@ -147,10 +152,11 @@ fn decode(format: PcmFormat, b: &[u8]) -> f32 {
     }
 }
 
-/// FFmpeg's native AAC-LC encoder and how far it got: frames of exactly
-/// [`AAC_FRAME_SAMPLES`] (the last may be shorter) with `pts` = running
-/// sample index, so its priming (1024 samples, first packet at pts −1024)
-/// becomes the MP4 edit list.
+/// The audio encoder and how far it got: FFmpeg's native AAC-LC encoder,
+/// libopus or 16-bit PCM, given frames of exactly its frame size (1024
+/// samples for AAC, 960 (20 ms) for Opus; the last may be shorter) with
+/// `pts` = running sample index, so its priming (AAC: first packet at pts
+/// −1024) becomes the container's edit list or codec delay.
 pub(crate) struct AacEncoder {
     encoder: ffmpeg::encoder::Audio,
     sample_rate: u32,
@@ -158,25 +164,43 @@ pub(crate) struct AacEncoder {
     sent: u64,
     packets: u64,
     flushed: bool,
+    /// Samples per frame sent.
+    frame_samples: usize,
+    /// The sample format the encoder takes.
+    format: Sample,
+    /// The codec, for errors.
+    codec: AudioCodec,
+}
+
+/// The FFmpeg encoder of `codec` and the sample format given to it.
+fn encoder_of(codec: AudioCodec) -> (&'static str, Sample) {
+    use ffmpeg::format::sample::Type;
+    match codec {
+        AudioCodec::Aac => ("aac", Sample::F32(Type::Planar)),
+        AudioCodec::Opus => ("libopus", Sample::F32(Type::Packed)),
+        AudioCodec::Pcm => ("pcm_s16le", Sample::I16(Type::Packed)),
+    }
 }
 
 impl AacEncoder {
     /// An encoder for `total` samples at `sample_rate`; `global_header` as
-    /// the muxer wants it (MP4 does).
+    /// the muxer wants it (MP4 and WebM do).
     fn open(
+        codec: AudioCodec,
         total: u64,
         sample_rate: u32,
         bitrate: u32,
         global_header: bool,
     ) -> Result<(Self, codec::Parameters), CombineError> {
-        let aac = ffmpeg::encoder::find_by_name("aac").ok_or(CombineError::Ffmpeg {
-            context: "finding FFmpeg's native `aac` encoder".into(),
+        let (name, format) = encoder_of(codec);
+        let found = ffmpeg::encoder::find_by_name(name).ok_or(CombineError::Ffmpeg {
+            context: format!("finding FFmpeg's `{name}` encoder"),
             source: ffmpeg::Error::EncoderNotFound,
         })?;
-        let mut enc = codec::Context::new_with_codec(aac)
+        let mut enc = codec::Context::new_with_codec(found)
             .encoder()
             .audio()
-            .map_err(CombineError::ffmpeg("creating the AAC encoder"))?;
+            .map_err(CombineError::ffmpeg("creating the audio encoder"))?;
         let rate = i32::try_from(sample_rate).map_err(|_| CombineError::InvalidOption {
             option: "sample_rate",
             given: sample_rate.to_string(),
@@ -185,15 +209,21 @@ impl AacEncoder {
         enc.set_rate(rate);
         enc.set_channel_layout(ChannelLayout::STEREO);
         enc.set_channels(CHANNELS as i32);
-        enc.set_format(Sample::F32(ffmpeg::format::sample::Type::Planar));
-        enc.set_bit_rate(bitrate as usize);
+        enc.set_format(format);
+        if codec != AudioCodec::Pcm {
+            enc.set_bit_rate(bitrate as usize);
+        }
         enc.set_time_base(Rational::new(1, rate));
         if global_header {
             enc.set_flags(codec::Flags::GLOBAL_HEADER);
         }
         let encoder = enc
-            .open_as(aac)
-            .map_err(CombineError::ffmpeg("opening the AAC encoder"))?;
+            .open_as(found)
+            .map_err(CombineError::ffmpeg("opening the audio encoder"))?;
+        let frame_samples = match encoder.frame_size() {
+            0 => PCM_FRAME_SAMPLES,
+            n => n as usize,
+        };
         let params = codec::Parameters::from(&encoder);
         Ok((
             AacEncoder {
@@ -203,6 +233,9 @@ impl AacEncoder {
                 sent: 0,
                 packets: 0,
                 flushed: false,
+                frame_samples,
+                format,
+                codec,
             },
             params,
         ))
@@ -215,14 +248,10 @@ impl AacEncoder {
         source: &mut Source,
         write: &mut dyn FnMut(ffmpeg::Packet) -> Result<(), CombineError>,
     ) -> Result<(), CombineError> {
-        let n = (self.total - self.sent).min(AAC_FRAME_SAMPLES as u64) as usize;
+        let n = (self.total - self.sent).min(self.frame_samples as u64) as usize;
         // A fresh frame each time: the encoder may keep a reference to
         // the previous one's buffers.
-        let mut frame = frame::Audio::new(
-            Sample::F32(ffmpeg::format::sample::Type::Planar),
-            n,
-            ChannelLayout::STEREO,
-        );
+        let mut frame = frame::Audio::new(self.format, n, ChannelLayout::STEREO);
         frame.set_channels(CHANNELS as u16);
         frame.set_rate(self.sample_rate);
         let mut l = vec![0f32; n];
@@ -238,12 +267,15 @@ impl AacEncoder {
                 source: ffmpeg::Error::Eof,
             });
         }
-        frame.plane_mut::<f32>(0)[..n].copy_from_slice(&l);
-        frame.plane_mut::<f32>(1)[..n].copy_from_slice(&r);
+        fill(&mut frame, self.format, &l, &r);
         frame.set_pts(Some(self.sent as i64));
+        let codec = self.codec;
         self.encoder
             .send_frame(&frame)
-            .map_err(CombineError::ffmpeg("encoding AAC"))?;
+            .map_err(|e| CombineError::Ffmpeg {
+                context: format!("encoding {codec}"),
+                source: e,
+            })?;
         self.sent += n as u64;
         self.drain(write)
     }
@@ -256,7 +288,7 @@ impl AacEncoder {
         if self.sent >= self.total && !self.flushed {
             self.encoder
                 .send_eof()
-                .map_err(CombineError::ffmpeg("flushing the AAC encoder"))?;
+                .map_err(CombineError::ffmpeg("flushing the audio encoder"))?;
             self.flushed = true;
             self.drain(write)?;
         }
@@ -278,18 +310,48 @@ impl AacEncoder {
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {
                     return Ok(());
                 }
-                Err(e) => return Err(CombineError::ffmpeg("encoding AAC")(e)),
+                Err(e) => return Err(CombineError::ffmpeg("encoding audio")(e)),
+            }
+        }
+    }
+}
+
+/// Puts `l` and `r` into `frame` in the encoder's sample format: planar or
+/// interleaved floats, or 16-bit integers rounded to nearest and clamped
+/// (as the workers' `s16le`).
+fn fill(frame: &mut frame::Audio, format: Sample, l: &[f32], r: &[f32]) {
+    use ffmpeg::format::sample::Type;
+    let n = l.len();
+    match format {
+        Sample::F32(Type::Planar) => {
+            frame.plane_mut::<f32>(0)[..n].copy_from_slice(l);
+            frame.plane_mut::<f32>(1)[..n].copy_from_slice(r);
+        }
+        Sample::F32(Type::Packed) => {
+            let out = &mut frame.data_mut(0)[..n * 8];
+            for (i, (a, b)) in l.iter().zip(r).enumerate() {
+                out[8 * i..8 * i + 4].copy_from_slice(&a.to_le_bytes());
+                out[8 * i + 4..8 * i + 8].copy_from_slice(&b.to_le_bytes());
+            }
+        }
+        _ => {
+            let s16 =
+                |v: f32| ((v * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes();
+            let out = &mut frame.data_mut(0)[..n * 4];
+            for (i, (a, b)) in l.iter().zip(r).enumerate() {
+                out[4 * i..4 * i + 2].copy_from_slice(&s16(*a));
+                out[4 * i + 2..4 * i + 4].copy_from_slice(&s16(*b));
             }
         }
     }
 }
 
 /// The samples the live encoder would have sent after
-/// `encode_until(until)`, starting from `sent`: whole frames until `until`
-/// is reached or passed, the last frame shorter.
-fn sent_after(mut sent: u64, until: u64, total: u64) -> u64 {
+/// `encode_until(until)`, starting from `sent`: whole frames of
+/// `frame_samples` until `until` is reached or passed, the last shorter.
+fn sent_after(mut sent: u64, until: u64, total: u64, frame_samples: u64) -> u64 {
     while sent < until.min(total) {
-        sent += (total - sent).min(AAC_FRAME_SAMPLES as u64);
+        sent += (total - sent).min(frame_samples);
     }
     sent
 }
@@ -310,15 +372,17 @@ pub(crate) enum AacTrack {
 }
 
 impl AacTrack {
-    /// A live track encoding `total` samples from `source`.
+    /// A live track encoding `total` samples from `source` to `codec`.
     pub(crate) fn open(
+        codec: AudioCodec,
         source: Source,
         total: u64,
         sample_rate: u32,
         bitrate: u32,
         global_header: bool,
     ) -> Result<(Self, codec::Parameters), CombineError> {
-        let (encoder, params) = AacEncoder::open(total, sample_rate, bitrate, global_header)?;
+        let (encoder, params) =
+            AacEncoder::open(codec, total, sample_rate, bitrate, global_header)?;
         Ok((AacTrack::Live { encoder, source }, params))
     }
 
@@ -381,7 +445,7 @@ impl AacTrack {
                 encoder.flush(write)
             }
             AacTrack::Replay { log, next, sent } => {
-                *sent = sent_after(*sent, until, total);
+                *sent = sent_after(*sent, until, total, log.frame_samples);
                 // Packets the live encoder would have drained by now: made
                 // by a send up to `sent`, and the flush once all was sent.
                 let done = if *sent >= total { u64::MAX } else { *sent };
@@ -410,6 +474,10 @@ struct LogEntry {
     key: bool,
     offset: u64,
     size: usize,
+    /// Samples to discard at the end of the packet (Opus's last packet:
+    /// its skip-samples side data, which the container turns into WebM's
+    /// DiscardPadding), or 0.
+    discard_end: u32,
 }
 
 /// AAC packets encoded ahead of the muxer: their bytes in an unnamed
@@ -421,6 +489,8 @@ pub(crate) struct PacketLog {
     entries: Vec<LogEntry>,
     total: u64,
     sample_rate: u32,
+    /// Samples per frame the encoder was sent.
+    frame_samples: u64,
 }
 
 impl PacketLog {
@@ -439,6 +509,7 @@ impl PacketLog {
             key: packet.is_key(),
             offset: self.end,
             size: data.len(),
+            discard_end: ffi::discard_end(packet),
         });
         self.end += data.len() as u64;
         Ok(())
@@ -460,6 +531,9 @@ impl PacketLog {
         if e.key {
             packet.set_flags(ffmpeg::packet::Flags::KEY);
         }
+        if e.discard_end > 0 {
+            ffi::set_discard_end(&mut packet, e.discard_end);
+        }
         Ok(packet)
     }
 }
@@ -477,9 +551,16 @@ pub(crate) struct Prefix {
 }
 
 impl Prefix {
-    /// A prefix encoder for `total` samples; MP4 wants a global header.
-    pub(crate) fn open(total: u64, sample_rate: u32, bitrate: u32) -> Result<Self, CombineError> {
-        let (encoder, params) = AacEncoder::open(total, sample_rate, bitrate, true)?;
+    /// A prefix encoder of `codec` for `total` samples; MP4 and WebM want
+    /// a global header.
+    pub(crate) fn open(
+        codec: AudioCodec,
+        total: u64,
+        sample_rate: u32,
+        bitrate: u32,
+    ) -> Result<Self, CombineError> {
+        let (encoder, params) = AacEncoder::open(codec, total, sample_rate, bitrate, true)?;
+        let frame_samples = encoder.frame_samples as u64;
         let file = tempfile::tempfile().map_err(PacketLog::io)?;
         Ok(Prefix {
             encoder,
@@ -493,8 +574,14 @@ impl Prefix {
                 entries: Vec::new(),
                 total,
                 sample_rate,
+                frame_samples,
             },
         })
+    }
+
+    /// The codec it encodes.
+    pub(crate) fn codec(&self) -> AudioCodec {
+        self.encoder.codec
     }
 
     /// Samples the encoder must hold in all.
@@ -521,9 +608,10 @@ impl Prefix {
             available,
             ..
         } = self;
+        let frame = encoder.frame_samples as u64;
         loop {
             let sent = encoder.sent;
-            let whole = sent + AAC_FRAME_SAMPLES as u64 <= *available;
+            let whole = sent + frame <= *available;
             let last = *available >= total && sent < total;
             if !(whole || last) {
                 break;
@@ -533,7 +621,7 @@ impl Prefix {
             }
             // Packets drained after this send: the live encoder would have
             // written them once it had sent this frame.
-            let after = sent + (total - sent).min(AAC_FRAME_SAMPLES as u64);
+            let after = sent + (total - sent).min(frame);
             encoder.send_next(source, &mut |p| log.record(&p, after))?;
         }
         encoder.flush(&mut |p| log.record(&p, u64::MAX))

@@ -1,6 +1,7 @@
-//! The two places where ffmpeg-next 9 has no safe accessor. Kept to one
-//! small module so the unsafe surface is easy to audit.
-#![allow(unsafe_code)] // ffmpeg-next 9 exposes no setter for `codec_tag`
+//! The places where ffmpeg-next 9 has no safe accessor: a stream's codec
+//! tag, and a packet's skip-samples side data. Kept to one small module so
+//! the unsafe surface is easy to audit.
+#![allow(unsafe_code)] // ffmpeg-next 9 exposes no setter for these
 
 use ffmpeg_next as ffmpeg;
 
@@ -12,5 +13,47 @@ pub(crate) fn clear_codec_tag(params: &mut ffmpeg::codec::Parameters) {
     // writing a plain integer field cannot invalidate it.
     unsafe {
         (*params.as_mut_ptr()).codec_tag = 0;
+    }
+}
+
+/// Sets a stream's codec tag to the four characters `tag` (e.g. `hvc1`).
+pub(crate) fn set_codec_tag(params: &mut ffmpeg::codec::Parameters, tag: [u8; 4]) {
+    // SAFETY: as in `clear_codec_tag`: a plain integer field of a valid,
+    // exclusively borrowed AVCodecParameters.
+    unsafe {
+        (*params.as_mut_ptr()).codec_tag = u32::from_le_bytes(tag);
+    }
+}
+
+/// Samples a packet's `AV_PKT_DATA_SKIP_SAMPLES` side data discards at its
+/// end (bytes 4-7, little endian), or 0 without it.
+pub(crate) fn discard_end(packet: &ffmpeg::Packet) -> u32 {
+    packet
+        .side_data()
+        .find(|d| d.kind() == ffmpeg::packet::side_data::Type::SkipSamples)
+        .and_then(|d| {
+            d.data()
+                .get(4..8)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        })
+        .unwrap_or(0)
+}
+
+/// Gives `packet` skip-samples side data discarding `samples` at its end
+/// (and none at its start), as the Opus encoder marks its last packet.
+pub(crate) fn set_discard_end(packet: &mut ffmpeg::Packet, samples: u32) {
+    // SAFETY: `packet` owns a valid AVPacket; av_packet_new_side_data
+    // returns a zeroed buffer of the size asked for, or null on failure
+    // (then nothing is written).
+    unsafe {
+        let data = ffmpeg::ffi::av_packet_new_side_data(
+            ffmpeg::packet::Mut::as_mut_ptr(packet),
+            ffmpeg::ffi::AVPacketSideDataType::AV_PKT_DATA_SKIP_SAMPLES,
+            10,
+        );
+        if !data.is_null() {
+            let bytes = std::slice::from_raw_parts_mut(data, 10);
+            bytes[4..8].copy_from_slice(&samples.to_le_bytes());
+        }
     }
 }

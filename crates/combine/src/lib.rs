@@ -56,9 +56,9 @@
 mod audio;
 mod error;
 mod ffi;
-mod h264;
 mod layout;
 mod mp4;
+mod nal;
 mod video;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +72,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chunker;
 pub use error::CombineError;
+pub use spec::{AudioCodec, Container, OutputFormat};
 
 /// Sets FFmpeg's process-wide log level to errors only. Binaries call this:
 /// at FFmpeg's default level the AAC encoder prints statistics ("Qavg") to
@@ -240,8 +241,11 @@ pub struct CombineOptions {
     pub fps: Fps,
     /// The audio sample rate the chunks' spans were planned at (Hz).
     pub sample_rate: u32,
-    /// AAC bitrate in bits per second (default 192 kb/s).
+    /// AAC (or Opus) bitrate in bits per second (default 192 kb/s).
     pub audio_bitrate: u32,
+    /// The container written and its audio codec (default MP4 with AAC).
+    /// The chunks' video codec must fit the container.
+    pub output: OutputFormat,
     /// Give the MP4 a silent audio track of the planned length when the
     /// chunks carry no audio (Remotion's `enforceAudioTrack`).
     pub enforce_audio_track: bool,
@@ -268,6 +272,7 @@ impl CombineOptions {
             fps,
             sample_rate: DEFAULT_SAMPLE_RATE,
             audio_bitrate: DEFAULT_AUDIO_BITRATE,
+            output: OutputFormat::default(),
             enforce_audio_track: false,
             expected_frames: None,
             cancel: None,
@@ -279,6 +284,12 @@ impl CombineOptions {
     /// frames (see [`CombineOptions::verify_decode`]).
     pub fn with_verify_decode(mut self, verify: bool) -> Self {
         self.verify_decode = verify;
+        self
+    }
+
+    /// Writes `output`'s container and audio codec instead of MP4 with AAC.
+    pub fn with_output(mut self, output: OutputFormat) -> Self {
+        self.output = output;
         self
     }
 
@@ -330,6 +341,15 @@ impl CombineOptions {
                 option: "sample_rate",
                 given: self.sample_rate.to_string(),
                 allowed: "8000 to 768000 Hz (48000 is the default)",
+            });
+        }
+        if let Some(audio) = self.output.audio
+            && !self.output.container.audio_codecs().contains(&audio)
+        {
+            return Err(CombineError::InvalidOption {
+                option: "audio_codec",
+                given: format!("{audio} in .{}", self.output.container),
+                allowed: "an audio codec the container holds (mp4: aac; mov: aac, pcm; webm: opus; mkv: aac, opus, pcm)",
             });
         }
         if !(MIN_AUDIO_BITRATE..=MAX_AUDIO_BITRATE).contains(&self.audio_bitrate) {
@@ -385,9 +405,10 @@ pub struct CombineReport {
     pub fps: Fps,
     /// Audio samples (per channel) in the output's audio track, if it has one.
     pub audio_samples: Option<u64>,
-    /// AAC packets written (including the encoder's priming packet).
+    /// Audio packets written (including the encoder's priming packet).
     pub audio_packets: u64,
-    /// The MP4 movie timescale (ticks per second) used for the edit lists.
+    /// The MP4/MOV movie timescale (ticks per second) used for the edit
+    /// lists (0 for other containers).
     pub movie_timescale: u32,
     /// Size of the output file in bytes.
     pub bytes: u64,
@@ -431,7 +452,7 @@ fn combine(
 
     // Removed when dropped: on any error nothing is left beside the output.
     let temp = temp_beside(output)?;
-    let mut report = mp4::write_mp4(chunks, options, layout, &temp, &cancelled)?;
+    let mut report = mp4::write_output(chunks, options, layout, &temp, &cancelled)?;
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
@@ -453,17 +474,23 @@ fn finish_ahead(
 ) -> Result<layout::AudioPlan, CombineError> {
     let same_track = ahead.inner.total() == layout.samples.len()
         && ahead.sample_rate == options.sample_rate
-        && ahead.bitrate == options.audio_bitrate;
+        && ahead.bitrate == options.audio_bitrate
+        && Some(ahead.inner.codec()) == options.output.audio_codec();
     if !same_track {
         return Err(CombineError::InvalidOption {
             option: "audio",
             given: format!(
-                "AAC encoded ahead for {} samples at {} Hz, {} b/s",
+                "{} encoded ahead for {} samples at {} Hz, {} b/s",
+                match ahead.inner.codec() {
+                    AudioCodec::Aac => "AAC",
+                    AudioCodec::Opus => "Opus",
+                    AudioCodec::Pcm => "PCM",
+                },
                 ahead.inner.total(),
                 ahead.sample_rate,
                 ahead.bitrate
             ),
-            allowed: "audio encoded ahead for the chunks' own samples, sample rate and bitrate",
+            allowed: "audio encoded ahead for the chunks' own samples, sample rate, bitrate and codec",
         });
     }
     let layout::AudioPlan::Pcm(parts) = &layout.audio else {
@@ -547,8 +574,21 @@ impl AudioPrefix {
     ) -> Result<Self, CombineError> {
         options.validate()?;
         ffmpeg::init().map_err(CombineError::ffmpeg("initialising FFmpeg"))?;
+        let codec = options
+            .output
+            .audio_codec()
+            .ok_or(CombineError::InvalidOption {
+                option: "audio",
+                given: format!("audio for a .{} file", options.output.container),
+                allowed: "a container with audio",
+            })?;
         Ok(AudioPrefix {
-            inner: audio::Prefix::open(samples.len(), options.sample_rate, options.audio_bitrate)?,
+            inner: audio::Prefix::open(
+                codec,
+                samples.len(),
+                options.sample_rate,
+                options.audio_bitrate,
+            )?,
             sample_rate: options.sample_rate,
             bitrate: options.audio_bitrate,
             cancel: options.cancel.clone(),

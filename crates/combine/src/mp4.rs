@@ -1,7 +1,8 @@
-//! Writing the MP4, phase by phase: open the chunks' video and check them
-//! against chunk 0, add the streams, write the header, copy every chunk's
-//! re-based packets with the AAC encoded just ahead of them, finish the audio,
-//! and move the index to the front.
+//! Writing the output (MP4, MOV, WebM or Matroska), phase by phase: open
+//! the chunks' video and check them against chunk 0 and the container, add
+//! the streams, write the header, copy every chunk's re-based packets with
+//! the audio encoded just ahead of them, finish the audio, and (MP4, MOV)
+//! move the index to the front.
 
 use std::path::Path;
 
@@ -10,19 +11,48 @@ use ffmpeg::{Rational, codec};
 use ffmpeg_next as ffmpeg;
 
 use crate::layout::{AudioPlan, Layout};
-use crate::{ChunkArtifact, CombineError, CombineOptions, CombineReport, audio, ffi, video};
+use crate::{
+    ChunkArtifact, CombineError, CombineOptions, CombineReport, Container, audio, ffi, video,
+};
 
-/// Writes the checked chunks as one MP4 at `path`.
-pub(crate) fn write_mp4(
+/// The video codec of the chunks as Montage names it (for errors and the
+/// container check).
+fn video_codec(id: codec::Id) -> Option<spec::VideoCodec> {
+    match id {
+        codec::Id::H264 => Some(spec::VideoCodec::H264),
+        codec::Id::HEVC => Some(spec::VideoCodec::H265),
+        codec::Id::VP9 => Some(spec::VideoCodec::Vp9),
+        codec::Id::AV1 => Some(spec::VideoCodec::Av1),
+        codec::Id::PRORES => Some(spec::VideoCodec::Prores),
+        _ => None,
+    }
+}
+
+/// Writes the checked chunks as one file at `path`, in the options'
+/// container.
+pub(crate) fn write_output(
     chunks: &[ChunkArtifact],
     options: &CombineOptions,
     layout: Layout,
     path: &Path,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<CombineReport, CombineError> {
-    let mut mp4 = Mp4Writer::create(path, options, &layout, cancelled)?;
     let inputs = ChunkInputs::open(chunks, layout.output_fps, cancelled)?;
-    mp4.add_video_stream(inputs.first_parameters.clone())?;
+    let container = options.output.container;
+    let held = video_codec(inputs.reference.codec())
+        .is_some_and(|c| container.video_codecs().contains(&c));
+    if !held {
+        return Err(CombineError::InvalidOption {
+            option: "container",
+            given: format!(
+                ".{container} with {} chunks",
+                video_codec(inputs.reference.codec()).map_or("unknown".into(), |c| c.to_string())
+            ),
+            allowed: "a container that holds the chunks' codec (mp4: h264, h265, av1; mov: h264, h265, prores; webm: vp9, av1; mkv: all but gif)",
+        });
+    }
+    let mut mp4 = Mp4Writer::create(path, options, &layout, cancelled)?;
+    mp4.add_video_stream(inputs.first_parameters.clone(), inputs.alpha_mode)?;
     mp4.add_audio_stream(layout.audio, layout.samples.len())?;
     mp4.write_header()?;
     for a in chunks {
@@ -41,6 +71,9 @@ struct ChunkInputs {
     delay: i64,
     /// Chunk 0's stream parameters, copied into the MP4's video track.
     first_parameters: codec::Parameters,
+    /// Chunk 0's video has an alpha channel signalled in the container
+    /// (VP9 in Matroska).
+    alpha_mode: bool,
 }
 
 impl ChunkInputs {
@@ -58,6 +91,7 @@ impl ChunkInputs {
             }
             let opened = video::ChunkVideo::open(a.chunk.index(), &a.video, output_fps)?;
             let first_parameters = opened.codec_parameters.clone();
+            let alpha_mode = opened.alpha_mode;
             let (params, delay) = opened.probe()?;
             match inputs.as_mut() {
                 None => {
@@ -65,6 +99,7 @@ impl ChunkInputs {
                         reference: params,
                         delay,
                         first_parameters,
+                        alpha_mode,
                     });
                 }
                 Some(known) => {
@@ -86,7 +121,8 @@ impl ChunkInputs {
     }
 }
 
-/// The MP4 being written, with one method per phase in the order they run.
+/// The output being written, with one method per phase in the order they
+/// run.
 struct Mp4Writer<'a> {
     octx: ffmpeg::format::context::Output,
     path: &'a Path,
@@ -95,8 +131,9 @@ struct Mp4Writer<'a> {
     output_fps: Fps,
     /// One tick per output frame: the time base packets are re-based in.
     frame_tb: Rational,
-    /// The movie timescale that makes both edit lists exact.
+    /// The movie timescale that makes both edit lists exact (MP4 and MOV).
     timescale: u32,
+    container: Container,
     /// The AAC encoder and its source, when there is an audio track.
     aac: Option<audio::AacTrack>,
     /// Samples the audio track must hold.
@@ -117,12 +154,17 @@ impl<'a> Mp4Writer<'a> {
     ) -> Result<Self, CombineError> {
         let output_fps = layout.output_fps;
         let frame_tb = Rational::new(output_fps.den() as i32, output_fps.num() as i32);
-        let timescale = movie_timescale(output_fps, options.sample_rate)?;
-        let octx =
-            ffmpeg::format::output_as(path, "mp4").map_err(|source| CombineError::Ffmpeg {
+        let container = options.output.container;
+        let timescale = match container {
+            Container::Mp4 | Container::Mov => movie_timescale(output_fps, options.sample_rate)?,
+            _ => 0,
+        };
+        let octx = ffmpeg::format::output_as(path, container.muxer()).map_err(|source| {
+            CombineError::Ffmpeg {
                 context: format!("creating {}", path.display()),
                 source,
-            })?;
+            }
+        })?;
         Ok(Mp4Writer {
             octx,
             path,
@@ -131,6 +173,7 @@ impl<'a> Mp4Writer<'a> {
             output_fps,
             frame_tb,
             timescale,
+            container,
             aac: None,
             total_samples: 0,
             video_tb: frame_tb,
@@ -138,9 +181,25 @@ impl<'a> Mp4Writer<'a> {
         })
     }
 
-    /// Stream 0: chunk 0's parameters, stream-copied.
-    fn add_video_stream(&mut self, mut params: codec::Parameters) -> Result<(), CombineError> {
-        ffi::clear_codec_tag(&mut params);
+    /// Stream 0: chunk 0's parameters, stream-copied, tagged for the
+    /// container.
+    fn add_video_stream(
+        &mut self,
+        mut params: codec::Parameters,
+        alpha_mode: bool,
+    ) -> Result<(), CombineError> {
+        match (params.id(), self.container) {
+            // `hvc1` rather than FFmpeg's default `hev1`: Safari and
+            // QuickTime play only `hvc1`.
+            (codec::Id::HEVC, Container::Mp4 | Container::Mov) => {
+                ffi::set_codec_tag(&mut params, *b"hvc1");
+            }
+            // Matroska's ProRes tag (`apch`, `ap4h`) is MOV's own.
+            (codec::Id::PRORES, Container::Mov) => {}
+            // Other tags are the chunk container's (TS stream types), which
+            // the output's muxer would refuse: it picks its own.
+            _ => ffi::clear_codec_tag(&mut params),
+        }
         let mut ost = self
             .octx
             .add_stream(ffmpeg::encoder::find(codec::Id::None))
@@ -150,6 +209,13 @@ impl<'a> Mp4Writer<'a> {
         let rate = Rational::new(self.output_fps.num() as i32, self.output_fps.den() as i32);
         ost.set_avg_frame_rate(rate);
         ost.set_rate(rate);
+        if alpha_mode && matches!(self.container, Container::Webm | Container::Mkv) {
+            // The Matroska muxer writes AlphaMode (and the packets' alpha
+            // as BlockAdditional) only when the stream says so.
+            let mut metadata = ffmpeg::Dictionary::new();
+            metadata.set("alpha_mode", "1");
+            ost.set_metadata(metadata);
+        }
         Ok(())
     }
 
@@ -177,7 +243,17 @@ impl<'a> Mp4Writer<'a> {
             .format()
             .flags()
             .contains(ffmpeg::format::flag::Flags::GLOBAL_HEADER);
+        let codec = self
+            .options
+            .output
+            .audio_codec()
+            .ok_or(CombineError::InvalidOption {
+                option: "audio",
+                given: format!("audio for a .{} file", self.container),
+                allowed: "a container with audio (gif has none)",
+            })?;
         let (track, params) = audio::AacTrack::open(
+            codec,
             source,
             total_samples,
             self.options.sample_rate,
@@ -206,12 +282,20 @@ impl<'a> Mp4Writer<'a> {
     /// back the time bases the muxer chose.
     fn write_header(&mut self) -> Result<(), CombineError> {
         let mut header = ffmpeg::Dictionary::new();
-        // Moov first so browsers can start playing before the whole file loads.
-        header.set("movflags", "+faststart");
-        header.set("movie_timescale", &self.timescale.to_string());
+        match self.container {
+            Container::Mp4 | Container::Mov => {
+                // Moov first so browsers can start playing before the whole
+                // file loads.
+                header.set("movflags", "+faststart");
+                header.set("movie_timescale", &self.timescale.to_string());
+            }
+            // Without it Matroska writes a random segment UID and the
+            // date: the same chunks would give other bytes each time.
+            _ => header.set("fflags", "+bitexact"),
+        }
         self.octx
             .write_header_with(header)
-            .map_err(CombineError::ffmpeg("writing the MP4 header"))?;
+            .map_err(CombineError::ffmpeg("writing the output header"))?;
         self.video_tb = self
             .octx
             .stream(0)
@@ -275,7 +359,7 @@ impl<'a> Mp4Writer<'a> {
             packet.rescale_ts(tb, out_tb);
             packet
                 .write_interleaved(octx)
-                .map_err(CombineError::ffmpeg("writing an AAC packet"))
+                .map_err(CombineError::ffmpeg("writing an audio packet"))
         })
     }
 
@@ -303,7 +387,7 @@ impl<'a> Mp4Writer<'a> {
             return Err(CombineError::Cancelled);
         }
         self.octx.write_trailer().map_err(CombineError::ffmpeg(
-            "finishing the MP4 (moving the index to the front)",
+            "finishing the output (writing its index)",
         ))?;
         drop(self.octx);
         let bytes = std::fs::metadata(self.path)

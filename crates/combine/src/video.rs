@@ -1,6 +1,7 @@
-//! The video path: demux one chunk's MPEG-TS, check it against chunk 0 and
-//! the plan, re-base its timestamps from the chunk's planned first output
-//! frame, and hand the packets on for stream copy.
+//! The video path: demux one chunk (H.264 or H.265 in MPEG-TS; VP9, AV1 or
+//! ProRes in Matroska), check it against chunk 0 and the plan, re-base its
+//! timestamps from the chunk's planned first output frame, and hand the
+//! packets on for stream copy.
 
 use std::fs::File;
 use std::io::Read;
@@ -11,13 +12,20 @@ use ffmpeg::{Rational, codec, media};
 use ffmpeg_next as ffmpeg;
 
 use crate::CombineError;
-use crate::h264::{self, NAL_IDR, NAL_PPS, NAL_SPS};
+use crate::nal::{self, Syntax, Unit};
 
 /// MPEG-TS packets are exactly 188 bytes (ISO/IEC 13818-1, 2.4.3.2) and start
 /// with the sync byte 0x47; a muxer writes whole packets, so any other file
 /// length means the file was cut short.
 const TS_PACKET_BYTES: u64 = 188;
 const TS_SYNC_BYTE: u8 = 0x47;
+
+/// The EBML magic every Matroska file starts with (RFC 8794, 8.1).
+const EBML_MAGIC: [u8; 4] = [0x1a, 0x45, 0xdf, 0xa3];
+
+/// The codecs a chunk may hold, by container: what the workers write.
+const TS_CODECS: [codec::Id; 2] = [codec::Id::H264, codec::Id::HEVC];
+const MATROSKA_CODECS: [codec::Id; 3] = [codec::Id::VP9, codec::Id::AV1, codec::Id::PRORES];
 
 /// The stream parameters every chunk must share with chunk 0.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +40,9 @@ pub(crate) struct VideoParams {
     color_space: ffmpeg::color::Space,
     color_range: ffmpeg::color::Range,
     time_base: Rational,
-    sps: Vec<Vec<u8>>,
-    pps: Vec<Vec<u8>>,
+    /// In-band parameter sets of the first packet (H.264 and H.265), by
+    /// name (`VPS`, `SPS`, `PPS`) in the order they came.
+    parameter_sets: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl VideoParams {
@@ -63,14 +72,12 @@ impl VideoParams {
         cmp!(color_transfer, "colour transfer");
         cmp!(color_space, "colour matrix");
         cmp!(color_range, "colour range");
-        for (what, a, b) in [
-            ("SPS", &self.sps, &other.sps),
-            ("PPS", &self.pps, &other.pps),
-        ] {
+        for what in ["VPS", "SPS", "PPS"] {
+            let (a, b) = (self.sets(what), other.sets(what));
             if a != b {
-                let show = |v: &Vec<Vec<u8>>| {
+                let show = |v: Vec<&[u8]>| {
                     v.iter()
-                        .map(|u| h264::describe(u))
+                        .map(|u| nal::describe(u))
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
@@ -78,6 +85,29 @@ impl VideoParams {
             }
         }
         None
+    }
+
+    /// The parameter sets named `what`, in order.
+    fn sets(&self, what: &str) -> Vec<&[u8]> {
+        self.parameter_sets
+            .iter()
+            .filter(|(name, _)| *name == what)
+            .map(|(_, unit)| unit.as_slice())
+            .collect()
+    }
+
+    /// The codec of the chunks.
+    pub(crate) fn codec(&self) -> codec::Id {
+        self.codec
+    }
+}
+
+/// The Annex B syntax of `codec`, if it has one.
+fn syntax(codec: codec::Id) -> Option<Syntax> {
+    match codec {
+        codec::Id::H264 => Some(Syntax::H264),
+        codec::Id::HEVC => Some(Syntax::H265),
+        _ => None,
     }
 }
 
@@ -89,8 +119,62 @@ pub(crate) struct ChunkVideo<'a> {
     stream: usize,
     pub(crate) params: VideoParams,
     pub(crate) codec_parameters: codec::Parameters,
-    /// Duration of one output frame in the input's time base.
-    ticks_per_frame: i64,
+    /// Where frames fall in the input's time base.
+    grid: Grid,
+    /// Stream metadata to carry over (Matroska's `alpha_mode`).
+    pub(crate) alpha_mode: bool,
+}
+
+/// One output frame in the input's time base: `num / den` ticks. MPEG-TS
+/// (90 kHz) holds every supported rate exactly (`den` divides `num`);
+/// Matroska's milliseconds do not, and its timestamps are rounded to the
+/// nearest tick, so frames are placed by rounding and accepted within one
+/// tick of their exact time.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    num: i64,
+    den: i64,
+}
+
+impl Grid {
+    fn exact(self) -> bool {
+        self.num % self.den == 0
+    }
+
+    /// The frame `rel` ticks after the chunk's first, if `rel` is on the
+    /// grid (exactly, or within one tick when the grid is not exact).
+    fn frame_of(self, rel: i64) -> Option<i64> {
+        if rel < 0 {
+            return None;
+        }
+        let scaled = i128::from(rel) * i128::from(self.den);
+        let num = i128::from(self.num);
+        let k = (scaled + num / 2) / num;
+        let off = (scaled - k * num).abs();
+        let ok = if self.exact() {
+            off == 0
+        } else {
+            off <= i128::from(self.den)
+        };
+        ok.then(|| i64::try_from(k).ok()).flatten()
+    }
+
+    /// Whole frames covering `ticks` (rounded up).
+    fn frames_ceil(self, ticks: i64) -> i64 {
+        let scaled = i128::from(ticks) * i128::from(self.den);
+        let num = i128::from(self.num);
+        i64::try_from((scaled + num - 1).div_euclid(num)).unwrap_or(i64::MAX)
+    }
+}
+
+impl std::fmt::Display for Grid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.exact() {
+            write!(f, "{}", self.num / self.den)
+        } else {
+            write!(f, "{}/{}", self.num, self.den)
+        }
+    }
 }
 
 fn corrupt(chunk: ChunkIndex, path: &Path, detail: impl Into<String>) -> CombineError {
@@ -107,6 +191,18 @@ fn unsupported(chunk: ChunkIndex, path: &Path, detail: impl Into<String>) -> Com
         path: path.to_path_buf(),
         detail: detail.into(),
     }
+}
+
+/// Whether the file starts with Matroska's EBML magic (else it is taken
+/// for MPEG-TS and checked as such).
+fn starts_with_ebml(chunk: ChunkIndex, path: &Path) -> Result<bool, CombineError> {
+    let mut file = File::open(path).map_err(|source| CombineError::Io {
+        chunk,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut head = [0u8; 4];
+    Ok(file.read_exact(&mut head).is_ok() && head == EBML_MAGIC)
 }
 
 /// Cheap structural checks before the demuxer sees the file: it must be a
@@ -168,8 +264,9 @@ impl Verifier {
                 | ffmpeg::decoder::Check::BUFFER
                 | ffmpeg::decoder::Check::EXPLODE,
         );
-        let h264 = ffmpeg::decoder::find(codec::Id::H264).ok_or(ffmpeg::Error::DecoderNotFound)?;
-        let decoder = dec.open_as(h264)?.video()?;
+        let id = params.id();
+        let decoder = ffmpeg::decoder::find(id).ok_or(ffmpeg::Error::DecoderNotFound)?;
+        let decoder = dec.open_as(decoder)?.video()?;
         Ok(Verifier { decoder, frames: 0 })
     }
 
@@ -213,16 +310,27 @@ impl<'a> ChunkVideo<'a> {
         path: &'a Path,
         output_fps: chunker::timebase::Fps,
     ) -> Result<Self, CombineError> {
-        check_ts_file(chunk, path)?;
+        let matroska = starts_with_ebml(chunk, path)?;
+        if !matroska {
+            check_ts_file(chunk, path)?;
+        }
         let input = ffmpeg::format::input(path)
             .map_err(|e| corrupt(chunk, path, format!("FFmpeg cannot open it: {e}")))?;
-        if input.format().name() != "mpegts" {
-            return Err(unsupported(
-                chunk,
-                path,
-                format!("container is `{}`, expected MPEG-TS", input.format().name()),
-            ));
-        }
+        let (container, allowed) = match input.format().name() {
+            "mpegts" => ("MPEG-TS", &TS_CODECS[..]),
+            name if name.starts_with("matroska") => ("Matroska", &MATROSKA_CODECS[..]),
+            name => {
+                return Err(unsupported(
+                    chunk,
+                    path,
+                    format!("container is `{name}`, expected MPEG-TS or Matroska"),
+                ));
+            }
+        };
+        let alpha_mode = input
+            .streams()
+            .best(media::Type::Video)
+            .is_some_and(|st| st.metadata().get("alpha_mode") == Some("1"));
         let (stream, time_base, codec_parameters) = {
             let st = input
                 .streams()
@@ -233,11 +341,13 @@ impl<'a> ChunkVideo<'a> {
         let ctx = codec::Context::from_parameters(codec_parameters.clone())
             .map_err(|e| corrupt(chunk, path, format!("unreadable stream parameters: {e}")))?;
         let codec = ctx.id();
-        if codec != codec::Id::H264 {
+        if !allowed.contains(&codec) {
             return Err(unsupported(
                 chunk,
                 path,
-                format!("codec is {codec:?}, only H.264 is supported"),
+                format!(
+                    "codec is {codec:?} in {container}; chunks hold H.264 or H.265 in MPEG-TS, VP9, AV1 or ProRes in Matroska"
+                ),
             ));
         }
         let dec = ctx
@@ -248,9 +358,13 @@ impl<'a> ChunkVideo<'a> {
             i64::from(time_base.numerator()),
             i64::from(time_base.denominator()),
         );
-        let scaled_num = den * i64::from(output_fps.den());
-        let scaled_den = num * i64::from(output_fps.num());
-        if num <= 0 || den <= 0 || scaled_num % scaled_den != 0 {
+        let grid = Grid {
+            num: den * i64::from(output_fps.den()),
+            den: num * i64::from(output_fps.num()),
+        };
+        // Matroska rounds to its ticks; every other container must hold
+        // the frames exactly.
+        if num <= 0 || den <= 0 || (!matroska && !grid.exact()) {
             return Err(unsupported(
                 chunk,
                 path,
@@ -270,8 +384,7 @@ impl<'a> ChunkVideo<'a> {
             color_space: dec.color_space(),
             color_range: dec.color_range(),
             time_base,
-            sps: Vec::new(),
-            pps: Vec::new(),
+            parameter_sets: Vec::new(),
         };
         Ok(ChunkVideo {
             chunk,
@@ -280,7 +393,8 @@ impl<'a> ChunkVideo<'a> {
             stream,
             params,
             codec_parameters,
-            ticks_per_frame: scaled_num / scaled_den,
+            grid,
+            alpha_mode,
         })
     }
 
@@ -321,13 +435,17 @@ impl<'a> ChunkVideo<'a> {
     /// single-frame chunk).
     fn inspect_first(&mut self, packet: &ffmpeg::Packet) -> Result<i64, CombineError> {
         let (chunk, path) = (self.chunk, self.path);
-        let mut has_idr = false;
-        for unit in h264::nal_units(packet.data().unwrap_or(&[])) {
-            match h264::nal_type(unit) {
-                Some(NAL_SPS) => self.params.sps.push(unit.to_vec()),
-                Some(NAL_PPS) => self.params.pps.push(unit.to_vec()),
-                Some(NAL_IDR) => has_idr = true,
-                _ => {}
+        let syntax = syntax(self.params.codec);
+        let mut has_idr = syntax.is_none();
+        if let Some(syntax) = syntax {
+            for unit in nal::nal_units(packet.data().unwrap_or(&[])) {
+                match syntax.classify(unit) {
+                    Unit::ParameterSet(name) => {
+                        self.params.parameter_sets.push((name, unit.to_vec()));
+                    }
+                    Unit::Idr => has_idr = true,
+                    Unit::Other => {}
+                }
             }
         }
         if !packet.is_key() || !has_idr {
@@ -337,7 +455,7 @@ impl<'a> ChunkVideo<'a> {
                 "its first packet is not an IDR frame: every chunk must start with a keyframe",
             ));
         }
-        if self.params.sps.is_empty() || self.params.pps.is_empty() {
+        if syntax.is_some() && self.params.parameter_sets.is_empty() {
             return Err(unsupported(
                 chunk,
                 path,
@@ -357,8 +475,7 @@ impl<'a> ChunkVideo<'a> {
                 detail: format!("DTS {dts} is after its PTS {pts}"),
             });
         }
-        let tpf = self.ticks_per_frame;
-        Ok((pts - dts + tpf - 1) / tpf)
+        Ok(self.grid.frames_ceil(pts - dts))
     }
 
     /// Reads only the first packet: the chunk's parameters (SPS/PPS
@@ -398,7 +515,7 @@ impl<'a> ChunkVideo<'a> {
             self.path,
             first_output_frame,
             frames,
-            self.ticks_per_frame,
+            self.grid,
             delay,
         )?;
         let mut count: u64 = 0;
@@ -414,7 +531,11 @@ impl<'a> ChunkVideo<'a> {
                 self.check_first(&packet, reference)?;
                 grid.origin = packet.pts().unwrap_or(0);
             } else {
-                check_repeated_parameter_sets(self.chunk, reference, &packet, position)?;
+                if let Some(syntax) = syntax(reference.codec) {
+                    check_repeated_parameter_sets(
+                        self.chunk, syntax, reference, &packet, position,
+                    )?;
+                }
             }
             count += 1;
             let Some((out_pts, out_dts)) = grid.place(&packet, position)? else {
@@ -445,7 +566,7 @@ impl<'a> ChunkVideo<'a> {
                 unsupported(
                     self.chunk,
                     self.path,
-                    format!("cannot open an H.264 decoder to verify it: {e}"),
+                    format!("cannot open a decoder to verify it: {e}"),
                 )
             })
     }
@@ -507,29 +628,29 @@ impl<'a> ChunkVideo<'a> {
 }
 
 /// A parameter set repeated after the first packet (at a later IDR) must
-/// repeat one of chunk 0's: the MP4's avcC holds only those.
+/// repeat one of chunk 0's: the MP4's avcC/hvcC holds only those.
 fn check_repeated_parameter_sets(
     chunk: ChunkIndex,
+    syntax: Syntax,
     reference: &VideoParams,
     packet: &ffmpeg::Packet,
     position: u64,
 ) -> Result<(), CombineError> {
-    for unit in h264::nal_units(packet.data().unwrap_or(&[])) {
-        let (known, field) = match h264::nal_type(unit) {
-            Some(NAL_SPS) => (&reference.sps, "SPS"),
-            Some(NAL_PPS) => (&reference.pps, "PPS"),
-            _ => continue,
+    for unit in nal::nal_units(packet.data().unwrap_or(&[])) {
+        let Unit::ParameterSet(field) = syntax.classify(unit) else {
+            continue;
         };
-        if !known.iter().any(|k| k == unit) {
+        let known = reference.sets(field);
+        if !known.contains(&unit) {
             return Err(CombineError::StreamMismatch {
                 chunk,
                 field,
                 expected: known
                     .iter()
-                    .map(|u| h264::describe(u))
+                    .map(|u| nal::describe(u))
                     .collect::<Vec<_>>()
                     .join(", "),
-                found: format!("{} (in packet {position})", h264::describe(unit)),
+                found: format!("{} (in packet {position})", nal::describe(unit)),
             });
         }
     }
@@ -549,7 +670,7 @@ struct FrameGrid {
     /// Frames the plan gives the chunk.
     frames: u64,
     /// One frame in the input's time base.
-    ticks_per_frame: i64,
+    grid: Grid,
     /// Decoder delay of the whole output, in frames.
     delay: i64,
     /// The first packet's PTS: the chunk's frame 0.
@@ -567,7 +688,7 @@ impl FrameGrid {
         path: &Path,
         first_output_frame: u64,
         frames: u64,
-        ticks_per_frame: i64,
+        grid: Grid,
         delay: i64,
     ) -> Result<FrameGrid, CombineError> {
         let start = i64::try_from(first_output_frame)
@@ -576,7 +697,7 @@ impl FrameGrid {
             chunk,
             start,
             frames,
-            ticks_per_frame,
+            grid,
             delay,
             origin: 0,
             seen: vec![false; usize::try_from(frames).unwrap_or(usize::MAX).min(1 << 32)],
@@ -597,17 +718,15 @@ impl FrameGrid {
             packet: position,
             detail,
         };
-        let (tpf, origin, delay) = (self.ticks_per_frame, self.origin, self.delay);
+        let (tpf, origin, delay) = (self.grid, self.origin, self.delay);
         let pts = packet
             .pts()
             .ok_or_else(|| bad("it has no presentation timestamp".into()))?;
-        let rel = pts - origin;
-        if rel < 0 || rel % tpf != 0 {
+        let Some(k) = tpf.frame_of(pts - origin) else {
             return Err(bad(format!(
                 "PTS {pts} is not on the chunk's frame grid (first frame at {origin}, {tpf} ticks per frame)"
             )));
-        }
-        let k = rel / tpf;
+        };
         if k as u64 >= self.frames || self.overflow {
             self.overflow = true;
             return Ok(None);

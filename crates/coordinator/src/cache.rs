@@ -63,6 +63,10 @@ pub struct OutputSettings {
     pub audio_bitrate: u32,
     /// Whether a silent track is added when there is no audio.
     pub enforce_audio_track: bool,
+    /// The container and audio codec (left out when MP4 with AAC, so
+    /// those keys are what they were before other containers existed).
+    #[serde(skip_serializing_if = "spec::OutputFormat::is_default")]
+    pub output: spec::OutputFormat,
 }
 
 /// The cache key of a whole output: its chunks' keys in order plus what
@@ -554,6 +558,7 @@ mod tests {
             has_audio: true,
             audio_bitrate: 192_000,
             enforce_audio_track: false,
+            output: spec::OutputFormat::default(),
         };
         let a = ContentHash::of_bytes(b"a");
         let b = ContentHash::of_bytes(b"b");
@@ -565,6 +570,19 @@ mod tests {
                 &[a, b],
                 &OutputSettings {
                     audio_bitrate: 128_000,
+                    ..s.clone()
+                }
+            ),
+            k
+        );
+        assert_ne!(
+            output_key(
+                &[a, b],
+                &OutputSettings {
+                    output: spec::OutputFormat {
+                        container: spec::Container::Mov,
+                        audio: None,
+                    },
                     ..s.clone()
                 }
             ),

@@ -441,12 +441,11 @@ impl PartFile {
     }
 }
 
-/// The final file names of a chunk's artifacts under a directory.
-pub fn artifact_paths(dir: &Path, chunk: u32) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("chunk-{chunk:06}.ts")),
-        dir.join(format!("chunk-{chunk:06}.pcm")),
-    )
+/// The final file names of a chunk's artifacts under a directory (as the
+/// worker names them: [`ChunkRequest::artifact_names`]).
+pub fn artifact_paths(dir: &Path, chunk: u32, codec: spec::VideoCodec) -> (PathBuf, PathBuf) {
+    let (video, pcm) = ChunkRequest::artifact_names(chunker::ChunkIndex(chunk), codec);
+    (dir.join(video), dir.join(pcm))
 }
 
 /// A worker's answer to `Describe`: the composition's metadata and the
@@ -524,6 +523,7 @@ impl ChunkRunner for GrpcRunner {
                 )
             })?;
             request.target = target.target()?;
+            let codec = request.video.codec;
             let wire = pb::RenderChunkRequest::from(&WireChunkRequest { request, renderer });
             let mut client =
                 ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -539,7 +539,7 @@ impl ChunkRunner for GrpcRunner {
                     .into_inner();
                 tracing::info!("chunk accepted by the worker");
                 let tag = format!("chunk-{:06}.attempt-{attempt}", chunk.index().0);
-                Receiver::new(chunk.index().0, &target, tag, &progress, &address)
+                Receiver::new(chunk.index().0, &target, tag, &progress, &address, codec)
                     .receive(stream)
                     .await
             };
@@ -562,6 +562,8 @@ struct Receiver<'a> {
     address: &'a str,
     video: Option<PartFile>,
     audio: Option<PartFile>,
+    /// The video codec: it decides the video artifact's file name.
+    codec: spec::VideoCodec,
 }
 
 impl<'a> Receiver<'a> {
@@ -571,6 +573,7 @@ impl<'a> Receiver<'a> {
         tag: String,
         progress: &'a mpsc::Sender<ChunkProgress>,
         address: &'a str,
+        codec: spec::VideoCodec,
     ) -> Self {
         Receiver {
             index,
@@ -580,6 +583,7 @@ impl<'a> Receiver<'a> {
             address,
             video: None,
             audio: None,
+            codec,
         }
     }
 
@@ -617,6 +621,7 @@ impl<'a> Receiver<'a> {
                     return finish(
                         r,
                         self.index,
+                        self.codec,
                         self.target,
                         self.video,
                         self.audio,
@@ -732,6 +737,7 @@ async fn download(
 async fn finish(
     result: ChunkReport,
     index: u32,
+    codec: spec::VideoCodec,
     target: &ChunkTarget,
     video: Option<PartFile>,
     audio: Option<PartFile>,
@@ -764,7 +770,7 @@ async fn finish(
             (video, audio)
         }
         ChunkTarget::Inline(dir) | ChunkTarget::SharedDir(dir) => {
-            let (video_path, audio_path) = artifact_paths(dir, index);
+            let (video_path, audio_path) = artifact_paths(dir, index, codec);
             let shared = matches!(target, ChunkTarget::SharedDir(_));
             let local = |part: Option<PartFile>, artifact: &DeliveredArtifact, path: &Path| {
                 match part {

@@ -268,6 +268,7 @@ impl<'a> RenderJob<'a> {
                 has_audio: r.meta().has_audio,
                 audio_bitrate: self.request.audio_bitrate,
                 enforce_audio_track: self.request.enforce_audio_track,
+                output: self.output_format(),
             },
         );
         Ok((chunks, output))
@@ -509,12 +510,13 @@ impl<'a> RenderJob<'a> {
         let audio = audio.finish().await;
         let combined = match &self.request.output {
             Destination::File(path) => path.clone(),
-            Destination::Storage(_) => self.work.path().join("output.mp4"),
+            Destination::Storage(_) => self.work.path().join(self.output_name()),
         };
         let artifacts = artifacts(&r.plan, r.meta(), files);
         if let Some(dir) = &self.request.keep_chunks {
             let (dir, plan, kept) = (dir.clone(), r.plan.clone(), artifacts.clone());
-            tokio::task::spawn_blocking(move || keep_chunks(&dir, &plan, &kept))
+            let codec = self.request.video.codec;
+            tokio::task::spawn_blocking(move || keep_chunks(&dir, &plan, &kept, codec))
                 .await
                 .map_err(Error::task("keeping the chunks"))??;
         }
@@ -544,11 +546,25 @@ impl<'a> RenderJob<'a> {
         Ok((report, output, presigned, combine_ms))
     }
 
+    /// The output's container and audio codec. The request was validated
+    /// before the job started, so its container holds its codecs; the
+    /// default is never reached.
+    fn output_format(&self) -> spec::OutputFormat {
+        self.request.output_format().unwrap_or_default()
+    }
+
+    /// The name of the output on its way to storage: `output.mp4`, or the
+    /// container's extension (storage prefixes name the object after it).
+    fn output_name(&self) -> String {
+        format!("output.{}", self.output_format().container.extension())
+    }
+
     /// How the chunks are combined: the plan's rate and length, the
-    /// request's audio, cancelled with the render.
+    /// request's audio and container, cancelled with the render.
     fn combine_options(&self, plan: &Plan) -> CombineOptions {
         let cancel = self.cancel.clone();
         CombineOptions::new(plan.fps())
+            .with_output(self.output_format())
             .with_audio_bitrate(self.request.audio_bitrate)
             .with_enforce_audio_track(self.request.enforce_audio_track)
             .with_expected_frames(plan.output_frames())
@@ -605,7 +621,7 @@ impl<'a> RenderJob<'a> {
             }
             (Destination::Storage(_), Some(cached)) => cached,
             (Destination::Storage(_), None) => {
-                let tmp = self.work.path().join("output.mp4");
+                let tmp = self.work.path().join(self.output_name());
                 cache.store().get_file(key, &tmp, Some(&hash)).await?;
                 tmp
             }
@@ -662,7 +678,13 @@ impl Coordinator {
         let store = self.stores.open(location).await?;
         let hash = storage::hash_file(file).await?;
         let key = if location.is_prefix() {
-            storage::content_key(location.key(), &hash, "mp4")
+            // Named after the file's container (`output.webm` → `.webm`).
+            let ext = file
+                .extension()
+                .and_then(|e| e.to_str())
+                .filter(|e| spec::Container::from_file_name(&format!("x.{e}")).is_ok())
+                .unwrap_or("mp4");
+            storage::content_key(location.key(), &hash, ext)
         } else {
             location.key().to_owned()
         };
@@ -967,9 +989,14 @@ impl Drop for AudioAhead {
     }
 }
 
-/// Copies the chunks into `dir` as `chunk-NNNNNN.ts`/`.pcm` with the
-/// `manifest.json` that `coordinator combine` reads (blocking).
-fn keep_chunks(dir: &Path, plan: &Plan, artifacts: &[ChunkArtifact]) -> Result<(), Error> {
+/// Copies the chunks into `dir` as `chunk-NNNNNN.ts` (`.mkv`) and `.pcm`
+/// with the `manifest.json` that `coordinator combine` reads (blocking).
+fn keep_chunks(
+    dir: &Path,
+    plan: &Plan,
+    artifacts: &[ChunkArtifact],
+    codec: spec::VideoCodec,
+) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     // Absolute, so the manifest's paths work from any directory.
     let dir =
@@ -985,7 +1012,7 @@ fn keep_chunks(dir: &Path, plan: &Plan, artifacts: &[ChunkArtifact]) -> Result<(
     };
     let mut kept = Vec::with_capacity(artifacts.len());
     for (chunk, a) in plan.chunks().iter().zip(artifacts) {
-        let (video, pcm) = artifact_paths(&dir, chunk.index().0);
+        let (video, pcm) = artifact_paths(&dir, chunk.index().0, codec);
         copy(&a.video, &video)?;
         let mut k = ChunkArtifact::new(*chunk, video);
         if let Some(audio) = &a.audio {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chunker::ChunkSpec;
 use composition::Props;
-use spec::{Location, VideoSettings};
+use spec::{AudioCodec, Container, Location, OutputFormat, VideoSettings};
 
 use crate::Error;
 
@@ -119,11 +119,15 @@ pub struct RenderRequest {
     pub every_nth_frame: u32,
     /// Encoder settings, identical for every chunk.
     pub video: VideoSettings,
-    /// AAC bitrate in bits per second.
+    /// AAC (or Opus) bitrate in bits per second.
     pub audio_bitrate: u32,
+    /// The audio codec; `None` takes the container's default (AAC in MP4,
+    /// MOV and Matroska, Opus in WebM).
+    pub audio_codec: Option<AudioCodec>,
     /// Add a silent audio track when the composition has none.
     pub enforce_audio_track: bool,
-    /// Where the MP4 goes.
+    /// Where the output goes; its extension decides the container (see
+    /// [`RenderRequest::output_format`]).
     pub output: Destination,
     /// Also copy the chunk artifacts into this directory, with the
     /// `manifest.json` that `coordinator combine` reads.
@@ -154,6 +158,7 @@ impl RenderRequest {
             every_nth_frame: 1,
             video: VideoSettings::default(),
             audio_bitrate: combine::DEFAULT_AUDIO_BITRATE,
+            audio_codec: None,
             enforce_audio_track: false,
             output: output.into(),
             keep_chunks: None,
@@ -162,8 +167,41 @@ impl RenderRequest {
         }
     }
 
+    /// The container and audio codec of the output: the container from the
+    /// output's extension (`.mp4`, `.mov`, `.webm`, `.mkv`, `.gif`, any
+    /// case); a name without one of those, or a storage prefix (named by
+    /// content hash), gets the codec's default container (MP4 for H.264,
+    /// H.265 and AV1, WebM for VP9, MOV for ProRes).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the container cannot hold the video codec or
+    /// the audio codec, naming both.
+    pub fn output_format(&self) -> Result<OutputFormat, Error> {
+        let name = match &self.output {
+            Destination::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Destination::Storage(location) if !location.is_prefix() => {
+                Some(location.key().to_owned())
+            }
+            Destination::Storage(_) => None,
+        };
+        let container = name
+            .and_then(|n| Container::from_file_name(&n).ok())
+            .unwrap_or_else(|| self.video.codec.default_container());
+        let format = OutputFormat {
+            container,
+            audio: self.audio_codec,
+        };
+        format.check(self.video.codec).map_err(|e| {
+            Error::Input(format!(
+                "--codec {} --out {}: {}",
+                self.video.codec, self.output, e.message
+            ))
+        })?;
+        Ok(format)
+    }
+
     /// Checks everything that can be checked without a worker: the encoder
-    /// settings, the split, the frame range's order, the frame step, the
+    /// settings, the output's container against the codec, the split, the frame range's order, the frame step, the
     /// AAC bitrate and the presigned URL's lifetime and destination. (The
     /// composition, props and range against its length are checked when it
     /// is selected.)
@@ -178,6 +216,7 @@ impl RenderRequest {
         self.video
             .validate()
             .map_err(|e| Error::Input(format!("video settings: {e}")))?;
+        self.output_format()?;
         match self.chunks {
             ChunkSpec::Count(0) => return input("--chunks 0 is invalid: give at least 1".into()),
             ChunkSpec::FramesPerChunk(0) => {
@@ -284,6 +323,38 @@ mod tests {
         check(
             |r| r.audio_bitrate = 1,
             Err("--audio-bitrate 1 is out of range: allowed 16000-512000"),
+        );
+        check(
+            |r| {
+                r.video = VideoSettings::for_codec(spec::VideoCodec::Prores, false).expect("prores")
+            },
+            Err(
+                "--codec prores --out out.mp4: a .mp4 file cannot hold prores video; it holds h264, h265, av1",
+            ),
+        );
+        check(
+            |r| {
+                r.video = VideoSettings::for_codec(spec::VideoCodec::Vp9, true).expect("vp9");
+                r.output = Destination::File("a.WEBM".into());
+                r.audio_codec = Some(AudioCodec::Aac);
+            },
+            Err("--codec vp9 --out a.WEBM: a .webm file cannot hold aac audio; it holds opus"),
+        );
+    }
+
+    #[test]
+    fn the_container_follows_the_extension() {
+        let mut r = request();
+        r.video = VideoSettings::for_codec(spec::VideoCodec::Prores, true).expect("prores");
+        r.output = Destination::File("x/overlay.mov".into());
+        assert_eq!(
+            r.output_format().expect("mov holds prores").container,
+            Container::Mov
+        );
+        r.output = Destination::parse("s3://b-1/renders/").expect("prefix");
+        assert_eq!(
+            r.output_format().expect("default").container,
+            Container::Mov
         );
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use chunker::{Chunk, ChunkIndex};
 use timebase::FrameRange;
 
-use crate::{ArtifactTarget, PcmFormat, Props, SourceSpec, VideoSettings};
+use crate::{ArtifactTarget, PcmFormat, Props, SourceSpec, VideoCodec, VideoSettings};
 
 /// The frames a chunk owns, as the coordinator planned them. Turned into a
 /// [`chunker::Chunk`] (with its exact sample span) once the composition's fps
@@ -66,11 +66,16 @@ pub struct ChunkRequest {
 }
 
 impl ChunkRequest {
-    /// The artifact file names for chunk `index`: `chunk-NNNNNN.ts` and
-    /// `chunk-NNNNNN.pcm`.
-    pub fn artifact_names(index: ChunkIndex) -> (String, String) {
+    /// The artifact file names for chunk `index` of video in `codec`:
+    /// `chunk-NNNNNN.ts` (or `.mkv`, see [`VideoCodec::chunk_container`])
+    /// and `chunk-NNNNNN.pcm`.
+    pub fn artifact_names(index: ChunkIndex, codec: VideoCodec) -> (String, String) {
         (
-            format!("chunk-{:06}.ts", index.0),
+            format!(
+                "chunk-{:06}.{}",
+                index.0,
+                codec.chunk_container().extension()
+            ),
             format!("chunk-{:06}.pcm", index.0),
         )
     }

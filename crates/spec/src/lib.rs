@@ -33,6 +33,7 @@ mod field;
 mod hash;
 pub mod key;
 mod location;
+mod output;
 mod report;
 mod source;
 mod target;
@@ -43,14 +44,15 @@ pub use field::{FieldError, MAX_ID_BYTES, QUOTE_LIMIT, check_id, quote, quote_wi
 pub use hash::{ContentHash, HashError};
 pub use key::{ChunkIdentity, RendererVersion, canonical_json};
 pub use location::{Location, LocationError, check_key, check_prefix};
+pub use output::{AudioCodec, ChunkContainer, Container, OutputFormat, VideoCodec};
 pub use report::{
     ArtifactKind, ChunkEvent, ChunkProgress, ChunkReport, DeliveredArtifact, StageTimings,
 };
 pub use source::{BundleRef, SourceIdentity, SourceSpec};
 pub use target::ArtifactTarget;
 pub use video::{
-    H264_LEVELS, H264Profile, MAX_BFRAMES, MAX_CRF, MAX_ENCODER_THREADS, MAX_KEYINT, PcmFormat,
-    PixelFormat, Quality, VideoSettings, X264_PRESETS, chunk_cost,
+    H264_LEVELS, H264Profile, MAX_BFRAMES, MAX_CRF, MAX_CRF_VP9_AV1, MAX_ENCODER_THREADS,
+    MAX_KEYINT, PcmFormat, PixelFormat, Quality, VideoSettings, X264_PRESETS, chunk_cost,
 };
 
 /// Props: the JSON object of values a composition is rendered with (the

@@ -19,14 +19,17 @@ pub struct ChunkProgress {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactKind {
-    /// H.264 in MPEG-TS.
+    /// The chunk's video: H.264 or H.265 in MPEG-TS, or VP9, AV1 or
+    /// ProRes in Matroska (the codec's [`crate::VideoCodec::chunk_container`]).
+    /// Named for the first kind, as the wire's `VIDEO_TS` is.
     VideoTs,
     /// Raw interleaved PCM in the request's format.
     AudioPcm,
 }
 
 impl ArtifactKind {
-    /// The file extension of the kind: `ts` or `pcm`.
+    /// The file extension of the kind for H.264: `ts` or `pcm` (see
+    /// [`crate::ChunkRequest::artifact_names`] for the others).
     pub fn extension(self) -> &'static str {
         match self {
             ArtifactKind::VideoTs => "ts",

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::FieldError;
+use crate::{FieldError, VideoCodec};
 
 /// The x264 presets, fastest first.
 pub const X264_PRESETS: [&str; 10] = [
@@ -34,8 +34,11 @@ pub const MAX_BFRAMES: u32 = 16;
 /// The most libx264 threads a request may ask for.
 pub const MAX_ENCODER_THREADS: u32 = 16;
 
-/// The largest x264 constant rate factor.
+/// The largest x264 (and x265) constant rate factor.
 pub const MAX_CRF: u8 = 51;
+
+/// The largest libvpx-vp9 and SVT-AV1 constant rate factor.
+pub const MAX_CRF_VP9_AV1: u8 = 63;
 
 /// The H.264 profile written into the SPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,17 +87,36 @@ pub enum PixelFormat {
     Yuv420p,
     /// 4:4:4, 8 bit (for lossless comparisons).
     Yuv444p,
+    /// 4:2:0, 8 bit, with an alpha plane (VP9).
+    Yuva420p,
+    /// 4:2:2, 10 bit (ProRes 422 HQ).
+    Yuv422p10le,
+    /// 4:4:4, 10 bit (ProRes 4444).
+    Yuv444p10le,
+    /// 4:4:4, 10 bit, with a 10-bit alpha plane (ProRes 4444 with alpha).
+    Yuva444p10le,
 }
 
 impl PixelFormat {
     /// Every pixel format, in the order errors list them.
-    pub const ALL: [PixelFormat; 2] = [PixelFormat::Yuv420p, PixelFormat::Yuv444p];
+    pub const ALL: [PixelFormat; 6] = [
+        PixelFormat::Yuv420p,
+        PixelFormat::Yuv444p,
+        PixelFormat::Yuva420p,
+        PixelFormat::Yuv422p10le,
+        PixelFormat::Yuv444p10le,
+        PixelFormat::Yuva444p10le,
+    ];
 
     /// FFmpeg's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
             PixelFormat::Yuv420p => "yuv420p",
             PixelFormat::Yuv444p => "yuv444p",
+            PixelFormat::Yuva420p => "yuva420p",
+            PixelFormat::Yuv422p10le => "yuv422p10le",
+            PixelFormat::Yuv444p10le => "yuv444p10le",
+            PixelFormat::Yuva444p10le => "yuva444p10le",
         }
     }
 
@@ -103,13 +125,37 @@ impl PixelFormat {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
+    /// Whether it carries an alpha plane.
+    pub fn has_alpha(self) -> bool {
+        matches!(self, PixelFormat::Yuva420p | PixelFormat::Yuva444p10le)
+    }
+
+    /// Whether chroma is halved horizontally (4:2:0 and 4:2:2: the width
+    /// must be even).
+    pub fn halves_width(self) -> bool {
+        matches!(
+            self,
+            PixelFormat::Yuv420p | PixelFormat::Yuva420p | PixelFormat::Yuv422p10le
+        )
+    }
+
+    /// Whether chroma is halved vertically (4:2:0: the height must be even).
+    pub fn halves_height(self) -> bool {
+        matches!(self, PixelFormat::Yuv420p | PixelFormat::Yuva420p)
+    }
+
     /// Bytes of one raw `width`x`height` frame in this format (chroma planes
     /// rounded up for odd sizes).
     pub fn frame_bytes(self, width: u32, height: u32) -> u64 {
         let (w, h) = (u64::from(width), u64::from(height));
+        let chroma = 2 * w.div_ceil(2) * h.div_ceil(2);
         match self {
-            PixelFormat::Yuv420p => w * h + 2 * w.div_ceil(2) * h.div_ceil(2),
+            PixelFormat::Yuv420p => w * h + chroma,
+            PixelFormat::Yuva420p => 2 * w * h + chroma,
             PixelFormat::Yuv444p => 3 * w * h,
+            PixelFormat::Yuv422p10le => 2 * (w * h + 2 * w.div_ceil(2) * h),
+            PixelFormat::Yuv444p10le => 6 * w * h,
+            PixelFormat::Yuva444p10le => 8 * w * h,
         }
     }
 }
@@ -133,6 +179,10 @@ pub enum Quality {
 /// transfer and matrix, with a 1:1 sample aspect ratio.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VideoSettings {
+    /// The codec. Left out of the serialized form (and so of cache keys)
+    /// when it is H.264, the default.
+    #[serde(default, skip_serializing_if = "VideoCodec::is_h264")]
+    pub codec: VideoCodec,
     /// Rate control.
     pub quality: Quality,
     /// x264 preset, one of [`X264_PRESETS`].
@@ -159,6 +209,7 @@ impl Default for VideoSettings {
     /// `yuv420p`, 4 encoder threads.
     fn default() -> Self {
         VideoSettings {
+            codec: VideoCodec::H264,
             quality: Quality::Crf(18),
             preset: "veryfast".to_owned(),
             profile: H264Profile::High,
@@ -183,18 +234,110 @@ impl VideoSettings {
         }
     }
 
-    /// Checks every value against the range allowed.
+    /// The defaults for `codec`: H.264's ([`VideoSettings::default`]);
+    /// CRF 31 for VP9 and 35 for AV1 (their scales run to 63); 10-bit
+    /// 4:2:2 (ProRes 422 HQ) for ProRes. `transparent` picks the codec's
+    /// pixel format with alpha (`yuva420p` for VP9, `yuva444p10le` for
+    /// ProRes 4444).
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `video.transparent` for a codec without alpha.
+    pub fn for_codec(codec: VideoCodec, transparent: bool) -> Result<Self, FieldError> {
+        let d = VideoSettings::default();
+        let mut v = match codec {
+            VideoCodec::H264 | VideoCodec::H265 | VideoCodec::Gif => VideoSettings { codec, ..d },
+            VideoCodec::Vp9 => VideoSettings {
+                codec,
+                quality: Quality::Crf(31),
+                bframes: 0,
+                ..d
+            },
+            VideoCodec::Av1 => VideoSettings {
+                codec,
+                quality: Quality::Crf(35),
+                bframes: 0,
+                ..d
+            },
+            VideoCodec::Prores => VideoSettings {
+                codec,
+                bframes: 0,
+                pixel_format: PixelFormat::Yuv422p10le,
+                ..d
+            },
+        };
+        if transparent {
+            v.pixel_format = match codec {
+                VideoCodec::Vp9 => PixelFormat::Yuva420p,
+                VideoCodec::Prores => PixelFormat::Yuva444p10le,
+                _ => {
+                    return Err(FieldError::new(
+                        "video.transparent",
+                        format!(
+                            "{codec} video has no alpha channel; use vp9 (.webm) or prores (.mov)"
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(v)
+    }
+
+    /// The pixel formats `self.codec` is encoded in here.
+    pub fn pixel_formats(&self) -> &'static [PixelFormat] {
+        use PixelFormat::*;
+        match self.codec {
+            VideoCodec::H264 | VideoCodec::H265 => &[Yuv420p, Yuv444p],
+            VideoCodec::Vp9 => &[Yuv420p, Yuva420p, Yuv444p],
+            VideoCodec::Av1 | VideoCodec::Gif => &[Yuv420p],
+            VideoCodec::Prores => &[Yuv422p10le, Yuv444p10le, Yuva444p10le],
+        }
+    }
+
+    /// Checks every value against the range allowed for the codec.
     ///
     /// # Errors
     /// A [`FieldError`] naming the field (`video.crf`, `video.profile`, …),
     /// the value given and what is allowed.
     pub fn validate(&self) -> Result<(), FieldError> {
+        let codec = self.codec;
+        if !codec.is_implemented() {
+            return Err(FieldError::new(
+                "video.codec",
+                format!("{codec} is not implemented yet; use h264, h265, vp9 or prores"),
+            ));
+        }
+        let max_crf = match codec {
+            VideoCodec::Vp9 | VideoCodec::Av1 => MAX_CRF_VP9_AV1,
+            _ => MAX_CRF,
+        };
         if let Quality::Crf(crf) = self.quality
-            && crf > MAX_CRF
+            && crf > max_crf
         {
             return Err(FieldError::new(
                 "video.crf",
-                format!("{crf} is out of range: allowed 0-{MAX_CRF}"),
+                format!("{crf} is out of range for {codec}: allowed 0-{max_crf}"),
+            ));
+        }
+        if self.quality == Quality::Lossless
+            && !matches!(codec, VideoCodec::H264 | VideoCodec::H265 | VideoCodec::Vp9)
+        {
+            return Err(FieldError::new(
+                "video.lossless",
+                format!("{codec} has no lossless mode here; use h264, h265 or vp9"),
+            ));
+        }
+        if !self.pixel_formats().contains(&self.pixel_format) {
+            return Err(FieldError::new(
+                "video.pixel_format",
+                format!(
+                    "{codec} is not encoded in {} here; allowed: {}",
+                    self.pixel_format.as_str(),
+                    self.pixel_formats()
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         if !X264_PRESETS.contains(&self.preset.as_str()) {
@@ -207,17 +350,23 @@ impl VideoSettings {
                 ),
             ));
         }
-        if let Some(level) = &self.level
-            && !H264_LEVELS.contains(&level.as_str())
-        {
-            return Err(FieldError::new(
-                "video.level",
-                format!(
-                    "`{}` is not an H.264 level; allowed: {}",
-                    crate::quote(level),
-                    H264_LEVELS.join(", ")
-                ),
-            ));
+        if let Some(level) = &self.level {
+            if codec != VideoCodec::H264 {
+                return Err(FieldError::new(
+                    "video.level",
+                    format!("a level applies to h264 only, not {codec}: leave it unset"),
+                ));
+            }
+            if !H264_LEVELS.contains(&level.as_str()) {
+                return Err(FieldError::new(
+                    "video.level",
+                    format!(
+                        "`{}` is not an H.264 level; allowed: {}",
+                        crate::quote(level),
+                        H264_LEVELS.join(", ")
+                    ),
+                ));
+            }
         }
         if !(1..=MAX_KEYINT).contains(&self.keyint) {
             return Err(FieldError::new(
@@ -231,13 +380,10 @@ impl VideoSettings {
                 format!("{} is out of range: allowed 0-{MAX_BFRAMES}", self.bframes),
             ));
         }
-        if self.profile == H264Profile::Baseline && self.bframes > 0 {
+        if self.bframes > 0 && !matches!(codec, VideoCodec::H264 | VideoCodec::H265) {
             return Err(FieldError::new(
                 "video.bframes",
-                format!(
-                    "{} B-frames with profile baseline: baseline allows none",
-                    self.bframes
-                ),
+                format!("{codec} has no B-frames: give 0"),
             ));
         }
         if !(1..=MAX_ENCODER_THREADS).contains(&self.encoder_threads) {
@@ -246,6 +392,23 @@ impl VideoSettings {
                 format!(
                     "{} is out of range: allowed 1-{MAX_ENCODER_THREADS}",
                     self.encoder_threads
+                ),
+            ));
+        }
+        if codec == VideoCodec::H264 {
+            self.validate_h264()?;
+        }
+        Ok(())
+    }
+
+    /// The H.264 profile against the B-frames and the pixel format.
+    fn validate_h264(&self) -> Result<(), FieldError> {
+        if self.profile == H264Profile::Baseline && self.bframes > 0 {
+            return Err(FieldError::new(
+                "video.bframes",
+                format!(
+                    "{} B-frames with profile baseline: baseline allows none",
+                    self.bframes
                 ),
             ));
         }
@@ -344,7 +507,7 @@ mod tests {
                 quality: Quality::Crf(60),
                 ..Default::default()
             },
-            Err("field `video.crf`: 60 is out of range: allowed 0-51"),
+            Err("field `video.crf`: 60 is out of range for h264: allowed 0-51"),
         );
         check(
             VideoSettings {
@@ -375,6 +538,46 @@ mod tests {
                 ..Default::default()
             },
             Err("field `video.bframes`: 3 B-frames with profile baseline: baseline allows none"),
+        );
+    }
+
+    #[test]
+    fn each_codec_has_its_own_ranges() {
+        let vp9 = VideoSettings::for_codec(VideoCodec::Vp9, true).expect("vp9 has alpha");
+        assert_eq!(vp9.pixel_format, PixelFormat::Yuva420p);
+        check(vp9.clone(), Ok(()));
+        check(
+            VideoSettings {
+                quality: Quality::Crf(63),
+                ..vp9.clone()
+            },
+            Ok(()),
+        );
+        check(
+            VideoSettings { bframes: 2, ..vp9 },
+            Err("field `video.bframes`: vp9 has no B-frames: give 0"),
+        );
+        let prores = VideoSettings::for_codec(VideoCodec::Prores, false).expect("prores");
+        check(prores.clone(), Ok(()));
+        check(
+            VideoSettings {
+                pixel_format: PixelFormat::Yuv420p,
+                ..prores
+            },
+            Err(
+                "field `video.pixel_format`: prores is not encoded in yuv420p here; allowed: yuv422p10le, yuv444p10le, yuva444p10le",
+            ),
+        );
+        check(
+            VideoSettings {
+                pixel_format: PixelFormat::Yuv444p,
+                ..VideoSettings::for_codec(VideoCodec::H265, false).expect("h265")
+            },
+            Ok(()),
+        );
+        assert_eq!(
+            VideoSettings::for_codec(VideoCodec::H264, true).map_err(|e| e.to_string()),
+            Err("field `video.transparent`: h264 video has no alpha channel; use vp9 (.webm) or prores (.mov)".to_owned())
         );
     }
 }

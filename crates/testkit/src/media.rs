@@ -332,6 +332,16 @@ pub enum PixFmt {
     Rgba,
 }
 
+/// The decoder that keeps a stream's alpha: FFmpeg's native VP9 decoder
+/// drops VP9's alpha (Matroska BlockAdditional), libvpx decodes it.
+fn alpha_decoder(codec: Option<&str>) -> Option<&'static str> {
+    match codec {
+        Some("vp9") => Some("libvpx-vp9"),
+        Some("vp8") => Some("libvpx"),
+        _ => None,
+    }
+}
+
 impl PixFmt {
     /// FFmpeg's name.
     pub const fn name(self) -> &'static str {
@@ -383,7 +393,8 @@ pub struct Frame {
 }
 
 /// Decodes every frame of the first video stream to `pix_fmt`, exactly as
-/// decoded (`-fps_mode passthrough`: no frame duplicated or dropped). Give
+/// decoded (`-fps_mode passthrough`: no frame duplicated or dropped); to
+/// `Rgba` with the stream's alpha (VP9's through libvpx). Give
 /// the stream's own pixel format to compare decoded bytes: another format
 /// adds a conversion.
 ///
@@ -400,8 +411,15 @@ pub fn decode_video_frames(input: impl AsRef<OsStr>, pix_fmt: PixFmt) -> Vec<Fra
     };
     let shape = pix_fmt.planes(width as usize, height as usize);
     let frame_bytes: usize = shape.iter().map(|(w, h)| w * h).sum();
-    let raw = run(Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-nostdin", "-v", "error"]);
+    if pix_fmt == PixFmt::Rgba
+        && let Some(decoder) = alpha_decoder(Some(video.codec.as_str()))
+    {
+        ffmpeg.args(["-c:v", decoder]);
+    }
+    let raw = run(ffmpeg
+        .arg("-i")
         .arg(input)
         .args(["-map", "0:v:0", "-fps_mode", "passthrough"])
         .args(["-pix_fmt", pix_fmt.name(), "-f", "rawvideo", "-"]));

@@ -11,7 +11,7 @@ use spec::{
     ArtifactKind, ArtifactTarget, BundleRef, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
     ChunkSpan, ContentHash, DeliveredArtifact, DescribeRequest, H264_LEVELS, H264Profile, Location,
     MAX_BFRAMES, MAX_CRF, MAX_ENCODER_THREADS, MAX_KEYINT, PcmFormat, PixelFormat, Quality,
-    RendererVersion, SourceSpec, StageTimings, VideoSettings, X264_PRESETS,
+    RendererVersion, SourceSpec, StageTimings, VideoCodec, VideoSettings, X264_PRESETS,
 };
 use timebase::{Fps, FrameRange};
 
@@ -117,17 +117,32 @@ pub fn video() -> impl Strategy<Value = VideoSettings> {
         0..=MAX_BFRAMES,
         prop::sample::select(PixelFormat::ALL.to_vec()),
         1..=MAX_ENCODER_THREADS,
+        prop::sample::select(VideoCodec::ALL.to_vec()),
+        any::<prop::sample::Index>(),
     )
         .prop_map(
-            |(crf, preset, profile, level, keyint, bframes, pixel_format, threads)| VideoSettings {
-                quality: crf.map_or(Quality::Lossless, Quality::Crf),
-                preset: preset.to_owned(),
-                profile,
-                level: level.map(str::to_owned),
-                keyint,
-                bframes,
-                pixel_format,
-                encoder_threads: threads,
+            |(crf, preset, profile, level, keyint, bframes, pixel_format, threads, codec, pick)| {
+                let mut v = VideoSettings {
+                    codec,
+                    quality: crf.map_or(Quality::Lossless, Quality::Crf),
+                    preset: preset.to_owned(),
+                    profile,
+                    level: level.map(str::to_owned),
+                    keyint,
+                    bframes,
+                    pixel_format,
+                    encoder_threads: threads,
+                };
+                // Other codecs than H.264 have their own pixel formats and
+                // no level: pick among what they allow, so few are filtered.
+                if codec != VideoCodec::H264 {
+                    v.level = None;
+                    v.pixel_format = *pick.get(v.pixel_formats());
+                    if codec != VideoCodec::H265 {
+                        v.bframes = 0;
+                    }
+                }
+                v
             },
         )
         .prop_filter("valid settings", |v| v.validate().is_ok())

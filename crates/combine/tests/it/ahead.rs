@@ -93,7 +93,7 @@ fn audio_ahead_must_match_the_chunks() -> Result<()> {
     assert_eq!(
         err.to_string(),
         format!(
-            "option `audio` = AAC encoded ahead for {} samples at 48000 Hz, 96000 b/s is invalid: audio encoded ahead for the chunks' own samples, sample rate and bitrate",
+            "option `audio` = AAC encoded ahead for {} samples at 48000 Hz, 96000 b/s is invalid: audio encoded ahead for the chunks' own samples, sample rate, bitrate and codec",
             plan.samples().len()
         )
     );

@@ -182,15 +182,34 @@ struct Encode {
     /// Keep only every Nth frame.
     #[arg(long, default_value_t = 1)]
     every_nth_frame: u32,
-    /// x264 constant rate factor (0-51).
-    #[arg(long, default_value_t = 18)]
-    crf: u8,
-    /// x264 preset.
+    /// The video codec: h264 (default), h265, vp9 or prores (av1 and gif
+    /// are planned). The output's extension picks the container (.mp4,
+    /// .mov, .webm, .mkv); a codec it cannot hold is refused.
+    #[arg(long, value_name = "CODEC", value_parser = parse_codec, default_value = "h264")]
+    codec: spec::VideoCodec,
+    /// Constant rate factor: 0-51 for h264/h265 (default 18), 0-63 for vp9
+    /// (default 31); ignored by prores.
+    #[arg(long)]
+    crf: Option<u8>,
+    /// Speed preset, x264's names (libvpx maps them to its cpu-used).
     #[arg(long, default_value = "veryfast")]
     preset: String,
-    /// Encode video losslessly (QP 0, 4:4:4).
+    /// Encode video losslessly (h264 QP 0 4:4:4, h265 and vp9 lossless).
     #[arg(long, conflicts_with = "crf")]
     lossless: bool,
+    /// Keep the composition's alpha: vp9 as yuva420p (.webm), prores 4444
+    /// as yuva444p10le (.mov). Other codecs are refused.
+    #[arg(long)]
+    transparent: bool,
+    /// Pixel format of the encoded video (yuv420p, yuv444p, yuva420p,
+    /// yuv422p10le for ProRes 422 HQ, yuv444p10le and yuva444p10le for
+    /// ProRes 4444). Default: the codec's.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_pixel_format)]
+    pixel_format: Option<spec::PixelFormat>,
+    /// The audio codec: aac, opus or pcm. Default: the container's (AAC;
+    /// Opus in .webm).
+    #[arg(long, value_name = "CODEC", value_parser = parse_audio_codec)]
+    audio_codec: Option<spec::AudioCodec>,
     /// libx264 threads per chunk (1-16; the bitstream depends on it).
     /// Default: chosen from the frame size.
     #[arg(long, value_name = "N")]
@@ -204,21 +223,63 @@ struct Encode {
 }
 
 impl Encode {
-    fn video(&self) -> VideoSettings {
-        let mut video = if self.lossless {
-            VideoSettings::lossless()
-        } else {
-            VideoSettings {
-                quality: spec::Quality::Crf(self.crf),
-                ..Default::default()
+    /// The video settings typed, on the codec's defaults (the library
+    /// checks them: a codec without alpha and `--transparent` is refused
+    /// there).
+    fn video(&self) -> Result<VideoSettings, Error> {
+        let mut video = VideoSettings::for_codec(self.codec, self.transparent)
+            .map_err(|e| Error::Input(format!("--transparent: {}", e.message)))?;
+        if self.lossless {
+            video.quality = spec::Quality::Lossless;
+            if self.codec == spec::VideoCodec::H264 {
+                video.profile = spec::H264Profile::High444;
             }
-        };
+            if !self.transparent {
+                video.pixel_format = spec::PixelFormat::Yuv444p;
+            }
+        } else if let Some(crf) = self.crf {
+            video.quality = spec::Quality::Crf(crf);
+        }
+        if let Some(p) = self.pixel_format {
+            video.pixel_format = p;
+        }
         video.preset = self.preset.clone();
         if let Some(n) = self.encoder_threads {
             video.encoder_threads = n;
         }
-        video
+        Ok(video)
     }
+}
+
+fn parse_codec(text: &str) -> Result<spec::VideoCodec, String> {
+    spec::VideoCodec::parse(text).ok_or_else(|| {
+        format!(
+            "`{}` is not a codec; allowed: {}",
+            spec::quote(text),
+            spec::VideoCodec::names()
+        )
+    })
+}
+
+fn parse_pixel_format(text: &str) -> Result<spec::PixelFormat, String> {
+    spec::PixelFormat::parse(text).ok_or_else(|| {
+        format!(
+            "`{}` is not a pixel format; allowed: {}",
+            spec::quote(text),
+            spec::PixelFormat::ALL
+                .map(spec::PixelFormat::as_str)
+                .join(", ")
+        )
+    })
+}
+
+fn parse_audio_codec(text: &str) -> Result<spec::AudioCodec, String> {
+    spec::AudioCodec::parse(text).ok_or_else(|| {
+        format!(
+            "`{}` is not an audio codec; allowed: aac, opus, pcm",
+            spec::quote(text)
+        )
+    })
 }
 
 /// The render cache.
@@ -590,8 +651,9 @@ fn render_request(
     request.props = props;
     request.frames = args.split.frames.clone();
     request.every_nth_frame = args.encode.every_nth_frame;
-    request.video = args.encode.video();
+    request.video = args.encode.video()?;
     request.audio_bitrate = args.encode.audio_bitrate;
+    request.audio_codec = args.encode.audio_codec;
     request.enforce_audio_track = args.encode.enforce_audio_track;
     request.keep_chunks = args.keep_chunks.clone();
     request.use_cache = !args.cache.no_cache;
@@ -677,7 +739,7 @@ fn batch_request(args: &BatchArgs) -> anyhow::Result<(BatchRequest, PoolSpec, Co
         },
         frames: args.split.frames.clone(),
         every_nth_frame: args.encode.every_nth_frame,
-        video: args.encode.video(),
+        video: args.encode.video()?,
         audio_bitrate: args.encode.audio_bitrate,
         enforce_audio_track: args.encode.enforce_audio_track,
     };
@@ -905,7 +967,16 @@ fn combine(manifest: &PathBuf, audio_bitrate: u32, out: &PathBuf) -> Result<(), 
         .with_context(|| format!("--manifest {}", manifest.display()))?;
     let m = combine::Manifest::from_json(&text)
         .with_context(|| format!("--manifest {}", manifest.display()))?;
-    let options = m.options().with_audio_bitrate(audio_bitrate);
+    // The container follows the extension (MP4 for any other name); the
+    // combine refuses one that cannot hold the chunks' codec.
+    let container = spec::Container::from_file_name(&out.to_string_lossy()).unwrap_or_default();
+    let options = m
+        .options()
+        .with_audio_bitrate(audio_bitrate)
+        .with_output(spec::OutputFormat {
+            container,
+            audio: None,
+        });
     let report = combine::combine_chunks(&m.chunks, &options, out).map_err(|e| Failure {
         kind: match e {
             combine::CombineError::InvalidOption { .. } => ErrorKind::Input,

@@ -7,6 +7,7 @@ mod cache;
 mod deploy;
 mod kit;
 mod logs;
+mod outputs;
 mod queue;
 mod render;
 mod s3;
