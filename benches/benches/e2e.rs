@@ -559,10 +559,7 @@ fn main() -> Result<(), BoxError> {
     // (d) Debian's ffmpeg on the same frames as YUV from a raw file, (d')
     // from the RGBA frames.
     let out_d = scratch.path().join("d.ts");
-    let yuv_fmt = match video.pixel_format {
-        PixelFormat::Yuv420p => "yuv420p",
-        PixelFormat::Yuv444p => "yuv444p",
-    };
+    let yuv_fmt = video.pixel_format.as_str();
     let ((bytes_d, peak_d), d) =
         measure(runs, frames, || ffmpeg_encode(&yuv, yuv_fmt, &meta, &out_d))?;
     let ((bytes_d2, peak_d2), d2) =
