@@ -110,6 +110,7 @@ pub enum Kind {
     },
     Text(Box<TextLayer>),
     Image(ImageLayer),
+    Video(Box<super::video::VideoLayer>),
     Group {
         layers: Vec<Layer>,
         time_offset: i64,
@@ -439,6 +440,11 @@ fn check_templates(comp: &Comp) -> Result<(), CompositionError> {
                         .props()
                         .map(|p| (p.to_owned(), format!("layer `{}`", l.path))),
                 ),
+                Kind::Video(v) => used.extend(
+                    v.src
+                        .props()
+                        .map(|p| (p.to_owned(), format!("layer `{}`", l.path))),
+                ),
                 Kind::Group { layers, .. } => walk(layers, used),
                 _ => {}
             }
@@ -540,6 +546,11 @@ impl Loader<'_> {
             LayerType::Path => f.path()?,
             LayerType::Text => f.text(size, self.fonts)?,
             LayerType::Image => f.image(size)?,
+            LayerType::Video => Kind::Video(Box::new(super::video::layer(
+                d,
+                lctx,
+                f.static_size(size)?,
+            )?)),
             LayerType::Group => self.group(&f, &path, depth)?,
         };
         f.common(path, kind)
@@ -628,6 +639,7 @@ fn fields_of(kind: LayerType) -> &'static [&'static str] {
             "color",
         ],
         LayerType::Image => &["src", "size", "fit"],
+        LayerType::Video => super::video::FIELDS,
         LayerType::Group => &["layers", "time_offset", "clip"],
     }
 }
@@ -651,7 +663,8 @@ impl<'a> Fields<'a> {
             .unwrap_or_default();
         let allowed = fields_of(d.kind);
         let given = given_fields(d);
-        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
+        let video = super::video::given_fields(d);
+        if let Some((field, _)) = given.iter().chain(&video).find(|(f, set)| *set && !allowed.contains(f)) {
             return Err(invalid(
                 ctx,
                 format!(
