@@ -301,3 +301,77 @@ fn missing_corrupt_and_oversized_sources_name_the_layer_and_file() {
     let plain = SceneBundle::open(dir.path()).expect_err("refused").to_string();
     assert!(plain.contains("this process decodes no video"), "{plain}");
 }
+
+/// A bundle's audio for its whole duration, and the same span rendered in
+/// pieces at awkward boundaries: the pieces must equal the whole.
+fn audio(layers: serde_json::Value, tracks: serde_json::Value, dir: &Path) -> Vec<f32> {
+    let scene = serde_json::json!({
+        "version": 1,
+        "compositions": [{
+            "id": "clip", "width": W, "height": H, "fps": FPS, "duration": 60,
+            "layers": layers, "audio": tracks,
+        }],
+    });
+    std::fs::write(dir.join("scene.json"), scene.to_string()).expect("write scene");
+    let b = SceneBundle::open_with_video(dir, FfmpegVideo::shared()).expect("bundle opens");
+    let p = prepare(&b);
+    // 60 frames at 30 fps: 96 000 samples.
+    let total = 96_000u64;
+    let mut whole = vec![0f32; total as usize * 2];
+    p.render_audio(timebase::SampleSpan::new(0, total).expect("span"), &mut whole)
+        .expect("audio");
+    let mut pieces = Vec::new();
+    let cuts = [0u64, 1, 1601, 33_333, 33_334, 70_001, total];
+    for w in cuts.windows(2) {
+        let mut out = vec![0f32; (w[1] - w[0]) as usize * 2];
+        p.render_audio(timebase::SampleSpan::new(w[0], w[1]).expect("span"), &mut out)
+            .expect("audio");
+        pieces.extend(out);
+    }
+    assert!(pieces == whole, "audio rendered in pieces differs from the whole");
+    whole
+}
+
+#[test]
+fn a_videos_sound_is_mixed_exactly_like_an_audio_track_of_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2"][..],
+        &["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "128k"],
+        H264,
+    ]
+    .concat();
+    indexed_video(&dir.path().join("clip.mp4"), (W, H), "30", 60, &args);
+    let none = serde_json::json!([]);
+    let video = |extra: serde_json::Value| video_layer(extra);
+    // Start 10, trimmed by 6 frames, volume 0.5: the track placed the same.
+    let from_video = audio(
+        video(serde_json::json!({"start": 10, "trim_start": 6, "volume": 0.5})),
+        none.clone(),
+        dir.path(),
+    );
+    let from_track = audio(
+        none.clone(),
+        serde_json::json!([{"src": "clip.mp4", "start": 10, "trim_start": 6, "volume": 0.5}]),
+        dir.path(),
+    );
+    assert!(from_video.iter().any(|s| s.abs() > 0.05), "the tone is heard");
+    assert!(from_video == from_track, "a video's sound differs from the audio track of its file");
+    // In a group 20 frames later: the track starting at 20.
+    let grouped = audio(
+        serde_json::json!([{"type": "group", "name": "G", "time_offset": 20, "layers": video(serde_json::json!({}))}]),
+        none.clone(),
+        dir.path(),
+    );
+    let later = audio(
+        none.clone(),
+        serde_json::json!([{"src": "clip.mp4", "start": 20}]),
+        dir.path(),
+    );
+    assert!(grouped == later, "a grouped video's sound is not shifted by the group");
+    // Muted, or at another rate: silent.
+    for extra in [serde_json::json!({"muted": true}), serde_json::json!({"playback_rate": 2})] {
+        let silent = audio(video(extra.clone()), none.clone(), dir.path());
+        assert!(silent.iter().all(|s| *s == 0.0), "{extra}: not silent");
+    }
+}
