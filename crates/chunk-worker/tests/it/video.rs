@@ -375,3 +375,24 @@ fn a_videos_sound_is_mixed_exactly_like_an_audio_track_of_its_file() {
         assert!(silent.iter().all(|s| *s == 0.0), "{extra}: not silent");
     }
 }
+
+#[test]
+fn prores_4444_alpha_is_kept_premultiplied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    media::run(
+        std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("color=c=white@0.5:s={W}x{H}:r=30:d=0.2,format=yuva444p10le"))
+            .args(["-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le"])
+            .arg(dir.path().join("clip.mov")),
+    );
+    let layers = serde_json::json!([{"type": "video", "name": "Clip", "src": "clip.mov"}]);
+    let b = bundle(dir.path(), 2, layers);
+    let rgba = &render(&b, 0, 1)[0];
+    let px = &rgba[(H / 2 * W + W / 2) * 4..][..4];
+    // Half-transparent white over nothing: premultiplied ≈ (128, 128, 128, 128).
+    assert!(
+        px.iter().all(|v| (120..=136).contains(v)) && px[0] <= px[3],
+        "half-transparent white came out as {px:?}"
+    );
+}

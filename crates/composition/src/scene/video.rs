@@ -671,3 +671,53 @@ pub fn source_bytes(info: &VideoInfo) -> u64 {
     let frame = u64::from(info.width) * u64::from(info.height) * 4;
     frame.saturating_mul(KEPT_FRAMES as u64 + DECODER_FRAMES)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(fps: Fps, rate: u64, looped: bool) -> Timing {
+        Timing {
+            fps,
+            start: 5,
+            trim_start: 3,
+            trim_end: Some(33),
+            rate,
+            looped,
+        }
+    }
+
+    #[test]
+    fn source_times_are_exact_rationals() {
+        let ntsc = Fps::new(30000, 1001).expect("fps");
+        // 1/90000 time base, 10 s source.
+        let tb = (1, 90_000);
+        let t = timing(ntsc, RATE_DEN, false);
+        assert_eq!(t.source_time(4, tb, 900_000), None, "before start");
+        // Layer frame 5 is trim_start: 3 frames = 3·1001/30000 s = 9009 ticks.
+        let at5 = t.source_time(5, tb, 900_000).expect("shown");
+        assert!(at5.reached_by(9009, tb) && !at5.reached_by(9010, tb));
+        assert_eq!(at5.floor_pts(tb), 9009);
+        // 30 frames of segment: frame 35 is past it without loop…
+        assert_eq!(t.source_time(35, tb, 900_000), None);
+        assert_eq!(t.shown_until(tb, 900_000), Some(35));
+        // …and back at its start with loop.
+        let looped = timing(ntsc, RATE_DEN, true);
+        assert_eq!(
+            looped.source_time(35, tb, 900_000).map(|x| x.floor_pts(tb)),
+            Some(9009)
+        );
+        // Half speed: frame 7 is 3 + 2·0.5 = 4 frames' worth.
+        let half = timing(ntsc, RATE_DEN / 2, false);
+        assert_eq!(
+            half.source_time(7, tb, 900_000).map(|x| x.floor_pts(tb)),
+            Some(4 * 3003)
+        );
+        // A segment cut by the source's end: 1 s source at 30 fps ends
+        // after 30 − 3 = 27 frames.
+        let short = timing(Fps::new(30, 1).expect("fps"), RATE_DEN, false);
+        assert_eq!(short.shown_until(tb, 90_000), Some(5 + 27));
+        assert!(short.source_time(31, tb, 90_000).is_some());
+        assert_eq!(short.source_time(32, tb, 90_000), None);
+    }
+}
