@@ -18,7 +18,7 @@
 //!   planar YUV by swscale with bit-exact flags, so every machine gives the
 //!   same bytes;
 //! - rotation metadata (90°, 180°, 270°) is applied as players apply it;
-//! - alpha (`yuva420p`: VP9 with alpha decoded by `libvpx-vp9`, ProRes 4444)
+//! - alpha (VP9 with alpha, decoded by `libvpx-vp9` as FFmpeg's own VP9 decoder drops it; ProRes 4444)
 //!   is kept, premultiplied.
 
 use std::path::{Path, PathBuf};
@@ -28,10 +28,10 @@ use composition::scene::{
     FrameTimes, MAX_VIDEO_DIMENSION, MAX_VIDEO_PIXELS, VideoDecoders, VideoInfo, VideoSource,
     VideoStream,
 };
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::util::color;
+use ffmpeg_next as ffmpeg;
 
 /// FFmpeg's microseconds (`AV_TIME_BASE`), the unit of container seeks.
 const MICROS: i128 = 1_000_000;
@@ -84,6 +84,9 @@ struct Source {
     /// Coded size.
     coded: (u32, u32),
     rotation: Rotation,
+    /// VP9 with an alpha channel (WebM `alpha_mode`): FFmpeg's own VP9
+    /// decoder drops the alpha, libvpx's keeps it.
+    vp9_alpha: bool,
     info: VideoInfo,
 }
 
@@ -136,6 +139,8 @@ impl Source {
             }
         };
         let rotation = rotation(&stream);
+        let vp9_alpha =
+            codec_id == ffmpeg::codec::Id::VP9 && stream.metadata().get("alpha_mode") == Some("1");
         let (dw, dh) = match rotation {
             Rotation::Quarter | Rotation::ThreeQuarters => (h, w),
             _ => (w, h),
@@ -158,6 +163,7 @@ impl Source {
             start,
             coded: (w, h),
             rotation,
+            vp9_alpha,
             info,
         })
     }
@@ -177,7 +183,12 @@ fn rotation(stream: &ffmpeg::format::stream::Stream<'_>) -> Rotation {
         return Rotation::None;
     }
     let m = |i: usize| {
-        let b = [data[i * 4], data[i * 4 + 1], data[i * 4 + 2], data[i * 4 + 3]];
+        let b = [
+            data[i * 4],
+            data[i * 4 + 1],
+            data[i * 4 + 2],
+            data[i * 4 + 3],
+        ];
         i32::from_ne_bytes(b)
     };
     // The matrix's first column is (cos θ, sin θ)·scale for a
@@ -242,10 +253,11 @@ impl Stream {
             count: 1,
             ..ffmpeg::threading::Config::default()
         });
-        let decoder = ctx
-            .decoder()
-            .video()
-            .map_err(|e| format!("cannot open its decoder: {e}"))?;
+        let decoder = match ffmpeg::decoder::find_by_name("libvpx-vp9").filter(|_| s.vp9_alpha) {
+            Some(libvpx) => ctx.decoder().open_as(libvpx).and_then(|o| o.video()),
+            None => ctx.decoder().video(),
+        }
+        .map_err(|e| format!("cannot open its decoder: {e}"))?;
         Ok(Stream {
             input,
             decoder,
@@ -401,7 +413,9 @@ impl VideoStream for Stream {
                         target,
                         w,
                         h,
-                        scaling::Flags::BITEXACT | scaling::Flags::ACCURATE_RND | scaling::Flags::POINT,
+                        scaling::Flags::BITEXACT
+                            | scaling::Flags::ACCURATE_RND
+                            | scaling::Flags::POINT,
                     )
                     .map_err(|e| format!("pixel format {other:?} cannot be converted: {e}"))?;
                     self.scaler = Some((other, ctx));
@@ -628,8 +642,14 @@ mod tests {
         let a = [1, 1, 1, 1];
         let b = [2, 2, 2, 2];
         let src = [a, b].concat();
-        assert_eq!(rotate(src.clone(), (2, 1), Rotation::Quarter), [a, b].concat());
-        assert_eq!(rotate(src.clone(), (2, 1), Rotation::ThreeQuarters), [b, a].concat());
+        assert_eq!(
+            rotate(src.clone(), (2, 1), Rotation::Quarter),
+            [a, b].concat()
+        );
+        assert_eq!(
+            rotate(src.clone(), (2, 1), Rotation::ThreeQuarters),
+            [b, a].concat()
+        );
         assert_eq!(rotate(src, (2, 1), Rotation::Half), [b, a].concat());
     }
 }

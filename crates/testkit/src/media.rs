@@ -714,7 +714,9 @@ pub fn indexed_video(
     use std::io::Write as _;
     let size = format!("{width}x{height}");
     let mut child = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray"])
+        .args([
+            "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray",
+        ])
         .args(["-s", &size, "-framerate", rate, "-i", "-"])
         .args(args)
         .arg(out)

@@ -72,7 +72,10 @@ fn indices_whole_and_chunked(b: &SceneBundle, frames: u64) -> Vec<u32> {
         chunked.extend(render(b, start, (start + 7).min(frames)));
     }
     for (f, (a, c)) in whole.iter().zip(&chunked).enumerate() {
-        assert!(a == c, "frame {f}: a 7-frame chunk differs from the whole render");
+        assert!(
+            a == c,
+            "frame {f}: a 7-frame chunk differs from the whole render"
+        );
     }
     whole.iter().map(|f| shown(f)).collect()
 }
@@ -87,19 +90,34 @@ fn video_layer(extra: serde_json::Value) -> serde_json::Value {
 
 /// H.264 in MP4 with B-frames and a keyframe every 12 frames: seeks land on
 /// keyframes before the frame asked for.
-const H264: &[&str] = &["-c:v", "libx264", "-qp", "0", "-g", "12", "-pix_fmt", "yuv420p"];
+const H264: &[&str] = &[
+    "-c:v", "libx264", "-qp", "0", "-g", "12", "-pix_fmt", "yuv420p",
+];
 
 #[test]
 fn constant_rate_sources_show_the_frame_of_the_exact_time() {
     let frames = 60u64;
-    for (rate, num, den) in [("24", 24u64, 1u64), ("25", 25, 1), ("30000/1001", 30000, 1001), ("60", 60, 1)] {
+    for (rate, num, den) in [
+        ("24", 24u64, 1u64),
+        ("25", 25, 1),
+        ("30000/1001", 30000, 1001),
+        ("60", 60, 1),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let source_frames = (3 * num / den) as u32;
-        indexed_video(&dir.path().join("clip.mp4"), (W, H), rate, source_frames, H264);
+        indexed_video(
+            &dir.path().join("clip.mp4"),
+            (W, H),
+            rate,
+            source_frames,
+            H264,
+        );
         let b = bundle(dir.path(), frames, video_layer(serde_json::json!({})));
         let got = indices_whole_and_chunked(&b, frames);
         // Frame f at 30 fps is time f/30; source frame i starts at i·den/num.
-        let expected: Vec<u32> = (0..frames).map(|f| (f * num / (FPS * den)) as u32).collect();
+        let expected: Vec<u32> = (0..frames)
+            .map(|f| (f * num / (FPS * den)) as u32)
+            .collect();
         assert_eq!(got, expected, "{rate} fps source at 30 fps");
     }
 }
@@ -110,7 +128,12 @@ fn variable_rate_sources_show_the_frame_whose_interval_holds_the_time() {
     // 60 fps with every third frame (n mod 3 = 1) dropped and timestamps
     // kept: gaps of 1/60 and 2/60 s.
     let vfr = [
-        &["-vf", "select='not(eq(mod(n\\,3)\\,1))'", "-fps_mode", "vfr"][..],
+        &[
+            "-vf",
+            "select='not(eq(mod(n\\,3)\\,1))'",
+            "-fps_mode",
+            "vfr",
+        ][..],
         H264,
     ]
     .concat();
@@ -175,7 +198,13 @@ fn trim_rate_loop_start_and_groups_follow_the_formula() {
     let b = bundle(dir.path(), frames, layers);
     let got = indices_whole_and_chunked(&b, frames);
     let want: Vec<u32> = (0..frames)
-        .map(|f| if (20..80).contains(&f) { at(f - 20, 30) } else { 0 })
+        .map(|f| {
+            if (20..80).contains(&f) {
+                at(f - 20, 30)
+            } else {
+                0
+            }
+        })
         .collect();
     assert_eq!(got, want, "group with time_offset 20");
 }
@@ -219,10 +248,17 @@ fn rotation_metadata_turns_the_picture_as_players_do() {
 #[test]
 fn colour_matrix_and_range_decide_the_colour() {
     // Pure red encoded four ways: BT.601 and BT.709, limited and full.
-    for (matrix, range) in [("bt709", "tv"), ("bt709", "pc"), ("bt470bg", "tv"), ("bt470bg", "pc")] {
+    for (matrix, range) in [
+        ("bt709", "tv"),
+        ("bt709", "pc"),
+        ("bt470bg", "tv"),
+        ("bt470bg", "pc"),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vf = format!("scale=out_color_matrix={}:out_range={range},format=yuv444p",
-            if matrix == "bt709" { "bt709" } else { "bt601" });
+        let vf = format!(
+            "scale=out_color_matrix={}:out_range={range},format=yuv444p",
+            if matrix == "bt709" { "bt709" } else { "bt601" }
+        );
         media::run(
             std::process::Command::new("ffmpeg")
                 .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
@@ -252,7 +288,11 @@ fn odd_sizes_decode() {
         10,
         &["-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p"],
     );
-    let b = bundle(dir.path(), 10, video_layer(serde_json::json!({"size": [65, 37], "fit": "fill"})));
+    let b = bundle(
+        dir.path(),
+        10,
+        video_layer(serde_json::json!({"size": [65, 37], "fit": "fill"})),
+    );
     let got = indices_whole_and_chunked(&b, 10);
     assert_eq!(got, (0..10).collect::<Vec<u32>>());
 }
@@ -277,7 +317,10 @@ fn missing_corrupt_and_oversized_sources_name_the_layer_and_file() {
             .to_string()
     };
     let missing = open("nope.mp4");
-    assert!(missing.contains("layer `Clip`") && missing.contains("nope.mp4"), "{missing}");
+    assert!(
+        missing.contains("layer `Clip`") && missing.contains("nope.mp4"),
+        "{missing}"
+    );
     std::fs::write(dir.path().join("junk.mp4"), b"this is not a video at all").expect("write");
     let junk = open("junk.mp4");
     assert!(
@@ -293,12 +336,15 @@ fn missing_corrupt_and_oversized_sources_name_the_layer_and_file() {
     );
     let huge = open("huge.mkv");
     assert!(
-        huge.contains("layer `Clip`") && huge.contains("video `huge.mkv`: 8200×16 is larger than the limit"),
+        huge.contains("layer `Clip`")
+            && huge.contains("video `huge.mkv`: 8200×16 is larger than the limit"),
         "{huge}"
     );
     // Without decoders a video layer is refused, naming it.
     std::fs::write(dir.path().join("scene.json"), scene("junk.mp4")).expect("write");
-    let plain = SceneBundle::open(dir.path()).expect_err("refused").to_string();
+    let plain = SceneBundle::open(dir.path())
+        .expect_err("refused")
+        .to_string();
     assert!(plain.contains("this process decodes no video"), "{plain}");
 }
 
@@ -318,17 +364,26 @@ fn audio(layers: serde_json::Value, tracks: serde_json::Value, dir: &Path) -> Ve
     // 60 frames at 30 fps: 96 000 samples.
     let total = 96_000u64;
     let mut whole = vec![0f32; total as usize * 2];
-    p.render_audio(timebase::SampleSpan::new(0, total).expect("span"), &mut whole)
-        .expect("audio");
+    p.render_audio(
+        timebase::SampleSpan::new(0, total).expect("span"),
+        &mut whole,
+    )
+    .expect("audio");
     let mut pieces = Vec::new();
     let cuts = [0u64, 1, 1601, 33_333, 33_334, 70_001, total];
     for w in cuts.windows(2) {
         let mut out = vec![0f32; (w[1] - w[0]) as usize * 2];
-        p.render_audio(timebase::SampleSpan::new(w[0], w[1]).expect("span"), &mut out)
-            .expect("audio");
+        p.render_audio(
+            timebase::SampleSpan::new(w[0], w[1]).expect("span"),
+            &mut out,
+        )
+        .expect("audio");
         pieces.extend(out);
     }
-    assert!(pieces == whole, "audio rendered in pieces differs from the whole");
+    assert!(
+        pieces == whole,
+        "audio rendered in pieces differs from the whole"
+    );
     whole
 }
 
@@ -336,7 +391,12 @@ fn audio(layers: serde_json::Value, tracks: serde_json::Value, dir: &Path) -> Ve
 fn a_videos_sound_is_mixed_exactly_like_an_audio_track_of_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = [
-        &["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2"][..],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=2",
+        ][..],
         &["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "128k"],
         H264,
     ]
@@ -355,8 +415,14 @@ fn a_videos_sound_is_mixed_exactly_like_an_audio_track_of_its_file() {
         serde_json::json!([{"src": "clip.mp4", "start": 10, "trim_start": 6, "volume": 0.5}]),
         dir.path(),
     );
-    assert!(from_video.iter().any(|s| s.abs() > 0.05), "the tone is heard");
-    assert!(from_video == from_track, "a video's sound differs from the audio track of its file");
+    assert!(
+        from_video.iter().any(|s| s.abs() > 0.05),
+        "the tone is heard"
+    );
+    assert!(
+        from_video == from_track,
+        "a video's sound differs from the audio track of its file"
+    );
     // In a group 20 frames later: the track starting at 20.
     let grouped = audio(
         serde_json::json!([{"type": "group", "name": "G", "time_offset": 20, "layers": video(serde_json::json!({}))}]),
@@ -368,9 +434,15 @@ fn a_videos_sound_is_mixed_exactly_like_an_audio_track_of_its_file() {
         serde_json::json!([{"src": "clip.mp4", "start": 20}]),
         dir.path(),
     );
-    assert!(grouped == later, "a grouped video's sound is not shifted by the group");
+    assert!(
+        grouped == later,
+        "a grouped video's sound is not shifted by the group"
+    );
     // Muted, or at another rate: silent.
-    for extra in [serde_json::json!({"muted": true}), serde_json::json!({"playback_rate": 2})] {
+    for extra in [
+        serde_json::json!({"muted": true}),
+        serde_json::json!({"playback_rate": 2}),
+    ] {
         let silent = audio(video(extra.clone()), none.clone(), dir.path());
         assert!(silent.iter().all(|s| *s == 0.0), "{extra}: not silent");
     }
@@ -382,8 +454,17 @@ fn prores_4444_alpha_is_kept_premultiplied() {
     media::run(
         std::process::Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!("color=c=white@0.5:s={W}x{H}:r=30:d=0.2,format=yuva444p10le"))
-            .args(["-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le"])
+            .arg(format!(
+                "color=c=white@0.5:s={W}x{H}:r=30:d=0.2,format=yuva444p10le"
+            ))
+            .args([
+                "-c:v",
+                "prores_ks",
+                "-profile:v",
+                "4444",
+                "-pix_fmt",
+                "yuva444p10le",
+            ])
             .arg(dir.path().join("clip.mov")),
     );
     let layers = serde_json::json!([{"type": "video", "name": "Clip", "src": "clip.mov"}]);
@@ -391,6 +472,35 @@ fn prores_4444_alpha_is_kept_premultiplied() {
     let rgba = &render(&b, 0, 1)[0];
     let px = &rgba[(H / 2 * W + W / 2) * 4..][..4];
     // Half-transparent white over nothing: premultiplied ≈ (128, 128, 128, 128).
+    assert!(
+        px.iter().all(|v| (120..=136).contains(v)) && px[0] <= px[3],
+        "half-transparent white came out as {px:?}"
+    );
+}
+
+#[test]
+fn vp9_alpha_is_decoded_by_libvpx_and_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    media::run(
+        std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!(
+                "color=c=white@0.5:s={W}x{H}:r=30:d=0.2,format=yuva420p"
+            ))
+            .args([
+                "-c:v",
+                "libvpx-vp9",
+                "-pix_fmt",
+                "yuva420p",
+                "-lossless",
+                "1",
+            ])
+            .arg(dir.path().join("clip.webm")),
+    );
+    let layers = serde_json::json!([{"type": "video", "name": "Clip", "src": "clip.webm"}]);
+    let b = bundle(dir.path(), 2, layers);
+    let rgba = &render(&b, 0, 1)[0];
+    let px = &rgba[(H / 2 * W + W / 2) * 4..][..4];
     assert!(
         px.iter().all(|v| (120..=136).contains(v)) && px[0] <= px[3],
         "half-transparent white came out as {px:?}"

@@ -126,11 +126,10 @@ pub fn mix(
         };
         for (n, s) in (from..to).zip(buf.chunks_exact(AUDIO_CHANNELS)) {
             let k = n - tr.start;
-            let mut gain =
-                static_gain.unwrap_or_else(|| {
-                    tr.volume
-                        .at(n as f64 * frames_per_sample - tr.volume_offset as f64)
-                });
+            let mut gain = static_gain.unwrap_or_else(|| {
+                tr.volume
+                    .at(n as f64 * frames_per_sample - tr.volume_offset as f64)
+            });
             if k < tr.fade_in {
                 gain *= k as f64 / tr.fade_in as f64;
             }

@@ -664,7 +664,11 @@ impl<'a> Fields<'a> {
         let allowed = fields_of(d.kind);
         let given = given_fields(d);
         let video = super::video::given_fields(d);
-        if let Some((field, _)) = given.iter().chain(&video).find(|(f, set)| *set && !allowed.contains(f)) {
+        if let Some((field, _)) = given
+            .iter()
+            .chain(&video)
+            .find(|(f, set)| *set && !allowed.contains(f))
+        {
             return Err(invalid(
                 ctx,
                 format!(

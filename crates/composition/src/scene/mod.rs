@@ -62,9 +62,9 @@ pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
 pub use template::{Template, suggest};
 pub use text::MAX_FACES_PER_FONT;
 pub use video::{
-    Cursor, DECODER_FRAMES, FrameTimes, KEPT_FRAMES, MAX_DECODE_AHEAD_SECONDS,
-    MAX_PLAYBACK_RATE, MAX_VIDEO_DIMENSION, MAX_VIDEO_PIXELS, MIN_PLAYBACK_RATE, RATE_DEN, Time,
-    Timing, VideoDecoders, VideoInfo, VideoSource, VideoStream,
+    Cursor, DECODER_FRAMES, FrameTimes, KEPT_FRAMES, MAX_DECODE_AHEAD_SECONDS, MAX_PLAYBACK_RATE,
+    MAX_VIDEO_DIMENSION, MAX_VIDEO_PIXELS, MIN_PLAYBACK_RATE, RATE_DEN, Time, Timing,
+    VideoDecoders, VideoInfo, VideoSource, VideoStream,
 };
 
 use crate::{
@@ -586,9 +586,9 @@ impl SceneComposition {
                     if props.is_none() && v.src.props().next().is_some() {
                         continue;
                     }
-                    let src =
-                        v.src
-                            .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
+                    let src = v
+                        .src
+                        .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
                     let source = self.load_video(&src, &lctx)?;
                     let info = source.info().clone();
                     v.prepared = Some(video::PreparedVideo {
@@ -791,7 +791,10 @@ impl Composition for SceneComposition {
             videos = videos.saturating_add(video::source_bytes(&info));
         }
         Ok(RenderBudget {
-            shared_bytes: budget.shared_bytes.saturating_add(images).saturating_add(videos),
+            shared_bytes: budget
+                .shared_bytes
+                .saturating_add(images)
+                .saturating_add(videos),
             ..budget
         })
     }
@@ -826,7 +829,7 @@ fn template_free(layers: &[Layer], overridden: &[String]) -> bool {
             && match &l.kind {
                 Kind::Text(t) => t.text_override.is_none() && t.template.props().next().is_none(),
                 Kind::Image(i) => i.src.props().next().is_none(),
-            Kind::Video(v) => v.src.props().next().is_none(),
+                Kind::Video(v) => v.src.props().next().is_none(),
                 Kind::Group { layers, .. } => template_free(layers, overridden),
                 _ => true,
             }

@@ -347,7 +347,10 @@ fn paint(
                 let pixmap = tiny_skia::PixmapRef::from_bytes(&rgba, w, h).ok_or_else(|| {
                     CompositionError::Render {
                         frame: ctx.frame,
-                        message: format!("layer `{}`: the decoded frame has the wrong size", l.path),
+                        message: format!(
+                            "layer `{}`: the decoded frame has the wrong size",
+                            l.path
+                        ),
                     }
                 })?;
                 paint_picture(pm, look, pixmap, v.size, v.fit);
@@ -439,13 +442,7 @@ fn paint_picture(
     } else {
         FilterQuality::Bilinear
     };
-    let shader = Pattern::new(
-        pixmap,
-        SpreadMode::Pad,
-        quality,
-        look.opacity,
-        pattern,
-    );
+    let shader = Pattern::new(pixmap, SpreadMode::Pad, quality, look.opacity, pattern);
     let paint = Paint {
         shader,
         anti_alias: true,

@@ -408,7 +408,10 @@ pub fn frame(v: &VideoLayer, t: f64) -> Result<Option<(Arc<Vec<u8>>, u32, u32)>,
     // Layer times are whole frames (frames and group offsets are integers),
     // so this conversion is exact.
     let t = t as i64;
-    let Some(time) = p.timing.source_time(t, p.info.time_base, p.info.duration_ticks) else {
+    let Some(time) = p
+        .timing
+        .source_time(t, p.info.time_base, p.info.duration_ticks)
+    else {
         return Ok(None);
     };
     let rgba = super::lock(&p.cursor).frame_at(time)?;
@@ -607,7 +610,9 @@ pub fn place_sound(
     let skipped = u64::try_from(first.min(0).unsigned_abs()).unwrap_or(u64::MAX);
     let first = u64::try_from(first.max(0)).unwrap_or(0);
     let seg_start = in_file(v.trim_start);
-    let seg_end = v.trim_end.map_or(file.frames(), |e| in_file(e).min(file.frames()));
+    let seg_end = v
+        .trim_end
+        .map_or(file.frames(), |e| in_file(e).min(file.frames()));
     if seg_start >= seg_end {
         return None;
     }

@@ -358,8 +358,8 @@ impl Coordinator {
                 let bundle = tokio::task::spawn_blocking(move || {
                     SceneBundle::open_with_video(&dir, chunk_worker::video::FfmpegVideo::shared())
                 })
-                    .await
-                    .map_err(Error::task("opening the bundle"))??;
+                .await
+                .map_err(Error::task("opening the bundle"))??;
                 (VariantSource::Bundle { sha256: hash }, Some(bundle))
             }
         };

@@ -429,9 +429,24 @@ fn a_video_layer_renders_the_same_in_three_chunks_as_in_one() {
         "24",
         72,
         &[
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3",
-            "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-c:v", "libx264", "-qp", "0",
-            "-g", "12", "-pix_fmt", "yuv420p",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=3",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:a",
+            "aac",
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-g",
+            "12",
+            "-pix_fmt",
+            "yuv420p",
         ],
     );
     let scene = serde_json::json!({
@@ -469,7 +484,10 @@ fn a_video_layer_renders_the_same_in_three_chunks_as_in_one() {
     let samples = 75 * 48_000 / 30;
     let a3 = media::decode_audio_trimmed(&three, samples);
     assert_eq!(a3.len() as u64, samples);
-    assert!(a3.samples.iter().any(|s| s.abs() > 0.05), "the video's sound is heard");
+    assert!(
+        a3.samples.iter().any(|s| s.abs() > 0.05),
+        "the video's sound is heard"
+    );
     media::assert_audio_eq(
         &a3,
         &media::decode_audio_trimmed(&one, samples),
