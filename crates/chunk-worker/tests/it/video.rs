@@ -162,7 +162,8 @@ fn trim_rate_loop_start_and_groups_follow_the_formula() {
     let frames = 90u64;
     // Source frame at composition-frame-time `num/den` seconds.
     let at = |num: u64, den: u64| (num * 24 / den) as u32;
-    let cases: Vec<(serde_json::Value, Box<dyn Fn(u64) -> Option<u32>>)> = vec![
+    type Expected = Box<dyn Fn(u64) -> Option<u32>>;
+    let cases: Vec<(serde_json::Value, Expected)> = vec![
         // Half speed: frame f shows time f/60.
         (
             serde_json::json!({"playback_rate": 0.5}),

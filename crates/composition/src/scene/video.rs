@@ -394,13 +394,16 @@ pub struct PreparedVideo {
     pub info: VideoInfo,
 }
 
+/// A converted frame: premultiplied RGBA8, width, height.
+pub type Shown = (Arc<Vec<u8>>, u32, u32);
+
 /// The frame a prepared video layer shows at layer time `t` (a whole
 /// frame: groups shift time by whole frames), with its size; `None` when it
 /// shows nothing then.
 ///
 /// # Errors
 /// The decoder's message.
-pub fn frame(v: &VideoLayer, t: f64) -> Result<Option<(Arc<Vec<u8>>, u32, u32)>, String> {
+pub fn frame(v: &VideoLayer, t: f64) -> Result<Option<Shown>, String> {
     let p = v
         .prepared
         .as_ref()
@@ -607,7 +610,7 @@ pub fn place_sound(
     // Composition frame of the video's first frame; one that starts before
     // the composition is trimmed by what it has already played.
     let first = s.offset.saturating_add(v.start as i64);
-    let skipped = u64::try_from(first.min(0).unsigned_abs()).unwrap_or(u64::MAX);
+    let skipped = first.min(0).unsigned_abs();
     let first = u64::try_from(first.max(0)).unwrap_or(0);
     let seg_start = in_file(v.trim_start);
     let seg_end = v
