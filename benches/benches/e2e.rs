@@ -284,6 +284,216 @@ fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
+/// The case (b): the coordinator's embedded pool, [`CHUNKS_B`] chunks.
+fn embedded(
+    runs: usize,
+    frames: u64,
+    bundle: &Path,
+    out: &Path,
+) -> Result<(coordinator::RenderSummary, Sample), BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let coordinator = Arc::new(runtime.block_on(Coordinator::embedded(
+        coordinator::default_local_workers(),
+        WorkerConfig::standard(),
+        CoordinatorOptions::default(),
+    ))?);
+    let result = measure(runs, frames, || {
+        let mut request = RenderRequest::new(
+            RenderSource::Bundle(bundle.to_path_buf()),
+            COMPOSITION,
+            ChunkSpec::Count(CHUNKS_B),
+            out,
+        );
+        request.video = video_settings();
+        let summary = runtime.block_on(async { coordinator.render(request).finish().await })?;
+        Ok(summary)
+    });
+    if let Ok(c) = Arc::try_unwrap(coordinator) {
+        runtime.block_on(c.shutdown());
+    }
+    result
+}
+
+/// The case (c): encode only, from frames rendered beforehand into memory
+/// (handed over, and dropped once encoded). Returns the TS's size.
+fn encode_only(
+    runs: usize,
+    meta: &CompositionMeta,
+    rendered: Arc<Vec<Vec<u8>>>,
+    dir: &Path,
+) -> Result<(u64, Sample), BoxError> {
+    let frames = meta.duration_frames;
+    let memory = CopiedFrames::new(
+        CompositionMeta {
+            id: "memory-frames".to_owned(),
+            has_audio: false,
+            props: Props::new(),
+            ..meta.clone()
+        },
+        Arc::new(move |f, rgba: &mut [u8]| {
+            let src = usize::try_from(f)
+                .ok()
+                .and_then(|i| rendered.get(i))
+                .ok_or_else(|| {
+                    format!("only {} frames were rendered beforehand", rendered.len())
+                })?;
+            rgba.copy_from_slice(src);
+            Ok(())
+        }),
+    );
+    let mut registry = Registry::new();
+    registry.register(memory)?;
+    let config =
+        WorkerConfig::new(registry).with_render_threads(WorkerConfig::standard().render_threads);
+    std::fs::create_dir_all(dir)?;
+    measure(runs, frames, || {
+        let request = chunk_request(SourceSpec::Registered, "memory-frames", frames, dir);
+        let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
+        Ok(r.video.size)
+    })
+}
+
+/// Writes the frames as raw RGBA to `raw` and, converted by the worker's
+/// own [`FrameConverter`], as raw YUV to `yuv`; returns the conversion's
+/// time on one thread.
+fn write_raw_frames(
+    meta: &CompositionMeta,
+    pixel_format: PixelFormat,
+    rendered: &[Vec<u8>],
+    raw: &Path,
+    yuv: &Path,
+) -> Result<Duration, BoxError> {
+    let mut convert = Duration::ZERO;
+    let mut rgba_file = std::io::BufWriter::new(std::fs::File::create(raw)?);
+    let mut yuv_file = std::io::BufWriter::new(std::fs::File::create(yuv)?);
+    let mut conv = FrameConverter::new(meta.width, meta.height, pixel_format)?;
+    let mut planes = Vec::new();
+    for frame in rendered {
+        rgba_file.write_all(frame)?;
+        conv.rgba_mut().copy_from_slice(frame);
+        let t = Instant::now();
+        let converted = conv.convert()?;
+        convert += t.elapsed();
+        planes.clear();
+        converted.write_packed(&mut planes);
+        yuv_file.write_all(&planes)?;
+    }
+    rgba_file.flush()?;
+    yuv_file.flush()?;
+    Ok(convert)
+}
+
+/// Every case measured.
+struct Results {
+    frames: u64,
+    a: Sample,
+    combine_a: Duration,
+    bytes_a: u64,
+    b: Sample,
+    summary: coordinator::RenderSummary,
+    c: Sample,
+    bytes_c: u64,
+    d: Sample,
+    bytes_d: u64,
+    peak_d: Option<u64>,
+    d2: Sample,
+    bytes_d2: u64,
+    peak_d2: Option<u64>,
+    pre_render: Duration,
+    convert: Duration,
+}
+
+/// Prints the table and the ratios.
+fn report(r: &Results) {
+    let frames = r.frames;
+    println!();
+    println!(
+        "| {:<40} | {:>7} | {:>7} | {:>8} | {:>8} | {:>6} | output",
+        "case", "wall s", "CPU s", "peak MiB", "+MiB", "fps"
+    );
+    println!(
+        "|{:-<42}|{:-<9}|{:-<9}|{:-<10}|{:-<10}|{:-<8}|-------",
+        "", "", "", "", "", ""
+    );
+    print_row(
+        "(a) full pipeline, 1 chunk, 1 process",
+        &r.a,
+        None,
+        &format!(
+            "{} B MP4, combine {:.0} ms",
+            r.bytes_a,
+            r.combine_a.as_secs_f64() * 1000.0
+        ),
+    );
+    print_row(
+        &format!(
+            "(b) coordinator, {CHUNKS_B} chunks, {} workers",
+            coordinator::default_local_workers()
+        ),
+        &r.b,
+        None,
+        &format!(
+            "{} B MP4, combine {} ms",
+            r.summary.bytes, r.summary.combine_ms
+        ),
+    );
+    print_row(
+        "(c) encode only (frames in memory)",
+        &r.c,
+        None,
+        &format!(
+            "{} B TS, video only; peak includes the frames held",
+            r.bytes_c
+        ),
+    );
+    print_row(
+        "(d) ffmpeg CLI, raw YUV file",
+        &r.d,
+        Some(r.peak_d.unwrap_or(0)),
+        &format!("{} B TS; peak is ffmpeg's own (+MiB: n/a)", r.bytes_d),
+    );
+    print_row(
+        "(d') ffmpeg CLI, raw RGBA file",
+        &r.d2,
+        Some(r.peak_d2.unwrap_or(0)),
+        &format!("{} B TS; ffmpeg converts to yuv420p itself", r.bytes_d2),
+    );
+    println!();
+    println!(
+        "pre-rendering {frames} frames into memory took {:.2} s",
+        r.pre_render.as_secs_f64()
+    );
+    println!(
+        "(a)/(c): wall {:.2}, CPU {:.2}   (target <= 1.10)",
+        ratio(r.a.wall, r.c.wall),
+        ratio(r.a.cpu, r.c.cpu)
+    );
+    println!(
+        "(b)/(a): CPU {:.2}, wall {:.2}   (target <= 1.10 in CPU)",
+        ratio(r.b.cpu, r.a.cpu),
+        ratio(r.b.wall, r.a.wall)
+    );
+    println!(
+        "worker RGBA->YUV conversion (FrameConverter) of {frames} frames on one thread: {:.2} s",
+        r.convert.as_secs_f64()
+    );
+    println!(
+        "(c)/(d): wall {:.2}, CPU {:.2}   (c)/(d'): wall {:.2}, CPU {:.2}",
+        ratio(r.c.wall, r.d.wall),
+        ratio(r.c.cpu, r.d.cpu),
+        ratio(r.c.wall, r.d2.wall),
+        ratio(r.c.cpu, r.d2.cpu)
+    );
+    println!(
+        "combine share of (b): {:.1} % of wall ({} of {} ms)   (target <= 2 %)",
+        100.0 * r.summary.combine_ms as f64 / r.summary.wall_ms.max(1) as f64,
+        r.summary.combine_ms,
+        r.summary.wall_ms
+    );
+}
+
 fn main() -> Result<(), BoxError> {
     // What the worker and coordinator binaries do first (see its docs).
     let malloc_tuned = chunk_worker::reuse_freed_memory();
@@ -297,7 +507,6 @@ fn main() -> Result<(), BoxError> {
     let meta = promo.describe(&Props::new())?;
     let frames = meta.duration_frames;
     let video = video_settings();
-    let workers = coordinator::default_local_workers();
     println!(
         "e2e{}: `{COMPOSITION}` from {}, {}x{} at {} fps, {frames} frames; libx264 {} {:?}, \
          {} encoder threads, {} render threads per chunk; {} cores; {runs} run(s) per case; \
@@ -329,32 +538,8 @@ fn main() -> Result<(), BoxError> {
     let ((combine_a, bytes_a), a) = measure(runs, frames, || {
         one_process(&config, &bundle, frames, &dir_a)
     })?;
-
-    // (b) The coordinator's embedded pool, 16 chunks.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let coordinator = Arc::new(runtime.block_on(Coordinator::embedded(
-        workers,
-        WorkerConfig::standard(),
-        CoordinatorOptions::default(),
-    ))?);
-    let out_b = scratch.path().join("b.mp4");
-    let (summary, b) = measure(runs, frames, || {
-        let mut request = RenderRequest::new(
-            RenderSource::Bundle(bundle.clone()),
-            COMPOSITION,
-            ChunkSpec::Count(CHUNKS_B),
-            &out_b,
-        );
-        request.video = video_settings();
-        let summary = runtime.block_on(async { coordinator.render(request).finish().await })?;
-        Ok(summary)
-    })?;
-    if let Ok(c) = Arc::try_unwrap(coordinator) {
-        runtime.block_on(c.shutdown());
-    }
-    drop(runtime);
+    // (b) The coordinator's embedded pool.
+    let (summary, b) = embedded(runs, frames, &bundle, &scratch.path().join("b.mp4"))?;
 
     // Frames rendered beforehand for (c) and (d).
     let prepared = promo.prepare(&Props::new())?;
@@ -365,61 +550,14 @@ fn main() -> Result<(), BoxError> {
         std::thread::available_parallelism().map_or(2, |n| n.get()),
     )?);
     let pre_render = pre_render_start.elapsed();
-
-    // (c) Encode only, from memory.
-    let held = Arc::clone(&rendered);
-    let memory = CopiedFrames::new(
-        CompositionMeta {
-            id: "memory-frames".to_owned(),
-            has_audio: false,
-            props: Props::new(),
-            ..meta.clone()
-        },
-        Arc::new(move |f, rgba: &mut [u8]| {
-            let src = usize::try_from(f)
-                .ok()
-                .and_then(|i| held.get(i))
-                .ok_or_else(|| format!("only {} frames were rendered beforehand", held.len()))?;
-            rgba.copy_from_slice(src);
-            Ok(())
-        }),
-    );
-    let mut registry = Registry::new();
-    registry.register(memory)?;
-    let config_c =
-        WorkerConfig::new(registry).with_render_threads(WorkerConfig::standard().render_threads);
-    let dir_c = scratch.path().join("c");
-    std::fs::create_dir_all(&dir_c)?;
-    let (bytes_c, c) = measure(runs, frames, || {
-        let request = chunk_request(SourceSpec::Registered, "memory-frames", frames, &dir_c);
-        let r = render_chunk(&config_c, &request, &|_| {}, &CancellationToken::new())?;
-        Ok(r.video.size)
-    })?;
+    let raw = scratch.path().join("frames.rgba");
+    let yuv = scratch.path().join("frames.yuv");
+    let convert = write_raw_frames(&meta, video.pixel_format, &rendered, &raw, &yuv)?;
+    // (c) Encode only, from memory (the frames are dropped after).
+    let (bytes_c, c) = encode_only(runs, &meta, rendered, &scratch.path().join("c"))?;
 
     // (d) Debian's ffmpeg on the same frames as YUV from a raw file, (d')
     // from the RGBA frames.
-    let raw = scratch.path().join("frames.rgba");
-    let yuv = scratch.path().join("frames.yuv");
-    let mut convert = Duration::ZERO;
-    {
-        let mut rgba_file = std::io::BufWriter::new(std::fs::File::create(&raw)?);
-        let mut yuv_file = std::io::BufWriter::new(std::fs::File::create(&yuv)?);
-        let mut conv = FrameConverter::new(meta.width, meta.height, video.pixel_format)?;
-        let mut planes = Vec::new();
-        for frame in rendered.iter() {
-            rgba_file.write_all(frame)?;
-            conv.rgba_mut().copy_from_slice(frame);
-            let t = Instant::now();
-            let converted = conv.convert()?;
-            convert += t.elapsed();
-            planes.clear();
-            converted.write_packed(&mut planes);
-            yuv_file.write_all(&planes)?;
-        }
-        rgba_file.flush()?;
-        yuv_file.flush()?;
-    }
-    drop(rendered);
     let out_d = scratch.path().join("d.ts");
     let yuv_fmt = match video.pixel_format {
         PixelFormat::Yuv420p => "yuv420p",
@@ -429,80 +567,23 @@ fn main() -> Result<(), BoxError> {
         measure(runs, frames, || ffmpeg_encode(&yuv, yuv_fmt, &meta, &out_d))?;
     let ((bytes_d2, peak_d2), d2) =
         measure(runs, frames, || ffmpeg_encode(&raw, "rgba", &meta, &out_d))?;
-
-    println!();
-    println!(
-        "| {:<40} | {:>7} | {:>7} | {:>8} | {:>8} | {:>6} | output",
-        "case", "wall s", "CPU s", "peak MiB", "+MiB", "fps"
-    );
-    println!(
-        "|{:-<42}|{:-<9}|{:-<9}|{:-<10}|{:-<10}|{:-<8}|-------",
-        "", "", "", "", "", ""
-    );
-    print_row(
-        "(a) full pipeline, 1 chunk, 1 process",
-        &a,
-        None,
-        &format!(
-            "{bytes_a} B MP4, combine {:.0} ms",
-            combine_a.as_secs_f64() * 1000.0
-        ),
-    );
-    print_row(
-        &format!("(b) coordinator, {CHUNKS_B} chunks, {workers} workers"),
-        &b,
-        None,
-        &format!("{} B MP4, combine {} ms", summary.bytes, summary.combine_ms),
-    );
-    print_row(
-        "(c) encode only (frames in memory)",
-        &c,
-        None,
-        &format!("{bytes_c} B TS, video only; peak includes the frames held"),
-    );
-    print_row(
-        "(d) ffmpeg CLI, raw YUV file",
-        &d,
-        Some(peak_d.unwrap_or(0)),
-        &format!("{bytes_d} B TS; peak is ffmpeg's own (+MiB: n/a)"),
-    );
-    print_row(
-        "(d') ffmpeg CLI, raw RGBA file",
-        &d2,
-        Some(peak_d2.unwrap_or(0)),
-        &format!("{bytes_d2} B TS; ffmpeg converts to yuv420p itself"),
-    );
-    println!();
-    println!(
-        "pre-rendering {frames} frames into memory took {:.2} s",
-        pre_render.as_secs_f64()
-    );
-    println!(
-        "(a)/(c): wall {:.2}, CPU {:.2}   (target <= 1.10)",
-        ratio(a.wall, c.wall),
-        ratio(a.cpu, c.cpu)
-    );
-    println!(
-        "(b)/(a): CPU {:.2}, wall {:.2}   (target <= 1.10 in CPU)",
-        ratio(b.cpu, a.cpu),
-        ratio(b.wall, a.wall)
-    );
-    println!(
-        "worker RGBA->YUV conversion (FrameConverter) of {frames} frames on one thread: {:.2} s",
-        convert.as_secs_f64()
-    );
-    println!(
-        "(c)/(d): wall {:.2}, CPU {:.2}   (c)/(d'): wall {:.2}, CPU {:.2}",
-        ratio(c.wall, d.wall),
-        ratio(c.cpu, d.cpu),
-        ratio(c.wall, d2.wall),
-        ratio(c.cpu, d2.cpu)
-    );
-    println!(
-        "combine share of (b): {:.1} % of wall ({} of {} ms)   (target <= 2 %)",
-        100.0 * summary.combine_ms as f64 / summary.wall_ms.max(1) as f64,
-        summary.combine_ms,
-        summary.wall_ms
-    );
+    report(&Results {
+        frames,
+        a,
+        combine_a,
+        bytes_a,
+        b,
+        summary,
+        c,
+        bytes_c,
+        d,
+        bytes_d,
+        peak_d,
+        d2,
+        bytes_d2,
+        peak_d2,
+        pre_render,
+        convert,
+    });
     Ok(())
 }

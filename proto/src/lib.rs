@@ -23,6 +23,26 @@
 pub mod codec;
 pub mod convert;
 
+/// gRPC metadata carrying the render's id on every request, so a worker's
+/// log lines group with the coordinator's (`grep render_id=…` across
+/// machines).
+pub const RENDER_ID_METADATA: &str = "x-montage-render-id";
+
+/// gRPC metadata carrying one chunk attempt's id
+/// (`<render id>/<chunk>/<attempt>`, [`attempt_id`]).
+pub const ATTEMPT_ID_METADATA: &str = "x-montage-attempt-id";
+
+/// The id of attempt `attempt` (from 1) at chunk `chunk` of render
+/// `render_id`: what the coordinator logs and sends as
+/// [`ATTEMPT_ID_METADATA`].
+///
+/// ```
+/// assert_eq!(montage_proto::attempt_id("r-7", 3, 2), "r-7/3/2");
+/// ```
+pub fn attempt_id(render_id: &str, chunk: u32, attempt: u32) -> String {
+    format!("{render_id}/{chunk}/{attempt}")
+}
+
 /// Version 1 of the render protocol, as generated.
 pub mod v1 {
     #![allow(missing_docs)] // generated code; the .proto file documents every item

@@ -246,7 +246,7 @@ pub fn render_chunk(
         total: started.elapsed(),
     };
     tracing::info!(
-        job_id = %request.job_id,
+        render_id = %spec::quote(&request.job_id),
         chunk = chunk_no,
         frames = %span.frames,
         frame_count = chunk.frame_count(),

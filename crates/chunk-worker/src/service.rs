@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
+use tracing::Instrument as _;
 
 use montage_proto::convert::{Described, WireChunkRequest};
 use montage_proto::v1 as pb;
@@ -38,6 +39,7 @@ use spec::{
 };
 
 use crate::metrics::WorkerMetrics;
+use crate::status::error_class;
 use storage::{CachedBundle, Location, S3Config};
 
 use crate::access::{AllowedPaths, check_token};
@@ -479,31 +481,7 @@ impl BoundWorker {
             }
         }
 
-        inner.draining.store(true, Ordering::SeqCst);
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        let in_flight = config.slots - inner.slots.available_permits();
-        tracing::info!(in_flight, grace_s = config.grace.as_secs_f64(), "draining");
-        inner.tracker.close();
-        if tokio::time::timeout(config.grace, inner.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over: cancelling in-flight chunks");
-            inner.cancel_all.cancel();
-            if tokio::time::timeout(CANCEL_WAIT, inner.tracker.wait())
-                .await
-                .is_err()
-            {
-                tracing::error!("chunks did not stop after cancellation; exiting anyway");
-            }
-        }
-        // Cancelled uploads abort their multipart uploads in the background.
-        inner.bundles.stores().settle().await;
+        inner.drain(&health, config.slots, config.grace).await;
         stop_server.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -687,6 +665,42 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
 }
 
 impl Inner {
+    /// Stops taking chunks (health says `NOT_SERVING`), lets in-flight
+    /// chunks finish within `grace`, then cancels them and settles the
+    /// uploads they leave.
+    async fn drain(
+        &self,
+        health: &tonic_health::server::HealthReporter,
+        slots: usize,
+        grace: Duration,
+    ) {
+        self.draining.store(true, Ordering::SeqCst);
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let in_flight = slots - self.slots.available_permits();
+        tracing::info!(in_flight, grace_s = grace.as_secs_f64(), "draining");
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: cancelling in-flight chunks");
+            self.cancel_all.cancel();
+            if tokio::time::timeout(CANCEL_WAIT, self.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("chunks did not stop after cancellation; exiting anyway");
+            }
+        }
+        // Cancelled uploads abort their multipart uploads in the background.
+        self.bundles.stores().settle().await;
+    }
+
     /// Checks a request and takes a slot for it, or says why not.
     fn admit(
         &self,
@@ -702,10 +716,10 @@ impl Inner {
         check_renderer(renderer.as_ref())?;
         can_open(&self.worker, &request.source)?;
         admit_paths(&self.allowed, &mut request).inspect_err(|e| {
-            tracing::warn!(job_id = %spec::quote(&request.job_id), error = %e, "path refused");
+            tracing::warn!(error = %e, "path refused");
         })?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
-            tracing::info!(job_id = %spec::quote(&request.job_id), chunk = request.span.index.0, "no free slot");
+            tracing::info!("no free slot");
             WorkerError::Busy {
                 slots: self.slot_count,
             }
@@ -753,10 +767,10 @@ impl Inner {
                 self.metrics.failed(&e);
                 match &e {
                     WorkerError::Cancelled { .. } => {
-                        tracing::info!(job_id = %spec::quote(&request.job_id), chunk = request.span.index.0, "chunk cancelled")
+                        tracing::info!("chunk cancelled")
                     }
                     _ => {
-                        tracing::warn!(job_id = %spec::quote(&request.job_id), chunk = request.span.index.0, error = %e, "chunk failed")
+                        tracing::warn!(class = error_class(&e), error = %e, "chunk failed")
                     }
                 }
                 let _ = tx.send(Err(to_status(&e))).await;
@@ -802,7 +816,10 @@ impl Inner {
         let req = request.clone();
         let token = cancel.clone();
         let (memory, max_memory) = (self.memory.clone(), self.max_memory);
+        // The blocking thread logs in the chunk's span too.
+        let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             // Refused before anything renders; the memory is held while it
             // does.
             let needed = crate::limits::check_chunk(&worker, &req, max_memory)?;
@@ -842,8 +859,6 @@ impl Inner {
         result.timings.deliver = deliver.elapsed();
         result.timings.total = started.elapsed();
         tracing::info!(
-            job_id = %spec::quote(&request.job_id),
-            chunk = request.span.index.0,
             frames = result.frame_count(),
             samples = result.sample_count(),
             deliver_ms = result.timings.deliver.as_millis() as u64,
@@ -944,6 +959,30 @@ impl Inner {
     }
 }
 
+/// The span every log line about one chunk request is in: the render's and
+/// the attempt's ids from the request's metadata (set by the coordinator,
+/// quoted and bounded: they come from the network), and the chunk index,
+/// so one `grep render_id=…` across machines finds a render's story.
+fn chunk_span(request: &Request<pb::RenderChunkRequest>) -> tracing::Span {
+    let metadata = request.metadata();
+    let text = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(spec::quote)
+    };
+    let body = request.get_ref();
+    let render_id =
+        text(montage_proto::RENDER_ID_METADATA).unwrap_or_else(|| spec::quote(&body.job_id));
+    let attempt_id = text(montage_proto::ATTEMPT_ID_METADATA).unwrap_or_default();
+    tracing::info_span!(
+        "chunk",
+        render_id = %render_id,
+        attempt_id = %attempt_id,
+        chunk = body.chunk_index
+    )
+}
+
 #[tonic::async_trait]
 impl ChunkWorker for Service {
     type RenderChunkStream = ChunkEvents;
@@ -953,22 +992,28 @@ impl ChunkWorker for Service {
         request: Request<pb::RenderChunkRequest>,
     ) -> Result<Response<Self::RenderChunkStream>, Status> {
         let inner = &self.inner;
-        let (request, permit) = inner.admit(request.into_inner()).map_err(|e| {
-            inner.metrics.refused(&e);
-            to_status(&e)
-        })?;
+        let span = chunk_span(&request);
+        let (request, permit) = span
+            .in_scope(|| inner.admit(request.into_inner()))
+            .map_err(|e| {
+                inner.metrics.refused(&e);
+                to_status(&e)
+            })?;
         inner.metrics.started();
-        tracing::info!(
-            job_id = %spec::quote(&request.job_id),
-            chunk = request.span.index.0,
-            composition = %spec::quote(&request.composition_id),
-            frames = %request.span.frames,
-            "chunk accepted"
-        );
+        span.in_scope(|| {
+            tracing::info!(
+                composition = %spec::quote(&request.composition_id),
+                frames = %request.span.frames,
+                "chunk accepted"
+            )
+        });
         let (tx, rx) = mpsc::channel(EVENT_QUEUE_DEPTH);
-        inner
-            .tracker
-            .spawn(inner.clone().run_chunk(request, permit, tx));
+        inner.tracker.spawn(
+            inner
+                .clone()
+                .run_chunk(request, permit, tx)
+                .instrument(span),
+        );
         Ok(Response::new(ChunkEvents {
             events: ReceiverStream::new(rx),
             _delivering: inner.tracker.token(),

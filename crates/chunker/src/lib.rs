@@ -670,23 +670,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
     check_output_fps(request.fps, request.every_nth_frame, output_fps)?;
     let output_frames = range.len().div_ceil(step);
 
-    let per_chunk = match request.chunks {
-        ChunkSpec::Count(0) => return Err(PlanError::ZeroChunks),
-        ChunkSpec::FramesPerChunk(0) => return Err(PlanError::ZeroFramesPerChunk),
-        ChunkSpec::Count(n) => output_frames.div_ceil(u64::from(n)),
-        ChunkSpec::FramesPerChunk(k) => k,
-        ChunkSpec::Auto => {
-            let chunks = u64::from(request.slots.max(1)) * u64::from(AUTO_CHUNKS_PER_SLOT);
-            // Whole frames in AUTO_MIN_CHUNK_SECONDS at the output rate.
-            let min = (AUTO_MIN_CHUNK_SECONDS * u64::from(output_fps.num()))
-                .div_ceil(u64::from(output_fps.den()))
-                .max(1);
-            output_frames.div_ceil(chunks).max(min)
-        }
-    };
-    let per_chunk = per_chunk
-        .max(request.min_frames_per_chunk.unwrap_or(1))
-        .min(output_frames);
+    let per_chunk = frames_per_chunk(request, output_frames, output_fps)?;
     let count = output_frames.div_ceil(per_chunk);
     let count = u32::try_from(count).map_err(|_| PlanError::TooManyChunks {
         frames: output_frames,
@@ -732,6 +716,32 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
         samples: request.fps.sample_span_of(range, request.sample_rate),
         chunks,
     })
+}
+
+/// Output frames per chunk for `request`'s [`ChunkSpec`], within
+/// `min_frames_per_chunk` and the render's length.
+fn frames_per_chunk(
+    request: &PlanRequest,
+    output_frames: u64,
+    output_fps: Fps,
+) -> Result<u64, PlanError> {
+    let per_chunk = match request.chunks {
+        ChunkSpec::Count(0) => return Err(PlanError::ZeroChunks),
+        ChunkSpec::FramesPerChunk(0) => return Err(PlanError::ZeroFramesPerChunk),
+        ChunkSpec::Count(n) => output_frames.div_ceil(u64::from(n)),
+        ChunkSpec::FramesPerChunk(k) => k,
+        ChunkSpec::Auto => {
+            let chunks = u64::from(request.slots.max(1)) * u64::from(AUTO_CHUNKS_PER_SLOT);
+            // Whole frames in AUTO_MIN_CHUNK_SECONDS at the output rate.
+            let min = (AUTO_MIN_CHUNK_SECONDS * u64::from(output_fps.num()))
+                .div_ceil(u64::from(output_fps.den()))
+                .max(1);
+            output_frames.div_ceil(chunks).max(min)
+        }
+    };
+    Ok(per_chunk
+        .max(request.min_frames_per_chunk.unwrap_or(1))
+        .min(output_frames))
 }
 
 /// Refuses an output frame rate (the composition's `fps` ÷ `n`) whose

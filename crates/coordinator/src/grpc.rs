@@ -361,6 +361,20 @@ fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> Result<
     Ok(())
 }
 
+/// Labels a request with the render's id and the attempt's, for the
+/// worker's logs. Ids that are not valid metadata (not visible ASCII) are
+/// left out: they still travel in the request body.
+fn label<T>(request: &mut tonic::Request<T>, render_id: &str, attempt_id: &str) {
+    use tonic::metadata::MetadataValue;
+    let metadata = request.metadata_mut();
+    if let Ok(v) = MetadataValue::try_from(render_id) {
+        metadata.insert(montage_proto::RENDER_ID_METADATA, v);
+    }
+    if let Ok(v) = MetadataValue::try_from(attempt_id) {
+        metadata.insert(montage_proto::ATTEMPT_ID_METADATA, v);
+    }
+}
+
 /// An inline artifact arriving in pieces: a temporary file in the target
 /// directory (removed if dropped before it is committed), hashed as it is
 /// written.
@@ -495,9 +509,12 @@ impl ChunkRunner for GrpcRunner {
         let target = self.targets.get(&chunk.index().0).cloned();
         let mut request = self.template.clone();
         request.span = ChunkSpan::from(&chunk);
+        let request_render_id = request.job_id.clone();
         let renderer = self.renderer.clone();
         let token = self.access.token.clone();
         let address = worker.address.clone();
+        let attempt_id = montage_proto::attempt_id(&request.job_id, chunk.index().0, attempt);
+        tracing::Span::current().record("attempt_id", attempt_id.as_str());
         Box::pin(async move {
             let channel = channel?;
             let target = target.ok_or_else(|| {
@@ -513,12 +530,14 @@ impl ChunkRunner for GrpcRunner {
             let mut req = tonic::Request::new(wire);
             authorize(&mut req, token.as_deref())
                 .map_err(|m| AttemptError::new(FailureKind::Invalid, m))?;
+            label(&mut req, &request_render_id, &attempt_id);
             let call = async {
                 let stream = client
                     .render_chunk(req)
                     .await
                     .map_err(|s| status_error(&address, &s))?
                     .into_inner();
+                tracing::info!("chunk accepted by the worker");
                 let tag = format!("chunk-{:06}.attempt-{attempt}", chunk.index().0);
                 Receiver::new(chunk.index().0, &target, tag, &progress, &address)
                     .receive(stream)

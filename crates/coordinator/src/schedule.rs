@@ -483,7 +483,10 @@ impl<'a, R: ChunkRunner> Scheduler<'a, R> {
             "attempt",
             chunk = attempt.chunk.index().0,
             attempt = attempt.attempt,
-            worker = %attempt.info.address
+            worker = %attempt.info.address,
+            // Recorded by runners that give attempts ids (the gRPC runner
+            // sends it to the worker, whose log lines carry it too).
+            attempt_id = tracing::field::Empty
         );
         self.running.spawn(attempt.run().instrument(span));
     }

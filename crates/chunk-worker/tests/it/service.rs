@@ -93,15 +93,17 @@ async fn a_client_that_leaves_cancels_its_chunk_and_its_files() {
     })
     .await;
     assert_eq!(kit::files_in(&out), Vec::<String>::new());
-    // Structured logs: one JSON object per line, with job id and chunk.
+    // Structured logs: one JSON object per line, in the chunk's span with
+    // the render id (the request's job id, without metadata) and chunk.
     let log = w.log();
     let cancelled = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["fields"]["message"] == "chunk cancelled")
         .unwrap_or_else(|| panic!("no JSON `chunk cancelled` line in:\n{log}"));
-    assert_eq!(cancelled["fields"]["job_id"], "it");
-    assert_eq!(cancelled["fields"]["chunk"], 0);
+    assert_eq!(cancelled["span"]["name"], "chunk", "{cancelled}");
+    assert_eq!(cancelled["span"]["render_id"], "it", "{cancelled}");
+    assert_eq!(cancelled["span"]["chunk"], 0, "{cancelled}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

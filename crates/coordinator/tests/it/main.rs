@@ -4,7 +4,9 @@
 
 mod batch;
 mod cache;
+mod deploy;
 mod kit;
+mod logs;
 mod render;
 mod s3;
 mod trust;

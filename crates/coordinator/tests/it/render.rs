@@ -396,7 +396,8 @@ fn without_chunks_the_planner_chooses_from_the_slots_and_the_length() {
         c.args(["render", "--props", props, "--json", "--out"])
             .arg(&out);
         for w in pool {
-            c.args(["--worker", &w.url]);
+            // The pool knows a worker's slots from its URL, as users give it.
+            c.args(["--worker", &format!("{}#2", w.url)]);
         }
         let o = run(c);
         let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
