@@ -52,9 +52,9 @@ impl FfmpegVideo {
 }
 
 impl VideoDecoders for FfmpegVideo {
-    fn open(&self, path: &Path, rel: &str) -> Result<Arc<dyn VideoSource>, String> {
+    fn open(&self, path: &Path, _rel: &str) -> Result<Arc<dyn VideoSource>, String> {
         let _ = ffmpeg::init();
-        let source = Source::open(path, rel)?;
+        let source = Source::open(path)?;
         // Decode the first frame now, so a file that opens but does not
         // decode is refused when the bundle opens, not mid-render.
         let mut stream = source.stream()?;
@@ -91,7 +91,7 @@ struct Source {
 }
 
 impl Source {
-    fn open(path: &Path, rel: &str) -> Result<Source, String> {
+    fn open(path: &Path) -> Result<Source, String> {
         let input = ffmpeg::format::input(&path).map_err(|e| format!("not a video file ({e})"))?;
         let stream = input
             .streams()
@@ -156,7 +156,6 @@ impl Source {
             has_audio,
             describe: format!("{codec_id:?} {:?} {w}×{h}", decoder.format()),
         };
-        let _ = rel;
         Ok(Source {
             path: path.to_owned(),
             index: stream.index(),

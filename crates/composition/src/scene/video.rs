@@ -183,6 +183,22 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// The trimmed segment `[start, end)` and the time one layer frame
+    /// advances, all in units of `1 / (fps.num · RATE_DEN · tb.den)` s.
+    fn segment(&self, tb: (u32, u32), duration_ticks: i64) -> (i128, i128, i128) {
+        let (fnum, fden) = (i128::from(self.fps.num()), i128::from(self.fps.den()));
+        let (tbn, tbd) = (i128::from(tb.0), i128::from(tb.1));
+        let r = i128::from(RATE_DEN);
+        let frames = |n: u64| i128::from(n) * fden * r * tbd;
+        let file_end = i128::from(duration_ticks) * tbn * fnum * r;
+        let seg_end = self.trim_end.map_or(file_end, |e| frames(e).min(file_end));
+        (
+            frames(self.trim_start),
+            seg_end,
+            i128::from(self.rate) * fden * tbd,
+        )
+    }
+
     /// The source time layer frame `t` shows, `None` before `start` and,
     /// unless looping, past the segment's end. `duration_ticks` and `tb` are
     /// the source's.
@@ -191,20 +207,12 @@ impl Timing {
         if k < 0 {
             return None;
         }
-        // Every time over one denominator: seconds · fps.num · RATE_DEN · tb.den.
-        let (fnum, fden) = (i128::from(self.fps.num()), i128::from(self.fps.den()));
-        let (tbn, tbd) = (i128::from(tb.0), i128::from(tb.1));
-        let r = i128::from(RATE_DEN);
-        let den = fnum * r * tbd;
-        let frames = |n: u64| i128::from(n) * fden * r * tbd;
-        let seg_start = frames(self.trim_start);
-        let file_end = i128::from(duration_ticks) * tbn * fnum * r;
-        let seg_end = self.trim_end.map_or(file_end, |e| frames(e).min(file_end));
+        let (seg_start, seg_end, step) = self.segment(tb, duration_ticks);
         let len = seg_end - seg_start;
         if len <= 0 {
             return None;
         }
-        let mut elapsed = i128::from(k) * i128::from(self.rate) * fden * tbd;
+        let mut elapsed = i128::from(k) * step;
         if self.looped {
             elapsed = elapsed.rem_euclid(len);
         } else if elapsed >= len {
@@ -212,29 +220,19 @@ impl Timing {
         }
         Some(Time {
             num: seg_start + elapsed,
-            den,
+            den: i128::from(self.fps.num()) * i128::from(RATE_DEN) * i128::from(tb.1),
         })
     }
 
-    /// The layer frames the source shows, `[start, end)`; `None` for no
-    /// end (looping).
+    /// The first layer frame past the source's segment; `None` when
+    /// looping (no end).
     pub fn shown_until(&self, tb: (u32, u32), duration_ticks: i64) -> Option<u64> {
         if self.looped {
             return None;
         }
-        // The first k whose elapsed time reaches the segment's length:
-        // ceil(len / (rate · fps.den · tb.den)).
-        let (fnum, fden) = (i128::from(self.fps.num()), i128::from(self.fps.den()));
-        let (tbn, tbd) = (i128::from(tb.0), i128::from(tb.1));
-        let r = i128::from(RATE_DEN);
-        let seg_start = i128::from(self.trim_start) * fden * r * tbd;
-        let file_end = i128::from(duration_ticks) * tbn * fnum * r;
-        let seg_end = self
-            .trim_end
-            .map_or(file_end, |e| (i128::from(e) * fden * r * tbd).min(file_end));
-        let step = i128::from(self.rate) * fden * tbd;
-        let len = (seg_end - seg_start).max(0);
-        let k = (len + step - 1) / step;
+        let (seg_start, seg_end, step) = self.segment(tb, duration_ticks);
+        // The first k whose elapsed time reaches the segment's length.
+        let k = ((seg_end - seg_start).max(0) + step - 1) / step;
         Some((i128::from(self.start) + k).min(i128::from(MAX_FRAME)) as u64)
     }
 }
