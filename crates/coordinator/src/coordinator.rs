@@ -561,6 +561,28 @@ impl Coordinator {
         }
     }
 
+    /// Posts a batch's summary (`batch.finished`: rows by outcome, failures
+    /// by reason) to the webhook, if there is one.
+    pub(crate) fn notify_batch(&self, summary: &crate::batch::BatchSummary) {
+        #[derive(serde::Serialize)]
+        struct BatchFinished<'a> {
+            event: &'static str,
+            #[serde(flatten)]
+            summary: &'a crate::batch::BatchSummary,
+            digest: String,
+        }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.notify(
+                "batch.finished",
+                &BatchFinished {
+                    event: "batch.finished",
+                    summary,
+                    digest: summary.digest(),
+                },
+            );
+        }
+    }
+
     /// Whether the local cache is due a trim: at most once a minute, so a
     /// batch of many short renders does not walk the cache after each.
     pub(crate) fn trim_due(&self) -> bool {

@@ -10,7 +10,7 @@ use crate::schedule::{FailedAttempt, FailureKind};
 
 /// Whose fault an error is, which decides whether retrying can help and how
 /// the CLI exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -41,6 +41,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod batch;
 pub mod cache;
 mod coordinator;

@@ -232,6 +232,34 @@ impl Queue {
             })
     }
 
+    /// The receives after which the queue's redrive policy moves a message
+    /// to its dead-letter queue (`None`: the queue has none).
+    ///
+    /// # Errors
+    /// A failed request, or a redrive policy that does not parse.
+    pub async fn max_receives(&self) -> Result<Option<u32>> {
+        let attrs = self.attributes(QueueAttributeName::RedrivePolicy).await?;
+        let Some(policy) = attrs.get(&QueueAttributeName::RedrivePolicy) else {
+            return Ok(None);
+        };
+        let bad = |reason: &str| StorageError::S3 {
+            op: "GetQueueAttributes",
+            location: self.url.clone(),
+            message: format!("redrive policy `{}`: {reason}", spec::quote(policy)),
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(policy).map_err(|e| bad(&e.to_string()))?;
+        // SQS writes the count as a number; some engines as a string.
+        let count = match &value["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| bad("no maxReceiveCount"))?;
+        Ok(Some(count))
+    }
+
     async fn attributes(
         &self,
         name: QueueAttributeName,

@@ -39,7 +39,8 @@ pub struct BatchSummary {
     pub results: String,
 }
 
-fn by_label<S: serde::Serializer>(
+/// Failures by reason, serialized by the reasons' labels.
+pub(crate) fn by_label<S: serde::Serializer>(
     failures: &BTreeMap<FailureReason, u64>,
     s: S,
 ) -> Result<S::Ok, S::Error> {

@@ -11,9 +11,9 @@
 //!    which rows are the same video. Bad rows are listed; without
 //!    `keep_going` the batch stops there. Rows a previous run finished (its
 //!    `results.jsonl`) are skipped. What the render phase needs is written
-//!    to a spill file ([`spill`]); memory keeps a few numbers per variant.
+//!    to a spill file (the `spill` module); memory keeps a few numbers per variant.
 //! 2. **render** the distinct variants longest first, each on slots leased
-//!    from the pool ([`slots`]): one slot for a short variant (one chunk),
+//!    from the pool (the `slots` module): one slot for a short variant (one chunk),
 //!    as many as it has chunks for a long one; a slot returns when the
 //!    variant's chunks are done, so its combine and upload overlap the next
 //!    render. Rows of the same variant get its output (copied when their
@@ -47,11 +47,13 @@
 pub mod columns;
 pub mod digest;
 pub mod names;
+pub mod queue;
+mod queued;
 pub mod report;
 pub mod results;
 pub mod rows;
-mod run;
-mod slots;
+pub(crate) mod run;
+pub(crate) mod slots;
 mod spill;
 mod validate;
 pub mod variant;
@@ -116,6 +118,20 @@ pub struct BatchRequest {
     pub settings: VariantSettings,
     /// Reuse cached chunks and outputs (when the coordinator has a cache).
     pub use_cache: bool,
+    /// Send the variants to a queue for agents instead of rendering them
+    /// on this coordinator's pool.
+    pub queue: Option<QueueTarget>,
+}
+
+/// Where a queued batch's variants go, and whether the batch waits for
+/// their results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTarget {
+    /// The queue's URL.
+    pub url: String,
+    /// Gather the agents' results into the results file and the digest
+    /// (else the batch ends once every variant is sent).
+    pub wait: bool,
 }
 
 impl BatchRequest {
@@ -133,6 +149,7 @@ impl BatchRequest {
             keep_going: false,
             settings: VariantSettings::default(),
             use_cache: true,
+            queue: None,
         }
     }
 
@@ -148,6 +165,14 @@ impl BatchRequest {
             && c.is_empty()
         {
             return Err(Error::Input("--composition is empty".into()));
+        }
+        if self.queue.is_some() {
+            if matches!(self.source, RenderSource::Registered) {
+                return Err(Error::Input(
+                    "--queue needs a bundle: agents render scene bundles (registered compositions render on a worker fleet with --worker)".into(),
+                ));
+            }
+            queue::BatchState::new(&self.output, queue::BatchId::generate())?;
         }
         if self.results_path().is_dir() {
             return Err(Error::Input(format!(
@@ -218,6 +243,17 @@ pub enum BatchEvent {
         frames: u64,
         /// Slots it leased.
         slots: u32,
+    },
+    /// The variants were sent to a queue (`batch --queue`).
+    Queued {
+        /// The batch's id (for `batch-status`).
+        batch: String,
+        /// The queue.
+        queue: String,
+        /// Messages sent, one per distinct variant.
+        variants: u64,
+        /// Of those, payloads too large for a message, stored.
+        stored: u64,
     },
     /// A row has its result (also written to the results file).
     Row(RowResult),

@@ -2,7 +2,7 @@
 //! columns in the scene format's `{column}` syntax (`{{`/`}}` for literal
 //! braces); a row's `out` cell names its output directly; without either,
 //! an output is named by the sha256 of its bytes (`ab/cd/<sha256>.mp4`).
-//! [`Names`] remembers which variant each name was given to, so two rows
+//! `Names` remembers which variant each name was given to, so two rows
 //! that would write different bytes to one name are refused before
 //! anything renders.
 

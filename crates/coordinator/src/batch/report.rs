@@ -51,6 +51,14 @@ impl BatchReporter {
     pub fn event(&mut self, event: &BatchEvent) {
         match event {
             BatchEvent::RowInvalid(e) if !self.json => self.line(&e.to_string()),
+            BatchEvent::Queued {
+                batch,
+                queue,
+                variants,
+                ..
+            } if !self.json => self.line(&format!(
+                "batch {batch}: {variants} variants sent to {queue}"
+            )),
             BatchEvent::BatchPlanned(p) => {
                 self.total = p.rows;
                 self.done = p.done_before;

@@ -42,7 +42,7 @@ impl RowStatus {
 }
 
 /// Why a row failed, in the words of the morning digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureReason {
@@ -137,7 +137,7 @@ impl std::fmt::Display for RowError {
 }
 
 /// A failed row's error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowFailure {
     /// Whose fault ([`ErrorKind`]).
     pub class: ErrorKind,

@@ -35,23 +35,23 @@ pub const VARIANT_RETRIES_ELSEWHERE: u32 = 1;
 
 /// One batch in progress.
 pub(crate) struct BatchJob {
-    coordinator: Arc<Coordinator>,
-    request: BatchRequest,
+    pub(super) coordinator: Arc<Coordinator>,
+    pub(super) request: BatchRequest,
     events: mpsc::Sender<BatchEvent>,
-    cancel: CancellationToken,
+    pub(super) cancel: CancellationToken,
     started: Instant,
 }
 
 /// The rows, variants and duplicates the render phase reads, shared by the
 /// variants' tasks.
-struct Shared {
-    spill: Spill,
-    variants: Vec<VariantEntry>,
-    dups: Vec<DupEntry>,
+pub(super) struct Shared {
+    pub(super) spill: Spill,
+    pub(super) variants: Vec<VariantEntry>,
+    pub(super) dups: Vec<DupEntry>,
 }
 
 impl Shared {
-    fn dups_of(&self, v: &VariantEntry) -> &[DupEntry] {
+    pub(super) fn dups_of(&self, v: &VariantEntry) -> &[DupEntry] {
         let start = v.dup_start as usize;
         self.dups
             .get(start..start + v.dup_count as usize)
@@ -100,9 +100,16 @@ impl BatchJob {
                 plan.invalid, plan.rows
             )));
         }
-        let mut tally = self.render(validation, context).await?;
+        let mut tally = match self.request.queue.clone() {
+            None => self.render(validation, context).await?,
+            Some(target) => self.send_to_queue(validation, &target).await?,
+        };
         let summary = tally.summary(self.started.elapsed(), results_path.display().to_string());
         self.deliver_results(&results_path).await?;
+        // A queued batch that does not wait has nothing to summarise yet.
+        if self.request.queue.as_ref().is_none_or(|q| q.wait) {
+            self.coordinator.notify_batch(&summary);
+        }
         self.send(BatchEvent::BatchDone(summary.clone())).await;
         Ok(summary)
     }
@@ -154,7 +161,8 @@ impl BatchJob {
         });
         let slots = Arc::new(Slots::default());
         let stop_pool = self.cancel.child_token();
-        let follower = self.follow_pool(&slots, stop_pool.clone()).await;
+        let follower =
+            super::slots::follow_pool(&self.coordinator, &slots, stop_pool.clone()).await;
         // Cancels the variants when the batch stops for any reason.
         let tasks_cancel = self.cancel.child_token();
         let (rows_tx, mut rows_rx) = mpsc::channel::<RowResult>(ROW_RESULTS);
@@ -253,32 +261,8 @@ impl BatchJob {
         }
     }
 
-    /// Keeps the slots in step with the pool (a DNS pool changes).
-    async fn follow_pool(
-        &self,
-        slots: &Arc<Slots>,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let mut pool = self.coordinator.workers(stop.clone()).await;
-        slots.sync(&pool.borrow_and_update());
-        let slots = Arc::clone(slots);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    changed = pool.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        slots.sync(&pool.borrow_and_update());
-                    }
-                }
-            }
-        })
-    }
-
     /// Writes a row's result and reports it.
-    async fn record(
+    pub(super) async fn record(
         &self,
         results: &mut ResultsWriter,
         tally: &mut Tally,
@@ -320,7 +304,7 @@ impl BatchJob {
         Ok(())
     }
 
-    async fn send(&self, event: BatchEvent) {
+    pub(super) async fn send(&self, event: BatchEvent) {
         let _ = self.events.send(event).await;
     }
 
@@ -337,7 +321,7 @@ impl BatchJob {
 
 /// Variants in render order: most output frames first (they take longest;
 /// started last, they would finish alone), then in row order.
-fn longest_first(variants: &[VariantEntry]) -> Vec<u32> {
+pub(super) fn longest_first(variants: &[VariantEntry]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..u32::try_from(variants.len()).unwrap_or(u32::MAX)).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(variants[i as usize].frames));
     order
@@ -531,7 +515,7 @@ impl VariantTask {
 
 /// Copies a delivered output (`from`, reported as `reported`) to `to`:
 /// from a local file or an S3 object, to a file or storage.
-async fn copy_output(
+pub(crate) async fn copy_output(
     coordinator: &Coordinator,
     from: &Destination,
     reported: &str,

@@ -170,6 +170,31 @@ impl Slots {
     }
 }
 
+/// Keeps `slots` in step with the coordinator's pool (a DNS pool changes)
+/// until `stop`.
+pub(crate) async fn follow_pool(
+    coordinator: &crate::Coordinator,
+    slots: &Arc<Slots>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut pool = coordinator.workers(stop.clone()).await;
+    slots.sync(&pool.borrow_and_update());
+    let slots = Arc::clone(slots);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = pool.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    slots.sync(&pool.borrow_and_update());
+                }
+            }
+        }
+    })
+}
+
 enum Attempt {
     Leased(Lease),
     /// No free slot: wait for a release (or until a worker is back).

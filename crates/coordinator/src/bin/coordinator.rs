@@ -12,8 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use composition::Props;
+use coordinator::agent::{Agent, AgentMetrics, AgentOptions};
+use coordinator::batch::queue::BatchId;
 use coordinator::batch::report::BatchReporter;
-use coordinator::batch::{BatchOutput, BatchRequest, NameTemplate, VariantSettings};
+use coordinator::batch::{
+    BatchEvent, BatchOutput, BatchRequest, NameTemplate, QueueTarget, VariantSettings,
+};
 use coordinator::pool::{DEFAULT_DNS_REFRESH, RemotePool, parse_dns, parse_worker};
 use coordinator::progress::{LogWriter, Reporter, summary_line};
 use coordinator::schedule::{SchedulePolicy, WorkerInfo};
@@ -21,6 +25,7 @@ use coordinator::{
     ChunkSpec, ClientTls, Coordinator, CoordinatorOptions, Destination, Error, ErrorKind,
     JobHandle, PoolSpec, RenderRequest, RenderSource, VideoSettings,
 };
+use tokio_util::sync::CancellationToken;
 
 /// Montage: chunked, distributed video rendering.
 #[derive(Parser, Debug)]
@@ -54,6 +59,24 @@ enum Command {
     /// video of one template: each distinct variant once, resumably
     /// (results.jsonl), with a digest at the end.
     Batch(Box<BatchArgs>),
+    /// A render node of a queue: receives the jobs `batch --queue` sent,
+    /// renders each with its pool, uploads the output, records the result
+    /// and deletes the message. SIGTERM gives in-flight jobs back (or
+    /// finishes them within --grace) and exits 0.
+    Agent(Box<AgentArgs>),
+    /// Where a queued batch stands: its variants rendered, failed (by
+    /// reason), retrying and pending, from its results in storage.
+    BatchStatus {
+        /// The batch's output root, `s3://bucket/prefix/`.
+        #[arg(long, value_name = "URL", value_parser = parse_batch_output)]
+        out: BatchOutput,
+        /// The batch's id (printed by `batch --queue`).
+        #[arg(long, value_name = "ID", value_parser = parse_batch_id)]
+        batch: BatchId,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Join existing chunk artifacts into one MP4 (a manifest written by
     /// `render --keep-chunks DIR` is at DIR/manifest.json).
     Combine {
@@ -345,6 +368,51 @@ struct BatchArgs {
     pool: Pool,
     #[command(flatten)]
     report: Report,
+    /// Send one message per distinct variant to this queue (SQS, or an
+    /// engine speaking its API) for `coordinator agent`s to render, instead
+    /// of rendering here; --out must be an s3:// prefix the agents reach.
+    #[arg(long, value_name = "URL")]
+    queue: Option<String>,
+    /// With --queue: wait for the agents' results and write results.jsonl
+    /// and the digest (else print the batch id and exit).
+    #[arg(long, requires = "queue")]
+    wait: bool,
+    #[command(flatten)]
+    webhook: Webhook,
+}
+
+/// `coordinator agent`: a render node of a queue.
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// The queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/campaign.
+    #[arg(long, value_name = "URL")]
+    queue: String,
+    /// Seconds a received job stays hidden from other agents; extended
+    /// every third of it while the job renders.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    visibility_timeout: Duration,
+    /// Seconds one receive waits for a message (long polling, at most 20).
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_seconds)]
+    receive_wait: Duration,
+    /// Exit after this many jobs.
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<u64>,
+    /// On SIGTERM, seconds in-flight jobs may run on before they are given
+    /// back to the queue (0: at once).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_seconds_or_zero)]
+    grace: Duration,
+    /// Where bundles are unpacked (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    bundle_cache: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    cache: Cache,
+    #[command(flatten)]
+    pool: Pool,
+    #[command(flatten)]
+    webhook: Webhook,
 }
 
 /// How a batch's variants are split; unlike `render`, optional: a batch
@@ -393,11 +461,27 @@ fn parse_destination(text: &str) -> Result<Destination, String> {
 }
 
 fn parse_batch_output(text: &str) -> Result<BatchOutput, String> {
-    BatchOutput::parse(text).map_err(|e| e.to_string().trim_start_matches("--out ").to_owned())
+    BatchOutput::parse(text).map_err(|e| {
+        let m = e.to_string();
+        m.trim_start_matches("--out: ")
+            .trim_start_matches("--out ")
+            .to_owned()
+    })
 }
 
 fn parse_name(text: &str) -> Result<NameTemplate, String> {
     NameTemplate::parse(text).map_err(|e| e.to_string().trim_start_matches("--name ").to_owned())
+}
+
+fn parse_batch_id(text: &str) -> Result<BatchId, String> {
+    BatchId::parse(text)
+}
+
+fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(text)
 }
 
 fn parse_worker_flag(text: &str) -> Result<WorkerInfo, String> {
@@ -581,6 +665,10 @@ fn batch_request(args: &BatchArgs) -> anyhow::Result<(BatchRequest, PoolSpec, Co
     request.results = args.results.clone();
     request.keep_going = args.keep_going;
     request.use_cache = !args.cache.no_cache;
+    request.queue = args.queue.clone().map(|url| QueueTarget {
+        url,
+        wait: args.wait,
+    });
     request.settings = VariantSettings {
         chunks: match (args.split.chunks, args.split.frames_per_chunk) {
             (Some(n), _) => Some(ChunkSpec::Count(n)),
@@ -593,7 +681,9 @@ fn batch_request(args: &BatchArgs) -> anyhow::Result<(BatchRequest, PoolSpec, Co
         audio_bitrate: args.encode.audio_bitrate,
         enforce_audio_track: args.encode.enforce_audio_track,
     };
-    let (pool, options) = pool_and_options(&args.pool, &args.cache)?;
+    let (pool, mut options) = pool_and_options(&args.pool, &args.cache)?;
+    options.webhook = args.webhook.config()?;
+    options.validate()?;
     request.validate()?;
     Ok((request, pool, options))
 }
@@ -684,10 +774,26 @@ async fn batch(args: BatchArgs) -> Result<(), Failure> {
     let (request, pool, options) = batch_request(&args)?;
     let results = request.results_path();
     let coordinator = Arc::new(Coordinator::new(pool, options).await?);
+    let queued_only = request.queue.as_ref().is_some_and(|q| !q.wait);
+    let out = args.out.to_string();
     let handle = coordinator.batch(request);
     let mut reporter = BatchReporter::new(args.report.json, stderr_is_a_terminal());
-    let result = follow(coordinator, handle, |e| reporter.event(e)).await;
+    let mut queued = None;
+    let result = follow(coordinator, handle, |e| {
+        if let BatchEvent::Queued { batch, .. } = e {
+            queued = Some(batch.clone());
+        }
+        reporter.event(e);
+    })
+    .await;
     reporter.finish();
+    if let (true, Ok(_), Some(batch)) = (queued_only, &result, &queued) {
+        eprintln!("follow it with: coordinator batch-status --out {out} --batch {batch}");
+        if !args.report.json {
+            println!("{batch}");
+        }
+        return Ok(());
+    }
     let summary = match result {
         Ok(s) => s,
         Err(Error::Cancelled) => {
@@ -714,6 +820,83 @@ async fn batch(args: BatchArgs) -> Result<(), Failure> {
             kind: ErrorKind::Worker,
         });
     }
+    Ok(())
+}
+
+/// Turns what the user typed into the agent's pool, coordinator options and
+/// agent options.
+fn agent_request(args: &AgentArgs) -> anyhow::Result<(PoolSpec, CoordinatorOptions, AgentOptions)> {
+    let (pool, options) = pool_and_options(&args.pool, &args.cache)?;
+    let mut agent = AgentOptions::new(args.queue.clone());
+    agent.visibility_timeout = args.visibility_timeout;
+    agent.wait = args.receive_wait;
+    agent.max_jobs = args.max_jobs;
+    agent.grace = args.grace;
+    agent.bundle_cache = args.bundle_cache.clone();
+    agent.webhook = args.webhook.config()?;
+    agent.validate()?;
+    Ok((pool, options, agent))
+}
+
+async fn agent(args: AgentArgs) -> Result<(), Failure> {
+    let (pool, options, agent_options) = agent_request(&args)?;
+    let coordinator = Arc::new(Coordinator::new(pool, options).await?);
+    let shutdown = CancellationToken::new();
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let listener = chunk_worker::metrics::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics-listen: {e}"))?;
+            let local = listener.local_addr().context("--metrics-listen")?;
+            println!("metrics on http://{local}/metrics");
+            let metrics = Arc::new(AgentMetrics::new());
+            let encode = Arc::clone(&metrics);
+            chunk_worker::metrics::serve(
+                listener,
+                Arc::new(move || encode.encode()),
+                shutdown.clone().cancelled_owned(),
+            );
+            Some(metrics)
+        }
+        None => None,
+    };
+    let agent = Agent::with_metrics(Arc::clone(&coordinator), agent_options, metrics).await?;
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down: no more jobs received");
+        on_signal.cancel();
+    });
+    eprintln!("agent: receiving from {}", args.queue);
+    let report = agent.run(shutdown.clone()).await;
+    shutdown.cancel();
+    drop(agent);
+    if let Ok(c) = Arc::try_unwrap(coordinator) {
+        c.shutdown().await;
+    }
+    let report = report?;
+    eprintln!("{}", report.line());
+    Ok(())
+}
+
+async fn batch_status(out: BatchOutput, batch: BatchId, json: bool) -> Result<(), Failure> {
+    let stores = storage::Stores::new(storage::S3Config::default());
+    let status = coordinator::batch::queue::status(&stores, &out, batch).await?;
+    if json {
+        return print_json(&status);
+    }
+    println!("{}", status.line());
     Ok(())
 }
 
@@ -756,6 +939,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Render(args) => runtime()?.block_on(render(*args)),
         Command::Batch(args) => runtime()?.block_on(batch(*args)),
+        Command::Agent(args) => runtime()?.block_on(agent(*args)),
+        Command::BatchStatus { out, batch, json } => {
+            runtime()?.block_on(batch_status(out, batch, json))
+        }
         Command::Combine {
             manifest,
             audio_bitrate,

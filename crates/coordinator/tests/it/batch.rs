@@ -13,7 +13,7 @@ use crate::s3::{bucket, download, keys};
 
 /// A 64x36 template with the promo's font and badge: a title `{name}`, a
 /// subtitle `{count}`, a rotating square, `{frames}` frames (6 by default).
-fn tiny_bundle(dir: &Path) -> PathBuf {
+pub(crate) fn tiny_bundle(dir: &Path) -> PathBuf {
     let bundle = dir.join("tiny");
     std::fs::create_dir_all(&bundle).expect("bundle dir");
     let promo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/promo");
@@ -52,7 +52,7 @@ fn tiny_bundle(dir: &Path) -> PathBuf {
 
 /// `coordinator batch BUNDLE --variants FILE --out OUT --json --local 2`
 /// and `extra`.
-fn batch(bundle: &Path, variants: &Path, out: &str, extra: &[&str]) -> Command {
+pub(crate) fn batch(bundle: &Path, variants: &Path, out: &str, extra: &[&str]) -> Command {
     let mut c = coordinator();
     c.arg("batch")
         .arg(bundle)
@@ -64,7 +64,7 @@ fn batch(bundle: &Path, variants: &Path, out: &str, extra: &[&str]) -> Command {
 }
 
 /// The results file's lines, parsed.
-fn results(path: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn results(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .expect("results.jsonl")
         .lines()

@@ -7,6 +7,7 @@ mod cache;
 mod deploy;
 mod kit;
 mod logs;
+mod queue;
 mod render;
 mod s3;
 mod trust;

@@ -12,27 +12,27 @@ const QUICK: &str = r#"{"width":64,"height":36,"duration":15,"fps":"30"}"#;
 
 /// One request the server received.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Received {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map_or("", |(_, v)| v.as_str())
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
 
 /// An HTTP/1.1 server on a free port answering each request with the next
 /// status of `statuses` (then 200), recording what it received.
-fn hook_server(statuses: &[u16]) -> (String, Arc<Mutex<Vec<Received>>>) {
+pub(crate) fn hook_server(statuses: &[u16]) -> (String, Arc<Mutex<Vec<Received>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -76,7 +76,7 @@ fn hook_server(statuses: &[u16]) -> (String, Arc<Mutex<Vec<Received>>>) {
 }
 
 /// The signature Python's hmac computes for this delivery.
-fn python_signature(secret: &str, r: &Received) -> String {
+pub(crate) fn python_signature(secret: &str, r: &Received) -> String {
     let script = "import hmac,hashlib,sys; s=sys.argv[1].encode(); ts=sys.argv[2].encode(); body=sys.stdin.buffer.read(); print('v1='+hmac.new(s, ts+b'.'+body, hashlib.sha256).hexdigest())";
     let mut child = std::process::Command::new("python3")
         .args(["-c", script, secret, r.header("x-montage-timestamp")])

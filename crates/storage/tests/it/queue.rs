@@ -78,6 +78,8 @@ async fn a_message_never_deleted_moves_to_the_dead_letter_queue() {
         },
     )
     .await;
+    assert_eq!(q.max_receives().await.unwrap(), Some(2));
+    assert_eq!(dlq.max_receives().await.unwrap(), None);
     q.send("always fails").await.unwrap();
     for n in 1..=2 {
         let got = q.receive(1, SHORT, Duration::from_secs(30)).await.unwrap();
