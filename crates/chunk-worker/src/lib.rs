@@ -59,6 +59,7 @@ mod pipeline;
 mod service;
 mod status;
 mod stores;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,8 +175,9 @@ pub fn scene_bundle_opener() -> BundleOpener {
         {
             return Ok(Arc::clone(source));
         }
-        let bundle: Arc<dyn CompositionSource> =
-            Arc::new(composition::scene::SceneBundle::open(path)?);
+        let bundle: Arc<dyn CompositionSource> = Arc::new(
+            composition::scene::SceneBundle::open_with_video(path, video::FfmpegVideo::shared())?,
+        );
         if let (Some(print), Ok(mut entries)) = (print, cache.lock()) {
             entries.put(root, (print, Arc::clone(&bundle)));
         }

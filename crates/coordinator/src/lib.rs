@@ -79,7 +79,10 @@ use composition::{CompositionMeta, CompositionSource, Props, Registry};
 /// [`Error::Composition`] if the bundle does not open or validate.
 pub fn open_source(bundle: Option<&Path>) -> Result<Arc<dyn CompositionSource>, Error> {
     Ok(match bundle {
-        Some(dir) => Arc::new(SceneBundle::open(dir)?),
+        Some(dir) => Arc::new(SceneBundle::open_with_video(
+            dir,
+            chunk_worker::video::FfmpegVideo::shared(),
+        )?),
         None => Arc::new(Registry::with_builtins()),
     })
 }

@@ -689,6 +689,84 @@ pub fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
+/// Bits of a frame index drawn by [`indexed_video`]: 8 blocks, indices
+/// below 256.
+pub const INDEX_BITS: usize = 8;
+
+/// Width in pixels of one bit's block in [`indexed_video`] frames.
+pub const INDEX_BLOCK: usize = 8;
+
+/// The grey frame `index` of an [`indexed_video`]: bit `b` of the index
+/// is block `b` (columns `8b..8b+8`, every row), white for 1, black for 0;
+/// right of the blocks a mid grey.
+pub fn indexed_frame(index: u32, width: usize, height: usize) -> Vec<u8> {
+    let row: Vec<u8> = (0..width)
+        .map(|x| match x / INDEX_BLOCK {
+            b if b < INDEX_BITS => {
+                if index >> b & 1 == 1 {
+                    255
+                } else {
+                    0
+                }
+            }
+            _ => 128,
+        })
+        .collect();
+    row.repeat(height)
+}
+
+/// Writes a video made by Debian's ffmpeg from `frames` [`indexed_frame`]s
+/// of `width`×`height` given at `rate` (`"24"`, `"30000/1001"`), encoded
+/// with `args` (codec, filters, …) into `out`.
+///
+/// # Panics
+/// When ffmpeg fails.
+#[track_caller]
+pub fn indexed_video(
+    out: &std::path::Path,
+    (width, height): (usize, usize),
+    rate: &str,
+    frames: u32,
+    args: &[&str],
+) {
+    use std::io::Write as _;
+    let size = format!("{width}x{height}");
+    let mut child = Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray",
+        ])
+        .args(["-s", &size, "-framerate", rate, "-i", "-"])
+        .args(args)
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting ffmpeg: {e}"));
+    {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        for i in 0..frames {
+            stdin
+                .write_all(&indexed_frame(i, width, height))
+                .expect("ffmpeg reads the frames");
+        }
+    }
+    let output = child.wait_with_output().expect("ffmpeg runs");
+    assert!(
+        output.status.success(),
+        "ffmpeg making {out:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The index an [`indexed_frame`] carries, read from one row of luma (or
+/// any one-byte-per-pixel grey row), each block judged at its centre.
+pub fn read_index(row: &[u8]) -> u32 {
+    (0..INDEX_BITS)
+        .filter(|b| row[b * INDEX_BLOCK + INDEX_BLOCK / 2] > 128)
+        .map(|b| 1u32 << b)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

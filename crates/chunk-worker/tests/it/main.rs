@@ -10,3 +10,4 @@ mod metrics;
 mod object_storage;
 mod service;
 mod trust;
+mod video;

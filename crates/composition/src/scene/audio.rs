@@ -27,6 +27,12 @@ pub struct Placed {
     pub volume: Anim<f64>,
     pub fade_in: u64,
     pub fade_out: u64,
+    /// First global sample heard (a video's sound is silent while its layer
+    /// is hidden by `in`); `start` for audio tracks.
+    pub audible_from: u64,
+    /// Composition frame of the volume keyframes' frame 0 (a video's
+    /// keyframes are in its layer's time); 0 for audio tracks.
+    pub volume_offset: i64,
 }
 
 /// The first sample of frame `f`.
@@ -97,7 +103,7 @@ pub fn mix(
     let frames_per_sample = f64::from(fps.num()) / (f64::from(SAMPLE_RATE) * f64::from(fps.den()));
     let mut buf = Vec::new();
     for tr in tracks {
-        let from = span.start.0.max(tr.start);
+        let from = span.start.0.max(tr.start).max(tr.audible_from);
         let to = span.end.0.min(tr.end);
         if from >= to || tr.seg_len == 0 {
             continue;
@@ -120,8 +126,10 @@ pub fn mix(
         };
         for (n, s) in (from..to).zip(buf.chunks_exact(AUDIO_CHANNELS)) {
             let k = n - tr.start;
-            let mut gain =
-                static_gain.unwrap_or_else(|| tr.volume.at(n as f64 * frames_per_sample));
+            let mut gain = static_gain.unwrap_or_else(|| {
+                tr.volume
+                    .at(n as f64 * frames_per_sample - tr.volume_offset as f64)
+            });
             if k < tr.fade_in {
                 gain *= k as f64 / tr.fade_in as f64;
             }

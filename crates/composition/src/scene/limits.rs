@@ -139,6 +139,8 @@ limits! {
     StrokeWidth = 0.0, 10_000.0, "A stroke width in pixels.";
     /// Audio gain.
     Volume = 0.0, 4.0, "An audio gain (1: as recorded).";
+    /// Video playback rate, in multiples of 1/1000 (`super::video::RATE_DEN`).
+    PlaybackRate = super::video::MIN_PLAYBACK_RATE, super::video::MAX_PLAYBACK_RATE, "A video playback rate (1: as recorded), a multiple of 0.001.";
     /// Text size: below 1 px nothing is legible, and cosmic-text refuses a
     /// line of height 0.
     FontSize = 1.0, 4096.0, "A font size in pixels.";

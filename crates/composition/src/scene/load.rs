@@ -110,6 +110,7 @@ pub enum Kind {
     },
     Text(Box<TextLayer>),
     Image(ImageLayer),
+    Video(Box<super::video::VideoLayer>),
     Group {
         layers: Vec<Layer>,
         time_offset: i64,
@@ -445,6 +446,11 @@ fn check_templates(comp: &Comp) -> Result<(), CompositionError> {
                         .props()
                         .map(|p| (p.to_owned(), format!("layer `{}`", l.path))),
                 ),
+                Kind::Video(v) => used.extend(
+                    v.src
+                        .props()
+                        .map(|p| (p.to_owned(), format!("layer `{}`", l.path))),
+                ),
                 Kind::Group { layers, .. } => walk(layers, used),
                 _ => {}
             }
@@ -547,6 +553,11 @@ impl Loader<'_> {
             LayerType::Text => f.text(size, self.fonts)?,
             LayerType::Captions => f.captions(size, self.fonts)?,
             LayerType::Image => f.image(size)?,
+            LayerType::Video => Kind::Video(Box::new(super::video::layer(
+                d,
+                lctx,
+                f.static_size(size)?,
+            )?)),
             LayerType::Group => self.group(&f, &path, depth)?,
         };
         f.common(path, kind)
@@ -647,6 +658,7 @@ fn fields_of(kind: LayerType) -> Vec<&'static str> {
         LayerType::Text => [&["text"], TEXT_STYLE, &["animate"]].concat(),
         LayerType::Captions => [&["src", "text"], TEXT_STYLE, &["highlight"]].concat(),
         LayerType::Image => vec!["src", "size", "fit"],
+        LayerType::Video => super::video::FIELDS.to_vec(),
         LayerType::Group => vec!["layers", "time_offset", "clip"],
     }
 }
@@ -670,7 +682,12 @@ impl<'a> Fields<'a> {
             .unwrap_or_default();
         let allowed = fields_of(d.kind);
         let given = given_fields(d);
-        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !allowed.contains(f)) {
+        let video = super::video::given_fields(d);
+        if let Some((field, _)) = given
+            .iter()
+            .chain(&video)
+            .find(|(f, set)| *set && !allowed.contains(f))
+        {
             return Err(invalid(
                 ctx,
                 format!(

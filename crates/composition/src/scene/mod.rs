@@ -48,6 +48,7 @@ mod resample;
 mod template;
 mod text;
 mod text_fx;
+mod video;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,11 @@ pub use image::{MAX_IMAGE_PIXELS, MAX_SVG_BYTES};
 pub use load::{MAX_GROUP_DEPTH, MAX_LAYERS, MAX_TEXT_CHARS};
 pub use template::{Template, suggest};
 pub use text::MAX_FACES_PER_FONT;
+pub use video::{
+    Cursor, DECODER_FRAMES, FrameTimes, KEPT_FRAMES, MAX_DECODE_AHEAD_SECONDS, MAX_PLAYBACK_RATE,
+    MAX_VIDEO_DIMENSION, MAX_VIDEO_PIXELS, MIN_PLAYBACK_RATE, RATE_DEN, Time, Timing,
+    VideoDecoders, VideoInfo, VideoSource, VideoStream,
+};
 
 use crate::{
     Composition, CompositionError, CompositionMeta, CompositionSource, FrameRenderer, Prepared,
@@ -109,6 +115,10 @@ struct Shared {
     images: Mutex<HashMap<ImageKey, Arc<Pixmap>>>,
     /// Audio files opened (headers read; blocks decoded on demand).
     audio: Mutex<HashMap<PathBuf, Arc<audio_file::AudioFile>>>,
+    /// What decodes video layers; `None`: video layers are refused.
+    video: Option<Arc<dyn VideoDecoders>>,
+    /// Video files opened (headers read).
+    videos: Mutex<HashMap<PathBuf, Arc<dyn VideoSource>>>,
     /// Static backgrounds that no prop or override can change, by
     /// composition and number of layers: drawn once for every variant of a
     /// batch instead of once per renderer.
@@ -141,6 +151,25 @@ impl SceneBundle {
     /// # Errors
     /// [`CompositionError`] naming the file, JSON path or layer path.
     pub fn open(dir: &Path) -> Result<SceneBundle, CompositionError> {
+        Self::open_inner(dir, None)
+    }
+
+    /// Opens the bundle as [`SceneBundle::open`] does, decoding its video
+    /// layers with `video` (without one, a video layer is refused).
+    ///
+    /// # Errors
+    /// [`CompositionError`] naming the file, JSON path or layer path.
+    pub fn open_with_video(
+        dir: &Path,
+        video: Arc<dyn VideoDecoders>,
+    ) -> Result<SceneBundle, CompositionError> {
+        Self::open_inner(dir, Some(video))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        video: Option<Arc<dyn VideoDecoders>>,
+    ) -> Result<SceneBundle, CompositionError> {
         let root = dir.canonicalize().map_err(|e| CompositionError::Invalid {
             context: dir.display().to_string(),
             message: format!("cannot open the bundle folder: {e}"),
@@ -165,10 +194,14 @@ impl SceneBundle {
                 message: e.into_inner().to_string(),
             }
         })?;
-        Self::from_doc(root, &doc)
+        Self::from_doc(root, &doc, video)
     }
 
-    fn from_doc(root: PathBuf, doc: &model::SceneDoc) -> Result<SceneBundle, CompositionError> {
+    fn from_doc(
+        root: PathBuf,
+        doc: &model::SceneDoc,
+        video: Option<Arc<dyn VideoDecoders>>,
+    ) -> Result<SceneBundle, CompositionError> {
         if doc.version != 1 {
             return Err(CompositionError::Invalid {
                 context: format!("{SCENE_FILE}: version"),
@@ -210,6 +243,8 @@ impl SceneBundle {
             fonts: Mutex::new(fonts),
             images: Mutex::new(HashMap::new()),
             audio: Mutex::new(HashMap::new()),
+            video,
+            videos: Mutex::new(HashMap::new()),
             backgrounds: Mutex::new(HashMap::new()),
         });
         let mut compositions = BTreeMap::new();
@@ -329,7 +364,7 @@ impl SceneComposition {
             height: c.height,
             fps: c.fps,
             duration_frames: duration,
-            has_audio: !c.audio.is_empty(),
+            has_audio: !c.audio.is_empty() || !video::sounding(&comp.layers).is_empty(),
             props: all,
             version: crate::SCENE_VERSION.to_owned(),
         };
@@ -449,6 +484,7 @@ impl SceneComposition {
         for t in &comp.audio {
             tracks.push(self.place_track(t, &meta, &ctx)?);
         }
+        tracks.extend(self.video_sounds(&comp.layers, &meta, &ctx)?);
         let static_prefix = comp
             .layers
             .iter()
@@ -553,6 +589,21 @@ impl SceneComposition {
                         })?,
                     };
                     img.pixmap = Some(pixmap);
+                }
+                Kind::Video(v) => {
+                    if props.is_none() && v.src.props().next().is_some() {
+                        continue;
+                    }
+                    let src = v
+                        .src
+                        .fill(props.unwrap_or(&empty), &format!("layer `{}`", l.path))?;
+                    let source = self.load_video(&src, &lctx)?;
+                    let info = source.info().clone();
+                    v.prepared = Some(video::PreparedVideo {
+                        cursor: Arc::new(Mutex::new(video::Cursor::new(source))),
+                        timing: v.timing(self.comp.fps),
+                        info,
+                    });
                 }
                 Kind::Group { layers, .. } => self.load_layers(layers, props, ctx)?,
                 _ => {}
@@ -664,6 +715,8 @@ impl SceneComposition {
             volume: t.volume.clone(),
             fade_in: audio::sample_of(fps, t.fade_in),
             fade_out: audio::sample_of(fps, t.fade_out),
+            audible_from: start,
+            volume_offset: 0,
         })
     }
 }
@@ -709,6 +762,70 @@ impl SceneComposition {
         lock(&self.shared.audio).insert(path, p.clone());
         Ok(p)
     }
+
+    /// Opens a video file of the bundle once (its headers), then shares it.
+    fn load_video(&self, src: &str, lctx: &str) -> Result<Arc<dyn VideoSource>, CompositionError> {
+        let invalid = |message: String| CompositionError::Invalid {
+            context: lctx.to_owned(),
+            message,
+        };
+        let Some(decoders) = &self.shared.video else {
+            return Err(invalid(format!(
+                "video `{src}`: this process decodes no video (open the bundle with `SceneBundle::open_with_video`)"
+            )));
+        };
+        let path = assets::resolve_path(&self.shared.root, src, lctx)?;
+        if let Some(p) = lock(&self.shared.videos).get(&path) {
+            return Ok(p.clone());
+        }
+        let source = guard(
+            || lctx.to_owned(),
+            "video decoder",
+            || decoders.open(&path, src),
+        )?
+        .map_err(|m| invalid(format!("video `{src}`: {m}")))?;
+        lock(&self.shared.videos).insert(path, source.clone());
+        Ok(source)
+    }
+
+    /// The sound of the scene's video layers, placed like audio tracks. A
+    /// video without an audio stream is silent; one whose audio cannot be
+    /// decoded is refused unless `muted`. Only rate 1 sounds: a faster or
+    /// slower video is silent (its sound would need time stretching).
+    fn video_sounds(
+        &self,
+        layers: &[Layer],
+        meta: &CompositionMeta,
+        ctx: &str,
+    ) -> Result<Vec<audio::Placed>, CompositionError> {
+        let mut out = Vec::new();
+        for s in video::sounding(layers) {
+            let Some(p) = &s.video.prepared else { continue };
+            if !p.info.has_audio || s.video.rate != video::RATE_DEN {
+                continue;
+            }
+            let lctx = format!("{ctx}: layer `{}`", s.path);
+            let src = s
+                .video
+                .src
+                .fill(&meta.props, &format!("layer `{}`", s.path))?;
+            let file = self.load_audio(&src, &lctx).map_err(|e| match e {
+                CompositionError::Invalid { context, message } => CompositionError::Invalid {
+                    context,
+                    message: format!("{message}; set `muted` to use the video without its sound"),
+                },
+                e => e,
+            })?;
+            out.extend(video::place_sound(
+                &s,
+                file,
+                meta.fps,
+                meta.duration_frames,
+                lctx,
+            ));
+        }
+        Ok(out)
+    }
 }
 
 impl Composition for SceneComposition {
@@ -732,8 +849,18 @@ impl Composition for SceneComposition {
         } = self.resolve(props)?;
         let images = self.image_bytes(&comp.layers, Some(&meta.props), &comp.ctx)?;
         budget::check_images(images, &comp.ctx)?;
+        let mut videos = 0u64;
+        for (path, v) in video::video_layers(&comp.layers) {
+            let lctx = format!("{}: layer `{path}`", comp.ctx);
+            let src = v.src.fill(&meta.props, &format!("layer `{path}`"))?;
+            let info = self.load_video(&src, &lctx)?.info().clone();
+            videos = videos.saturating_add(video::source_bytes(&info));
+        }
         Ok(RenderBudget {
-            shared_bytes: budget.shared_bytes.saturating_add(images),
+            shared_bytes: budget
+                .shared_bytes
+                .saturating_add(images)
+                .saturating_add(videos),
             ..budget
         })
     }
@@ -768,6 +895,7 @@ fn template_free(layers: &[Layer], overridden: &[String]) -> bool {
             && match &l.kind {
                 Kind::Text(t) => t.text_override.is_none() && t.template.props().next().is_none(),
                 Kind::Image(i) => i.src.props().next().is_none(),
+                Kind::Video(v) => v.src.props().next().is_none(),
                 Kind::Group { layers, .. } => template_free(layers, overridden),
                 _ => true,
             }

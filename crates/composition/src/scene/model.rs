@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{
     Blur, Coord, Degrees, Extent, FontSize, Frame, LetterSpacing, LineHeight, MAX_FRAME, Num,
-    Radius, Scale, StrokeWidth, Unit, Volume,
+    PlaybackRate, Radius, Scale, StrokeWidth, Unit, Volume,
 };
 use crate::{MAX_DIMENSION, MAX_DURATION_FRAMES, MAX_FPS};
 
@@ -160,6 +160,8 @@ pub enum LayerType {
     /// Timed text from SRT or WebVTT (`src` file or `text`), one cue at a
     /// time, styled like text.
     Captions,
+    /// A video file, decoded frame-exactly, with its sound.
+    Video,
 }
 
 /// Blend modes, as in CSS `mix-blend-mode`.
@@ -461,13 +463,42 @@ pub struct LayerDoc {
     #[serde(default)]
     pub highlight: Option<AnimDoc<String>>,
 
-    /// `image`: PNG, JPEG, WebP or SVG file in the bundle, with `{prop}`
-    /// placeholders.
+    /// `image`: PNG, JPEG, WebP or SVG file in the bundle; `video`: a video
+    /// file (MP4, MOV, WebM, …); with `{prop}` placeholders.
     #[serde(default)]
     pub src: Option<String>,
-    /// `image`: how the image fits `size` (default `contain`).
+    /// `image`, `video`: how the picture fits `size` (default `contain`).
     #[serde(default)]
     pub fit: Option<FitDoc>,
+
+    /// `video`: layer frame where the video's first frame shows (default 0).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
+    pub start: Option<u64>,
+    /// `video`: skip this many frames' worth (at the composition's rate) of
+    /// the video's start (default 0).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
+    pub trim_start: Option<u64>,
+    /// `video`: use the video only up to this many frames' worth from its
+    /// start (default: all).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_FRAME))]
+    pub trim_end: Option<u64>,
+    /// `video`: playback speed (default 1), a multiple of 0.001; the sound
+    /// plays only at 1.
+    #[serde(default)]
+    pub playback_rate: Option<Num<PlaybackRate>>,
+    /// `video`: repeat the trimmed video (default false).
+    #[serde(default, rename = "loop")]
+    pub looped: Option<bool>,
+    /// `video`: gain of its sound, 0-4 (default 1), keyframeable in layer
+    /// frames.
+    #[serde(default)]
+    pub volume: Option<AnimDoc<Num<Volume>>>,
+    /// `video`: no sound (default false).
+    #[serde(default)]
+    pub muted: Option<bool>,
 
     /// `group`: child layers, back to front.
     #[serde(default)]

@@ -29,6 +29,7 @@ pub fn paths(comp: &Comp) -> Vec<String> {
                     out.push(format!("color.{p}"));
                 }
                 Kind::Image(_) => out.push(format!("image.{p}")),
+                Kind::Video(_) => out.push(format!("video.{p}")),
                 Kind::Solid { .. } => out.push(format!("color.{p}")),
                 Kind::Rect { paint, .. }
                 | Kind::Ellipse { paint, .. }
@@ -179,6 +180,13 @@ impl Override<'_> {
                 };
                 i.src = Template::from_literal(s);
                 i.pixmap = None;
+            }
+            ("video", None, Kind::Video(v)) => {
+                let Value::String(s) = value else {
+                    return Err(self.bad("a file path in the bundle"));
+                };
+                v.src = Template::from_literal(s);
+                v.prepared = None;
             }
             ("color", None, kind) => return self.color(kind),
             ("visible", None, _) => layer.visible = self.visible()?,

@@ -8,7 +8,7 @@ use tiny_skia::{
 
 use super::anim::Anim;
 use super::guard::guard;
-use super::load::{ImageLayer, Kind, Layer, ShapePaint, Stop, TextLayer, V2};
+use super::load::{Kind, Layer, ShapePaint, Stop, TextLayer, V2};
 use super::template::Rgba;
 use crate::CompositionError;
 
@@ -163,6 +163,7 @@ pub fn is_static(l: &Layer, duration: u64) -> bool {
             t.color.is_static() && t.captions.is_none() && super::text_fx::is_static(&t.fx)
         }
         Kind::Image(_) => true,
+        Kind::Video(_) => false,
         Kind::Group {
             layers,
             time_offset,
@@ -337,7 +338,28 @@ fn paint(
         }
         Kind::Path { path, paint } => draw_shape(pm, path, paint, look),
         Kind::Text(text) => paint_text(pm, look, l, text, ctx)?,
-        Kind::Image(img) => paint_image(pm, look, l, img, ctx)?,
+        Kind::Image(img) => {
+            let pixmap = loaded(&img.pixmap, "image was not loaded", l, ctx)?;
+            paint_picture(pm, look, pixmap.as_ref().as_ref(), img.size, img.fit);
+        }
+        Kind::Video(v) => {
+            let shown = super::video::frame(v, t).map_err(|m| CompositionError::Render {
+                frame: ctx.frame,
+                message: format!("layer `{}`: {m}", l.path),
+            })?;
+            if let Some((rgba, w, h)) = shown {
+                let pixmap = tiny_skia::PixmapRef::from_bytes(&rgba, w, h).ok_or_else(|| {
+                    CompositionError::Render {
+                        frame: ctx.frame,
+                        message: format!(
+                            "layer `{}`: the decoded frame has the wrong size",
+                            l.path
+                        ),
+                    }
+                })?;
+                paint_picture(pm, look, pixmap, v.size, v.fit);
+            }
+        }
         // Drawn by `paint_group`, which guards its own painting.
         Kind::Group { .. } => {}
     }
@@ -399,23 +421,24 @@ fn paint_text(
     Ok(())
 }
 
-fn paint_image(
+/// Draws a picture (an image or a video frame) fitted to its box `size`
+/// (default: its own size).
+fn paint_picture(
     pm: &mut PixmapMut<'_>,
     look: &Look,
-    l: &Layer,
-    img: &ImageLayer,
-    ctx: &Ctx,
-) -> Result<(), CompositionError> {
-    let pixmap = loaded(&img.pixmap, "image was not loaded", l, ctx)?;
+    pixmap: tiny_skia::PixmapRef<'_>,
+    size: Option<V2>,
+    fit: super::model::FitDoc,
+) {
     let (iw, ih) = (pixmap.width() as f64, pixmap.height() as f64);
-    let [bw, bh] = img.size.unwrap_or([iw, ih]);
-    let (sx, sy) = super::image::fit_scale(img.fit, [iw, ih], [bw, bh]);
+    let [bw, bh] = size.unwrap_or([iw, ih]);
+    let (sx, sy) = super::image::fit_scale(fit, [iw, ih], [bw, bh]);
     let (ox, oy) = ((bw - iw * sx) / 2.0, (bh - ih * sy) / 2.0);
     // Draw the part of the image inside the box.
     let (rx, ry) = (ox.max(0.0), oy.max(0.0));
     let (rw, rh) = ((iw * sx).min(bw), (ih * sy).min(bh));
     let Some(rect) = Rect::from_xywh(rx as f32, ry as f32, rw as f32, rh as f32) else {
-        return Ok(());
+        return;
     };
     let pattern = Transform::from_row(sx as f32, 0.0, 0.0, sy as f32, ox as f32, oy as f32);
     // Pixels that land exactly on pixels are copied; anything else is
@@ -433,13 +456,7 @@ fn paint_image(
     } else {
         FilterQuality::Bilinear
     };
-    let shader = Pattern::new(
-        pixmap.as_ref().as_ref(),
-        SpreadMode::Pad,
-        quality,
-        look.opacity,
-        pattern,
-    );
+    let shader = Pattern::new(pixmap, SpreadMode::Pad, quality, look.opacity, pattern);
     let paint = Paint {
         shader,
         anti_alias: true,
@@ -447,7 +464,6 @@ fn paint_image(
         ..Paint::default()
     };
     pm.fill_rect(rect, &paint, look.tf, None);
-    Ok(())
 }
 
 /// A group's children and the time they see.

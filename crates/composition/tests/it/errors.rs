@@ -31,7 +31,7 @@ fn bad_scenes_name_where() {
     let ctx = "scene.json: compositions[0]: composition `c`";
     check_open(
         scene(serde_json::json!([{"type": "solid", "name": "Bg", "colour": "#fff"}])),
-        "scene.json: compositions[0].layers[0].colour: unknown field `colour`, expected one of `type`, `name`, `in`, `out`, `visible`, `anchor`, `position`, `scale`, `rotation`, `opacity`, `blend`, `color`, `size`, `from`, `to`, `center`, `radius`, `stops`, `fill`, `stroke`, `d`, `text`, `font`, `weight`, `italic`, `font_size`, `line_height`, `letter_spacing`, `align`, `valign`, `wrap`, `shrink_to_fit`, `overflow`, `shadow`, `gradient`, `animate`, `highlight`, `src`, `fit`, `layers`, `time_offset`, `clip` at line 10 column 18",
+        "scene.json: compositions[0].layers[0].colour: unknown field `colour`, expected one of `type`, `name`, `in`, `out`, `visible`, `anchor`, `position`, `scale`, `rotation`, `opacity`, `blend`, `color`, `size`, `from`, `to`, `center`, `radius`, `stops`, `fill`, `stroke`, `d`, `text`, `font`, `weight`, `italic`, `font_size`, `line_height`, `letter_spacing`, `align`, `valign`, `wrap`, `shrink_to_fit`, `overflow`, `shadow`, `gradient`, `animate`, `highlight`, `src`, `fit`, `start`, `trim_start`, `trim_end`, `playback_rate`, `loop`, `volume`, `muted`, `layers`, `time_offset`, `clip` at line 10 column 18",
     );
     check_open(
         scene(

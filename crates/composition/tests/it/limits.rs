@@ -76,6 +76,13 @@ fn track(extra: Value) -> Value {
     )
 }
 
+fn video(extra: Value) -> Value {
+    layer(with(
+        json!({"type": "video", "name": "V", "src": "v.mp4"}),
+        extra,
+    ))
+}
+
 fn top(field: &str, v: Value) -> Value {
     let mut s = comp(json!([]), json!([]));
     s["compositions"][0][field] = v;
@@ -387,6 +394,41 @@ fn fields() -> Vec<Field> {
             integer: true,
             scene: |v| track(json!({"fade_out": v})),
             error: "audio `Tone`: `fade_out` {v} is out of range: allowed {r}",
+        },
+        Field {
+            def: "LayerDoc",
+            prop: "start",
+            integer: true,
+            scene: |v| video(json!({"start": v})),
+            error: "layer `V`: `start` {v} is out of range: allowed {r}",
+        },
+        Field {
+            def: "LayerDoc",
+            prop: "trim_start",
+            integer: true,
+            scene: |v| video(json!({"trim_start": v})),
+            error: "layer `V`: `trim_start` {v} is out of range: allowed {r}",
+        },
+        Field {
+            def: "LayerDoc",
+            prop: "trim_end",
+            integer: true,
+            scene: |v| video(json!({"trim_end": v})),
+            error: "layer `V`: `trim_end` {v} is out of range: allowed {r}",
+        },
+        Field {
+            def: "LayerDoc",
+            prop: "playback_rate",
+            integer: false,
+            scene: |v| video(json!({"playback_rate": v})),
+            error: "layer `V`: `playback_rate` {v} is out of range: allowed {r}",
+        },
+        Field {
+            def: "LayerDoc",
+            prop: "volume",
+            integer: false,
+            scene: |v| video(json!({"volume": v})),
+            error: "layer `V`: `volume`: {v} is out of range: allowed {r}",
         },
     ]
 }

@@ -355,9 +355,11 @@ impl Coordinator {
                 };
                 prepared.bundle = Some(hash);
                 let dir = path.clone();
-                let bundle = tokio::task::spawn_blocking(move || SceneBundle::open(&dir))
-                    .await
-                    .map_err(Error::task("opening the bundle"))??;
+                let bundle = tokio::task::spawn_blocking(move || {
+                    SceneBundle::open_with_video(&dir, chunk_worker::video::FfmpegVideo::shared())
+                })
+                .await
+                .map_err(Error::task("opening the bundle"))??;
                 (VariantSource::Bundle { sha256: hash }, Some(bundle))
             }
         };

@@ -415,3 +415,83 @@ fn without_chunks_the_planner_chooses_from_the_slots_and_the_length() {
     );
     assert_eq!(planned(SMALL, &both), (Some(2), Some(60), 96));
 }
+
+#[test]
+fn a_video_layer_renders_the_same_in_three_chunks_as_in_one() {
+    // A 24 fps source with a tone, shown at 30 fps: every chunk's decoder
+    // seeks to its own keyframe, and every frame shows source frame
+    // floor(f · 24 / 30).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    media::indexed_video(
+        &bundle.join("clip.mp4"),
+        (64, 48),
+        "24",
+        72,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=3",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:a",
+            "aac",
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-g",
+            "12",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let scene = serde_json::json!({
+        "version": 1,
+        "compositions": [{
+            "id": "clip", "width": 64, "height": 48, "fps": 30, "duration": 75,
+            "layers": [{"type": "video", "name": "Clip", "src": "clip.mp4"}],
+        }],
+    });
+    std::fs::write(bundle.join("scene.json"), scene.to_string()).expect("write scene");
+    let render = |chunks: u32, out: &Path| {
+        let mut c = coordinator();
+        c.arg("render")
+            .arg(&bundle)
+            .args(["--chunks", &chunks.to_string(), "--lossless", "--out"])
+            .arg(out);
+        let o = run(c);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (one, three) = (dir.path().join("one.mp4"), dir.path().join("three.mp4"));
+    render(1, &one);
+    render(3, &three);
+    let frames = media::decode_video_frames(&three, PixFmt::Yuv444p);
+    media::assert_frames_eq(
+        &frames,
+        &media::decode_video_frames(&one, PixFmt::Yuv444p),
+        "3 chunks against 1",
+    );
+    let shown: Vec<u32> = frames
+        .iter()
+        .map(|f| media::read_index(f.planes[0].row(24)))
+        .collect();
+    let expected: Vec<u32> = (0..75).map(|f| f * 24 / 30).collect();
+    assert_eq!(shown, expected);
+    let samples = 75 * 48_000 / 30;
+    let a3 = media::decode_audio_trimmed(&three, samples);
+    assert_eq!(a3.len() as u64, samples);
+    assert!(
+        a3.samples.iter().any(|s| s.abs() > 0.05),
+        "the video's sound is heard"
+    );
+    media::assert_audio_eq(
+        &a3,
+        &media::decode_audio_trimmed(&one, samples),
+        "3 chunks against 1",
+    );
+}
