@@ -7,6 +7,8 @@
 //! and peak memory read from `/proc` (Linux only; `None` elsewhere).
 #![deny(missing_docs)]
 
+pub mod process;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -33,7 +33,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chunk_worker::{
@@ -43,140 +42,14 @@ use chunk_worker::{
 use chunker::ChunkIndex;
 use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
 use composition::{CompositionMeta, Props};
-use montage_benches::{cpu_time, env_or, full_run, peak_rss_kib};
+use montage_benches::process;
+use montage_benches::{cpu_time, env_or, full_run};
 use timebase::{FrameIndex, FrameRange};
 use tokio_util::sync::CancellationToken;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use process::BoxError;
 
 const COMPOSITION: &str = "promo";
-
-/// How often a running process's peak memory is sampled.
-const SAMPLE_EVERY: Duration = Duration::from_millis(20);
-
-/// What one run of one process cost.
-#[derive(Debug, Clone, Copy)]
-struct Cost {
-    wall: Duration,
-    cpu: Duration,
-    peak_kib: u64,
-}
-
-/// One case of the table: a command line and its runs.
-struct Case {
-    label: String,
-    command: Vec<String>,
-    runs: Vec<Cost>,
-    /// The last run's stdout (the coordinator's JSON events).
-    stdout: String,
-}
-
-impl Case {
-    fn new(label: impl Into<String>, command: Vec<String>) -> Self {
-        Case {
-            label: label.into(),
-            command,
-            runs: Vec::new(),
-            stdout: String::new(),
-        }
-    }
-
-    fn median(&self) -> Cost {
-        let pick = |f: fn(&Cost) -> Duration| {
-            let mut v: Vec<Duration> = self.runs.iter().map(f).collect();
-            v.sort();
-            v[v.len() / 2]
-        };
-        let mut peaks: Vec<u64> = self.runs.iter().map(|c| c.peak_kib).collect();
-        peaks.sort_unstable();
-        Cost {
-            wall: pick(|c| c.wall),
-            cpu: pick(|c| c.cpu),
-            peak_kib: peaks[peaks.len() / 2],
-        }
-    }
-
-    /// Runs the command once as a child process and records what it cost.
-    fn run(&mut self) -> Result<(), BoxError> {
-        let before = cpu_time().ok_or("/proc/self/stat is not readable")?;
-        let started = Instant::now();
-        let mut child = Command::new(&self.command[0])
-            .args(&self.command[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.command[0]))?;
-        let pid = child.id();
-        let mut out = child.stdout.take().ok_or("stdout")?;
-        let mut err = child.stderr.take().ok_or("stderr")?;
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut out, &mut s);
-            s
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut err, &mut s);
-            s
-        });
-        let mut peak_kib = 0;
-        let status = loop {
-            if let Some(kib) = peak_rss_kib(Some(pid)) {
-                peak_kib = peak_kib.max(kib);
-            }
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            std::thread::sleep(SAMPLE_EVERY);
-        };
-        let wall = started.elapsed();
-        let after = cpu_time().ok_or("/proc/self/stat is not readable")?;
-        let stdout = reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
-        if !status.success() {
-            return Err(
-                format!("`{}` failed ({status}):\n{stderr}", self.command.join(" ")).into(),
-            );
-        }
-        self.runs.push(Cost {
-            wall,
-            cpu: after.children.saturating_sub(before.children),
-            peak_kib,
-        });
-        self.stdout = stdout;
-        Ok(())
-    }
-}
-
-/// The `coordinator` binary to measure. A full run builds the release one
-/// first (a stale binary would measure other code); the quick mode uses the
-/// one beside this bench (the current profile's, which `cargo test` has
-/// built), building it only if it is missing.
-fn coordinator_binary(full: bool) -> Result<PathBuf, BoxError> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/cli-<hash> → target/<profile>/coordinator
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot find the target directory from this bench's path")?;
-    let binary = profile_dir.join("coordinator");
-    if full || !binary.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "coordinator", "--bin", "coordinator"]);
-        if full {
-            cargo.arg("--release");
-        }
-        let status = cargo.status()?;
-        if !status.success() {
-            return Err(format!("building the coordinator failed: {status}").into());
-        }
-    }
-    if !binary.exists() {
-        return Err(format!("{} was not built", binary.display()).into());
-    }
-    Ok(binary)
-}
 
 /// The bundle: the reference promo, or a 320x180 30-frame copy for the
 /// quick mode.
@@ -290,12 +163,6 @@ fn summary(stdout: &str) -> Option<serde_json::Value> {
         .find(|v| v["event"] == "done")
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -369,8 +236,8 @@ fn breakdown(bundle: &Path, meta: &CompositionMeta, dir: &Path) -> Result<(), Bo
 fn main() -> Result<(), BoxError> {
     let full = full_run();
     let rounds: usize = env_or("MONTAGE_BENCH_RUNS", if full { 3 } else { 1 }).max(1);
-    let load_before = load_average();
-    let binary = coordinator_binary(full)?;
+    let load_before = montage_benches::process::load_average();
+    let binary = montage_benches::process::built_binary(full, "coordinator", "coordinator")?;
     let scratch = tempfile::tempdir()?;
     let bundle = bundle(full, scratch.path())?;
     let source = WorkerConfig::standard().source(&SourceSpec::BundlePath(bundle.clone()))?;
@@ -380,19 +247,19 @@ fn main() -> Result<(), BoxError> {
 
     let out = |name: &str| scratch.path().join(name);
     let mut cases = [
-        Case::new(
+        process::Case::new(
             "coordinator render, --chunks 1",
             render_command(&binary, &bundle, Some(1), &out("one.mp4")),
         ),
-        Case::new(
+        process::Case::new(
             "coordinator render, --chunks 16",
             render_command(&binary, &bundle, Some(16), &out("sixteen.mp4")),
         ),
-        Case::new(
+        process::Case::new(
             "coordinator render (default chunks)",
             render_command(&binary, &bundle, None, &out("default.mp4")),
         ),
-        Case::new(
+        process::Case::new(
             "ffmpeg CLI, libx264 on the worker's raw YUV",
             ffmpeg_command(&yuv, &meta, &out("ffmpeg.ts")),
         ),
@@ -402,7 +269,7 @@ fn main() -> Result<(), BoxError> {
             case.run()?;
         }
     }
-    let load_after = load_average();
+    let load_after = montage_benches::process::load_average();
 
     println!(
         "cli{}: `{COMPOSITION}` {}x{} at {} fps, {} frames; {}; {} cores; {rounds} round(s), medians; load average {load_before} before, {load_after} after",
@@ -446,7 +313,7 @@ fn main() -> Result<(), BoxError> {
         default.median(),
         ffmpeg.median(),
     );
-    let combine_share = |case: &Case| {
+    let combine_share = |case: &process::Case| {
         summary(&case.stdout)
             .and_then(|s| Some(100.0 * s["combine_ms"].as_f64()? / s["wall_ms"].as_f64()?.max(1.0)))
             .unwrap_or(f64::NAN)
