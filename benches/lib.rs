@@ -159,6 +159,23 @@ pub fn resized_promo(
     Ok(copy)
 }
 
+/// The bundle a bench renders: the reference promo for a full run, or a
+/// copy of it resized to 320x180 and cut to 30 frames for the quick mode.
+///
+/// # Errors
+/// When the reference bundle cannot be found or copied.
+pub fn promo_bundle(
+    full: bool,
+    scratch: &std::path::Path,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    if full {
+        let reference = reference_bundle();
+        return Ok(std::fs::canonicalize(&reference)
+            .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?);
+    }
+    resized_promo(scratch, "promo-quick", 320, 180, 30)
+}
+
 /// A composition whose frames were rendered beforehand and are only copied
 /// out, so that what a pipeline around it costs is its conversion and
 /// encoding alone. `read(frame, rgba)` fills one frame or says why not;

@@ -32,7 +32,7 @@
 //! frames, one round, the same tables.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chunk_worker::{
@@ -50,17 +50,6 @@ use tokio_util::sync::CancellationToken;
 use process::BoxError;
 
 const COMPOSITION: &str = "promo";
-
-/// The bundle: the reference promo, or a 320x180 30-frame copy for the
-/// quick mode.
-fn bundle(full: bool, scratch: &Path) -> Result<PathBuf, BoxError> {
-    if full {
-        let reference = montage_benches::reference_bundle();
-        return Ok(std::fs::canonicalize(&reference)
-            .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?);
-    }
-    montage_benches::resized_promo(scratch, "promo-quick", 320, 180, 30)
-}
 
 /// Writes the promo's frames, converted by the worker's own converter, to
 /// a raw `yuv420p` file (no compression: the baseline pays no decode).
@@ -239,7 +228,7 @@ fn main() -> Result<(), BoxError> {
     let load_before = montage_benches::process::load_average();
     let binary = montage_benches::process::built_binary(full, "coordinator", "coordinator")?;
     let scratch = tempfile::tempdir()?;
-    let bundle = bundle(full, scratch.path())?;
+    let bundle = montage_benches::promo_bundle(full, scratch.path())?;
     let source = WorkerConfig::standard().source(&SourceSpec::BundlePath(bundle.clone()))?;
     let meta = source.composition(COMPOSITION)?.describe(&Props::new())?;
     let yuv = scratch.path().join("frames.yuv");

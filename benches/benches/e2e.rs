@@ -40,7 +40,7 @@
 //! 320x180 and 30 frames, the same four cases.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,17 +113,6 @@ fn measure<T>(
     all.sort_by_key(|(_, s)| s.wall);
     let mid = all.len() / 2;
     Ok(all.swap_remove(mid))
-}
-
-/// The bundle to render: the reference promo for a full run, or a copy of it
-/// resized to 320x180 and cut to 30 frames for the quick mode.
-fn bundle(full: bool, scratch: &Path) -> Result<PathBuf, BoxError> {
-    if full {
-        let reference = montage_benches::reference_bundle();
-        return Ok(std::fs::canonicalize(&reference)
-            .map_err(|e| format!("reference bundle {}: {e}", reference.display()))?);
-    }
-    montage_benches::resized_promo(scratch, "promo-quick", 320, 180, 30)
 }
 
 fn video_settings() -> VideoSettings {
@@ -500,7 +489,7 @@ fn main() -> Result<(), BoxError> {
     let full = full_run();
     let runs: usize = env_or("MONTAGE_BENCH_RUNS", 1);
     let scratch = tempfile::tempdir()?;
-    let bundle = bundle(full, scratch.path())?;
+    let bundle = montage_benches::promo_bundle(full, scratch.path())?;
     let config = WorkerConfig::standard();
     let source = config.source(&SourceSpec::BundlePath(bundle.clone()))?;
     let promo = source.composition(COMPOSITION)?;

@@ -133,47 +133,21 @@ fn ms_per_frame(cost: &Cost, frames: u64) -> f64 {
     cost.cpu.as_secs_f64() * 1000.0 / frames.max(1) as f64
 }
 
-fn main() -> Result<(), BoxError> {
-    let full = full_run();
-    let shape = if full {
-        Shape {
-            width: 1920,
-            height: 1080,
-            frames: 300,
-            chunk_lengths: &[150, 60, 30, 15],
-        }
-    } else {
-        Shape {
-            width: 320,
-            height: 180,
-            frames: 30,
-            chunk_lengths: &[15, 5],
-        }
-    };
-    let rounds: usize = if full {
-        env_or("MONTAGE_BENCH_RUNS", 3)
-    } else {
-        1
-    };
-    let scratch = tempfile::tempdir()?;
-    let load_before = load_average();
-    let binary = built_binary(full, "coordinator", "coordinator")?;
-    let bundle = make_bundle(&shape, scratch.path())?;
+/// Every case, in the order they run and print: each chunking of
+/// `footage` then `plain`, then ffmpeg's decode, then its decode + encode.
+fn cases(binary: &Path, bundle: &Path, lengths: &[Option<u64>], scratch: &Path) -> Vec<Case> {
     let source = bundle.join("source.mp4");
-    let out = |name: &str| scratch.path().join(name);
-
-    let mut lengths = vec![None];
-    lengths.extend(shape.chunk_lengths.iter().copied().map(Some));
+    let out = |name: &str| scratch.join(name);
     let label = |id: &str, n: Option<u64>| match n {
         None => format!("render {id}, 1 chunk"),
         Some(n) => format!("render {id}, chunks of {n}"),
     };
     let mut cases = Vec::new();
-    for &n in &lengths {
+    for &n in lengths {
         for id in ["footage", "plain"] {
             cases.push(Case::new(
                 label(id, n),
-                render(&binary, &bundle, id, n, &out(&format!("{id}.mp4"))),
+                render(binary, bundle, id, n, &out(&format!("{id}.mp4"))),
             ));
         }
     }
@@ -195,25 +169,12 @@ fn main() -> Result<(), BoxError> {
         .chain([out("ffmpeg.ts").display().to_string()])
         .collect(),
     ));
-    for _ in 0..rounds {
-        for case in &mut cases {
-            case.run()?;
-        }
-    }
-    let load_after = load_average();
+    cases
+}
 
-    println!(
-        "footage{}: {}x{} at {FPS} fps, {} frames of an H.264 source (keyframe every 2 s), \
-         {rounds} round(s), medians; load average before {load_before}, after {load_after}",
-        if full {
-            ""
-        } else {
-            " (quick mode: not a cargo bench run)"
-        },
-        shape.width,
-        shape.height,
-        shape.frames,
-    );
+/// Prints the table, the video layer's cost per frame against ffmpeg's
+/// decode, and the seek cost per chunk for each chunk length.
+fn report(shape: &Shape, lengths: &[Option<u64>], cases: &[Case]) {
     println!();
     println!(
         "| {:<40} | {:>7} | {:>7} | {:>9} | {:>8} |",
@@ -224,7 +185,7 @@ fn main() -> Result<(), BoxError> {
         "", "", "", "", ""
     );
     let mut medians = Vec::new();
-    for case in &cases {
+    for case in cases {
         let m = case.median();
         println!(
             "| {:<40} | {:>7.2} | {:>7.2} | {:>9.2} | {:>8} |",
@@ -277,5 +238,56 @@ fn main() -> Result<(), BoxError> {
             shape.chunk_lengths.last().copied().unwrap_or(frames)
         ),
     }
+}
+
+fn main() -> Result<(), BoxError> {
+    let full = full_run();
+    let shape = if full {
+        Shape {
+            width: 1920,
+            height: 1080,
+            frames: 300,
+            chunk_lengths: &[150, 60, 30, 15],
+        }
+    } else {
+        Shape {
+            width: 320,
+            height: 180,
+            frames: 30,
+            chunk_lengths: &[15, 5],
+        }
+    };
+    let rounds: usize = if full {
+        env_or("MONTAGE_BENCH_RUNS", 3)
+    } else {
+        1
+    };
+    let scratch = tempfile::tempdir()?;
+    let load_before = load_average();
+    let binary = built_binary(full, "coordinator", "coordinator")?;
+    let bundle = make_bundle(&shape, scratch.path())?;
+    let mut lengths = vec![None];
+    lengths.extend(shape.chunk_lengths.iter().copied().map(Some));
+    let mut cases = cases(&binary, &bundle, &lengths, scratch.path());
+    for _ in 0..rounds {
+        for case in &mut cases {
+            case.run()?;
+        }
+    }
+    let load_after = load_average();
+
+    println!(
+        "footage{}: {}x{} at {FPS} fps, {} frames of an H.264 source (keyframe every 2 s), \
+         {rounds} round(s), medians; load average before {load_before}, after {load_after}",
+        if full {
+            ""
+        } else {
+            " (quick mode: not a cargo bench run)"
+        },
+        shape.width,
+        shape.height,
+        shape.frames,
+    );
+    report(&shape, &lengths, &cases);
     Ok(())
 }

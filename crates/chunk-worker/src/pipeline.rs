@@ -31,7 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::encode::{ChunkEncoder, FrameConverter, TS_CLOCK_HZ, YuvFrame};
 use crate::{WorkerConfig, WorkerError};
-use spec::{ArtifactTarget, ChunkProgress, ChunkRequest, ContentHash, PcmFormat, StageTimings};
+use spec::{
+    ArtifactTarget, ChunkProgress, ChunkRequest, ChunkSpan, ContentHash, PcmFormat, PixelFormat,
+    StageTimings,
+};
 
 /// Converted frames each pool thread may have queued for the encoder (one
 /// more waits in the thread while the queue is full). One is enough: libx264
@@ -161,63 +164,13 @@ pub fn render_chunk(
     let meta = prepared.meta().clone();
     let span = request.span;
     let chunk_no = span.index.0;
-    let range_err = |message: String| WorkerError::Range {
-        chunk: chunk_no,
-        message,
-    };
-    if span.frames.last.0 >= meta.duration_frames {
-        return Err(range_err(format!(
-            "frames {} are outside composition `{}`: frames run 0-{} ({} frames)",
-            span.frames,
-            meta.id,
-            meta.duration_frames - 1,
-            meta.duration_frames
-        )));
-    }
-    let chunk = Chunk::from_parts(
-        span.index,
-        span.frames.first.0..=span.frames.last.0,
-        span.every_nth_frame,
-        span.composition_start,
-        meta.fps,
-        composition::SAMPLE_RATE,
-    )
-    .map_err(|e| range_err(e.to_string()))?;
-    let output_fps = meta
-        .fps
-        .every_nth(span.every_nth_frame)
-        .map_err(|e| range_err(format!("every_nth_frame {}: {e}", span.every_nth_frame)))?;
-    let ticks_per_frame = output_fps.ticks_per_frame(TS_CLOCK_HZ).ok_or_else(|| {
-        range_err(format!(
-            "output frame rate {output_fps} has no whole number of 90 kHz ticks per frame"
-        ))
-    })?;
-    let first_pts = chunk
-        .first_output_frame()
-        .checked_mul(ticks_per_frame)
-        .filter(|p| i64::try_from(*p).is_ok())
-        .ok_or_else(|| range_err("the chunk's timestamps overflow".into()))?;
-    let pixel_format = request.video.pixel_format;
-    if (pixel_format.halves_width() && meta.width % 2 == 1)
-        || (pixel_format.halves_height() && meta.height % 2 == 1)
-    {
-        return Err(spec::FieldError::new(
-            "video.pixel_format",
-            format!(
-                "composition `{}` is {}x{}: {} needs an even {}; use a 4:4:4 format",
-                meta.id,
-                meta.width,
-                meta.height,
-                pixel_format.as_str(),
-                if pixel_format.halves_height() {
-                    "width and height"
-                } else {
-                    "width"
-                }
-            ),
-        )
-        .into());
-    }
+    let ChunkTiming {
+        chunk,
+        output_fps,
+        ticks_per_frame,
+        first_pts,
+    } = chunk_timing(&meta, &span)?;
+    check_frame_size(&meta, request.video.pixel_format)?;
     std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
@@ -284,6 +237,86 @@ pub fn render_chunk(
         },
         timings,
     })
+}
+
+/// Where a chunk's frames and timestamps fall.
+struct ChunkTiming {
+    chunk: Chunk,
+    output_fps: Fps,
+    ticks_per_frame: u64,
+    first_pts: u64,
+}
+
+/// The chunk `span` asks for in `meta`'s composition, and its output
+/// timestamps on the 90 kHz clock, or why they cannot be.
+fn chunk_timing(meta: &CompositionMeta, span: &ChunkSpan) -> Result<ChunkTiming, WorkerError> {
+    let range_err = |message: String| WorkerError::Range {
+        chunk: span.index.0,
+        message,
+    };
+    if span.frames.last.0 >= meta.duration_frames {
+        return Err(range_err(format!(
+            "frames {} are outside composition `{}`: frames run 0-{} ({} frames)",
+            span.frames,
+            meta.id,
+            meta.duration_frames - 1,
+            meta.duration_frames
+        )));
+    }
+    let chunk = Chunk::from_parts(
+        span.index,
+        span.frames.first.0..=span.frames.last.0,
+        span.every_nth_frame,
+        span.composition_start,
+        meta.fps,
+        composition::SAMPLE_RATE,
+    )
+    .map_err(|e| range_err(e.to_string()))?;
+    let output_fps = meta
+        .fps
+        .every_nth(span.every_nth_frame)
+        .map_err(|e| range_err(format!("every_nth_frame {}: {e}", span.every_nth_frame)))?;
+    let ticks_per_frame = output_fps.ticks_per_frame(TS_CLOCK_HZ).ok_or_else(|| {
+        range_err(format!(
+            "output frame rate {output_fps} has no whole number of 90 kHz ticks per frame"
+        ))
+    })?;
+    let first_pts = chunk
+        .first_output_frame()
+        .checked_mul(ticks_per_frame)
+        .filter(|p| i64::try_from(*p).is_ok())
+        .ok_or_else(|| range_err("the chunk's timestamps overflow".into()))?;
+    Ok(ChunkTiming {
+        chunk,
+        output_fps,
+        ticks_per_frame,
+        first_pts,
+    })
+}
+
+/// Refuses an odd frame size for a pixel format that halves it.
+fn check_frame_size(meta: &CompositionMeta, pixel_format: PixelFormat) -> Result<(), WorkerError> {
+    if (pixel_format.halves_width() && meta.width % 2 == 1)
+        || (pixel_format.halves_height() && meta.height % 2 == 1)
+    {
+        return Err(spec::FieldError::new(
+            "video.pixel_format",
+            format!(
+                "composition `{}` is {}x{}: {} needs an even {}; use a 4:4:4 format",
+                meta.id,
+                meta.width,
+                meta.height,
+                pixel_format.as_str(),
+                if pixel_format.halves_height() {
+                    "width and height"
+                } else {
+                    "width"
+                }
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn nanos(a: &AtomicU64) -> Duration {
