@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use chunker::Chunk;
 use composition::{CompositionMeta, RenderBudget};
 use spec::{ChunkRequest, VideoSettings};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -101,18 +100,12 @@ pub(crate) fn check_chunk(
         .source(&request.source)?
         .composition(&request.composition_id)?;
     let meta = composition.describe(&request.props)?;
-    let chunk = Chunk::from_parts(
-        span.index,
-        span.frames.first.0..=span.frames.last.0,
-        span.every_nth_frame,
-        span.composition_start,
-        meta.fps,
-        composition::SAMPLE_RATE,
-    )
-    .map_err(|e| WorkerError::Range {
-        chunk: chunk_no,
-        message: e.to_string(),
-    })?;
+    let chunk = span
+        .to_chunk(meta.fps, composition::SAMPLE_RATE)
+        .map_err(|e| WorkerError::Range {
+            chunk: chunk_no,
+            message: e.to_string(),
+        })?;
     let output_fps = meta
         .fps
         .every_nth(span.every_nth_frame)

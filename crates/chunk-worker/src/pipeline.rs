@@ -263,15 +263,9 @@ fn chunk_timing(meta: &CompositionMeta, span: &ChunkSpan) -> Result<ChunkTiming,
             meta.duration_frames
         )));
     }
-    let chunk = Chunk::from_parts(
-        span.index,
-        span.frames.first.0..=span.frames.last.0,
-        span.every_nth_frame,
-        span.composition_start,
-        meta.fps,
-        composition::SAMPLE_RATE,
-    )
-    .map_err(|e| range_err(e.to_string()))?;
+    let chunk = span
+        .to_chunk(meta.fps, composition::SAMPLE_RATE)
+        .map_err(|e| range_err(e.to_string()))?;
     let output_fps = meta
         .fps
         .every_nth(span.every_nth_frame)

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::path::Path;
 
-use chunker::{Chunk, ChunkIndex};
-use timebase::FrameRange;
+use chunker::{Chunk, ChunkIndex, PlanError};
+use timebase::{Fps, FrameRange};
 
 use crate::{ArtifactTarget, PcmFormat, Props, SourceSpec, VideoCodec, VideoSettings};
 
@@ -35,6 +35,23 @@ impl From<&Chunk> for ChunkSpan {
 }
 
 impl ChunkSpan {
+    /// The chunk this span describes in a composition at `fps`, its audio
+    /// at `sample_rate` (the inverse of `ChunkSpan::from(&chunk)`).
+    ///
+    /// # Errors
+    /// The planner's error for a span no plan could hold (inverted or
+    /// overflowing frames).
+    pub fn to_chunk(&self, fps: Fps, sample_rate: u32) -> Result<Chunk, PlanError> {
+        Chunk::from_parts(
+            self.index,
+            self.frames.first.0..=self.frames.last.0,
+            self.every_nth_frame,
+            self.composition_start,
+            fps,
+            sample_rate,
+        )
+    }
+
     /// Output frames the span holds: one in every `every_nth_frame` of its
     /// frames.
     pub fn output_frames(&self) -> u64 {
