@@ -46,41 +46,11 @@ impl Template {
                     lit.push('}');
                 }
                 '{' => {
-                    let mut name = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => name.push(c),
-                            None => {
-                                return Err(format!(
-                                    "`{text}`: placeholder `{{{name}` is not closed (write `{{{{` for a literal brace)"
-                                ));
-                            }
-                        }
-                    }
-                    let written = format!("{{{name}}}");
-                    let (name, spec) =
-                        match name.split_once(':') {
-                            Some((n, spec)) => (
-                                n,
-                                Some(Spec::parse(spec.trim()).map_err(|m| {
-                                    format!("`{text}`: placeholder `{written}`: {m}")
-                                })?),
-                            ),
-                            None => (name.as_str(), None),
-                        };
-                    let name = name.trim().to_owned();
-                    if name.is_empty() {
-                        return Err(format!("`{text}`: empty placeholder `{written}`"));
-                    }
+                    let placeholder = Placeholder::parse(text, &mut chars)?;
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(Part::Prop(Placeholder {
-                        name,
-                        spec,
-                        written,
-                    }));
+                    parts.push(Part::Prop(placeholder));
                 }
                 '}' => {
                     return Err(format!(
@@ -155,6 +125,46 @@ impl Template {
 }
 
 impl Placeholder {
+    /// Reads a placeholder of template `text` from `chars`, just after its
+    /// `{`: up to its `}`, a name and an optional `:spec`.
+    fn parse(
+        text: &str,
+        chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    ) -> Result<Placeholder, String> {
+        let mut name = String::new();
+        loop {
+            match chars.next() {
+                Some('}') => break,
+                Some(c) => name.push(c),
+                None => {
+                    return Err(format!(
+                        "`{text}`: placeholder `{{{name}` is not closed (write `{{{{` for a literal brace)"
+                    ));
+                }
+            }
+        }
+        let written = format!("{{{name}}}");
+        let (name, spec) = match name.split_once(':') {
+            Some((n, spec)) => (
+                n,
+                Some(
+                    Spec::parse(spec.trim())
+                        .map_err(|m| format!("`{text}`: placeholder `{written}`: {m}"))?,
+                ),
+            ),
+            None => (name.as_str(), None),
+        };
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            return Err(format!("`{text}`: empty placeholder `{written}`"));
+        }
+        Ok(Placeholder {
+            name,
+            spec,
+            written,
+        })
+    }
+
     /// The text this placeholder shows with `props`.
     fn show(&self, props: &Props, needed_by: &str) -> Result<String, CompositionError> {
         use serde_json::Value;

@@ -239,59 +239,12 @@ pub fn shape(
             });
             let ox = g.x + g.font_size * g.x_offset;
             let oy = run.line_y + g.y - g.font_size * g.y_offset + dy;
-            let mut failed = None;
-            fs.db().with_face_data(g.font_id, |data, index| {
-                let Ok(mut face) = ttf_parser::Face::parse(data, index) else {
-                    return;
-                };
-                // A variable face is drawn at the weight asked for, as
-                // cosmic-text shaped it (its advances follow the axis).
-                let wght = ttf_parser::Tag::from_bytes(b"wght");
-                if let Some(axis) = face.variation_axes().into_iter().find(|a| a.tag == wght) {
-                    let w = f32::from(layer.weight).clamp(axis.min_value, axis.max_value);
-                    face.set_variation(wght, w);
-                }
-                let key = (g.font_id, g.glyph_id, g.font_size.to_bits(), layer.weight);
-                let drawn = match rasters.get(&key) {
-                    Some(r) => Ok(colour_glyph::Drawn::Colour(r.clone())),
-                    None => colour_glyph::classify(&face, g.glyph_id, g.font_size, foreground),
-                };
-                match drawn {
-                    Ok(colour_glyph::Drawn::Colour(r)) => {
-                        unit.colour.push(r.at(ox, oy));
-                        rasters.insert(key, r);
-                    }
-                    Ok(colour_glyph::Drawn::Outline) => {
-                        let scale = g.font_size / f32::from(face.units_per_em());
-                        let mut sink = Outline { pb, ox, oy, scale };
-                        let drawn = face
-                            .outline_glyph(ttf_parser::GlyphId(g.glyph_id), &mut sink)
-                            .is_some();
-                        let shown = run.text.get(g.start..g.end).unwrap_or("");
-                        let visible = shown
-                            .chars()
-                            .any(|c| !c.is_whitespace() && !c.is_control() && !is_invisible(c));
-                        if !drawn && visible && colour_glyph::has_colour_tables(&face) {
-                            failed = Some(
-                                "it has neither an outline nor colour data at this size".to_owned(),
-                            );
-                        }
-                    }
-                    Err(why) => failed = Some(why),
-                }
-            });
-            if let Some(why) = failed {
-                let shown = run.text.get(g.start..g.end).unwrap_or("?");
-                let font = font_name(fs, g.font_id);
-                let codes: Vec<String> = shown
-                    .chars()
-                    .map(|c| format!("U+{:04X}", u32::from(c)))
-                    .collect();
-                return Err(format!(
-                    "`{shown}` ({}) in font `{font}` cannot be drawn: {why}",
-                    codes.join(" ")
-                ));
-            }
+            let pen = Pen {
+                layer,
+                foreground,
+                origin: (ox, oy),
+            };
+            draw_glyph(fs, rasters, &pen, run.text, g, pb, unit)?;
         }
     }
     Ok(Shaped {
@@ -306,6 +259,93 @@ pub fn shape(
             })
             .collect(),
     })
+}
+
+/// How one glyph is placed: its layer, the colour COLR glyphs use as
+/// foreground, and its origin in layer space.
+struct Pen<'a> {
+    layer: &'a TextLayer,
+    foreground: ttf_parser::RgbaColor,
+    origin: (f32, f32),
+}
+
+/// Draws glyph `g` of a run whose text is `text` into its unit: its outline
+/// into `pb`, or its colour raster (made once per face, glyph, size and
+/// weight, kept in `rasters`) into the unit's colour glyphs.
+///
+/// # Errors
+/// A glyph the font defines in a form Montage cannot draw, naming the
+/// characters and the font.
+fn draw_glyph(
+    fs: &FontSystem,
+    rasters: &mut std::collections::HashMap<(fontdb::ID, u16, u32, u16), colour_glyph::Raster>,
+    pen: &Pen<'_>,
+    text: &str,
+    g: &cosmic_text::LayoutGlyph,
+    pb: &mut tiny_skia::PathBuilder,
+    unit: &mut Unit,
+) -> Result<(), String> {
+    let (ox, oy) = pen.origin;
+    let mut failed = None;
+    fs.db().with_face_data(g.font_id, |data, index| {
+        let Ok(mut face) = ttf_parser::Face::parse(data, index) else {
+            return;
+        };
+        // A variable face is drawn at the weight asked for, as cosmic-text
+        // shaped it (its advances follow the axis).
+        let wght = ttf_parser::Tag::from_bytes(b"wght");
+        if let Some(axis) = face.variation_axes().into_iter().find(|a| a.tag == wght) {
+            let w = f32::from(pen.layer.weight).clamp(axis.min_value, axis.max_value);
+            face.set_variation(wght, w);
+        }
+        let key = (
+            g.font_id,
+            g.glyph_id,
+            g.font_size.to_bits(),
+            pen.layer.weight,
+        );
+        let drawn = match rasters.get(&key) {
+            Some(r) => Ok(colour_glyph::Drawn::Colour(r.clone())),
+            None => colour_glyph::classify(&face, g.glyph_id, g.font_size, pen.foreground),
+        };
+        match drawn {
+            Ok(colour_glyph::Drawn::Colour(r)) => {
+                unit.colour.push(r.at(ox, oy));
+                rasters.insert(key, r);
+            }
+            Ok(colour_glyph::Drawn::Outline) => {
+                let scale = g.font_size / f32::from(face.units_per_em());
+                let mut sink = Outline { pb, ox, oy, scale };
+                let drawn = face
+                    .outline_glyph(ttf_parser::GlyphId(g.glyph_id), &mut sink)
+                    .is_some();
+                let shown = text.get(g.start..g.end).unwrap_or("");
+                let visible = shown
+                    .chars()
+                    .any(|c| !c.is_whitespace() && !c.is_control() && !is_invisible(c));
+                if !drawn && visible && colour_glyph::has_colour_tables(&face) {
+                    failed =
+                        Some("it has neither an outline nor colour data at this size".to_owned());
+                }
+            }
+            Err(why) => failed = Some(why),
+        }
+    });
+    match failed {
+        None => Ok(()),
+        Some(why) => {
+            let shown = text.get(g.start..g.end).unwrap_or("?");
+            let font = font_name(fs, g.font_id);
+            let codes: Vec<String> = shown
+                .chars()
+                .map(|c| format!("U+{:04X}", u32::from(c)))
+                .collect();
+            Err(format!(
+                "`{shown}` ({}) in font `{font}` cannot be drawn: {why}",
+                codes.join(" ")
+            ))
+        }
+    }
 }
 
 /// The laid-out text's height, after checking that every character has a

@@ -137,6 +137,12 @@ impl BatchJob {
 
     /// Renders every variant, longest first, on leased slots, writing each
     /// row's result as it comes. Returns the tally of results.
+    ///
+    /// Long on purpose: it is one scheduling loop (a `select!` over cancel,
+    /// row results, finished variants and slot leases) whose arms all share
+    /// the same state (the queue, the running set, the slots, the results
+    /// file, why it stopped), followed by the drain that loop's exit needs;
+    /// split, every step would take and return all of it.
     async fn render(
         &self,
         validation: Validation,
