@@ -221,7 +221,7 @@ impl Queue {
     /// # Errors
     /// A failed request.
     pub async fn arn(&self) -> Result<String> {
-        let attrs = self.attributes(QueueAttributeName::QueueArn).await?;
+        let attrs = self.attributes(&[QueueAttributeName::QueueArn]).await?;
         attrs
             .get(&QueueAttributeName::QueueArn)
             .cloned()
@@ -238,7 +238,9 @@ impl Queue {
     /// # Errors
     /// A failed request, or a redrive policy that does not parse.
     pub async fn max_receives(&self) -> Result<Option<u32>> {
-        let attrs = self.attributes(QueueAttributeName::RedrivePolicy).await?;
+        let attrs = self
+            .attributes(&[QueueAttributeName::RedrivePolicy])
+            .await?;
         let Some(policy) = attrs.get(&QueueAttributeName::RedrivePolicy) else {
             return Ok(None);
         };
@@ -260,9 +262,10 @@ impl Queue {
         Ok(Some(count))
     }
 
+    /// The queue's attributes `names` (those it has).
     async fn attributes(
         &self,
-        name: QueueAttributeName,
+        names: &[QueueAttributeName],
     ) -> Result<HashMap<QueueAttributeName, String>> {
         let out = retry_loop(
             &self.retry,
@@ -272,7 +275,7 @@ impl Queue {
                 self.client
                     .get_queue_attributes()
                     .queue_url(&self.url)
-                    .attribute_names(name.clone())
+                    .set_attribute_names(Some(names.to_vec()))
                     .send()
                     .await
                     .map_err(|e| classify("GetQueueAttributes", &self.url, &e))
@@ -428,23 +431,12 @@ impl Queue {
     /// # Errors
     /// A failed request.
     pub async fn depth(&self) -> Result<QueueDepth> {
-        let out = retry_loop(
-            &self.retry,
-            "GetQueueAttributes",
-            &self.url,
-            &mut || async {
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(&self.url)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                    .send()
-                    .await
-                    .map_err(|e| classify("GetQueueAttributes", &self.url, &e))
-            },
-        )
-        .await?;
-        let attrs = out.attributes().cloned().unwrap_or_default();
+        let attrs = self
+            .attributes(&[
+                QueueAttributeName::ApproximateNumberOfMessages,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            ])
+            .await?;
         let get = |k: QueueAttributeName| {
             attrs
                 .get(&k)
