@@ -1046,7 +1046,12 @@ fn keep_chunks(
 fn plan_for(meta: &CompositionMeta, request: &RenderRequest, slots: u32) -> Result<Plan, Error> {
     // Chunks over the planner's bounds on samples and bytes are refused
     // here, before a worker writes anything (the PCM format is the one
-    // `resolve` asks workers for).
+    // `resolve` asks workers for), and so is a frame size the codec cannot
+    // encode.
+    request
+        .video
+        .check_frame_size(&meta.id, meta.width, meta.height)
+        .map_err(|e| Error::Input(e.to_string()))?;
     let cost = spec::chunk_cost(&request.video, meta.width, meta.height, PcmFormat::F32le);
     let mut p = PlanRequest::new(meta.duration_frames, meta.fps, request.chunks)
         .with_every_nth_frame(request.every_nth_frame)
