@@ -366,7 +366,7 @@ impl FrameConverter {
             )
         })?;
         let mut frame = frame::Video::new(Pixel::PAL8, self.width, self.height);
-        if frame.planes() < 2 || frame.data(1).len() < 1024 {
+        if frame.planes() < 1 || !pal8::write_palette(&mut frame, q.argb()) {
             return Err(WorkerError::encoder(
                 "pal8 frame",
                 format!(
@@ -384,9 +384,6 @@ impl FrameConverter {
             for (x, px) in src.chunks_exact(4).enumerate() {
                 row[x] = q.index(px, x, y);
             }
-        }
-        for (slot, argb) in frame.data_mut(1).chunks_exact_mut(4).zip(q.argb()) {
-            slot.copy_from_slice(&argb.to_ne_bytes());
         }
         Ok(YuvFrame(frame))
     }
@@ -462,6 +459,31 @@ impl FrameConverter {
         yuv.set_color_primaries(color::Primaries::BT709);
         yuv.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
         Ok(YuvFrame(yuv))
+    }
+}
+
+/// The palette plane of PAL8 frames, which `ffmpeg-next` does not expose
+/// (its `data(1)` is sized by a line size FFmpeg leaves at 0 for palettes).
+#[allow(unsafe_code)] // one write through the frame's own palette pointer; see SAFETY
+mod pal8 {
+    use ffmpeg_next::frame;
+
+    /// Writes `argb` into the palette of `frame` (a PAL8 frame allocated by
+    /// `frame::Video::new`); false if it has none.
+    pub(super) fn write_palette(frame: &mut frame::Video, argb: &[u32; 256]) -> bool {
+        // SAFETY: for a PAL8 frame, av_frame_get_buffer allocates data[1]
+        // as the palette, AVPALETTE_SIZE (1024) bytes, 4-byte aligned
+        // (libavutil/frame.c, get_video_buffer; pixfmt.h: "the palette is
+        // stored in AVFrame.data[1]"); it is null otherwise. The frame is
+        // ours and not shared while we write.
+        unsafe {
+            let p = (*frame.as_mut_ptr()).data[1] as *mut u32;
+            if p.is_null() {
+                return false;
+            }
+            std::ptr::copy_nonoverlapping(argb.as_ptr(), p, argb.len());
+        }
+        true
     }
 }
 

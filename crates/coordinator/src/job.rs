@@ -213,7 +213,7 @@ impl<'a> RenderJob<'a> {
             })
             .await;
         // Workers render the resolved props: exactly what the keys say.
-        let template = ChunkRequest {
+        let mut template = ChunkRequest {
             job_id: self.render_id.clone(),
             source: source.spec.clone(),
             composition_id: request.composition.clone(),
@@ -223,6 +223,21 @@ impl<'a> RenderJob<'a> {
             pcm_format: PcmFormat::F32le,
             target: ArtifactTarget::Inline,
         };
+        if template.video.codec == spec::VideoCodec::Gif {
+            // One palette for every chunk, from frames across the render,
+            // before the keys (which include it) are computed.
+            let sampled = self
+                .until_cancelled(self.coordinator.describe_sampling(
+                    &source.spec,
+                    &request.composition,
+                    &request.props,
+                    palette_frames(&plan),
+                ))
+                .await?;
+            template.video.gif_palette = Some(sampled.gif_palette.ok_or_else(|| {
+                Error::Internal("the worker asked for a GIF palette sent none".into())
+            })?);
+        }
         let mut resolved = Resolved {
             source,
             described,
@@ -1039,6 +1054,27 @@ fn keep_chunks(
         source: e.error,
     })?;
     Ok(())
+}
+
+/// The most frames a GIF palette is sampled from.
+const PALETTE_SAMPLES: u64 = 16;
+
+/// The composition frames a GIF's palette is computed from: up to
+/// [`PALETTE_SAMPLES`] spread evenly from the plan's first rendered frame
+/// to its last.
+fn palette_frames(plan: &Plan) -> Vec<u64> {
+    let (Some(first), Some(last)) = (plan.chunks().first(), plan.chunks().last()) else {
+        return Vec::new();
+    };
+    let (a, b) = (
+        ChunkSpan::from(first).frames.first.0,
+        ChunkSpan::from(last).frames.last.0,
+    );
+    let n = PALETTE_SAMPLES.min(b - a + 1);
+    if n <= 1 {
+        return vec![a];
+    }
+    (0..n).map(|i| a + (b - a) * i / (n - 1)).collect()
 }
 
 /// The plan of `request`; [`chunker::ChunkSpec::Auto`] plans for `slots`

@@ -374,3 +374,50 @@ fn av1_refuses_frames_under_64_pixels_naming_the_size() {
         "error: field `video.codec`: composition `test-pattern` is 64x36: av1 (SVT-AV1) needs at least 64x64",
     );
 }
+
+#[test]
+fn gif_chunks_share_one_palette_loop_and_last_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = dir.path().join("one.gif");
+    let three = dir.path().join("three.gif");
+    render(&one, 1, &["--codec", "gif"]);
+    render(&three, 3, &["--codec", "gif"]);
+    let probe = media::probe(&three);
+    assert_eq!(probe.video().codec, "gif");
+    assert_eq!(
+        probe.kinds(),
+        [media::StreamKind::Video],
+        "a GIF has no sound"
+    );
+    // One palette and positional dithering: every frame's indices are
+    // those of the one-chunk render, so the decoded frames are equal.
+    let frames = media::decode_video_frames(&one, PixFmt::Rgba);
+    assert_eq!(frames.len(), 36);
+    media::assert_frames_eq(
+        &media::decode_video_frames(&three, PixFmt::Rgba),
+        &frames,
+        "3 GIF chunks against 1",
+    );
+    // Delays in 1/100 s spread the remainder (3, 3, 4, …): frame k starts
+    // at ⌊100k/30⌋ and the 36 frames last exactly 1.2 s.
+    let media::Packets { time_base, packets } = media::video_packets(&three);
+    assert_eq!(time_base, media::Rational { num: 1, den: 100 });
+    let starts: Vec<i64> = packets.iter().map(|p| p.pts - packets[0].pts).collect();
+    let expected: Vec<i64> = (0..36).map(|k| k * 100 / 30).collect();
+    assert_eq!(starts, expected);
+    let last = packets.last().expect("36 packets");
+    assert_eq!(last.pts - packets[0].pts + last.duration.unwrap_or(0), 120);
+    // It loops forever: the NETSCAPE2.0 extension with a count of 0.
+    let bytes = std::fs::read(&three).expect("read gif");
+    assert!(
+        bytes
+            .windows(15)
+            .any(|w| w == b"NETSCAPE2.0\x03\x01\x00\x00"),
+        "no infinite-loop extension"
+    );
+    assert_eq!(sha256(&three), {
+        let again = dir.path().join("again.gif");
+        render(&again, 3, &["--codec", "gif", "--local", "1"]);
+        sha256(&again)
+    });
+}
