@@ -935,7 +935,8 @@ impl AudioAhead {
     fn start(r: &Resolved, options: CombineOptions) -> Self {
         let has_audio = r.meta().has_audio;
         let stop = Arc::new(AtomicBool::new(false));
-        if !has_audio {
+        // A GIF has no audio track: nothing to encode ahead.
+        if !has_audio || options.output.audio_codec().is_none() {
             return AudioAhead {
                 feed: AudioFeed {
                     tx: None,
