@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// One chunk's frames of the `testsrc2` fixture at `size`, through
 /// `codec_args`, into `out`.
-fn encode(
+pub fn encode(
     first: u64,
     count: u64,
     size: (u32, u32),
@@ -41,7 +41,7 @@ fn encode(
 }
 
 /// The plan's chunks encoded by `encode_one(index, first, count, out)`.
-fn chunks(
+pub fn chunks(
     dir: &Path,
     plan: &Plan,
     ext: &str,
@@ -58,7 +58,8 @@ fn chunks(
         .collect()
 }
 
-fn options(plan: &Plan, container: Container) -> CombineOptions {
+/// Combine options for `plan` into `container`, without audio.
+pub fn options(plan: &Plan, container: Container) -> CombineOptions {
     let mut o = CombineOptions::new(plan.fps()).with_expected_frames(plan.output_frames());
     o.output = OutputFormat {
         container,
@@ -68,7 +69,7 @@ fn options(plan: &Plan, container: Container) -> CombineOptions {
 }
 
 /// The worker's SVT-AV1 settings (see chunk-worker's encode.rs).
-const AV1: [&str; 14] = [
+pub const AV1: [&str; 14] = [
     "-c:v",
     "libsvtav1",
     "-preset",
@@ -84,6 +85,72 @@ const AV1: [&str; 14] = [
     "-f",
     "matroska",
 ];
+
+/// The worker's libvpx-vp9 settings (see chunk-worker's encode.rs).
+pub const VP9: [&str; 20] = [
+    "-c:v",
+    "libvpx-vp9",
+    "-crf",
+    "31",
+    "-b:v",
+    "0",
+    "-deadline",
+    "good",
+    "-cpu-used",
+    "6",
+    "-tile-columns",
+    "0",
+    "-row-mt",
+    "0",
+    "-g",
+    "250",
+    "-pix_fmt",
+    "yuv420p",
+    "-f",
+    "matroska",
+];
+
+/// A palette of at most `colours` colours of the fixture, as a PNG in `dir`.
+fn palette(dir: &Path, colours: u32) -> PathBuf {
+    let out = dir.join(format!("palette-{colours}.png"));
+    media::run(Command::new("ffmpeg").args([
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={WIDTH}x{HEIGHT}:rate=30:duration=2"),
+        "-vf",
+        &format!("palettegen=max_colors={colours}"),
+        out.to_str().expect("utf-8 path"),
+    ]));
+    out
+}
+
+/// The plan's chunks as GIFs mapped to one palette of at most `colours`
+/// colours (in `dir/gif-<colours>`).
+pub fn gif_chunks(dir: &Path, plan: &Plan, colours: u32) -> Vec<ChunkArtifact> {
+    let pal = palette(dir, colours);
+    let p = pal.to_str().expect("utf-8 path").to_owned();
+    chunks(
+        &dir.join(format!("gif-{colours}")),
+        plan,
+        "gif",
+        |_, first, count, out| {
+            encode(
+                first,
+                count,
+                (WIDTH, HEIGHT),
+                "[v];[v][1:v]paletteuse=dither=bayer",
+                &["-i", &p],
+                &["-c:v", "gif", "-f", "gif"],
+                out,
+            )
+        },
+    )
+}
 
 #[test]
 fn av1_chunks_join_into_webm_and_a_chunk_of_another_size_is_refused() -> Result<()> {
@@ -124,45 +191,13 @@ fn gif_chunks_join_with_one_palette_and_others_are_refused() -> Result<()> {
     let dir = tmp.path();
     let plan = fixture_plan(fps(30, 1), 30);
     // Two palettes: the fixture's own, and one of 8 colours.
-    let palette = |name: &str, colours: u32| -> PathBuf {
-        let out = dir.join(name);
-        media::run(Command::new("ffmpeg").args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={WIDTH}x{HEIGHT}:rate=30:duration=2"),
-            "-vf",
-            &format!("palettegen=max_colors={colours}"),
-            out.to_str().expect("utf-8 path"),
-        ]));
-        out
-    };
-    let (full, few) = (palette("full.png", 256), palette("few.png", 8));
-    let gif = |pal: PathBuf| {
-        move |_: u32, first: u64, count: u64, out: &Path| {
-            let p = pal.to_str().expect("utf-8 path");
-            encode(
-                first,
-                count,
-                (WIDTH, HEIGHT),
-                "[v];[v][1:v]paletteuse=dither=bayer",
-                &["-i", p],
-                &["-c:v", "gif", "-f", "gif"],
-                out,
-            )
-        }
-    };
-    let good = chunks(&dir.join("good"), &plan, "gif", gif(full.clone()));
+    let good = gif_chunks(dir, &plan, 256);
     let out = out_path(dir, "joined.gif");
     let report = combine_chunks(&good, &options(&plan, Container::Gif), &out)?;
     ensure!(report.frames == FRAMES, "{report:?}");
     ensure!(media::count_video_frames(&out) == FRAMES);
 
-    let other = chunks(&dir.join("few"), &plan, "gif", gif(few));
+    let other = gif_chunks(dir, &plan, 8);
     let mixed = vec![good[0].clone(), good[1].clone(), other[2].clone()];
     let out = out_path(dir, "mixed.gif");
     let err = combine_chunks(&mixed, &options(&plan, Container::Gif), &out)

@@ -2,7 +2,7 @@
 
 mod ahead;
 mod browser;
-mod codecs;
+pub mod codecs;
 mod fuzz;
 mod refuse;
 mod seamless;
