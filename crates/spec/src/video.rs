@@ -204,7 +204,7 @@ impl GifPalette {
     /// A [`FieldError`] on `video.gif_palette` for a length that is not a
     /// whole number of 1 to 256 colours.
     pub fn from_rgb(bytes: &[u8]) -> Result<Self, FieldError> {
-        if bytes.len() % 3 != 0 {
+        if !bytes.len().is_multiple_of(3) {
             return Err(FieldError::new(
                 "video.gif_palette",
                 format!("{} bytes is not a whole number of RGB colours", bytes.len()),
