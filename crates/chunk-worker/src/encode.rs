@@ -717,25 +717,27 @@ fn encoder_name(codec: VideoCodec) -> &'static str {
     }
 }
 
-/// libvpx's `cpu-used` for an x264 preset name: the same speed ladder,
-/// fastest first (libvpx-vp9 runs 0-8 in good-quality mode).
-fn vpx_cpu_used(preset: &str) -> u32 {
+/// An x264 preset name on another encoder's speed scale whose fastest
+/// setting used is `fastest`: `ultrafast` is `fastest`, each slower preset
+/// one less (floored at 0).
+fn speed_for_preset(preset: &str, fastest: u32) -> u32 {
     let rank = spec::X264_PRESETS
         .iter()
         .position(|p| *p == preset)
         .unwrap_or(2);
-    8u32.saturating_sub(rank as u32)
+    fastest.saturating_sub(rank as u32)
 }
 
-/// SVT-AV1's preset (0 slowest to 13 fastest) for an x264 preset name: the
-/// same ladder, `ultrafast` 12 down to `placebo` 3 (`veryfast` is 10,
-/// SVT-AV1's own default speed for real-time-ish use).
+/// libvpx's `cpu-used` for an x264 preset name (libvpx-vp9 runs 0-8 in
+/// good-quality mode).
+fn vpx_cpu_used(preset: &str) -> u32 {
+    speed_for_preset(preset, 8)
+}
+
+/// SVT-AV1's preset (0 slowest to 13 fastest) for an x264 preset name:
+/// `ultrafast` 12 down to `placebo` 3 (`veryfast` is 10).
 fn svt_preset(preset: &str) -> u32 {
-    let rank = spec::X264_PRESETS
-        .iter()
-        .position(|p| *p == preset)
-        .unwrap_or(2);
-    12u32.saturating_sub(rank as u32)
+    speed_for_preset(preset, 12)
 }
 
 /// The encoder options of `settings` for its codec. Every one that reaches

@@ -69,6 +69,22 @@ fn check_timing(path: &Path, frames: usize) {
     }
 }
 
+/// The video stream's codec tag (`hvc1`, `av01`, …).
+fn codec_tag(path: &Path) -> String {
+    let tag = media::run(std::process::Command::new("ffprobe").args([
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "stream=codec_tag_string",
+        "-of",
+        "csv=p=0",
+        path.to_str().expect("utf-8 path"),
+    ]));
+    String::from_utf8_lossy(&tag).trim().to_owned()
+}
+
 #[test]
 fn h265_chunks_equal_one_chunk_in_mp4_and_mov() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -84,18 +100,7 @@ fn h265_chunks_equal_one_chunk_in_mp4_and_mov() {
     assert_eq!(probe.video().pix_fmt.as_deref(), Some("yuv444p"));
     assert_eq!(probe.audio().codec, "aac");
     assert_eq!(probe.audio().duration_ts, Some(TINY_SAMPLES as i64));
-    let tag = media::run(std::process::Command::new("ffprobe").args([
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "stream=codec_tag_string",
-        "-of",
-        "csv=p=0",
-        four.to_str().expect("utf-8 path"),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&tag).trim(), "hvc1");
+    assert_eq!(codec_tag(&four), "hvc1");
     check_timing(&four, 36);
     check_timing(&mov, 36);
     let frames = media::decode_video_frames(&one, PixFmt::Yuv444p);
@@ -287,18 +292,7 @@ fn av1_chunks_start_with_key_frames_and_join_into_webm_and_mp4() {
     let probe = media::probe(&mp4);
     assert_eq!(probe.video().codec, "av1");
     assert_eq!(probe.audio().codec, "aac");
-    let tag = media::run(std::process::Command::new("ffprobe").args([
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "stream=codec_tag_string",
-        "-of",
-        "csv=p=0",
-        mp4.to_str().expect("utf-8 path"),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&tag).trim(), "av01");
+    assert_eq!(codec_tag(&mp4), "av01");
     for path in [&one, &webm, &mp4] {
         check_timing(path, 24);
     }
