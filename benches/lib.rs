@@ -176,6 +176,84 @@ pub fn promo_bundle(
     resized_promo(scratch, "promo-quick", 320, 180, 30)
 }
 
+/// Writes the frames of composition `id` of `bundle` (default props),
+/// converted by the worker's own converter to `settings`' pixel format, to
+/// a raw file (no compression: an encoder reading it pays no decode).
+///
+/// # Errors
+/// When the bundle does not open or render, or the file cannot be written.
+pub fn write_raw_frames(
+    bundle: &std::path::Path,
+    id: &str,
+    settings: &chunk_worker::VideoSettings,
+    path: &std::path::Path,
+) -> Result<CompositionMeta, Box<dyn std::error::Error + Send + Sync>> {
+    use std::io::Write as _;
+    let config = chunk_worker::WorkerConfig::standard();
+    let composition = config
+        .source(&chunk_worker::SourceSpec::BundlePath(bundle.to_path_buf()))?
+        .composition(id)?;
+    let meta = composition.describe(&Props::new())?;
+    let prepared = composition.prepare(&Props::new())?;
+    let mut renderer = prepared.frame_renderer()?;
+    let mut conv =
+        chunk_worker::FrameConverter::new(meta.width, meta.height, settings.pixel_format)?
+            .with_palette(settings.gif_palette.as_ref())?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut planes = Vec::new();
+    for f in 0..meta.duration_frames {
+        renderer.render_frame(FrameIndex(f), conv.rgba_mut())?;
+        planes.clear();
+        conv.convert()?.write_packed(&mut planes);
+        file.write_all(&planes)?;
+    }
+    file.flush()?;
+    Ok(meta)
+}
+
+/// Debian's `ffmpeg` encoding a raw file of `meta`'s frames (as
+/// [`write_raw_frames`] writes them) with `settings`, exactly as a chunk
+/// worker's encoder is set up ([`chunk_worker::ffmpeg_cli_args`]), into
+/// the codec's chunk container at `out`.
+pub fn ffmpeg_encode_command(
+    settings: &chunk_worker::VideoSettings,
+    raw: &std::path::Path,
+    meta: &CompositionMeta,
+    out: &std::path::Path,
+) -> Vec<String> {
+    let mut c: Vec<String> = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        settings.pixel_format.as_str(),
+        "-s",
+        &format!("{}x{}", meta.width, meta.height),
+        "-r",
+        &meta.fps.to_string(),
+        "-i",
+        &raw.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    c.extend(chunk_worker::ffmpeg_cli_args(settings));
+    c.extend(
+        [
+            "-an",
+            "-f",
+            settings.codec.chunk_container().muxer(),
+            &out.display().to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    c
+}
+
 /// A composition whose frames were rendered beforehand and are only copied
 /// out, so that what a pipeline around it costs is its conversion and
 /// encoding alone. `read(frame, rgba)` fills one frame or says why not;

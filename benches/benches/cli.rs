@@ -31,100 +31,28 @@
 //! profile (built if missing): a copy of the promo at 320x180 and 30
 //! frames, one round, the same tables.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chunk_worker::{
-    ArtifactTarget, ChunkRequest, ChunkSpan, FrameConverter, PcmFormat, SourceSpec, VideoSettings,
-    WorkerConfig, render_chunk,
+    ArtifactTarget, ChunkRequest, ChunkSpan, PcmFormat, SourceSpec, VideoSettings, WorkerConfig,
+    render_chunk,
 };
 use chunker::ChunkIndex;
 use combine::{ChunkArtifact, CombineOptions, PcmAudio, combine_chunks};
 use composition::{CompositionMeta, Props};
 use montage_benches::process;
 use montage_benches::{cpu_time, env_or, full_run};
-use timebase::{FrameIndex, FrameRange};
+use timebase::FrameRange;
 use tokio_util::sync::CancellationToken;
 
 use process::BoxError;
 
 const COMPOSITION: &str = "promo";
 
-/// Writes the promo's frames, converted by the worker's own converter, to
-/// a raw `yuv420p` file (no compression: the baseline pays no decode).
-fn write_yuv(bundle: &Path, meta: &CompositionMeta, path: &Path) -> Result<(), BoxError> {
-    let config = WorkerConfig::standard();
-    let prepared = config
-        .source(&SourceSpec::BundlePath(bundle.to_path_buf()))?
-        .composition(COMPOSITION)?
-        .prepare(&Props::new())?;
-    let mut renderer = prepared.frame_renderer()?;
-    let mut conv = FrameConverter::new(
-        meta.width,
-        meta.height,
-        VideoSettings::default().pixel_format,
-    )?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut planes = Vec::new();
-    for f in 0..meta.duration_frames {
-        renderer.render_frame(FrameIndex(f), conv.rgba_mut())?;
-        planes.clear();
-        conv.convert()?.write_packed(&mut planes);
-        file.write_all(&planes)?;
-    }
-    file.flush()?;
-    Ok(())
-}
-
 /// Debian's ffmpeg encoding the raw file with the worker's x264 settings.
 fn ffmpeg_command(yuv: &Path, meta: &CompositionMeta, out: &Path) -> Vec<String> {
-    let v = VideoSettings::default();
-    let crf = match v.quality {
-        chunk_worker::Quality::Crf(c) => c.to_string(),
-        chunk_worker::Quality::Lossless => "0".to_owned(),
-    };
-    [
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        v.pixel_format.as_str(),
-        "-s",
-        &format!("{}x{}", meta.width, meta.height),
-        "-r",
-        &meta.fps.to_string(),
-        "-i",
-        &yuv.display().to_string(),
-        "-c:v",
-        "libx264",
-        "-preset",
-        &v.preset,
-        "-crf",
-        &crf,
-        "-profile:v",
-        v.profile.as_str(),
-        "-threads",
-        &v.encoder_threads.to_string(),
-        "-x264-params",
-        &format!(
-            "keyint={}:bframes={}:open-gop=0:sync-lookahead={}",
-            v.keyint,
-            v.bframes,
-            chunk_worker::X264_SYNC_LOOKAHEAD
-        ),
-        "-an",
-        "-f",
-        "mpegts",
-        &out.display().to_string(),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    montage_benches::ffmpeg_encode_command(&VideoSettings::default(), yuv, meta, out)
 }
 
 fn render_command(binary: &Path, bundle: &Path, chunks: Option<u32>, out: &Path) -> Vec<String> {
@@ -294,7 +222,7 @@ fn main() -> Result<(), BoxError> {
     let source = WorkerConfig::standard().source(&SourceSpec::BundlePath(bundle.clone()))?;
     let meta = source.composition(COMPOSITION)?.describe(&Props::new())?;
     let yuv = scratch.path().join("frames.yuv");
-    write_yuv(&bundle, &meta, &yuv)?;
+    montage_benches::write_raw_frames(&bundle, COMPOSITION, &VideoSettings::default(), &yuv)?;
 
     let out = |name: &str| scratch.path().join(name);
     let mut cases = [

@@ -835,6 +835,47 @@ fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
     opts
 }
 
+/// Debian's `ffmpeg` command-line arguments that encode as a chunk
+/// encoder with `settings` does: `-c:v` and the encoder, the context
+/// fields [`ChunkEncoder::create`] sets (GOP, B-frames, threads and their
+/// kind, colour description) and every encoder option, so a benchmark can
+/// put the CLI beside a worker with the very same settings.
+pub fn ffmpeg_cli_args(settings: &VideoSettings) -> Vec<String> {
+    let thread_type = match settings.codec {
+        VideoCodec::Prores => "slice",
+        _ => "frame",
+    };
+    let mut args: Vec<String> = [
+        "-c:v",
+        encoder_name(settings.codec),
+        "-pix_fmt",
+        settings.pixel_format.as_str(),
+        "-g",
+        &settings.keyint.to_string(),
+        "-bf",
+        &settings.bframes.to_string(),
+        "-threads",
+        &settings.encoder_threads.to_string(),
+        "-thread_type",
+        thread_type,
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+        "-colorspace",
+        "bt709",
+        "-color_range",
+        "tv",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (key, value) in encoder_options(settings).iter() {
+        args.push(format!("-{key}"));
+        args.push(value.to_owned());
+    }
+    args
+}
+
 impl ChunkEncoder {
     /// Opens the codec's encoder and the chunk muxer writing to `path`.
     /// Frames are timed in units of one output frame (`1 / output_fps`);
