@@ -62,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         video: VideoSettings::default(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir.path().to_path_buf()),
+        frames_to: Default::default(),
     };
     let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
     let t = r.timings;

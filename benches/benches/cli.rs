@@ -178,6 +178,7 @@ fn breakdown(bundle: &Path, meta: &CompositionMeta, dir: &Path) -> Result<(), Bo
         video: VideoSettings::default(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir.to_path_buf()),
+        frames_to: Default::default(),
     };
     let c0 = cpu_time().ok_or("/proc/self/stat")?;
     let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;

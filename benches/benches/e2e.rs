@@ -138,6 +138,7 @@ fn chunk_request(source: SourceSpec, id: &str, frames: u64, dir: &Path) -> Chunk
         video: video_settings(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir.to_path_buf()),
+        frames_to: Default::default(),
     }
 }
 

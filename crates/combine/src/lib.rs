@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod audio;
+mod audio_only;
 mod error;
 mod ffi;
 mod layout;
@@ -70,9 +71,10 @@ use chunker::{Chunk, ChunkIndex};
 use ffmpeg_next as ffmpeg;
 use serde::{Deserialize, Serialize};
 
+pub use audio_only::write_audio_only;
 pub use chunker;
 pub use error::CombineError;
-pub use spec::{AudioCodec, Container, OutputFormat};
+pub use spec::{AudioCodec, AudioOnlyFormat, Container, OutputFormat};
 
 /// Sets FFmpeg's process-wide log level to errors only. Binaries call this:
 /// at FFmpeg's default level the AAC encoder prints statistics ("Qavg") to
@@ -485,6 +487,7 @@ fn finish_ahead(
                     AudioCodec::Aac => "AAC",
                     AudioCodec::Opus => "Opus",
                     AudioCodec::Pcm => "PCM",
+                    AudioCodec::Mp3 => "MP3",
                 },
                 ahead.inner.total(),
                 ahead.sample_rate,

@@ -30,6 +30,7 @@ fn request(dir: &std::path::Path, first: u64, last: u64) -> ChunkRequest {
         video: VideoSettings::default(),
         pcm_format: PcmFormat::S16le,
         target: ArtifactTarget::Directory(dir.to_path_buf()),
+        frames_to: Default::default(),
     }
 }
 
