@@ -84,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wall {:.0} ms = {:.1} frames/s; video {} bytes, PCM {} bytes",
         ms(t.total),
         frames as f64 / t.total.as_secs_f64(),
-        r.video.size,
+        r.video.as_ref().map_or(0, |v| v.size),
         r.audio.size
     );
     println!(
