@@ -563,4 +563,80 @@ mod tests {
             Destination::Storage(l) if l.is_prefix()
         ));
     }
+
+    #[test]
+    fn outputs_other_than_video_are_checked_naming_both() {
+        let sequence = || ImageSequenceOutput {
+            target: ImageTarget::Directory("/frames".into()),
+            format: ImageFormat::Png,
+            jpeg_quality: 90,
+        };
+        check(
+            |r| {
+                r.audio_only = true;
+                r.output = Destination::File("a.opus".into());
+            },
+            Ok(()),
+        );
+        check(
+            |r| {
+                r.audio_only = true;
+                r.output = Destination::File("a.opus".into());
+                r.video = VideoSettings::for_codec(spec::VideoCodec::Vp9, true).expect("vp9");
+            },
+            Err("--audio-only with --codec vp9: an audio-only render encodes no video"),
+        );
+        check(
+            |r| {
+                r.audio_only = true;
+                r.output = Destination::File("a.wav".into());
+                r.image_sequence = Some(sequence());
+            },
+            Err("--audio-only with --image-sequence: choose one output"),
+        );
+        check(
+            |r| r.audio_only = true,
+            Err("--audio-only --out out.mp4: the extension must be one of .wav, .m4a, .mp3, .opus"),
+        );
+        check(
+            |r| r.output = Destination::File("talk.m4a".into()),
+            Err(
+                "--out talk.m4a with a video render (.m4a holds audio only): add --audio-only, or give a video extension",
+            ),
+        );
+        check(|r| r.image_sequence = Some(sequence()), Ok(()));
+        check(
+            |r| {
+                r.image_sequence = Some(sequence());
+                r.audio_codec = Some(AudioCodec::Opus);
+            },
+            Err(
+                "--image-sequence with --audio-codec opus: the audio beside the frames is audio.wav",
+            ),
+        );
+        check(
+            |r| {
+                r.image_sequence = Some(ImageSequenceOutput {
+                    jpeg_quality: 0,
+                    ..sequence()
+                });
+            },
+            Err("--jpeg-quality 0 is out of range: allowed 1-100"),
+        );
+        let mut r = request();
+        r.image_sequence = Some(sequence());
+        assert_eq!(
+            r.frame_sink(7),
+            FrameSink::Images(ImageSequence {
+                format: ImageFormat::Png,
+                jpeg_quality: 90,
+                target: ImageTarget::Directory("/frames".into()),
+                total_frames: 7,
+            })
+        );
+        assert_eq!(
+            sequence().audio_destination().expect("dir"),
+            Destination::File("/frames/audio.wav".into())
+        );
+    }
 }
