@@ -890,12 +890,7 @@ impl Inner {
         result: &ChunkResult,
     ) -> Result<(Option<String>, String), WorkerError> {
         const FIELD: &str = "output.location";
-        let store = self
-            .bundles
-            .stores()
-            .open(prefix)
-            .await
-            .map_err(WorkerError::storage(FIELD))?;
+        let store = self.store(prefix, FIELD).await?;
         let (ts_name, pcm_name) =
             ChunkRequest::artifact_names(request.span.index, request.video.codec);
         let put = |name: String, file: &ArtifactFile| {
@@ -935,18 +930,26 @@ impl Inner {
     /// under `prefix`, one after another (each frame is small; the chunks
     /// of a render upload in parallel). An upload is complete or absent, so
     /// a retried chunk replaces a frame with the same bytes.
+    /// The store of `prefix`'s bucket; its errors name `field`.
+    async fn store(
+        &self,
+        prefix: &Location,
+        field: &'static str,
+    ) -> Result<Arc<dyn storage::ObjectStore>, WorkerError> {
+        self.bundles
+            .stores()
+            .open(prefix)
+            .await
+            .map_err(WorkerError::storage(field))
+    }
+
     async fn upload_images(
         &self,
         prefix: &Location,
         dir: &std::path::Path,
     ) -> Result<(), WorkerError> {
         const FIELD: &str = "frames_to.images.location";
-        let store = self
-            .bundles
-            .stores()
-            .open(prefix)
-            .await
-            .map_err(WorkerError::storage(FIELD))?;
+        let store = self.store(prefix, FIELD).await?;
         let mut names = Vec::new();
         let mut entries = tokio::fs::read_dir(dir)
             .await

@@ -43,10 +43,7 @@ pub fn write_audio_only(
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
-    temp.persist(output).map_err(|e| CombineError::Output {
-        path: output.to_path_buf(),
-        source: e.error,
-    })?;
+    crate::persist_output(temp, output)?;
     let bytes = std::fs::metadata(output)
         .map_err(|source| CombineError::Output {
             path: output.to_path_buf(),
@@ -150,7 +147,15 @@ fn encode(
         .stream(0)
         .expect("the audio stream was added before the header")
         .time_base();
-    // In blocks, so cancellation is seen within a second of audio.
+    let mut write = |mut packet: ffmpeg::Packet| {
+        packet.set_stream(0);
+        packet.rescale_ts(tb, out_tb);
+        packet
+            .write_interleaved(&mut octx)
+            .map_err(CombineError::ffmpeg("writing an audio packet"))
+    };
+    // In blocks, so cancellation is seen within a second of audio; the
+    // last call flushes the encoder.
     let block = u64::from(options.sample_rate);
     let mut until = 0u64;
     while track.sent() < total {
@@ -158,21 +163,10 @@ fn encode(
             return Err(CombineError::Cancelled);
         }
         until = until.saturating_add(block);
-        track.encode_until(until, &mut |mut packet| {
-            packet.set_stream(0);
-            packet.rescale_ts(tb, out_tb);
-            packet
-                .write_interleaved(&mut octx)
-                .map_err(CombineError::ffmpeg("writing an audio packet"))
-        })?;
+        track.encode_until(until, &mut write)?;
     }
-    track.encode_until(u64::MAX, &mut |mut packet| {
-        packet.set_stream(0);
-        packet.rescale_ts(tb, out_tb);
-        packet
-            .write_interleaved(&mut octx)
-            .map_err(CombineError::ffmpeg("writing an audio packet"))
-    })?;
+    track.encode_until(u64::MAX, &mut write)?;
+    drop(write);
     if track.sent() != total {
         return Err(CombineError::Ffmpeg {
             context: format!("audio ended after {} of {total} samples", track.sent()),

@@ -458,12 +458,17 @@ fn combine(
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
+    persist_output(temp, output)?;
+    report.output = output.to_path_buf();
+    Ok(report)
+}
+
+/// Renames a finished temporary file to the output's name.
+pub(crate) fn persist_output(temp: tempfile::TempPath, output: &Path) -> Result<(), CombineError> {
     temp.persist(output).map_err(|e| CombineError::Output {
         path: output.to_path_buf(),
         source: e.error,
-    })?;
-    report.output = output.to_path_buf();
-    Ok(report)
+    })
 }
 
 /// Completes audio encoded ahead: what it encoded must be the first of

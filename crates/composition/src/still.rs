@@ -28,24 +28,7 @@ pub fn unpremultiply(rgba: &mut [u8]) {
 /// [`CompositionError::Buffer`] if `rgba` does not hold the frame,
 /// [`CompositionError::Render`] if encoding fails.
 pub fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, CompositionError> {
-    let expected = width as usize * height as usize * 4;
-    if rgba.len() != expected {
-        return Err(CompositionError::Buffer {
-            what: "frame",
-            expected,
-            given: rgba.len(),
-        });
-    }
-    let mut straight = rgba.to_vec();
-    unpremultiply(&mut straight);
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(&straight, width, height, image::ExtendedColorType::Rgba8)
-        .map_err(|e| CompositionError::Render {
-            frame: 0,
-            message: format!("encoding PNG: {e}"),
-        })?;
-    Ok(out)
+    encode_image(width, height, rgba, StillFormat::Png)
 }
 
 /// An image file format and its settings.
@@ -88,7 +71,13 @@ pub fn encode_image(
     };
     let mut out = Vec::new();
     match format {
-        StillFormat::Png => return encode_png(width, height, rgba),
+        StillFormat::Png => {
+            let mut straight = rgba.to_vec();
+            unpremultiply(&mut straight);
+            image::codecs::png::PngEncoder::new(&mut out)
+                .write_image(&straight, width, height, image::ExtendedColorType::Rgba8)
+                .map_err(|e| failed("PNG", e))?;
+        }
         StillFormat::Jpeg { quality } => {
             let rgb: Vec<u8> = rgba
                 .chunks_exact(4)
