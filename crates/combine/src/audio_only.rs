@@ -166,7 +166,6 @@ fn encode(
         track.encode_until(until, &mut write)?;
     }
     track.encode_until(u64::MAX, &mut write)?;
-    drop(write);
     if track.sent() != total {
         return Err(CombineError::Ffmpeg {
             context: format!("audio ended after {} of {total} samples", track.sent()),
