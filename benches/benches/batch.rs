@@ -452,6 +452,7 @@ fn encode_only(bundle: &Path, scratch: &Path) -> Result<Duration, BoxError> {
         video: VideoSettings::default(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir),
+        frames_to: Default::default(),
     };
     let c0 = cpu_time().ok_or("no /proc/self/stat")?;
     render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;

@@ -62,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         video: VideoSettings::default(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir.path().to_path_buf()),
+        frames_to: Default::default(),
     };
     let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
     let t = r.timings;
@@ -83,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wall {:.0} ms = {:.1} frames/s; video {} bytes, PCM {} bytes",
         ms(t.total),
         frames as f64 / t.total.as_secs_f64(),
-        r.video.size,
+        r.video.as_ref().map_or(0, |v| v.size),
         r.audio.size
     );
     println!(

@@ -106,6 +106,7 @@ fn breakdown(bundle: &Path, meta: &CompositionMeta, dir: &Path) -> Result<(), Bo
         video: VideoSettings::default(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir.to_path_buf()),
+        frames_to: Default::default(),
     };
     let c0 = cpu_time().ok_or("/proc/self/stat")?;
     let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
@@ -113,7 +114,10 @@ fn breakdown(bundle: &Path, meta: &CompositionMeta, dir: &Path) -> Result<(), Bo
         .ok_or("/proc/self/stat")?
         .own
         .saturating_sub(c0.own);
-    let mut artifact = ChunkArtifact::new(r.chunk, &r.video.path);
+    let mut artifact = ChunkArtifact::new(
+        r.chunk,
+        &r.video.as_ref().expect("an encoded chunk has video").path,
+    );
     if r.meta.has_audio {
         artifact = artifact.with_audio(PcmAudio::new(&r.audio.path, combine::PcmFormat::F32le));
     }

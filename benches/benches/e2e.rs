@@ -138,6 +138,7 @@ fn chunk_request(source: SourceSpec, id: &str, frames: u64, dir: &Path) -> Chunk
         video: video_settings(),
         pcm_format: PcmFormat::F32le,
         target: ArtifactTarget::Directory(dir.to_path_buf()),
+        frames_to: Default::default(),
     }
 }
 
@@ -156,7 +157,10 @@ fn one_process(
         dir,
     );
     let r = render_chunk(config, &request, &|_| {}, &CancellationToken::new())?;
-    let mut artifact = ChunkArtifact::new(r.chunk, &r.video.path);
+    let mut artifact = ChunkArtifact::new(
+        r.chunk,
+        &r.video.as_ref().expect("an encoded chunk has video").path,
+    );
     if r.meta.has_audio {
         artifact = artifact.with_audio(PcmAudio::new(&r.audio.path, combine::PcmFormat::F32le));
     }
@@ -340,7 +344,7 @@ fn encode_only(
     measure(runs, frames, || {
         let request = chunk_request(SourceSpec::Registered, "memory-frames", frames, dir);
         let r = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
-        Ok(r.video.size)
+        Ok(r.video.as_ref().map_or(0, |v| v.size))
     })
 }
 

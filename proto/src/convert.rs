@@ -11,8 +11,9 @@ use chunker::ChunkIndex;
 use composition::CompositionMeta;
 use spec::{
     ArtifactKind, ArtifactTarget, BundleRef, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
-    ChunkSpan, ContentHash, DeliveredArtifact, DescribeRequest, H264Profile, PcmFormat,
-    PixelFormat, Quality, RendererVersion, SourceSpec, StageTimings, VideoCodec, VideoSettings,
+    ChunkSpan, ContentHash, DeliveredArtifact, DescribeRequest, FrameSink, H264Profile,
+    ImageFormat, ImageSequence, ImageTarget, PcmFormat, PixelFormat, Quality, RendererVersion,
+    SourceSpec, StageTimings, VideoCodec, VideoSettings,
 };
 use timebase::{Fps, FrameRange, SampleSpan};
 
@@ -469,6 +470,10 @@ impl TryFrom<pb::RenderChunkRequest> for WireChunkRequest {
                     .output
                     .ok_or_else(|| FieldError::missing("output"))?
                     .try_into()?,
+                frames_to: match r.frames_to {
+                    None => FrameSink::Encode,
+                    Some(sink) => sink.try_into()?,
+                },
             },
             renderer: r.renderer.map(RendererVersion::from),
         })
@@ -495,8 +500,70 @@ impl From<&WireChunkRequest> for pb::RenderChunkRequest {
             }),
             output: Some((&r.target).into()),
             renderer: w.renderer.as_ref().map(Into::into),
+            frames_to: frame_sink_to_wire(&r.frames_to),
         }
     }
+}
+
+impl TryFrom<pb::FrameSink> for FrameSink {
+    type Error = FieldError;
+    fn try_from(s: pb::FrameSink) -> Result<Self, Self::Error> {
+        use pb::frame_sink::Kind;
+        match s
+            .kind
+            .ok_or_else(|| FieldError::missing("frames_to.kind"))?
+        {
+            Kind::Skip(_) => Ok(FrameSink::Skip),
+            Kind::Images(i) => {
+                let format = ImageFormat::parse(&i.format)
+                    .filter(|f| f.for_sequences())
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            "frames_to.images.format",
+                            format!("`{}` is not png or jpeg", spec::quote(&i.format)),
+                        )
+                    })?;
+                let jpeg_quality = match i.jpeg_quality {
+                    None => spec::DEFAULT_JPEG_QUALITY,
+                    Some(q) => u8::try_from(q).unwrap_or(0),
+                };
+                if i.total_frames == 0 {
+                    return Err(FieldError::new(
+                        "frames_to.images.total_frames",
+                        "0 is invalid: a sequence has at least 1 frame",
+                    ));
+                }
+                let sequence = ImageSequence {
+                    format,
+                    jpeg_quality,
+                    target: ImageTarget::parse(&i.location)
+                        .map_err(|e| FieldError::new("frames_to.images.location", e.message))?,
+                    total_frames: i.total_frames,
+                };
+                sequence
+                    .validate()
+                    .map_err(|e| FieldError::new("frames_to.images.jpeg_quality", e.message))?;
+                Ok(FrameSink::Images(sequence))
+            }
+        }
+    }
+}
+
+/// The wire's sink: none for [`FrameSink::Encode`], so requests that encode
+/// are what they were before sinks existed.
+fn frame_sink_to_wire(s: &FrameSink) -> Option<pb::FrameSink> {
+    use pb::frame_sink::Kind;
+    let kind = match s {
+        FrameSink::Encode => return None,
+        FrameSink::Skip => Kind::Skip(pb::SkipFrames {}),
+        FrameSink::Images(i) => Kind::Images(pb::ImageSequence {
+            format: i.format.as_str().to_owned(),
+            jpeg_quality: Some(u32::from(i.jpeg_quality)),
+            location: i.target.location(),
+            total_frames: i.total_frames,
+        }),
+    };
+    Some(pb::FrameSink { kind: Some(kind) })
 }
 
 impl TryFrom<pb::DescribeRequest> for DescribeRequest {

@@ -41,6 +41,7 @@
 //!     video: VideoSettings::default(),
 //!     pcm_format: PcmFormat::F32le,
 //!     target: ArtifactTarget::Directory("out".into()),
+//!     frames_to: Default::default(),
 //! };
 //! let result = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())?;
 //! assert_eq!(result.frame_count(), 30);
@@ -53,6 +54,7 @@ mod access;
 mod convert;
 mod encode;
 mod error;
+mod images;
 mod limits;
 pub mod metrics;
 mod palette;

@@ -30,9 +30,11 @@ use timebase::{Fps, FrameIndex, SampleSpan};
 use tokio_util::sync::CancellationToken;
 
 use crate::encode::{ChunkEncoder, FrameConverter, TS_CLOCK_HZ, YuvFrame};
+use crate::images::ImageWriter;
 use crate::{WorkerConfig, WorkerError};
 use spec::{
-    ArtifactTarget, ChunkProgress, ChunkRequest, ChunkSpan, ContentHash, PcmFormat, StageTimings,
+    ArtifactTarget, ChunkProgress, ChunkRequest, ChunkSpan, ContentHash, FrameSink, ImageTarget,
+    PcmFormat, StageTimings,
 };
 
 /// Converted frames each pool thread may have queued for the encoder (one
@@ -80,8 +82,14 @@ pub struct ChunkResult {
     pub ticks_per_frame: u64,
     /// Format of the PCM artifact.
     pub pcm_format: PcmFormat,
-    /// H.264 in MPEG-TS, exactly `chunk.frame_count()` frames.
-    pub video: ArtifactFile,
+    /// The encoded video, exactly `chunk.frame_count()` frames; `None`
+    /// when the request's frames went elsewhere ([`FrameSink::Skip`],
+    /// [`FrameSink::Images`]).
+    pub video: Option<ArtifactFile>,
+    /// For [`FrameSink::Images`]: the directory the frames were written
+    /// to (the target itself, or for a storage target a directory in the
+    /// request's, to upload from).
+    pub images_dir: Option<PathBuf>,
     /// Interleaved stereo PCM at 48 kHz, exactly `chunk.samples().len()`
     /// sample frames.
     pub audio: ArtifactFile,
@@ -169,17 +177,33 @@ pub fn render_chunk(
         ticks_per_frame,
         first_pts,
     } = chunk_timing(&meta, &span)?;
-    request
-        .video
-        .check_frame_size(&meta.id, meta.width, meta.height)?;
+    if request.frames_to.has_video_artifact() {
+        request
+            .video
+            .check_frame_size(&meta.id, meta.width, meta.height)?;
+    }
     std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }
 
     let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index, request.video.codec);
-    let ts_tmp = temp_artifact(&dir, &ts_name)?;
     let pcm_tmp = temp_artifact(&dir, &pcm_name)?;
+    let (frames_out, ts_tmp, images_dir) = match &request.frames_to {
+        FrameSink::Encode => {
+            let tmp = temp_artifact(&dir, &ts_name)?;
+            (FramesOut::Encode(tmp.to_path_buf()), Some(tmp), None)
+        }
+        FrameSink::Skip => (FramesOut::Skip, None, None),
+        FrameSink::Images(sequence) => {
+            let images = match &sequence.target {
+                ImageTarget::Directory(d) => d.clone(),
+                ImageTarget::Storage(_) => dir.join(format!("frames-{:06}", chunk_no)),
+            };
+            let writer = ImageWriter::new(&images, sequence, meta.width, meta.height)?;
+            (FramesOut::Images(writer), None, Some(images))
+        }
+    };
     let job = Job {
         prepared: prepared.as_ref(),
         meta: &meta,
@@ -191,11 +215,18 @@ pub fn render_chunk(
         stop: cancel.child_token(),
         counters: Counters::default(),
     };
-    let (video, audio) = job.run(&ts_tmp, &pcm_tmp)?;
+    let (video, audio) = job.run(&frames_out, &pcm_tmp)?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }
-    let ts_path = persist(ts_tmp, dir.join(&ts_name))?;
+    let video = match (ts_tmp, video) {
+        (Some(tmp), Some((sha256, size))) => Some(ArtifactFile {
+            path: persist(tmp, dir.join(&ts_name))?,
+            sha256,
+            size,
+        }),
+        _ => None,
+    };
     let pcm_path = persist(pcm_tmp, dir.join(&pcm_name))?;
     let c = &job.counters;
     let timings = StageTimings {
@@ -226,11 +257,8 @@ pub fn render_chunk(
         first_pts,
         ticks_per_frame,
         pcm_format: request.pcm_format,
-        video: ArtifactFile {
-            path: ts_path,
-            sha256: video.0,
-            size: video.1,
-        },
+        video,
+        images_dir,
         audio: ArtifactFile {
             path: pcm_path,
             sha256: audio.0,
@@ -322,6 +350,16 @@ struct Job<'a> {
     counters: Counters,
 }
 
+/// Where a chunk's frames go.
+enum FramesOut {
+    /// Encoded into the video artifact at this (temporary) path.
+    Encode(PathBuf),
+    /// Not rendered.
+    Skip,
+    /// Each written as an image file.
+    Images(ImageWriter),
+}
+
 /// (sha256, size) of a finished artifact.
 type Digested = (ContentHash, u64);
 
@@ -351,8 +389,19 @@ impl Job<'_> {
         r
     }
 
-    fn run(&self, ts: &Path, pcm: &Path) -> Result<(Digested, Digested), WorkerError> {
-        let n = self.render_threads;
+    /// Runs the stages: render threads feeding the encoder (or writing
+    /// images, or none when frames are skipped) and the audio thread.
+    /// Returns the video artifact's digest when there is one, and the
+    /// PCM's.
+    fn run(
+        &self,
+        out: &FramesOut,
+        pcm: &Path,
+    ) -> Result<(Option<Digested>, Digested), WorkerError> {
+        let n = match out {
+            FramesOut::Skip => 0,
+            _ => self.render_threads,
+        };
         let total = self.chunk.frame_count();
         let frames: Vec<FrameIndex> = self.chunk.rendered_frames().collect();
         std::thread::scope(|s| {
@@ -365,13 +414,21 @@ impl Job<'_> {
                 renderers.push(
                     std::thread::Builder::new()
                         .name(format!("render-{t}"))
-                        .spawn_scoped(s, move || self.stage(|| self.render_stage(t, frames, &tx))),
+                        .spawn_scoped(s, move || {
+                            self.stage(|| match out {
+                                FramesOut::Images(writer) => self.image_stage(t, frames, writer),
+                                _ => self.render_stage(t, frames, &tx),
+                            })
+                        }),
                 );
             }
             let encoder = std::thread::Builder::new()
                 .name("encode".into())
-                .spawn_scoped(s, move || {
-                    self.stage(|| self.encode_stage(ts, total, &rendered_rx))
+                .spawn_scoped(s, move || match out {
+                    FramesOut::Encode(ts) => self
+                        .stage(|| self.encode_stage(ts, total, &rendered_rx))
+                        .map(Some),
+                    FramesOut::Skip | FramesOut::Images(_) => Ok(None),
                 });
             let audio = std::thread::Builder::new()
                 .name("audio".into())
@@ -412,6 +469,35 @@ impl Job<'_> {
                 }
             }
         })
+    }
+
+    /// A render thread of an image sequence: renders its frames (`k ≡
+    /// thread mod N`) and writes each as an image, in any order (each file
+    /// is named by its own index).
+    fn image_stage(
+        &self,
+        thread: usize,
+        frames: &[FrameIndex],
+        writer: &ImageWriter,
+    ) -> Result<(), WorkerError> {
+        let mut renderer = self.prepared.frame_renderer()?;
+        let mut rgba = vec![0u8; self.meta.frame_bytes()];
+        let first = self.chunk.first_output_frame();
+        for k in (thread..frames.len()).step_by(self.render_threads) {
+            if self.stop.is_cancelled() {
+                return Err(self.cancelled());
+            }
+            let t = Instant::now();
+            renderer.render_frame(frames[k], &mut rgba)?;
+            add_elapsed(&self.counters.render_ns, t);
+            self.counters.rendered.fetch_add(1, Ordering::Relaxed);
+            let t = Instant::now();
+            writer.write(first + k as u64, &rgba)?;
+            add_elapsed(&self.counters.encode_ns, t);
+            self.counters.encoded.fetch_add(1, Ordering::Relaxed);
+            self.report();
+        }
+        Ok(())
     }
 
     fn render_stage(

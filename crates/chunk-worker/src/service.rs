@@ -35,7 +35,7 @@ use montage_proto::v1 as pb;
 use pb::chunk_worker_server::{ChunkWorker, ChunkWorkerServer};
 use spec::{
     ArtifactKind, ArtifactTarget, ChunkEvent, ChunkProgress, ChunkReport, ChunkRequest,
-    DeliveredArtifact, DescribeRequest, SourceSpec,
+    DeliveredArtifact, DescribeRequest, FrameSink, ImageTarget, SourceSpec,
 };
 
 use crate::metrics::WorkerMetrics;
@@ -561,6 +561,11 @@ fn admit_paths(allowed: &AllowedPaths, request: &mut ChunkRequest) -> Result<(),
     if let ArtifactTarget::Directory(dir) = &mut request.target {
         *dir = allowed.writable_dir("output.location", dir)?;
     }
+    if let FrameSink::Images(sequence) = &mut request.frames_to
+        && let ImageTarget::Directory(dir) = &mut sequence.target
+    {
+        *dir = allowed.writable_dir("frames_to.images.location", dir)?;
+    }
     Ok(())
 }
 
@@ -634,8 +639,8 @@ enum Delivered {
     Inline,
     /// Left in the request's local directory: the locations are the paths.
     Directory,
-    /// Uploaded: the objects' URLs (video, audio).
-    Uploaded(String, String),
+    /// Uploaded: the objects' URLs (video, if any, and audio).
+    Uploaded(Option<String>, String),
 }
 
 /// The chunk's report as the client gets it.
@@ -645,7 +650,7 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
         location: match (delivered, kind) {
             (Delivered::Inline, _) => None,
             (Delivered::Directory, _) => Some(f.path.to_string_lossy().into_owned()),
-            (Delivered::Uploaded(video, _), ArtifactKind::VideoTs) => Some(video.clone()),
+            (Delivered::Uploaded(video, _), ArtifactKind::VideoTs) => video.clone(),
             (Delivered::Uploaded(_, audio), ArtifactKind::AudioPcm) => Some(audio.clone()),
         },
         sha256: f.sha256,
@@ -656,10 +661,12 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
         frame_count: r.frame_count(),
         sample_count: r.sample_count(),
         pcm_format: r.pcm_format,
-        artifacts: vec![
-            artifact(ArtifactKind::VideoTs, &r.video),
-            artifact(ArtifactKind::AudioPcm, &r.audio),
-        ],
+        artifacts: r
+            .video
+            .iter()
+            .map(|v| artifact(ArtifactKind::VideoTs, v))
+            .chain([artifact(ArtifactKind::AudioPcm, &r.audio)])
+            .collect(),
         timings: r.timings,
     }
 }
@@ -836,12 +843,18 @@ impl Inner {
             .ok_or(WorkerError::Cancelled { chunk })?;
         let mut result = rendered.map_err(|_| WorkerError::Panicked { stage: "render" })??;
         let deliver = Instant::now();
+        if let (FrameSink::Images(sequence), Some(dir)) = (&request.frames_to, &result.images_dir)
+            && let ImageTarget::Storage(prefix) = &sequence.target
+        {
+            let upload = self.upload_images(prefix, dir);
+            report_while(upload, &state, tx, cancel, WhenGone::Drop)
+                .await
+                .ok_or(WorkerError::Cancelled { chunk })??;
+        }
         let delivered = match delivery {
             ArtifactTarget::Inline => {
-                for (kind, file) in [
-                    (ArtifactKind::VideoTs, &result.video),
-                    (ArtifactKind::AudioPcm, &result.audio),
-                ] {
+                let video = result.video.iter().map(|v| (ArtifactKind::VideoTs, v));
+                for (kind, file) in video.chain([(ArtifactKind::AudioPcm, &result.audio)]) {
                     self.stream_file(kind, &file.path, tx, cancel, chunk)
                         .await?;
                 }
@@ -875,14 +888,9 @@ impl Inner {
         prefix: &Location,
         request: &ChunkRequest,
         result: &ChunkResult,
-    ) -> Result<(String, String), WorkerError> {
+    ) -> Result<(Option<String>, String), WorkerError> {
         const FIELD: &str = "output.location";
-        let store = self
-            .bundles
-            .stores()
-            .open(prefix)
-            .await
-            .map_err(WorkerError::storage(FIELD))?;
+        let store = self.store(prefix, FIELD).await?;
         let (ts_name, pcm_name) =
             ChunkRequest::artifact_names(request.span.index, request.video.codec);
         let put = |name: String, file: &ArtifactFile| {
@@ -909,7 +917,62 @@ impl Inner {
                 Ok(store.url(&key))
             }
         };
-        tokio::try_join!(put(ts_name, &result.video), put(pcm_name, &result.audio))
+        let video = async {
+            match &result.video {
+                Some(v) => put(ts_name, v).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        tokio::try_join!(video, put(pcm_name, &result.audio))
+    }
+
+    /// Uploads every frame a chunk of an image sequence wrote into `dir`
+    /// under `prefix`, one after another (each frame is small; the chunks
+    /// of a render upload in parallel). An upload is complete or absent, so
+    /// a retried chunk replaces a frame with the same bytes.
+    /// The store of `prefix`'s bucket; its errors name `field`.
+    async fn store(
+        &self,
+        prefix: &Location,
+        field: &'static str,
+    ) -> Result<Arc<dyn storage::ObjectStore>, WorkerError> {
+        self.bundles
+            .stores()
+            .open(prefix)
+            .await
+            .map_err(WorkerError::storage(field))
+    }
+
+    async fn upload_images(
+        &self,
+        prefix: &Location,
+        dir: &std::path::Path,
+    ) -> Result<(), WorkerError> {
+        const FIELD: &str = "frames_to.images.location";
+        let store = self.store(prefix, FIELD).await?;
+        let mut names = Vec::new();
+        let mut entries = tokio::fs::read_dir(dir)
+            .await
+            .map_err(|e| WorkerError::io(dir, e))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| WorkerError::io(dir, e))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Temporary files of frames still being written start with `.`.
+            if !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            store
+                .put_file(&format!("{}{name}", prefix.key()), &dir.join(&name))
+                .await
+                .map_err(WorkerError::storage(FIELD))?;
+        }
+        Ok(())
     }
 
     async fn stream_file(

@@ -179,6 +179,7 @@ fn encoder_of(codec: AudioCodec) -> (&'static str, Sample) {
         AudioCodec::Aac => ("aac", Sample::F32(Type::Planar)),
         AudioCodec::Opus => ("libopus", Sample::F32(Type::Packed)),
         AudioCodec::Pcm => ("pcm_s16le", Sample::I16(Type::Packed)),
+        AudioCodec::Mp3 => ("libmp3lame", Sample::F32(Type::Planar)),
     }
 }
 

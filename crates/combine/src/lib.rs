@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod audio;
+mod audio_only;
 mod error;
 mod ffi;
 mod layout;
@@ -71,9 +72,10 @@ use chunker::{Chunk, ChunkIndex};
 use ffmpeg_next as ffmpeg;
 use serde::{Deserialize, Serialize};
 
+pub use audio_only::write_audio_only;
 pub use chunker;
 pub use error::CombineError;
-pub use spec::{AudioCodec, Container, OutputFormat};
+pub use spec::{AudioCodec, AudioOnlyFormat, Container, OutputFormat};
 
 /// Sets FFmpeg's process-wide log level to errors only. Binaries call this:
 /// at FFmpeg's default level the AAC encoder prints statistics ("Qavg") to
@@ -461,12 +463,17 @@ fn combine(
     if cancelled() {
         return Err(CombineError::Cancelled);
     }
+    persist_output(temp, output)?;
+    report.output = output.to_path_buf();
+    Ok(report)
+}
+
+/// Renames a finished temporary file to the output's name.
+pub(crate) fn persist_output(temp: tempfile::TempPath, output: &Path) -> Result<(), CombineError> {
     temp.persist(output).map_err(|e| CombineError::Output {
         path: output.to_path_buf(),
         source: e.error,
-    })?;
-    report.output = output.to_path_buf();
-    Ok(report)
+    })
 }
 
 /// Completes audio encoded ahead: what it encoded must be the first of
@@ -490,6 +497,7 @@ fn finish_ahead(
                     AudioCodec::Aac => "AAC",
                     AudioCodec::Opus => "Opus",
                     AudioCodec::Pcm => "PCM",
+                    AudioCodec::Mp3 => "MP3",
                 },
                 ahead.inner.total(),
                 ahead.sample_rate,

@@ -60,8 +60,10 @@ pub struct LocalArtifact {
 pub struct ChunkFiles {
     /// The chunk's index.
     pub chunk: u32,
-    /// H.264 in MPEG-TS.
-    pub video: LocalArtifact,
+    /// The encoded video (H.264 in MPEG-TS, or the codec's chunk
+    /// container); `None` when the render's frames go elsewhere (audio
+    /// only, image sequences).
+    pub video: Option<LocalArtifact>,
     /// Raw interleaved PCM, if the render has audio.
     pub audio: Option<LocalArtifact>,
     /// The PCM sample format.
@@ -533,7 +535,12 @@ impl ChunkRunner for GrpcRunner {
                 )
             })?;
             request.target = target.target()?;
-            let codec = request.video.codec;
+            // `None`: the chunk has no video artifact (audio only, image
+            // sequences).
+            let codec = request
+                .frames_to
+                .has_video_artifact()
+                .then_some(request.video.codec);
             let wire = pb::RenderChunkRequest::from(&WireChunkRequest { request, renderer });
             let mut client =
                 ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -572,8 +579,9 @@ struct Receiver<'a> {
     address: &'a str,
     video: Option<PartFile>,
     audio: Option<PartFile>,
-    /// The video codec: it decides the video artifact's file name.
-    codec: spec::VideoCodec,
+    /// The video codec: it decides the video artifact's file name; `None`
+    /// when the chunk has no video artifact.
+    codec: Option<spec::VideoCodec>,
 }
 
 impl<'a> Receiver<'a> {
@@ -583,7 +591,7 @@ impl<'a> Receiver<'a> {
         tag: String,
         progress: &'a mpsc::Sender<ChunkProgress>,
         address: &'a str,
-        codec: spec::VideoCodec,
+        codec: Option<spec::VideoCodec>,
     ) -> Self {
         Receiver {
             index,
@@ -747,7 +755,7 @@ async fn download(
 async fn finish(
     result: ChunkReport,
     index: u32,
-    codec: spec::VideoCodec,
+    codec: Option<spec::VideoCodec>,
     target: &ChunkTarget,
     video: Option<PartFile>,
     audio: Option<PartFile>,
@@ -760,15 +768,26 @@ async fn finish(
             result.chunk_index
         )));
     }
-    let video_artifact = result
-        .artifact(ArtifactKind::VideoTs)
-        .ok_or_else(|| bad("the worker's result lists no video artifact".into()))?;
+    let video_artifact = match (codec, result.artifact(ArtifactKind::VideoTs)) {
+        (Some(_), None) => return Err(bad("the worker's result lists no video artifact".into())),
+        (None, Some(_)) => {
+            return Err(bad(
+                "the worker sent a video artifact for a chunk whose frames go elsewhere".into(),
+            ));
+        }
+        (_, artifact) => artifact,
+    };
     let audio_artifact = result.artifact(ArtifactKind::AudioPcm);
     let (video, audio) = match target {
         ChunkTarget::Store { store, prefix, dir } => {
-            let video = download(store, prefix, video_artifact, dir, progress)
-                .await
-                .map_err(bad)?;
+            let video = match video_artifact {
+                Some(v) => Some(
+                    download(store, prefix, v, dir, progress)
+                        .await
+                        .map_err(bad)?,
+                ),
+                None => None,
+            };
             let audio = match audio_artifact {
                 Some(a) => Some(
                     download(store, prefix, a, dir, progress)
@@ -780,7 +799,7 @@ async fn finish(
             (video, audio)
         }
         ChunkTarget::Inline(dir) | ChunkTarget::SharedDir(dir) => {
-            let (video_path, audio_path) = artifact_paths(dir, index, codec);
+            let (video_path, audio_path) = artifact_paths(dir, index, codec.unwrap_or_default());
             let shared = matches!(target, ChunkTarget::SharedDir(_));
             let local = |part: Option<PartFile>, artifact: &DeliveredArtifact, path: &Path| {
                 match part {
@@ -801,7 +820,10 @@ async fn finish(
                     )),
                 }
             };
-            let video = local(video, video_artifact, &video_path).map_err(bad)?;
+            let video = match video_artifact {
+                Some(v) => Some(local(video, v, &video_path).map_err(bad)?),
+                None => None,
+            };
             let audio = match audio_artifact {
                 Some(artifact) => Some(local(audio, artifact, &audio_path).map_err(bad)?),
                 None => None,

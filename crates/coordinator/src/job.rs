@@ -98,6 +98,12 @@ impl<'a> RenderJob<'a> {
         cancel: CancellationToken,
     ) -> Result<Self, Error> {
         request.validate()?;
+        if let Some(dir) = request.local_sequence_dir() {
+            // The sequence's audio.wav is written here by this process
+            // (workers create it too, for their frames).
+            std::fs::create_dir_all(dir)
+                .map_err(Error::io(format!("creating {}", dir.display())))?;
+        }
         let work = WorkDir::create(&request.output)?;
         Ok(RenderJob {
             coordinator,
@@ -130,6 +136,12 @@ impl<'a> RenderJob<'a> {
     /// The whole render, phase by phase.
     pub(crate) async fn run(mut self) -> Result<RenderSummary, Error> {
         self.cache = self.until_cancelled(self.coordinator.cache()).await?;
+        if !self.request.writes_video() {
+            // Audio-only renders and image sequences are not cached: their
+            // chunks have no video artifact, and a sequence's frames live
+            // at its target, not in the cache.
+            self.cache = None;
+        }
         let resolved = self.resolve().await?;
         if let Some(summary) = self.cached_output(&resolved).await? {
             return Ok(summary);
@@ -147,14 +159,26 @@ impl<'a> RenderJob<'a> {
         let targets = self.targets(&resolved, &misses)?;
         let rendered = self.schedule(&resolved, &misses, targets, &audio).await?;
         let files = self.assemble(&resolved, rendered.files, downloads).await?;
-        let (report, output, presigned_url, combine_ms) =
-            self.combine_and_deliver(&resolved, &files, audio).await?;
+        let (frames, bytes, output, presigned_url, combine_ms) = if self.request.writes_video() {
+            let (report, output, presigned_url, combine_ms) =
+                self.combine_and_deliver(&resolved, &files, audio).await?;
+            (
+                report.frames,
+                report.bytes,
+                output,
+                presigned_url,
+                combine_ms,
+            )
+        } else {
+            drop(audio);
+            self.audio_and_deliver(&resolved, &files).await?
+        };
         let summary = RenderSummary {
             render_id: self.render_id.clone(),
             output,
             presigned_url,
-            frames: report.frames,
-            duration_seconds: seconds(&resolved.plan, report.frames),
+            frames,
+            duration_seconds: seconds(&resolved.plan, frames),
             chunks: resolved.plan.chunks().len(),
             attempts: resolved
                 .chunk_indices()
@@ -164,7 +188,7 @@ impl<'a> RenderJob<'a> {
             retries: rendered.retries,
             wall_ms: self.started.elapsed().as_millis() as u64,
             combine_ms,
-            bytes: report.bytes,
+            bytes,
             cached_chunks: hits.len(),
             output_cached: false,
         };
@@ -193,6 +217,12 @@ impl<'a> RenderJob<'a> {
             }
         };
         let meta = &described.meta;
+        if request.audio_only && !meta.has_audio {
+            return Err(Error::Input(format!(
+                "--audio-only: composition `{}` has no audio",
+                meta.id
+            )));
+        }
         let plan = plan_for(meta, request, self.coordinator.slots().await)?;
         tracing::info!(
             composition = %meta.id,
@@ -222,6 +252,7 @@ impl<'a> RenderJob<'a> {
             video: request.video.clone(),
             pcm_format: PcmFormat::F32le,
             target: ArtifactTarget::Inline,
+            frames_to: request.frame_sink(plan.output_frames()),
         };
         if template.video.codec == spec::VideoCodec::Gif {
             // One palette for every chunk, from frames across the render,
@@ -561,6 +592,69 @@ impl<'a> RenderJob<'a> {
         Ok((report, output, presigned, combine_ms))
     }
 
+    /// The output of an audio-only render or the `audio.wav` of an image
+    /// sequence (when the composition has audio): the chunks' PCM joined
+    /// and encoded once, then delivered. Returns the frames (those of the
+    /// sequence, 0 for audio only), the bytes written, the output's path or
+    /// URL (the sequence's target when it has no audio), a presigned URL
+    /// when asked for, and the encoding time in milliseconds.
+    async fn audio_and_deliver(
+        &self,
+        r: &Resolved,
+        files: &[ChunkFiles],
+    ) -> Result<(u64, u64, String, Option<String>, u64), Error> {
+        let frames = match &self.request.image_sequence {
+            Some(_) => r.plan.output_frames(),
+            None => 0,
+        };
+        let format = match &self.request.image_sequence {
+            Some(sequence) if !r.meta().has_audio => {
+                return Ok((frames, 0, sequence.target.to_string(), None, 0));
+            }
+            Some(_) => spec::AudioOnlyFormat::Wav,
+            None => self.request.audio_only_format()?,
+        };
+        self.events.send(RenderEvent::Combining).await;
+        let started = Instant::now();
+        let written = match &self.request.output {
+            Destination::File(path) => path.clone(),
+            Destination::Storage(_) => self.work.path().join(format!("output.{format}")),
+        };
+        let mut parts = Vec::with_capacity(files.len());
+        for (chunk, f) in r.plan.chunks().iter().zip(files) {
+            let pcm = f.audio.as_ref().ok_or_else(|| {
+                Error::Internal(format!("chunk {} came back without its PCM", f.chunk))
+            })?;
+            parts.push((
+                *chunk,
+                PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le),
+            ));
+        }
+        let options = self.combine_options(&r.plan);
+        let path = written.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            combine::write_audio_only(&parts, &options, format, &path)
+        });
+        let report = match self
+            .cancellable(job)
+            .await?
+            .map_err(Error::task("the audio encode"))?
+        {
+            Ok(report) => report,
+            Err(combine::CombineError::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => return Err(Error::Combine(e)),
+        };
+        let combine_ms = started.elapsed().as_millis() as u64;
+        let (output, presigned) = self
+            .until_cancelled(self.coordinator.deliver(&self.request, &written))
+            .await?;
+        let output = match &self.request.image_sequence {
+            Some(sequence) => format!("{} (audio: {output})", sequence.target),
+            None => output,
+        };
+        Ok((frames, report.bytes, output, presigned, combine_ms))
+    }
+
     /// The output's container and audio codec. The request was validated
     /// before the job started, so its container holds its codecs; the
     /// default is never reached.
@@ -697,7 +791,11 @@ impl Coordinator {
             let ext = file
                 .extension()
                 .and_then(|e| e.to_str())
-                .filter(|e| spec::Container::from_file_name(&format!("x.{e}")).is_ok())
+                .filter(|e| {
+                    let name = format!("x.{e}");
+                    spec::Container::from_file_name(&name).is_ok()
+                        || spec::AudioOnlyFormat::from_file_name(&name).is_some()
+                })
                 .unwrap_or("mp4");
             storage::content_key(location.key(), &hash, ext)
         } else {
@@ -800,7 +898,9 @@ async fn cached_files(
             location: format!("cached chunk {} ({what})", hit.dir_key),
         })
     };
-    let video = video.ok_or_else(|| missing("video"))?;
+    if video.is_none() {
+        return Err(missing("video"));
+    }
     if has_audio && audio.is_none() {
         return Err(missing("audio"));
     }
@@ -865,7 +965,11 @@ fn chunk_record(key: &ContentHash, files: &ChunkFiles) -> ChunkRecord {
         sha256: a.sha256.to_hex(),
         size: a.size,
     };
-    let mut artifacts = vec![artifact("video_ts", &files.video)];
+    let mut artifacts: Vec<ArtifactRecord> = files
+        .video
+        .iter()
+        .map(|v| artifact("video_ts", v))
+        .collect();
     if let Some(a) = &files.audio {
         artifacts.push(artifact("audio_pcm", a));
     }
@@ -890,7 +994,10 @@ fn artifacts(plan: &Plan, meta: &CompositionMeta, files: &[ChunkFiles]) -> Vec<C
 /// One chunk as `combine` takes it (its PCM only when the composition has
 /// audio).
 fn artifact(chunk: &Chunk, f: &ChunkFiles, has_audio: bool) -> ChunkArtifact {
-    let a = ChunkArtifact::new(*chunk, f.video.path.clone());
+    // Renders without video artifacts never combine chunks (they are joined
+    // by `write_audio_only`), so the empty path is never read.
+    let video = f.video.as_ref().map(|v| v.path.clone()).unwrap_or_default();
+    let a = ChunkArtifact::new(*chunk, video);
     match (&f.audio, has_audio) {
         (Some(pcm), true) => {
             a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le))
@@ -935,8 +1042,13 @@ impl AudioAhead {
     fn start(r: &Resolved, options: CombineOptions) -> Self {
         let has_audio = r.meta().has_audio;
         let stop = Arc::new(AtomicBool::new(false));
-        // A GIF has no audio track: nothing to encode ahead.
-        if !has_audio || options.output.audio_codec().is_none() {
+        // A GIF has no audio track, and audio without a video file is
+        // encoded whole by `audio_and_deliver` into its own format:
+        // nothing to encode ahead.
+        if !has_audio
+            || options.output.audio_codec().is_none()
+            || !r.template.frames_to.has_video_artifact()
+        {
             return AudioAhead {
                 feed: AudioFeed {
                     tx: None,

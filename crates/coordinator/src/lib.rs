@@ -60,13 +60,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use chunker::{ChunkSpec, Plan, PlanError, PlanRequest};
+pub use composition::still::StillFormat;
 pub use coordinator::{
     Coordinator, CoordinatorOptions, ErrorReport, PoolSpec, WEBHOOK_SETTLE, default_local_workers,
 };
 pub use error::{Error, ErrorKind};
 pub use events::{EVENT_BUFFER, JobHandle, RenderEvent, RenderHandle, RenderSummary};
 pub use grpc::{ClientTls, WorkerAccess};
-pub use request::{Destination, MAX_PRESIGN, RenderRequest, RenderSource};
+pub use request::{
+    AUDIO_BESIDE_FRAMES, Destination, ImageSequenceOutput, MAX_PRESIGN, RenderRequest, RenderSource,
+};
 pub use spec::{PcmFormat, VideoSettings};
 
 use composition::scene::SceneBundle;
@@ -123,7 +126,53 @@ pub fn write_still(
     frame: u64,
     out: &Path,
 ) -> Result<CompositionMeta, Error> {
-    let (meta, png) = composition::still::render_still_png(source, id, props, frame)?;
+    write_still_as(source, id, props, frame, StillFormat::Png, out)
+}
+
+/// The format of a still: `format` if given (JPEG at `jpeg_quality`),
+/// else `out`'s extension (`.png`, `.jpg`/`.jpeg`, `.webp`).
+///
+/// # Errors
+/// [`Error::Input`] for an extension that names no image format, or a
+/// quality outside 1-100.
+pub fn still_format(
+    out: &Path,
+    format: Option<spec::ImageFormat>,
+    jpeg_quality: u8,
+) -> Result<StillFormat, Error> {
+    let format = match format {
+        Some(f) => f,
+        None => spec::ImageFormat::from_file_name(&out.to_string_lossy()).ok_or_else(|| {
+            Error::Input(format!(
+                "--out {}: the extension names no image format (.png, .jpg, .jpeg, .webp); give --format",
+                spec::quote(&out.to_string_lossy())
+            ))
+        })?,
+    };
+    spec::check_jpeg_quality(jpeg_quality)
+        .map_err(|e| Error::Input(format!("--jpeg-quality {}", e.message)))?;
+    Ok(match format {
+        spec::ImageFormat::Png => StillFormat::Png,
+        spec::ImageFormat::Jpeg => StillFormat::Jpeg {
+            quality: jpeg_quality,
+        },
+        spec::ImageFormat::Webp => StillFormat::WebpLossless,
+    })
+}
+
+/// [`write_still`] in `format`.
+///
+/// # Errors
+/// As [`write_still`].
+pub fn write_still_as(
+    source: &dyn CompositionSource,
+    id: &str,
+    props: &Props,
+    frame: u64,
+    format: StillFormat,
+    out: &Path,
+) -> Result<CompositionMeta, Error> {
+    let (meta, png) = composition::still::render_still(source, id, props, frame, format)?;
     let context = || format!("writing {}", out.display());
     let dir = out
         .parent()

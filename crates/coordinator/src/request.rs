@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use chunker::ChunkSpec;
 use composition::Props;
-use spec::{AudioCodec, Container, Location, OutputFormat, VideoSettings};
+use spec::{
+    AudioCodec, AudioOnlyFormat, Container, FrameSink, ImageFormat, ImageSequence, ImageTarget,
+    Location, OutputFormat, VideoSettings,
+};
 
 use crate::Error;
 
@@ -135,12 +138,191 @@ pub struct RenderRequest {
     /// Reuse cached chunks and outputs (when the coordinator has a cache).
     /// `false` renders everything again; what it renders is still recorded.
     pub use_cache: bool,
+    /// Render only the audio (`--audio-only`): workers render no frame and
+    /// the joined PCM is written as the output's extension says (`.wav`,
+    /// `.m4a`, `.mp3`, `.opus`). The render cache is not used.
+    pub audio_only: bool,
+    /// Write the frames as images instead of a video (`--image-sequence`);
+    /// `output` is then where the audio goes (`audio.wav` beside the
+    /// frames, written only when the composition has audio). The render
+    /// cache is not used.
+    pub image_sequence: Option<ImageSequenceOutput>,
     /// Also make a presigned GET URL of a storage destination, valid this
     /// long (at most [`MAX_PRESIGN`]).
     pub presign: Option<Duration>,
 }
 
+/// Where an image sequence goes and how its frames are encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSequenceOutput {
+    /// A directory on the workers (under their `--allow-path`) or an
+    /// `s3://bucket/prefix/`.
+    pub target: ImageTarget,
+    /// PNG (alpha kept) or JPEG.
+    pub format: ImageFormat,
+    /// JPEG quality, 1-100.
+    pub jpeg_quality: u8,
+}
+
+impl ImageSequenceOutput {
+    /// Where the sequence's `audio.wav` goes: beside the frames.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a prefix that cannot hold the name.
+    pub fn audio_destination(&self) -> Result<Destination, Error> {
+        match &self.target {
+            ImageTarget::Directory(dir) => Ok(Destination::File(dir.join(AUDIO_BESIDE_FRAMES))),
+            ImageTarget::Storage(prefix) => {
+                Destination::parse(&format!("{prefix}{AUDIO_BESIDE_FRAMES}"))
+            }
+        }
+    }
+}
+
+/// The name of an image sequence's audio, beside its frames.
+pub const AUDIO_BESIDE_FRAMES: &str = "audio.wav";
+
 impl RenderRequest {
+    /// Whether the output is one video file (not audio only, not an image
+    /// sequence).
+    pub fn writes_video(&self) -> bool {
+        !self.audio_only && self.image_sequence.is_none()
+    }
+
+    /// The local directory of an image sequence, if it goes to one.
+    pub fn local_sequence_dir(&self) -> Option<&Path> {
+        match &self.image_sequence.as_ref()?.target {
+            ImageTarget::Directory(dir) => Some(dir),
+            ImageTarget::Storage(_) => None,
+        }
+    }
+
+    /// What the workers do with the frames of a render of `total_frames`
+    /// output frames.
+    pub fn frame_sink(&self, total_frames: u64) -> FrameSink {
+        match (&self.image_sequence, self.audio_only) {
+            (Some(s), _) => FrameSink::Images(ImageSequence {
+                format: s.format,
+                jpeg_quality: s.jpeg_quality,
+                target: s.target.clone(),
+                total_frames,
+            }),
+            (None, true) => FrameSink::Skip,
+            (None, false) => FrameSink::Encode,
+        }
+    }
+
+    /// The file an audio-only render writes, from the output's extension.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the output and the extensions allowed.
+    pub fn audio_only_format(&self) -> Result<AudioOnlyFormat, Error> {
+        let name = self.output_name().unwrap_or_default();
+        AudioOnlyFormat::from_file_name(&name).ok_or_else(|| {
+            Error::Input(format!(
+                "--audio-only --out {}: the extension must be one of {}",
+                self.output,
+                AudioOnlyFormat::names()
+            ))
+        })
+    }
+
+    /// The output's file name (`None` for a storage prefix).
+    fn output_name(&self) -> Option<String> {
+        match &self.output {
+            Destination::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Destination::Storage(location) if !location.is_prefix() => {
+                Some(location.key().to_owned())
+            }
+            Destination::Storage(_) => None,
+        }
+    }
+
+    /// Refuses output options that make no sense together, naming both;
+    /// checks the container of a video output.
+    fn check_output_kind(&self) -> Result<(), Error> {
+        let both = |a: &str, b: &str, why: &str| Err(Error::Input(format!("{a} with {b}: {why}")));
+        let codec_given = !self.video.codec.is_h264();
+        let transparent = self.video.pixel_format.has_alpha();
+        if self.audio_only {
+            if self.image_sequence.is_some() {
+                return both("--audio-only", "--image-sequence", "choose one output");
+            }
+            if codec_given {
+                return both(
+                    "--audio-only",
+                    &format!("--codec {}", self.video.codec),
+                    "an audio-only render encodes no video",
+                );
+            }
+            if transparent {
+                return both("--audio-only", "--transparent", "audio has no alpha");
+            }
+            if let Some(codec) = self.audio_codec {
+                return both(
+                    "--audio-only",
+                    &format!("--audio-codec {codec}"),
+                    "the extension of --out picks the codec (.wav, .m4a, .mp3, .opus)",
+                );
+            }
+            if self.keep_chunks.is_some() {
+                return both(
+                    "--audio-only",
+                    "--keep-chunks",
+                    "there are no video chunks to keep",
+                );
+            }
+            if self.enforce_audio_track {
+                return both(
+                    "--audio-only",
+                    "--enforce-audio-track",
+                    "an audio-only render needs a composition with audio",
+                );
+            }
+            self.audio_only_format()?;
+            return Ok(());
+        }
+        if let Some(sequence) = &self.image_sequence {
+            let flag = "--image-sequence";
+            if codec_given {
+                return both(
+                    flag,
+                    &format!("--codec {}", self.video.codec),
+                    "frames are written as images, not encoded",
+                );
+            }
+            if let Some(codec) = self.audio_codec {
+                return both(
+                    flag,
+                    &format!("--audio-codec {codec}"),
+                    "the audio beside the frames is audio.wav",
+                );
+            }
+            if self.keep_chunks.is_some() {
+                return both(flag, "--keep-chunks", "there are no video chunks to keep");
+            }
+            if !sequence.format.for_sequences() {
+                return Err(Error::Input(format!(
+                    "--image-format {}: sequences are png or jpeg",
+                    sequence.format
+                )));
+            }
+            spec::check_jpeg_quality(sequence.jpeg_quality)
+                .map_err(|e| Error::Input(format!("--jpeg-quality {}", e.message)))?;
+            return Ok(());
+        }
+        if let Some(name) = self.output_name()
+            && let Some(format) = AudioOnlyFormat::from_file_name(&name)
+        {
+            return both(
+                &format!("--out {}", self.output),
+                &format!("a video render (.{format} holds audio only)"),
+                "add --audio-only, or give a video extension",
+            );
+        }
+        self.output_format().map(|_| ())
+    }
+
     /// A render of `composition` from `source` into `output`, split per
     /// `chunks`, with default encoding.
     pub fn new(
@@ -163,6 +345,8 @@ impl RenderRequest {
             output: output.into(),
             keep_chunks: None,
             use_cache: true,
+            audio_only: false,
+            image_sequence: None,
             presign: None,
         }
     }
@@ -216,7 +400,7 @@ impl RenderRequest {
         self.video
             .validate()
             .map_err(|e| Error::Input(format!("video settings: {e}")))?;
-        self.output_format()?;
+        self.check_output_kind()?;
         match self.chunks {
             ChunkSpec::Count(0) => return input("--chunks 0 is invalid: give at least 1".into()),
             ChunkSpec::FramesPerChunk(0) => {
@@ -378,5 +562,81 @@ mod tests {
             Destination::parse("s3://b-1/renders/").expect("prefix"),
             Destination::Storage(l) if l.is_prefix()
         ));
+    }
+
+    #[test]
+    fn outputs_other_than_video_are_checked_naming_both() {
+        let sequence = || ImageSequenceOutput {
+            target: ImageTarget::Directory("/frames".into()),
+            format: ImageFormat::Png,
+            jpeg_quality: 90,
+        };
+        check(
+            |r| {
+                r.audio_only = true;
+                r.output = Destination::File("a.opus".into());
+            },
+            Ok(()),
+        );
+        check(
+            |r| {
+                r.audio_only = true;
+                r.output = Destination::File("a.opus".into());
+                r.video = VideoSettings::for_codec(spec::VideoCodec::Vp9, true).expect("vp9");
+            },
+            Err("--audio-only with --codec vp9: an audio-only render encodes no video"),
+        );
+        check(
+            |r| {
+                r.audio_only = true;
+                r.output = Destination::File("a.wav".into());
+                r.image_sequence = Some(sequence());
+            },
+            Err("--audio-only with --image-sequence: choose one output"),
+        );
+        check(
+            |r| r.audio_only = true,
+            Err("--audio-only --out out.mp4: the extension must be one of .wav, .m4a, .mp3, .opus"),
+        );
+        check(
+            |r| r.output = Destination::File("talk.m4a".into()),
+            Err(
+                "--out talk.m4a with a video render (.m4a holds audio only): add --audio-only, or give a video extension",
+            ),
+        );
+        check(|r| r.image_sequence = Some(sequence()), Ok(()));
+        check(
+            |r| {
+                r.image_sequence = Some(sequence());
+                r.audio_codec = Some(AudioCodec::Opus);
+            },
+            Err(
+                "--image-sequence with --audio-codec opus: the audio beside the frames is audio.wav",
+            ),
+        );
+        check(
+            |r| {
+                r.image_sequence = Some(ImageSequenceOutput {
+                    jpeg_quality: 0,
+                    ..sequence()
+                });
+            },
+            Err("--jpeg-quality 0 is out of range: allowed 1-100"),
+        );
+        let mut r = request();
+        r.image_sequence = Some(sequence());
+        assert_eq!(
+            r.frame_sink(7),
+            FrameSink::Images(ImageSequence {
+                format: ImageFormat::Png,
+                jpeg_quality: 90,
+                target: ImageTarget::Directory("/frames".into()),
+                total_frames: 7,
+            })
+        );
+        assert_eq!(
+            sequence().audio_destination().expect("dir"),
+            Destination::File("/frames/audio.wav".into())
+        );
     }
 }

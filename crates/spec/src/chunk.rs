@@ -6,7 +6,7 @@ use std::path::Path;
 use chunker::{Chunk, ChunkIndex, PlanError};
 use timebase::{Fps, FrameRange};
 
-use crate::{ArtifactTarget, PcmFormat, Props, SourceSpec, VideoCodec, VideoSettings};
+use crate::{ArtifactTarget, FrameSink, PcmFormat, Props, SourceSpec, VideoCodec, VideoSettings};
 
 /// The frames a chunk owns, as the coordinator planned them. Turned into a
 /// [`chunker::Chunk`] (with its exact sample span) once the composition's fps
@@ -80,6 +80,9 @@ pub struct ChunkRequest {
     pub pcm_format: PcmFormat,
     /// Where the artifacts go.
     pub target: ArtifactTarget,
+    /// What is done with the frames: encoded (the default), skipped
+    /// (audio only) or written as images.
+    pub frames_to: FrameSink,
 }
 
 impl ChunkRequest {

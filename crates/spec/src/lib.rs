@@ -35,6 +35,7 @@ pub mod key;
 mod location;
 mod output;
 mod report;
+mod sink;
 mod source;
 mod target;
 mod video;
@@ -47,6 +48,10 @@ pub use location::{Location, LocationError, check_key, check_prefix};
 pub use output::{AudioCodec, ChunkContainer, Container, OutputFormat, VideoCodec};
 pub use report::{
     ArtifactKind, ChunkEvent, ChunkProgress, ChunkReport, DeliveredArtifact, StageTimings,
+};
+pub use sink::{
+    AudioOnlyFormat, DEFAULT_JPEG_QUALITY, FrameSink, ImageFormat, ImageSequence, ImageTarget,
+    check_jpeg_quality,
 };
 pub use source::{BundleRef, SourceIdentity, SourceSpec};
 pub use target::ArtifactTarget;

@@ -297,11 +297,18 @@ pub enum AudioCodec {
     Opus,
     /// 16-bit PCM, uncompressed.
     Pcm,
+    /// MP3 (libmp3lame): audio-only renders (`.mp3`) only.
+    Mp3,
 }
 
 impl AudioCodec {
     /// Every audio codec, in the order errors list them.
-    pub const ALL: [AudioCodec; 3] = [AudioCodec::Aac, AudioCodec::Opus, AudioCodec::Pcm];
+    pub const ALL: [AudioCodec; 4] = [
+        AudioCodec::Aac,
+        AudioCodec::Opus,
+        AudioCodec::Pcm,
+        AudioCodec::Mp3,
+    ];
 
     /// The name users type (`--audio-codec`).
     pub fn as_str(self) -> &'static str {
@@ -309,6 +316,7 @@ impl AudioCodec {
             AudioCodec::Aac => "aac",
             AudioCodec::Opus => "opus",
             AudioCodec::Pcm => "pcm",
+            AudioCodec::Mp3 => "mp3",
         }
     }
 

@@ -309,6 +309,7 @@ fn request_for_frames(first: u64, last: u64) -> pb::RenderChunkRequest {
             video: spec::VideoSettings::default(),
             pcm_format: spec::PcmFormat::F32le,
             target: spec::ArtifactTarget::Inline,
+            frames_to: spec::FrameSink::Encode,
         },
         renderer: None,
     });

@@ -208,9 +208,20 @@ pub fn chunk_request() -> impl Strategy<Value = ChunkRequest> {
         video(),
         pcm(),
         target(),
+        frame_sink(),
     )
         .prop_map(
-            |(job_id, source, composition_id, props, span, video, pcm_format, target)| {
+            |(
+                job_id,
+                source,
+                composition_id,
+                props,
+                span,
+                video,
+                pcm_format,
+                target,
+                frames_to,
+            )| {
                 ChunkRequest {
                     job_id,
                     source,
@@ -220,9 +231,41 @@ pub fn chunk_request() -> impl Strategy<Value = ChunkRequest> {
                     video,
                     pcm_format,
                     target,
+                    frames_to,
                 }
             },
         )
+}
+
+/// Every kind of frame sink: encode, skip, or images (PNG or JPEG, into a
+/// directory or an S3 prefix).
+pub fn frame_sink() -> impl Strategy<Value = spec::FrameSink> {
+    let target = prop_oneof![
+        "/[a-z]{1,8}/[a-z0-9-]{1,12}"
+            .prop_map(|p| spec::ImageTarget::Directory(std::path::PathBuf::from(p))),
+        "[a-z]{3,10}/[a-z]{1,8}/".prop_map(|p| {
+            spec::ImageTarget::parse(&format!("s3://{p}")).expect("a valid prefix")
+        }),
+    ];
+    let images = (
+        prop_oneof![Just(spec::ImageFormat::Png), Just(spec::ImageFormat::Jpeg)],
+        1u8..=100,
+        target,
+        1u64..=1_000_000,
+    )
+        .prop_map(|(format, jpeg_quality, target, total_frames)| {
+            spec::FrameSink::Images(spec::ImageSequence {
+                format,
+                jpeg_quality,
+                target,
+                total_frames,
+            })
+        });
+    prop_oneof![
+        Just(spec::FrameSink::Encode),
+        Just(spec::FrameSink::Skip),
+        images,
+    ]
 }
 
 pub fn describe_request() -> impl Strategy<Value = DescribeRequest> {

@@ -108,6 +108,7 @@ pub fn request(
             }),
         }),
         renderer: None,
+        frames_to: None,
     }
 }
 

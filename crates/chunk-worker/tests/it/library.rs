@@ -30,6 +30,7 @@ fn request(dir: &std::path::Path, first: u64, last: u64) -> ChunkRequest {
         video: VideoSettings::default(),
         pcm_format: PcmFormat::S16le,
         target: ArtifactTarget::Directory(dir.to_path_buf()),
+        frames_to: Default::default(),
     }
 }
 
@@ -55,7 +56,10 @@ fn renders_reports_progress_and_times_stages() {
     assert_eq!(r.ticks_per_frame, 3000);
     assert_eq!(r.audio.size, 16_000 * 4);
     assert!(r.timings.total >= r.timings.audio);
-    assert_eq!(r.video.path, dir.path().join("chunk-000004.ts"));
+    assert_eq!(
+        r.video.expect("video").path,
+        dir.path().join("chunk-000004.ts")
+    );
 }
 
 #[test]

@@ -9,5 +9,6 @@ mod memory;
 mod metrics;
 mod object_storage;
 mod service;
+mod sinks;
 mod trust;
 mod video;

@@ -98,9 +98,16 @@ enum Command {
         /// The frame to render.
         #[arg(long)]
         frame: u64,
-        /// The PNG to write.
+        /// The image to write (.png, .jpg/.jpeg, .webp).
         #[arg(long)]
         out: PathBuf,
+        /// png (alpha kept), jpeg (over black) or webp (lossless, alpha
+        /// kept). Default: from the extension of --out.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_still_format)]
+        format: Option<spec::ImageFormat>,
+        /// JPEG quality (1-100).
+        #[arg(long, value_name = "Q", default_value_t = spec::DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
+        jpeg_quality: u8,
     },
 }
 
@@ -157,8 +164,40 @@ struct RenderArgs {
     encode: Encode,
     /// Where the MP4 goes: a file, `s3://bucket/path.mp4`, or a prefix
     /// `s3://bucket/renders/` (named by content hash: `renders/ab/cd/<sha256>.mp4`).
-    #[arg(long, value_name = "PATH|URL", value_parser = parse_destination)]
-    out: Destination,
+    /// With --audio-only: a .wav, .m4a, .mp3 or .opus file.
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        value_parser = parse_destination,
+        required_unless_present = "image_sequence",
+        conflicts_with = "image_sequence"
+    )]
+    out: Option<Destination>,
+    /// Render only the audio, no video frame: the extension of --out picks
+    /// the format (.wav 16-bit PCM, .m4a AAC, .mp3, .opus).
+    #[arg(
+        long,
+        conflicts_with_all = ["image_sequence", "codec", "transparent", "pixel_format", "crf", "lossless", "audio_codec", "keep_chunks"]
+    )]
+    audio_only: bool,
+    /// Write every frame as an image into DIR (a directory on the workers,
+    /// under their --allow-path, or `s3://bucket/prefix/`), named
+    /// `frame-<N>.png` (or `.jpg`) by output frame index, zero-padded to
+    /// the digits of the last index; `audio.wav` beside them when the
+    /// composition has audio. No video is encoded.
+    #[arg(
+        long,
+        value_name = "DIR|URL",
+        value_parser = parse_image_target,
+        conflicts_with_all = ["codec", "pixel_format", "crf", "lossless", "audio_codec", "keep_chunks"]
+    )]
+    image_sequence: Option<spec::ImageTarget>,
+    /// The images of --image-sequence: png (alpha kept) or jpeg.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_sequence_format, default_value = "png", requires = "image_sequence")]
+    image_format: spec::ImageFormat,
+    /// JPEG quality (1-100) of --image-format jpeg.
+    #[arg(long, value_name = "Q", default_value_t = spec::DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
+    jpeg_quality: u8,
     /// Also print a presigned GET URL of an s3:// output, valid this many
     /// seconds (at most 604800).
     #[arg(long, value_name = "SECS")]
@@ -271,6 +310,21 @@ fn parse_pixel_format(text: &str) -> Result<spec::PixelFormat, String> {
                 .join(", ")
         )
     })
+}
+
+fn parse_image_target(text: &str) -> Result<spec::ImageTarget, String> {
+    spec::ImageTarget::parse(text).map_err(|e| e.message)
+}
+
+fn parse_sequence_format(text: &str) -> Result<spec::ImageFormat, String> {
+    spec::ImageFormat::parse(text)
+        .filter(|f| f.for_sequences())
+        .ok_or_else(|| format!("`{}` is not png or jpeg", spec::quote(text)))
+}
+
+fn parse_still_format(text: &str) -> Result<spec::ImageFormat, String> {
+    spec::ImageFormat::parse(text)
+        .ok_or_else(|| format!("`{}` is not png, jpeg or webp", spec::quote(text)))
 }
 
 fn parse_audio_codec(text: &str) -> Result<spec::AudioCodec, String> {
@@ -652,11 +706,36 @@ fn render_request(
             props(&args.select)?,
         ),
     };
-    let mut request = RenderRequest::new(source, id, args.split.spec(), args.out.clone());
+    let sequence = args
+        .image_sequence
+        .as_ref()
+        .map(|target| coordinator::ImageSequenceOutput {
+            target: target.clone(),
+            format: args.image_format,
+            jpeg_quality: args.jpeg_quality,
+        });
+    let out = match (&args.out, &sequence) {
+        (Some(out), _) => out.clone(),
+        (None, Some(sequence)) => sequence.audio_destination()?,
+        (None, None) => anyhow::bail!(Error::Input("--out is required".into())),
+    };
+    let mut request = RenderRequest::new(source, id, args.split.spec(), out);
     request.props = props;
     request.frames = args.split.frames.clone();
     request.every_nth_frame = args.encode.every_nth_frame;
-    request.video = args.encode.video()?;
+    request.audio_only = args.audio_only;
+    request.image_sequence = sequence;
+    // PNG frames keep the composition's alpha whatever --transparent says;
+    // JPEG has none.
+    request.video = match (&args.image_sequence, args.encode.transparent) {
+        (Some(_), true) if args.image_format == spec::ImageFormat::Jpeg => {
+            anyhow::bail!(Error::Input(
+                "--image-format jpeg with --transparent: JPEG has no alpha; use png".into()
+            ))
+        }
+        (Some(_), _) => VideoSettings::default(),
+        (None, _) => args.encode.video()?,
+    };
     request.audio_bitrate = args.encode.audio_bitrate;
     request.audio_codec = args.encode.audio_codec;
     request.enforce_audio_track = args.encode.enforce_audio_track;
@@ -1034,9 +1113,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             select: sel,
             frame,
             out,
+            format,
+            jpeg_quality,
         } => {
+            let format = coordinator::still_format(&out, format, jpeg_quality)?;
             let (source, id, props) = select(&sel)?;
-            let meta = coordinator::write_still(source.as_ref(), &id, &props, frame, &out)?;
+            let meta =
+                coordinator::write_still_as(source.as_ref(), &id, &props, frame, format, &out)?;
             eprintln!(
                 "wrote {} ({}x{}, frame {frame} of `{}`)",
                 out.display(),

@@ -11,5 +11,6 @@ mod outputs;
 mod queue;
 mod render;
 mod s3;
+mod sequences;
 mod trust;
 mod webhook;
