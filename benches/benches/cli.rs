@@ -222,6 +222,68 @@ fn breakdown(bundle: &Path, meta: &CompositionMeta, dir: &Path) -> Result<(), Bo
     Ok(())
 }
 
+/// Prints the cases' medians, then the issue-21 ratios beside their
+/// limits.
+fn report(header: &str, cases: &[process::Case; 4]) {
+    println!("{header}");
+    println!();
+    println!("| case | wall s | CPU s | peak RSS MiB | chunks | combine ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for case in cases {
+        let m = case.median();
+        let s = summary(&case.stdout);
+        let field = |k: &str| {
+            s.as_ref()
+                .and_then(|s| s[k].as_u64())
+                .map_or_else(|| "-".to_owned(), |v| v.to_string())
+        };
+        println!(
+            "| {} | {:.2} | {:.2} | {:.0} | {} | {} |",
+            case.label,
+            secs(m.wall),
+            secs(m.cpu),
+            m.peak_kib as f64 / 1024.0,
+            field("chunks"),
+            field("combine_ms"),
+        );
+    }
+    let [one, sixteen, default, ffmpeg] = cases;
+    let (one_m, sixteen_m, default_m, ffmpeg_m) = (
+        one.median(),
+        sixteen.median(),
+        default.median(),
+        ffmpeg.median(),
+    );
+    let combine_share = |case: &process::Case| {
+        summary(&case.stdout)
+            .and_then(|s| Some(100.0 * s["combine_ms"].as_f64()? / s["wall_ms"].as_f64()?.max(1.0)))
+            .unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("| ratio | measured | limit |");
+    println!("|---|---:|---:|");
+    println!(
+        "| CPU: 1 chunk / ffmpeg CLI | {:.2} | ≤ 1.10 |",
+        ratio(one_m.cpu, ffmpeg_m.cpu)
+    );
+    println!(
+        "| CPU: 16 chunks / 1 chunk | {:.2} | ≤ 1.10 |",
+        ratio(sixteen_m.cpu, one_m.cpu)
+    );
+    println!(
+        "| CPU: default chunks / 1 chunk | {:.2} | ≤ 1.10 |",
+        ratio(default_m.cpu, one_m.cpu)
+    );
+    println!(
+        "| combine, % of the 16-chunk render's wall | {:.1} | ≤ 2 |",
+        combine_share(sixteen)
+    );
+    println!(
+        "| combine, % of the default render's wall | {:.1} | ≤ 2 |",
+        combine_share(default)
+    );
+}
+
 fn main() -> Result<(), BoxError> {
     let full = full_run();
     let rounds: usize = env_or("MONTAGE_BENCH_RUNS", if full { 3 } else { 1 }).max(1);
@@ -260,7 +322,7 @@ fn main() -> Result<(), BoxError> {
     }
     let load_after = montage_benches::process::load_average();
 
-    println!(
+    let header = format!(
         "cli{}: `{COMPOSITION}` {}x{} at {} fps, {} frames; {}; {} cores; {rounds} round(s), medians; load average {load_before} before, {load_after} after",
         if full {
             ""
@@ -274,62 +336,7 @@ fn main() -> Result<(), BoxError> {
         binary.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    println!();
-    println!("| case | wall s | CPU s | peak RSS MiB | chunks | combine ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for case in &cases {
-        let m = case.median();
-        let s = summary(&case.stdout);
-        let field = |k: &str| {
-            s.as_ref()
-                .and_then(|s| s[k].as_u64())
-                .map_or_else(|| "-".to_owned(), |v| v.to_string())
-        };
-        println!(
-            "| {} | {:.2} | {:.2} | {:.0} | {} | {} |",
-            case.label,
-            secs(m.wall),
-            secs(m.cpu),
-            m.peak_kib as f64 / 1024.0,
-            field("chunks"),
-            field("combine_ms"),
-        );
-    }
-    let [one, sixteen, default, ffmpeg] = &cases;
-    let (one_m, sixteen_m, default_m, ffmpeg_m) = (
-        one.median(),
-        sixteen.median(),
-        default.median(),
-        ffmpeg.median(),
-    );
-    let combine_share = |case: &process::Case| {
-        summary(&case.stdout)
-            .and_then(|s| Some(100.0 * s["combine_ms"].as_f64()? / s["wall_ms"].as_f64()?.max(1.0)))
-            .unwrap_or(f64::NAN)
-    };
-    println!();
-    println!("| ratio | measured | limit |");
-    println!("|---|---:|---:|");
-    println!(
-        "| CPU: 1 chunk / ffmpeg CLI | {:.2} | ≤ 1.10 |",
-        ratio(one_m.cpu, ffmpeg_m.cpu)
-    );
-    println!(
-        "| CPU: 16 chunks / 1 chunk | {:.2} | ≤ 1.10 |",
-        ratio(sixteen_m.cpu, one_m.cpu)
-    );
-    println!(
-        "| CPU: default chunks / 1 chunk | {:.2} | ≤ 1.10 |",
-        ratio(default_m.cpu, one_m.cpu)
-    );
-    println!(
-        "| combine, % of the 16-chunk render's wall | {:.1} | ≤ 2 |",
-        combine_share(sixteen)
-    );
-    println!(
-        "| combine, % of the default render's wall | {:.1} | ≤ 2 |",
-        combine_share(default)
-    );
+    report(&header, &cases);
     breakdown(&bundle, &meta, scratch.path())?;
     Ok(())
 }

@@ -220,6 +220,11 @@ impl TryFrom<pb::VideoSettings> for VideoSettings {
             bframes: v.bframes.unwrap_or(d.bframes),
             pixel_format,
             encoder_threads: v.encoder_threads.unwrap_or(d.encoder_threads),
+            gif_palette: v
+                .gif_palette
+                .as_deref()
+                .map(spec::GifPalette::from_rgb)
+                .transpose()?,
         };
         settings.validate()?;
         Ok(settings)
@@ -243,6 +248,7 @@ impl From<&VideoSettings> for pb::VideoSettings {
             pixel_format: Some(v.pixel_format.as_str().to_owned()),
             lossless: v.quality == Quality::Lossless,
             encoder_threads: Some(v.encoder_threads),
+            gif_palette: v.gif_palette.as_ref().map(spec::GifPalette::to_rgb),
         }
     }
 }
@@ -348,6 +354,11 @@ impl From<&RendererVersion> for pb::RendererVersion {
             montage: r.montage.clone(),
             x264: r.x264.clone(),
             ffmpeg: r.ffmpeg.clone(),
+            encoders: r
+                .encoders
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
@@ -358,6 +369,7 @@ impl From<pb::RendererVersion> for RendererVersion {
             montage: r.montage,
             x264: r.x264,
             ffmpeg: r.ffmpeg,
+            encoders: r.encoders.into_iter().collect(),
         }
     }
 }
@@ -495,6 +507,7 @@ impl TryFrom<pb::DescribeRequest> for DescribeRequest {
             source: source(r.source)?,
             props: props_from_json("props_json", &r.props_json)?,
             composition_id: r.composition_id,
+            palette_frames: r.palette_frames,
         })
     }
 }
@@ -505,6 +518,7 @@ impl From<&DescribeRequest> for pb::DescribeRequest {
             source: Some((&r.source).into()),
             composition_id: r.composition_id.clone(),
             props_json: spec::canonical_json(&serde_json::Value::Object(r.props.clone())),
+            palette_frames: r.palette_frames.clone(),
         }
     }
 }
@@ -516,6 +530,8 @@ pub struct Described {
     pub meta: CompositionMeta,
     /// The worker's renderer versions.
     pub renderer: RendererVersion,
+    /// The GIF palette of the frames the request named, if it named any.
+    pub gif_palette: Option<spec::GifPalette>,
 }
 
 impl TryFrom<pb::DescribeResponse> for Described {
@@ -530,6 +546,11 @@ impl TryFrom<pb::DescribeResponse> for Described {
                 .renderer
                 .ok_or_else(|| FieldError::missing("renderer"))?
                 .into(),
+            gif_palette: r
+                .gif_palette
+                .as_deref()
+                .map(spec::GifPalette::from_rgb)
+                .transpose()?,
         })
     }
 }
@@ -539,6 +560,7 @@ impl From<&Described> for pb::DescribeResponse {
         pb::DescribeResponse {
             meta: Some((&d.meta).into()),
             renderer: Some((&d.renderer).into()),
+            gif_palette: d.gif_palette.as_ref().map(spec::GifPalette::to_rgb),
         }
     }
 }

@@ -16,7 +16,7 @@ use ffmpeg_next as ffmpeg;
 use timebase::Fps;
 
 use crate::{WorkerError, convert};
-use spec::{PixelFormat, Quality, RendererVersion, VideoCodec, VideoSettings};
+use spec::{GifPalette, PixelFormat, Quality, RendererVersion, VideoCodec, VideoSettings};
 
 /// The MPEG-TS system clock (ISO/IEC 13818-1, 2.4.2.2: PTS/DTS count 90 kHz).
 pub const TS_CLOCK_HZ: u32 = timebase::MPEG_TS_CLOCK_HZ;
@@ -52,8 +52,78 @@ pub fn renderer_version() -> Result<&'static RendererVersion, WorkerError> {
         montage: BITSTREAM_VERSION.to_owned(),
         x264: x264_build()?,
         ffmpeg: ffmpeg_versions(),
+        encoders: encoder_library::versions(),
     };
     Ok(VERSION.get_or_init(|| version))
+}
+
+/// The versions of the encoder libraries FFmpeg was linked with, read from
+/// the libraries themselves: `x265_version_str`, `vpx_codec_version_str()`
+/// and `svt_av1_get_version()`. They are dependencies of libavcodec, not of
+/// this program, so they are looked up by name in the process's global
+/// symbol scope (where the dynamic loader put libavcodec's dependencies)
+/// rather than linked. A library FFmpeg was built without is left out.
+#[allow(unsafe_code)] // dlsym and calls through the pointers it returns; see SAFETY
+mod encoder_library {
+    use std::collections::BTreeMap;
+    use std::ffi::{CStr, c_char};
+
+    /// The address of `symbol` in the process, if any library defines it.
+    fn lookup(symbol: &CStr) -> Option<*mut libc::c_void> {
+        // SAFETY: RTLD_DEFAULT with a NUL-terminated name only reads the
+        // loader's tables.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, symbol.as_ptr()) };
+        (!p.is_null()).then_some(p)
+    }
+
+    /// A C string the library owns for the life of the process.
+    ///
+    /// SAFETY (for callers): `p` is null or points to a NUL-terminated
+    /// string that lives as long as the process.
+    unsafe fn text(p: *const c_char) -> Option<String> {
+        // SAFETY: see the function's contract.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
+    /// A `const char *fn(void)` function's string.
+    fn call(symbol: &CStr) -> Option<String> {
+        let f = lookup(symbol)?;
+        // SAFETY: the symbols passed here are `const char *f(void)` in their
+        // libraries' headers (vpx_codec.h, EbSvtAv1Enc.h), returning
+        // static strings.
+        unsafe {
+            let f: extern "C" fn() -> *const c_char = std::mem::transmute(f);
+            text(f())
+        }
+    }
+
+    /// A `const char *` variable's string.
+    fn read(symbol: &CStr) -> Option<String> {
+        let p = lookup(symbol)?;
+        // SAFETY: x265.h declares `extern const char *x265_version_str`,
+        // set at load time to a static string.
+        unsafe { text(*(p as *const *const c_char)) }
+    }
+
+    pub(super) fn versions() -> BTreeMap<String, String> {
+        [
+            (
+                "h265",
+                read(c"x265_version_str").map(|v| format!("x265 {v}")),
+            ),
+            (
+                "vp9",
+                call(c"vpx_codec_version_str").map(|v| format!("libvpx {v}")),
+            ),
+            (
+                "av1",
+                call(c"svt_av1_get_version").map(|v| format!("SVT-AV1 {v}")),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(codec, v)| Some((codec.to_owned(), v?)))
+        .collect()
+    }
 }
 
 fn ffmpeg_versions() -> String {
@@ -132,13 +202,16 @@ fn pixel(p: PixelFormat) -> Pixel {
         PixelFormat::Yuv422p10le => Pixel::YUV422P10LE,
         PixelFormat::Yuv444p10le => Pixel::YUV444P10LE,
         PixelFormat::Yuva444p10le => Pixel::YUVA444P10LE,
+        PixelFormat::Pal8 => Pixel::PAL8,
     }
 }
 
 /// Bytes per sample of a plane of `p`.
 fn sample_bytes(p: PixelFormat) -> usize {
     match p {
-        PixelFormat::Yuv420p | PixelFormat::Yuv444p | PixelFormat::Yuva420p => 1,
+        PixelFormat::Yuv420p | PixelFormat::Yuv444p | PixelFormat::Yuva420p | PixelFormat::Pal8 => {
+            1
+        }
         PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => 2,
     }
 }
@@ -214,6 +287,8 @@ pub struct FrameConverter {
     scratch: convert::Scratch,
     /// The input unpremultiplied, for formats with alpha.
     straight: Vec<u8>,
+    /// The palette lookup, for `pal8` (GIF).
+    quantizer: Option<crate::palette::Quantizer>,
 }
 
 impl std::fmt::Debug for FrameConverter {
@@ -259,7 +334,58 @@ impl FrameConverter {
             isa: convert::Isa::detect(),
             scratch: convert::Scratch::default(),
             straight: Vec::new(),
+            quantizer: None,
         })
+    }
+
+    /// Gives a `pal8` converter the render's palette (other formats ignore
+    /// it).
+    ///
+    /// # Errors
+    /// [`WorkerError::Field`] on `video.gif_palette` for `pal8` without one.
+    pub fn with_palette(mut self, palette: Option<&GifPalette>) -> Result<Self, WorkerError> {
+        if self.format == PixelFormat::Pal8 {
+            let palette = palette.ok_or_else(|| {
+                spec::FieldError::new(
+                    "video.gif_palette",
+                    "a gif chunk needs the render's palette (the coordinator computes it)",
+                )
+            })?;
+            self.quantizer = Some(crate::palette::Quantizer::new(palette));
+        }
+        Ok(self)
+    }
+
+    /// Maps the input to palette indices (plane 0) and writes the palette
+    /// (plane 1) of a PAL8 frame.
+    fn convert_pal8(&self) -> Result<YuvFrame, WorkerError> {
+        let q = self.quantizer.as_ref().ok_or_else(|| {
+            WorkerError::encoder(
+                "pal8 frame",
+                "no palette given (FrameConverter::with_palette)",
+            )
+        })?;
+        let mut frame = frame::Video::new(Pixel::PAL8, self.width, self.height);
+        if frame.planes() < 1 || !pal8::write_palette(&mut frame, q.argb()) {
+            return Err(WorkerError::encoder(
+                "pal8 frame",
+                format!(
+                    "cannot allocate a {}x{} pal8 frame",
+                    self.width, self.height
+                ),
+            ));
+        }
+        let w = self.width as usize;
+        let stride = frame.stride(0);
+        let data = frame.data_mut(0);
+        for (y, src) in self.rgba.chunks_exact(w * 4).enumerate() {
+            let row = &mut data[y * stride..(y + 1) * stride];
+            row[w..].fill(0);
+            for (x, px) in src.chunks_exact(4).enumerate() {
+                row[x] = q.index(px, x, y);
+            }
+        }
+        Ok(YuvFrame(frame))
     }
 
     /// The RGBA input buffer, `width · height · 4` bytes: render the next
@@ -279,6 +405,9 @@ impl FrameConverter {
     /// # Errors
     /// [`WorkerError::Encoder`] if FFmpeg cannot allocate the frame.
     pub fn convert(&mut self) -> Result<YuvFrame, WorkerError> {
+        if self.format == PixelFormat::Pal8 {
+            return self.convert_pal8();
+        }
         let mut yuv = frame::Video::new(pixel(self.format), self.width, self.height);
         let planes = if self.format.has_alpha() { 4 } else { 3 };
         if yuv.planes() != planes {
@@ -319,6 +448,8 @@ impl FrameConverter {
                 convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers);
                 write_10bit(&mut yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
             }
+            // Returned above: converted by `convert_pal8`.
+            PixelFormat::Pal8 => {}
         }
         if self.format.has_alpha() {
             write_alpha(&mut yuv, &self.rgba, w, self.format);
@@ -328,6 +459,31 @@ impl FrameConverter {
         yuv.set_color_primaries(color::Primaries::BT709);
         yuv.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
         Ok(YuvFrame(yuv))
+    }
+}
+
+/// The palette plane of PAL8 frames, which `ffmpeg-next` does not expose
+/// (its `data(1)` is sized by a line size FFmpeg leaves at 0 for palettes).
+#[allow(unsafe_code)] // one write through the frame's own palette pointer; see SAFETY
+mod pal8 {
+    use ffmpeg_next::frame;
+
+    /// Writes `argb` into the palette of `frame` (a PAL8 frame allocated by
+    /// `frame::Video::new`); false if it has none.
+    pub(super) fn write_palette(frame: &mut frame::Video, argb: &[u32; 256]) -> bool {
+        // SAFETY: for a PAL8 frame, av_frame_get_buffer allocates data[1]
+        // as the palette, AVPALETTE_SIZE (1024) bytes, 4-byte aligned
+        // (libavutil/frame.c, get_video_buffer; pixfmt.h: "the palette is
+        // stored in AVFrame.data[1]"); it is null otherwise. The frame is
+        // ours and not shared while we write.
+        unsafe {
+            let p = (*frame.as_mut_ptr()).data[1] as *mut u32;
+            if p.is_null() {
+                return false;
+            }
+            std::ptr::copy_nonoverlapping(argb.as_ptr(), p, argb.len());
+        }
+        true
     }
 }
 
@@ -561,14 +717,27 @@ fn encoder_name(codec: VideoCodec) -> &'static str {
     }
 }
 
-/// libvpx's `cpu-used` for an x264 preset name: the same speed ladder,
-/// fastest first (libvpx-vp9 runs 0-8 in good-quality mode).
-fn vpx_cpu_used(preset: &str) -> u32 {
+/// An x264 preset name on another encoder's speed scale whose fastest
+/// setting used is `fastest`: `ultrafast` is `fastest`, each slower preset
+/// one less (floored at 0).
+fn speed_for_preset(preset: &str, fastest: u32) -> u32 {
     let rank = spec::X264_PRESETS
         .iter()
         .position(|p| *p == preset)
         .unwrap_or(2);
-    8u32.saturating_sub(rank as u32)
+    fastest.saturating_sub(rank as u32)
+}
+
+/// libvpx's `cpu-used` for an x264 preset name (libvpx-vp9 runs 0-8 in
+/// good-quality mode).
+fn vpx_cpu_used(preset: &str) -> u32 {
+    speed_for_preset(preset, 8)
+}
+
+/// SVT-AV1's preset (0 slowest to 13 fastest) for an x264 preset name:
+/// `ultrafast` 12 down to `placebo` 3 (`veryfast` is 10).
+fn svt_preset(preset: &str) -> u32 {
+    speed_for_preset(preset, 12)
 }
 
 /// The encoder options of `settings` for its codec. Every one that reaches
@@ -644,7 +813,24 @@ fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
             // that look at it treat the file as theirs.
             opts.set("vendor", "apl0");
         }
-        VideoCodec::Av1 | VideoCodec::Gif => {}
+        VideoCodec::Av1 => {
+            opts.set("preset", &svt_preset(&settings.preset).to_string());
+            // Validation refuses lossless AV1: CRF is the only mode here.
+            if let Quality::Crf(crf) = settings.quality {
+                opts.set("crf", &crf.to_string());
+            }
+            // Key frames are IDR (`irefresh-type=2`): a closed GOP, so no
+            // frame references another chunk. No scene-change key frames,
+            // so every chunk has the same structure rules (keyint comes
+            // from the context's GOP size). `lp` bounds the threads SVT-AV1
+            // starts; its bitstream does not depend on it (measured: the
+            // same bytes with lp 1, 2 and 4).
+            opts.set(
+                "svtav1-params",
+                &format!("irefresh-type=2:scd=0:lp={}", settings.encoder_threads),
+            );
+        }
+        VideoCodec::Gif => {}
     }
     opts
 }

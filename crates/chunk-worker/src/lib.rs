@@ -55,6 +55,7 @@ mod encode;
 mod error;
 mod limits;
 pub mod metrics;
+mod palette;
 mod pipeline;
 mod service;
 mod status;

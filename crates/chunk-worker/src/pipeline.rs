@@ -32,8 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::encode::{ChunkEncoder, FrameConverter, TS_CLOCK_HZ, YuvFrame};
 use crate::{WorkerConfig, WorkerError};
 use spec::{
-    ArtifactTarget, ChunkProgress, ChunkRequest, ChunkSpan, ContentHash, PcmFormat, PixelFormat,
-    StageTimings,
+    ArtifactTarget, ChunkProgress, ChunkRequest, ChunkSpan, ContentHash, PcmFormat, StageTimings,
 };
 
 /// Converted frames each pool thread may have queued for the encoder (one
@@ -170,7 +169,9 @@ pub fn render_chunk(
         ticks_per_frame,
         first_pts,
     } = chunk_timing(&meta, &span)?;
-    check_frame_size(&meta, request.video.pixel_format)?;
+    request
+        .video
+        .check_frame_size(&meta.id, meta.width, meta.height)?;
     std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
@@ -286,31 +287,6 @@ fn chunk_timing(meta: &CompositionMeta, span: &ChunkSpan) -> Result<ChunkTiming,
         ticks_per_frame,
         first_pts,
     })
-}
-
-/// Refuses an odd frame size for a pixel format that halves it.
-fn check_frame_size(meta: &CompositionMeta, pixel_format: PixelFormat) -> Result<(), WorkerError> {
-    if (pixel_format.halves_width() && meta.width % 2 == 1)
-        || (pixel_format.halves_height() && meta.height % 2 == 1)
-    {
-        return Err(spec::FieldError::new(
-            "video.pixel_format",
-            format!(
-                "composition `{}` is {}x{}: {} needs an even {}; use a 4:4:4 format",
-                meta.id,
-                meta.width,
-                meta.height,
-                pixel_format.as_str(),
-                if pixel_format.halves_height() {
-                    "width and height"
-                } else {
-                    "width"
-                }
-            ),
-        )
-        .into());
-    }
-    Ok(())
 }
 
 fn nanos(a: &AtomicU64) -> Duration {
@@ -450,7 +426,8 @@ impl Job<'_> {
             self.meta.width,
             self.meta.height,
             self.request.video.pixel_format,
-        )?;
+        )?
+        .with_palette(self.request.video.gif_palette.as_ref())?;
         for k in (thread..frames.len()).step_by(self.render_threads) {
             if self.stop.is_cancelled() {
                 return Err(self.cancelled());

@@ -713,7 +713,7 @@ impl Inner {
             mut request,
             renderer,
         } = WireChunkRequest::try_from(wire)?;
-        check_renderer(renderer.as_ref())?;
+        check_renderer(renderer.as_ref(), request.video.codec)?;
         can_open(&self.worker, &request.source)?;
         admit_paths(&self.allowed, &mut request).inspect_err(|e| {
             tracing::warn!(error = %e, "path refused");
@@ -1029,6 +1029,7 @@ impl ChunkWorker for Service {
             mut source,
             composition_id,
             props,
+            palette_frames,
         } = DescribeRequest::try_from(request.into_inner()).map_err(|e| to_status(&e.into()))?;
         can_open(&self.inner.worker, &source).map_err(|e| to_status(&e))?;
         admit_source(&self.inner.allowed, &mut source).map_err(|e| to_status(&e))?;
@@ -1047,11 +1048,14 @@ impl ChunkWorker for Service {
             _ => None,
         };
         let worker = self.inner.worker.clone();
-        let meta = tokio::task::spawn_blocking(move || -> Result<_, WorkerError> {
-            Ok(worker
-                .source(&source)?
-                .composition(&composition_id)?
-                .describe(&props)?)
+        let (meta, gif_palette) = tokio::task::spawn_blocking(move || -> Result<_, WorkerError> {
+            let composition = worker.source(&source)?.composition(&composition_id)?;
+            if palette_frames.is_empty() {
+                return Ok((composition.describe(&props)?, None));
+            }
+            let prepared = composition.prepare(&props)?;
+            let palette = crate::palette::sample(prepared.as_ref(), &palette_frames)?;
+            Ok((prepared.meta().clone(), Some(palette)))
         })
         .await
         .map_err(|_| to_status(&WorkerError::Panicked { stage: "describe" }))?
@@ -1059,17 +1063,31 @@ impl ChunkWorker for Service {
         let renderer = crate::renderer_version()
             .map_err(|e| to_status(&e))?
             .clone();
-        Ok(Response::new((&Described { meta, renderer }).into()))
+        Ok(Response::new(
+            (&Described {
+                meta,
+                renderer,
+                gif_palette,
+            })
+                .into(),
+        ))
     }
 }
 
 /// Refuses a request whose caller expects another renderer: its cache keys
-/// say so, and chunks from two renderers may not join.
-fn check_renderer(expected: Option<&spec::RendererVersion>) -> Result<(), WorkerError> {
+/// say so, and chunks from two renderers may not join. Only the encoder
+/// library of the request's codec counts (as in the keys).
+fn check_renderer(
+    expected: Option<&spec::RendererVersion>,
+    codec: spec::VideoCodec,
+) -> Result<(), WorkerError> {
     let Some(expected) = expected else {
         return Ok(());
     };
-    let ours = crate::renderer_version()?;
+    let (expected, ours) = (
+        expected.for_codec(codec),
+        crate::renderer_version()?.for_codec(codec),
+    );
     if expected != ours {
         return Err(WorkerError::RendererMismatch {
             expected: expected.to_string(),

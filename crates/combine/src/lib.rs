@@ -57,6 +57,7 @@ mod audio;
 mod error;
 mod ffi;
 mod layout;
+mod looping_gif;
 mod mp4;
 mod nal;
 mod video;
@@ -452,7 +453,11 @@ fn combine(
 
     // Removed when dropped: on any error nothing is left beside the output.
     let temp = temp_beside(output)?;
-    let mut report = mp4::write_output(chunks, options, layout, &temp, &cancelled)?;
+    let mut report = if options.output.container == Container::Gif {
+        looping_gif::write_output(chunks, layout, &temp, &cancelled)?
+    } else {
+        mp4::write_output(chunks, options, layout, &temp, &cancelled)?
+    };
     if cancelled() {
         return Err(CombineError::Cancelled);
     }

@@ -354,6 +354,19 @@ impl Coordinator {
         id: &str,
         props: &Props,
     ) -> Result<Described, Error> {
+        self.describe_sampling(source, id, props, Vec::new()).await
+    }
+
+    /// Asks the pool's workers, in turn, to describe a composition and
+    /// compute a GIF palette from its frames `palette_frames` (rendered on
+    /// the worker; none asks for no palette).
+    pub(crate) async fn describe_sampling(
+        &self,
+        source: &SourceSpec,
+        id: &str,
+        props: &Props,
+        palette_frames: Vec<u64>,
+    ) -> Result<Described, Error> {
         let stop = CancellationToken::new();
         let workers = self.workers(stop.clone()).await.borrow().clone();
         stop.cancel();
@@ -361,6 +374,7 @@ impl Coordinator {
             source: source.clone(),
             composition_id: id.to_owned(),
             props: props.clone(),
+            palette_frames,
         };
         let mut failures = Vec::new();
         let access = self.access();

@@ -477,10 +477,18 @@ pub async fn describe(
         .await
         .map_err(|s| AttemptError::new(classify(&s), status_text(address, &s)))?
         .into_inner();
-    let Wire { meta, renderer } = Wire::try_from(response).map_err(|e| {
+    let Wire {
+        meta,
+        renderer,
+        gif_palette,
+    } = Wire::try_from(response).map_err(|e| {
         AttemptError::new(FailureKind::Transient, format!("the worker's answer: {e}"))
     })?;
-    Ok(Described { meta, renderer })
+    Ok(Described {
+        meta,
+        renderer,
+        gif_palette,
+    })
 }
 
 /// A composition's metadata and the renderer that resolved it.
@@ -490,6 +498,8 @@ pub struct Described {
     pub meta: CompositionMeta,
     /// The worker's renderer versions.
     pub renderer: RendererVersion,
+    /// The GIF palette of the frames asked for, if any were.
+    pub gif_palette: Option<spec::GifPalette>,
 }
 
 impl ChunkRunner for GrpcRunner {

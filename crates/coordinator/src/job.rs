@@ -213,7 +213,7 @@ impl<'a> RenderJob<'a> {
             })
             .await;
         // Workers render the resolved props: exactly what the keys say.
-        let template = ChunkRequest {
+        let mut template = ChunkRequest {
             job_id: self.render_id.clone(),
             source: source.spec.clone(),
             composition_id: request.composition.clone(),
@@ -223,6 +223,21 @@ impl<'a> RenderJob<'a> {
             pcm_format: PcmFormat::F32le,
             target: ArtifactTarget::Inline,
         };
+        if template.video.codec == spec::VideoCodec::Gif {
+            // One palette for every chunk, from frames across the render,
+            // before the keys (which include it) are computed.
+            let sampled = self
+                .until_cancelled(self.coordinator.describe_sampling(
+                    &source.spec,
+                    &request.composition,
+                    &request.props,
+                    palette_frames(&plan),
+                ))
+                .await?;
+            template.video.gif_palette = Some(sampled.gif_palette.ok_or_else(|| {
+                Error::Internal("the worker asked for a GIF palette sent none".into())
+            })?);
+        }
         let mut resolved = Resolved {
             source,
             described,
@@ -920,7 +935,8 @@ impl AudioAhead {
     fn start(r: &Resolved, options: CombineOptions) -> Self {
         let has_audio = r.meta().has_audio;
         let stop = Arc::new(AtomicBool::new(false));
-        if !has_audio {
+        // A GIF has no audio track: nothing to encode ahead.
+        if !has_audio || options.output.audio_codec().is_none() {
             return AudioAhead {
                 feed: AudioFeed {
                     tx: None,
@@ -1041,12 +1057,38 @@ fn keep_chunks(
     Ok(())
 }
 
+/// The most frames a GIF palette is sampled from.
+const PALETTE_SAMPLES: u64 = 16;
+
+/// The composition frames a GIF's palette is computed from: up to
+/// [`PALETTE_SAMPLES`] spread evenly from the plan's first rendered frame
+/// to its last.
+fn palette_frames(plan: &Plan) -> Vec<u64> {
+    let (Some(first), Some(last)) = (plan.chunks().first(), plan.chunks().last()) else {
+        return Vec::new();
+    };
+    let (a, b) = (
+        ChunkSpan::from(first).frames.first.0,
+        ChunkSpan::from(last).frames.last.0,
+    );
+    let n = PALETTE_SAMPLES.min(b - a + 1);
+    if n <= 1 {
+        return vec![a];
+    }
+    (0..n).map(|i| a + (b - a) * i / (n - 1)).collect()
+}
+
 /// The plan of `request`; [`chunker::ChunkSpec::Auto`] plans for `slots`
 /// chunks rendering at once.
 fn plan_for(meta: &CompositionMeta, request: &RenderRequest, slots: u32) -> Result<Plan, Error> {
     // Chunks over the planner's bounds on samples and bytes are refused
     // here, before a worker writes anything (the PCM format is the one
-    // `resolve` asks workers for).
+    // `resolve` asks workers for), and so is a frame size the codec cannot
+    // encode.
+    request
+        .video
+        .check_frame_size(&meta.id, meta.width, meta.height)
+        .map_err(|e| Error::Input(e.to_string()))?;
     let cost = spec::chunk_cost(&request.video, meta.width, meta.height, PcmFormat::F32le);
     let mut p = PlanRequest::new(meta.duration_frames, meta.fps, request.chunks)
         .with_every_nth_frame(request.every_nth_frame)

@@ -129,4 +129,7 @@ pub struct DescribeRequest {
     pub composition_id: String,
     /// Props (empty: the composition's defaults).
     pub props: Props,
+    /// Composition frames to render and compute a GIF palette from (GIF
+    /// renders only; empty for none).
+    pub palette_frames: Vec<u64>,
 }

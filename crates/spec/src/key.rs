@@ -5,13 +5,17 @@
 //! composition and its *resolved* props (defaults merged, so `{}` and the
 //! defaults written out are one key), the span, the encoder and audio
 //! settings, and the versions of the code that renders and encodes them:
-//! Montage's renderer and the libx264 and FFmpeg builds the worker runs. A
+//! Montage's renderer, the libx264 and FFmpeg builds the worker runs, and
+//! for other codecs their encoder library (libx265, libvpx, SVT-AV1: Debian
+//! ships each as its own package, upgraded apart from FFmpeg). A
 //! fleet upgraded worker by worker therefore never mixes chunks that cannot
 //! join: their keys differ.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use crate::{ChunkSpan, ContentHash, PcmFormat, Props, SourceIdentity, VideoSettings};
+use crate::{ChunkSpan, ContentHash, PcmFormat, Props, SourceIdentity, VideoCodec, VideoSettings};
 
 /// The version of the key encoding itself: bumped whenever the encoding
 /// changes, so older entries stop matching.
@@ -30,11 +34,40 @@ pub struct RendererVersion {
     /// The FFmpeg libraries, e.g. `avcodec 59.37.100, avformat 59.27.100,
     /// swscale 6.7.100, avutil 57.28.100`.
     pub ffmpeg: String,
+    /// The builds of the encoder libraries of codecs other than H.264, by
+    /// codec name (`h265`: `x265 3.5+1-f0c1022b6`, `vp9`: `libvpx v1.12.0`,
+    /// `av1`: `SVT-AV1 v1.4.1`). FFmpeg's version does not pin them: they
+    /// are separate shared libraries. Empty (and left out of the JSON) for a
+    /// renderer that reports none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encoders: BTreeMap<String, String>,
+}
+
+impl RendererVersion {
+    /// The versions that decide chunks of `codec`: everything but the
+    /// encoder libraries of other codecs. An H.264 chunk's key therefore
+    /// stays what it was before other encoders were reported, and a libvpx
+    /// upgrade changes VP9 chunks' keys only.
+    pub fn for_codec(&self, codec: VideoCodec) -> RendererVersion {
+        RendererVersion {
+            encoders: self
+                .encoders
+                .iter()
+                .filter(|(name, _)| name.as_str() == codec.as_str())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 impl std::fmt::Display for RendererVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; x264 {}; {}", self.montage, self.x264, self.ffmpeg)
+        write!(f, "{}; x264 {}; {}", self.montage, self.x264, self.ffmpeg)?;
+        for (codec, version) in &self.encoders {
+            write!(f, "; {codec}: {version}")?;
+        }
+        Ok(())
     }
 }
 
@@ -72,9 +105,17 @@ fn span_fields<S: serde::Serializer>(span: &&ChunkSpan, s: S) -> Result<S::Ok, S
 }
 
 impl ChunkIdentity<'_> {
-    /// The chunk's cache key.
+    /// The chunk's cache key, naming only the encoder library of the
+    /// chunk's codec ([`RendererVersion::for_codec`]).
     pub fn key(&self) -> ContentHash {
-        key_of("montage-chunk", self)
+        let renderer = self.renderer.for_codec(self.video.codec);
+        key_of(
+            "montage-chunk",
+            &ChunkIdentity {
+                renderer: &renderer,
+                ..*self
+            },
+        )
     }
 }
 
@@ -134,6 +175,7 @@ mod tests {
             montage: "m".into(),
             x264: "core 164".into(),
             ffmpeg: "avcodec 59".into(),
+            encoders: [("vp9".to_owned(), "libvpx v1.12.0".to_owned())].into(),
         }
     }
 
@@ -214,6 +256,52 @@ mod tests {
         ] {
             assert_ne!(changed.key(), key, "{changed:?}");
         }
+    }
+
+    #[test]
+    fn only_the_codecs_own_encoder_library_is_keyed() {
+        let renderer = renderer();
+        let newer_vpx = RendererVersion {
+            encoders: [("vp9".to_owned(), "libvpx v1.13.0".to_owned())].into(),
+            ..renderer.clone()
+        };
+        let without = RendererVersion {
+            encoders: BTreeMap::new(),
+            ..renderer.clone()
+        };
+        let source = SourceIdentity::Registered {
+            version: "1".into(),
+        };
+        let props = Props::default();
+        let span = ChunkSpan {
+            index: ChunkIndex(0),
+            frames: FrameRange::new(0, 9).expect("range"),
+            composition_start: 0,
+            every_nth_frame: 1,
+        };
+        let h264 = VideoSettings::default();
+        let vp9 = VideoSettings::for_codec(VideoCodec::Vp9, false).expect("vp9");
+        let key = |renderer: &RendererVersion, video: &VideoSettings| {
+            ChunkIdentity {
+                renderer,
+                source: &source,
+                composition: "c",
+                resolved_props: &props,
+                span: &span,
+                video,
+                pcm_format: PcmFormat::F32le,
+            }
+            .key()
+        };
+        // H.264 keys ignore libvpx (and stay those of a renderer that
+        // reports no encoder library); VP9 keys follow it.
+        assert_eq!(key(&renderer, &h264), key(&newer_vpx, &h264));
+        assert_eq!(key(&renderer, &h264), key(&without, &h264));
+        assert_ne!(key(&renderer, &vp9), key(&newer_vpx, &vp9));
+        assert_eq!(
+            renderer.to_string(),
+            "m; x264 core 164; avcodec 59; vp9: libvpx v1.12.0"
+        );
     }
 
     #[test]

@@ -51,8 +51,9 @@ pub use report::{
 pub use source::{BundleRef, SourceIdentity, SourceSpec};
 pub use target::ArtifactTarget;
 pub use video::{
-    H264_LEVELS, H264Profile, MAX_BFRAMES, MAX_CRF, MAX_CRF_VP9_AV1, MAX_ENCODER_THREADS,
-    MAX_KEYINT, PcmFormat, PixelFormat, Quality, VideoSettings, X264_PRESETS, chunk_cost,
+    GifPalette, H264_LEVELS, H264Profile, MAX_BFRAMES, MAX_CRF, MAX_CRF_VP9_AV1,
+    MAX_ENCODER_THREADS, MAX_GIF_COLORS, MAX_KEYINT, MIN_AV1_SIDE, PcmFormat, PixelFormat, Quality,
+    VideoSettings, X264_PRESETS, chunk_cost,
 };
 
 /// Props: the JSON object of values a composition is rendered with (the

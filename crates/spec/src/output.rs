@@ -70,7 +70,12 @@ impl VideoCodec {
     pub fn is_implemented(self) -> bool {
         matches!(
             self,
-            VideoCodec::H264 | VideoCodec::H265 | VideoCodec::Vp9 | VideoCodec::Prores
+            VideoCodec::H264
+                | VideoCodec::H265
+                | VideoCodec::Vp9
+                | VideoCodec::Av1
+                | VideoCodec::Prores
+                | VideoCodec::Gif
         )
     }
 
@@ -93,12 +98,15 @@ impl VideoCodec {
     /// here: none of these codecs reorders frames in the container, so the
     /// combine step places frame `k` of a chunk by its position and only
     /// checks the timestamp against it.
+    ///
+    /// A GIF chunk is a GIF: FFmpeg's Matroska muxer keeps only the first
+    /// of the GIF encoder's packets, and the combine step copies a GIF's
+    /// frames with their compressed data as they are.
     pub fn chunk_container(self) -> ChunkContainer {
         match self {
             VideoCodec::H264 | VideoCodec::H265 => ChunkContainer::MpegTs,
-            VideoCodec::Vp9 | VideoCodec::Av1 | VideoCodec::Prores | VideoCodec::Gif => {
-                ChunkContainer::Matroska
-            }
+            VideoCodec::Vp9 | VideoCodec::Av1 | VideoCodec::Prores => ChunkContainer::Matroska,
+            VideoCodec::Gif => ChunkContainer::Gif,
         }
     }
 }
@@ -116,6 +124,8 @@ pub enum ChunkContainer {
     MpegTs,
     /// Matroska (`.mkv`).
     Matroska,
+    /// GIF (`.gif`).
+    Gif,
 }
 
 impl ChunkContainer {
@@ -124,6 +134,7 @@ impl ChunkContainer {
         match self {
             ChunkContainer::MpegTs => "ts",
             ChunkContainer::Matroska => "mkv",
+            ChunkContainer::Gif => "gif",
         }
     }
 
@@ -132,6 +143,7 @@ impl ChunkContainer {
         match self {
             ChunkContainer::MpegTs => "mpegts",
             ChunkContainer::Matroska => "matroska",
+            ChunkContainer::Gif => "gif",
         }
     }
 }

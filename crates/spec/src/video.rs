@@ -40,6 +40,10 @@ pub const MAX_CRF: u8 = 51;
 /// The largest libvpx-vp9 and SVT-AV1 constant rate factor.
 pub const MAX_CRF_VP9_AV1: u8 = 63;
 
+/// The smallest width and height SVT-AV1 encodes (its "Forced Max
+/// Height must be at least 64" refusal, measured with SVT-AV1 1.4.1).
+pub const MIN_AV1_SIDE: u32 = 64;
+
 /// The H.264 profile written into the SPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,17 +99,20 @@ pub enum PixelFormat {
     Yuv444p10le,
     /// 4:4:4, 10 bit, with a 10-bit alpha plane (ProRes 4444 with alpha).
     Yuva444p10le,
+    /// 8-bit indices into a palette of at most 256 colours (GIF).
+    Pal8,
 }
 
 impl PixelFormat {
     /// Every pixel format, in the order errors list them.
-    pub const ALL: [PixelFormat; 6] = [
+    pub const ALL: [PixelFormat; 7] = [
         PixelFormat::Yuv420p,
         PixelFormat::Yuv444p,
         PixelFormat::Yuva420p,
         PixelFormat::Yuv422p10le,
         PixelFormat::Yuv444p10le,
         PixelFormat::Yuva444p10le,
+        PixelFormat::Pal8,
     ];
 
     /// FFmpeg's name for it.
@@ -117,6 +124,7 @@ impl PixelFormat {
             PixelFormat::Yuv422p10le => "yuv422p10le",
             PixelFormat::Yuv444p10le => "yuv444p10le",
             PixelFormat::Yuva444p10le => "yuva444p10le",
+            PixelFormat::Pal8 => "pal8",
         }
     }
 
@@ -156,7 +164,86 @@ impl PixelFormat {
             PixelFormat::Yuv422p10le => 2 * (w * h + 2 * w.div_ceil(2) * h),
             PixelFormat::Yuv444p10le => 6 * w * h,
             PixelFormat::Yuva444p10le => 8 * w * h,
+            PixelFormat::Pal8 => w * h,
         }
+    }
+}
+
+/// The most colours a GIF palette holds.
+pub const MAX_GIF_COLORS: usize = 256;
+
+/// The one palette every chunk of a GIF is encoded with, computed once from
+/// frames sampled across the render (so chunks join into one GIF with one
+/// global colour table). In JSON (and so in cache keys) a hex string of
+/// its RGB triplets, `"ff0000 00ff00 …"` without the spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GifPalette(Vec<[u8; 3]>);
+
+impl GifPalette {
+    /// A palette of `colors` (1 to [`MAX_GIF_COLORS`]).
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `video.gif_palette` for none or too many.
+    pub fn new(colors: Vec<[u8; 3]>) -> Result<Self, FieldError> {
+        if colors.is_empty() || colors.len() > MAX_GIF_COLORS {
+            return Err(FieldError::new(
+                "video.gif_palette",
+                format!(
+                    "{} colours: a GIF palette holds 1-{MAX_GIF_COLORS}",
+                    colors.len()
+                ),
+            ));
+        }
+        Ok(GifPalette(colors))
+    }
+
+    /// The palette from its packed RGB bytes (3 a colour), as the wire
+    /// carries it.
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `video.gif_palette` for a length that is not a
+    /// whole number of 1 to 256 colours.
+    pub fn from_rgb(bytes: &[u8]) -> Result<Self, FieldError> {
+        if !bytes.len().is_multiple_of(3) {
+            return Err(FieldError::new(
+                "video.gif_palette",
+                format!("{} bytes is not a whole number of RGB colours", bytes.len()),
+            ));
+        }
+        Self::new(bytes.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
+    }
+
+    /// The colours, index order.
+    pub fn colors(&self) -> &[[u8; 3]] {
+        &self.0
+    }
+
+    /// The packed RGB bytes (3 a colour).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        self.0.concat()
+    }
+}
+
+impl Serialize for GifPalette {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = self.to_rgb().iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+}
+
+impl<'de> Deserialize<'de> for GifPalette {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let hex = String::deserialize(d)?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| D::Error::custom("a GIF palette is hex digits in pairs"))
+            })
+            .collect::<Result<Vec<u8>, _>>()?;
+        GifPalette::from_rgb(&bytes).map_err(D::Error::custom)
     }
 }
 
@@ -202,6 +289,12 @@ pub struct VideoSettings {
     /// this number (frame threads limit motion search), never on the
     /// machine's core count, so it is part of the request.
     pub encoder_threads: u32,
+    /// GIF only: the palette every chunk maps its frames to. The
+    /// coordinator computes it once per render (left unset in requests it
+    /// is given); a worker refuses a GIF chunk without one. Left out of the
+    /// serialized form when unset, so other codecs' keys are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gif_palette: Option<GifPalette>,
 }
 
 impl Default for VideoSettings {
@@ -218,6 +311,7 @@ impl Default for VideoSettings {
             bframes: 3,
             pixel_format: PixelFormat::Yuv420p,
             encoder_threads: 4,
+            gif_palette: None,
         }
     }
 }
@@ -245,7 +339,13 @@ impl VideoSettings {
     pub fn for_codec(codec: VideoCodec, transparent: bool) -> Result<Self, FieldError> {
         let d = VideoSettings::default();
         let mut v = match codec {
-            VideoCodec::H264 | VideoCodec::H265 | VideoCodec::Gif => VideoSettings { codec, ..d },
+            VideoCodec::H264 | VideoCodec::H265 => VideoSettings { codec, ..d },
+            VideoCodec::Gif => VideoSettings {
+                codec,
+                bframes: 0,
+                pixel_format: PixelFormat::Pal8,
+                ..d
+            },
             VideoCodec::Vp9 => VideoSettings {
                 codec,
                 quality: Quality::Crf(31),
@@ -288,7 +388,8 @@ impl VideoSettings {
         match self.codec {
             VideoCodec::H264 | VideoCodec::H265 => &[Yuv420p, Yuv444p],
             VideoCodec::Vp9 => &[Yuv420p, Yuva420p, Yuv444p],
-            VideoCodec::Av1 | VideoCodec::Gif => &[Yuv420p],
+            VideoCodec::Av1 => &[Yuv420p],
+            VideoCodec::Gif => &[Pal8],
             VideoCodec::Prores => &[Yuv422p10le, Yuv444p10le, Yuva444p10le],
         }
     }
@@ -303,7 +404,15 @@ impl VideoSettings {
         if !codec.is_implemented() {
             return Err(FieldError::new(
                 "video.codec",
-                format!("{codec} is not implemented yet; use h264, h265, vp9 or prores"),
+                format!(
+                    "{codec} is not implemented yet; use {}",
+                    VideoCodec::ALL
+                        .into_iter()
+                        .filter(|c| c.is_implemented())
+                        .map(VideoCodec::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         let max_crf = match codec {
@@ -386,6 +495,12 @@ impl VideoSettings {
                 format!("{codec} has no B-frames: give 0"),
             ));
         }
+        if self.gif_palette.is_some() && codec != VideoCodec::Gif {
+            return Err(FieldError::new(
+                "video.gif_palette",
+                format!("a palette applies to gif only, not {codec}: leave it unset"),
+            ));
+        }
         if !(1..=MAX_ENCODER_THREADS).contains(&self.encoder_threads) {
             return Err(FieldError::new(
                 "video.encoder_threads",
@@ -397,6 +512,43 @@ impl VideoSettings {
         }
         if codec == VideoCodec::H264 {
             self.validate_h264()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that a `width`x`height` frame of composition `id` can be
+    /// encoded with these settings: subsampled chroma needs an even size,
+    /// and SVT-AV1 refuses frames under [`MIN_AV1_SIDE`] pixels a side.
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `video.pixel_format` or `video.codec` naming the
+    /// composition, its size and what is needed.
+    pub fn check_frame_size(&self, id: &str, width: u32, height: u32) -> Result<(), FieldError> {
+        let format = self.pixel_format;
+        if (format.halves_width() && width % 2 == 1) || (format.halves_height() && height % 2 == 1)
+        {
+            return Err(FieldError::new(
+                "video.pixel_format",
+                format!(
+                    "composition `{}` is {width}x{height}: {} needs an even {}; use a 4:4:4 format",
+                    crate::quote(id),
+                    format.as_str(),
+                    if format.halves_height() {
+                        "width and height"
+                    } else {
+                        "width"
+                    }
+                ),
+            ));
+        }
+        if self.codec == VideoCodec::Av1 && (width < MIN_AV1_SIDE || height < MIN_AV1_SIDE) {
+            return Err(FieldError::new(
+                "video.codec",
+                format!(
+                    "composition `{}` is {width}x{height}: av1 (SVT-AV1) needs at least {MIN_AV1_SIDE}x{MIN_AV1_SIDE}",
+                    crate::quote(id)
+                ),
+            ));
         }
         Ok(())
     }

@@ -90,6 +90,16 @@ pub struct QueueDepth {
     pub in_flight: u64,
 }
 
+/// A queue's redrive policy: after how many receives a message that was
+/// never deleted moves to which dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redrive {
+    /// Receives after which a message moves.
+    pub max_receives: u32,
+    /// The dead-letter queue's ARN ([`Queue::dead_letter`] finds its URL).
+    pub dead_letter_arn: String,
+}
+
 /// Settings of a queue [`Queue::create`] makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueOptions {
@@ -238,6 +248,14 @@ impl Queue {
     /// # Errors
     /// A failed request, or a redrive policy that does not parse.
     pub async fn max_receives(&self) -> Result<Option<u32>> {
+        Ok(self.redrive().await?.map(|r| r.max_receives))
+    }
+
+    /// The queue's redrive policy (`None`: it has none).
+    ///
+    /// # Errors
+    /// A failed request, or a redrive policy that does not parse.
+    pub async fn redrive(&self) -> Result<Option<Redrive>> {
         let attrs = self
             .attributes(&[QueueAttributeName::RedrivePolicy])
             .await?;
@@ -252,14 +270,58 @@ impl Queue {
         let value: serde_json::Value =
             serde_json::from_str(policy).map_err(|e| bad(&e.to_string()))?;
         // SQS writes the count as a number; some engines as a string.
-        let count = match &value["maxReceiveCount"] {
+        let max_receives = match &value["maxReceiveCount"] {
             serde_json::Value::Number(n) => n.as_u64(),
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
         }
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| bad("no maxReceiveCount"))?;
-        Ok(Some(count))
+        let dead_letter_arn = value["deadLetterTargetArn"]
+            .as_str()
+            .ok_or_else(|| bad("no deadLetterTargetArn"))?
+            .to_owned();
+        Ok(Some(Redrive {
+            max_receives,
+            dead_letter_arn,
+        }))
+    }
+
+    /// The queue a redrive policy moves messages to, by its ARN
+    /// (`arn:aws:sqs:REGION:ACCOUNT:NAME`), on the same server and with
+    /// the same credentials as this one.
+    ///
+    /// # Errors
+    /// An ARN that is not an SQS queue's, or a failed request (an unknown
+    /// queue included).
+    pub async fn dead_letter(&self, redrive: &Redrive) -> Result<Queue> {
+        let arn = &redrive.dead_letter_arn;
+        let parts: Vec<&str> = arn.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
+            return Err(StorageError::S3 {
+                op: "GetQueueUrl",
+                location: self.url.clone(),
+                message: format!(
+                    "dead-letter target `{}` is not an SQS queue's ARN",
+                    spec::quote(arn)
+                ),
+            });
+        };
+        let out = retry_loop(&self.retry, "GetQueueUrl", arn, &mut || async {
+            self.client
+                .get_queue_url()
+                .queue_name(*name)
+                .set_queue_owner_aws_account_id((!account.is_empty()).then(|| account.to_string()))
+                .send()
+                .await
+                .map_err(|e| classify("GetQueueUrl", arn, &e))
+        })
+        .await?;
+        Ok(Queue {
+            client: self.client.clone(),
+            url: out.queue_url().unwrap_or_default().to_owned(),
+            retry: self.retry,
+        })
     }
 
     /// The queue's attributes `names` (those it has).

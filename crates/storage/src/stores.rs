@@ -29,6 +29,11 @@ impl Stores {
         }
     }
 
+    /// The S3 settings the stores (and queues beside them) use.
+    pub fn s3_config(&self) -> &S3Config {
+        &self.s3
+    }
+
     /// The store `location` lives in (use [`Location::key`] inside it).
     ///
     /// # Errors

@@ -269,7 +269,12 @@ fn seed_messages() -> impl Strategy<Value = Vec<u8>> {
         describe_request().prop_map(|r| pb::DescribeRequest::from(&r).encode_to_vec()),
         event().prop_map(|e| pb::RenderChunkEvent::from(e).encode_to_vec()),
         (meta(), renderer()).prop_map(|(meta, renderer)| {
-            pb::DescribeResponse::from(&Described { meta, renderer }).encode_to_vec()
+            pb::DescribeResponse::from(&Described {
+                meta,
+                renderer,
+                gif_palette: None,
+            })
+            .encode_to_vec()
         }),
     ]
 }
@@ -368,7 +373,12 @@ fn write_seeds() {
         "seed-describe-response.bin",
         (meta(), renderer())
             .prop_map(|(meta, renderer)| {
-                pb::DescribeResponse::from(&Described { meta, renderer }).encode_to_vec()
+                pb::DescribeResponse::from(&Described {
+                    meta,
+                    renderer,
+                    gif_palette: None,
+                })
+                .encode_to_vec()
             })
             .boxed(),
     );

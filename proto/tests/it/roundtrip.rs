@@ -37,8 +37,12 @@ proptest! {
     }
 
     #[test]
-    fn describe_responses_round_trip(meta in meta(), renderer in renderer()) {
-        let sent = Described { meta, renderer };
+    fn describe_responses_round_trip(meta in meta(), renderer in renderer(), colors in 0..=256usize) {
+        let gif_palette = (colors > 0).then(|| {
+            spec::GifPalette::new((0..colors).map(|i| [i as u8, 3, 255 - i as u8]).collect())
+                .expect("1-256 colours")
+        });
+        let sent = Described { meta, renderer, gif_palette };
         let wire = through_bytes(&pb::DescribeResponse::from(&sent));
         prop_assert_eq!(Described::try_from(wire).expect("valid"), sent);
     }

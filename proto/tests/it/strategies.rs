@@ -132,6 +132,7 @@ pub fn video() -> impl Strategy<Value = VideoSettings> {
                     bframes,
                     pixel_format,
                     encoder_threads: threads,
+                    gif_palette: None,
                 };
                 // Other codecs than H.264 have their own pixel formats and
                 // no level: pick among what they allow, so few are filtered.
@@ -141,6 +142,16 @@ pub fn video() -> impl Strategy<Value = VideoSettings> {
                     if codec != VideoCodec::H265 {
                         v.bframes = 0;
                     }
+                }
+                if codec == VideoCodec::Gif {
+                    // A palette of up to 256 colours from the pick.
+                    let n = pick.index(256) + 1;
+                    v.gif_palette = Some(
+                        spec::GifPalette::new(
+                            (0..n).map(|i| [i as u8, 255 - i as u8, 7]).collect(),
+                        )
+                        .expect("1-256 colours"),
+                    );
                 }
                 v
             },
@@ -173,11 +184,18 @@ pub fn span() -> impl Strategy<Value = ChunkSpan> {
 }
 
 pub fn renderer() -> impl Strategy<Value = RendererVersion> {
-    (text(30), text(30), text(30)).prop_map(|(montage, x264, ffmpeg)| RendererVersion {
-        montage,
-        x264,
-        ffmpeg,
-    })
+    (
+        text(30),
+        text(30),
+        text(30),
+        proptest::collection::btree_map(text(8), text(30), 0..3),
+    )
+        .prop_map(|(montage, x264, ffmpeg, encoders)| RendererVersion {
+            montage,
+            x264,
+            ffmpeg,
+            encoders,
+        })
 }
 
 pub fn chunk_request() -> impl Strategy<Value = ChunkRequest> {
@@ -208,11 +226,20 @@ pub fn chunk_request() -> impl Strategy<Value = ChunkRequest> {
 }
 
 pub fn describe_request() -> impl Strategy<Value = DescribeRequest> {
-    (source(), id(), props()).prop_map(|(source, composition_id, props)| DescribeRequest {
-        source,
-        composition_id,
-        props,
-    })
+    (
+        source(),
+        id(),
+        props(),
+        proptest::collection::vec(any::<u64>(), 0..4),
+    )
+        .prop_map(
+            |(source, composition_id, props, palette_frames)| DescribeRequest {
+                source,
+                composition_id,
+                props,
+                palette_frames,
+            },
+        )
 }
 
 pub fn meta() -> impl Strategy<Value = CompositionMeta> {

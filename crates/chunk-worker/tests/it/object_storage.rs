@@ -463,6 +463,7 @@ async fn describe_fetches_a_bundle_from_s3_or_a_local_archive() {
                 source: bundle_source(&location, &sha),
                 composition_id: COMPOSITION.to_owned(),
                 props_json: String::new(),
+                palette_frames: Vec::new(),
             })
             .await
             .unwrap_or_else(|e| panic!("describe {location}: {e:?}"))

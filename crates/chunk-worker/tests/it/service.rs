@@ -147,6 +147,7 @@ async fn a_bearer_token_is_required_when_configured() {
             }),
             composition_id: "test-pattern".into(),
             props_json: r#"{"fps": "30000/1001", "duration": 37}"#.into(),
+            palette_frames: Vec::new(),
         })
         .await
         .expect("describe")

@@ -110,6 +110,7 @@ async fn local_paths_outside_the_allowed_directories_are_refused() {
                 source: bundle_path(bundle),
                 composition_id: "promo".into(),
                 props_json: String::new(),
+                palette_frames: Vec::new(),
             })
             .await
             .expect_err("describe outside");
@@ -346,6 +347,7 @@ async fn a_megabyte_of_id_gets_a_short_status() {
             }),
             composition_id: huge,
             props_json: String::new(),
+            palette_frames: Vec::new(),
         })
         .await
         .expect_err("long id");

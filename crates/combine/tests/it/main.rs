@@ -2,6 +2,7 @@
 
 mod ahead;
 mod browser;
+pub mod codecs;
 mod fuzz;
 mod refuse;
 mod seamless;

@@ -36,10 +36,38 @@ struct Trak {
 /// # Errors
 /// A message for an unreadable or unsupported `moov`.
 pub fn gapless(path: &Path, track: usize, rate: u32) -> Result<Option<Gapless>, String> {
+    let Some(moov) = read_moov(path)? else {
+        return Ok(None);
+    };
+    let mut movie_timescale = 0u32;
+    let mut traks = Vec::new();
+    let mut smpb = None;
+    for (kind, body) in boxes(&moov) {
+        match &kind {
+            b"mvhd" => movie_timescale = timescale(body).unwrap_or(0),
+            b"trak" => traks.push(trak(body)),
+            b"udta" => smpb = smpb.or_else(|| itunsmpb(body)),
+            _ => {}
+        }
+    }
+    let Some(t) = traks.get(track) else {
+        return Ok(None);
+    };
+    match &t.edits {
+        Some(edits) => edit_list(edits, movie_timescale, t.media_timescale, rate),
+        None => Ok(smpb.map(|(delay, samples)| Gapless {
+            offset: delay as i64,
+            frames: Some(samples),
+        })),
+    }
+}
+
+/// The body of the file's top-level `moov` box (`None`: not MP4, or no
+/// `moov`), at most [`MAX_MOOV_BYTES`].
+fn read_moov(path: &Path) -> Result<Option<Vec<u8>>, String> {
     let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut at = 0u64;
-    let mut moov = None;
     while at + 8 <= len {
         f.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
         let mut head = [0u8; 16];
@@ -74,69 +102,55 @@ pub fn gapless(path: &Path, track: usize, rate: u32) -> Result<Option<Gapless>, 
             }
             let mut buf = vec![0u8; body as usize];
             f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            moov = Some(buf);
-            break;
+            return Ok(Some(buf));
         }
         at += size;
     }
-    let Some(moov) = moov else {
-        return Ok(None);
-    };
-    let mut movie_timescale = 0u32;
-    let mut traks = Vec::new();
-    let mut smpb = None;
-    for (kind, body) in boxes(&moov) {
-        match &kind {
-            b"mvhd" => movie_timescale = timescale(body).unwrap_or(0),
-            b"trak" => traks.push(trak(body)),
-            b"udta" => smpb = smpb.or_else(|| itunsmpb(body)),
-            _ => {}
-        }
-    }
-    let Some(t) = traks.get(track) else {
-        return Ok(None);
-    };
+    Ok(None)
+}
+
+/// The gapless timing an edit list (`(duration, media time)` pairs, an
+/// empty edit's time -1) gives at `rate` Hz: leading empty edits delay the
+/// track, the one media edit skips the encoder's delay and ends at the
+/// real last sample.
+fn edit_list(
+    edits: &[(u64, i64)],
+    movie_timescale: u32,
+    media_timescale: u32,
+    rate: u32,
+) -> Result<Option<Gapless>, String> {
     let scale = |v: u128, from: u32| -> Option<i128> {
         // av_rescale's rounding: to nearest.
         (from != 0)
             .then(|| ((v * u128::from(rate) + u128::from(from) / 2) / u128::from(from)) as i128)
     };
-    match &t.edits {
-        Some(edits) => {
-            let mut delay = 0u64;
-            let mut media: Option<(u64, i64)> = None;
-            for &(duration, time) in edits {
-                match (time, media) {
-                    (-1, None) => delay += duration,
-                    (-1, Some(_)) => {}
-                    (_, None) => media = Some((duration, time)),
-                    (_, Some(_)) => {
-                        return Err("its edit list has several edits: only one is supported".into());
-                    }
-                }
+    let mut delay = 0u64;
+    let mut media: Option<(u64, i64)> = None;
+    for &(duration, time) in edits {
+        match (time, media) {
+            (-1, None) => delay += duration,
+            (-1, Some(_)) => {}
+            (_, None) => media = Some((duration, time)),
+            (_, Some(_)) => {
+                return Err("its edit list has several edits: only one is supported".into());
             }
-            let Some((duration, time)) = media else {
-                return Ok(None);
-            };
-            let delay = scale(u128::from(delay), movie_timescale).ok_or("no movie timescale")?;
-            let skip = scale(time.max(0) as u128, t.media_timescale).ok_or("no media timescale")?;
-            let frames = match duration {
-                0 => None,
-                d => Some(
-                    (delay + scale(u128::from(d), movie_timescale).ok_or("no movie timescale")?)
-                        as u64,
-                ),
-            };
-            Ok(Some(Gapless {
-                offset: (skip - delay) as i64,
-                frames,
-            }))
         }
-        None => Ok(smpb.map(|(delay, samples)| Gapless {
-            offset: delay as i64,
-            frames: Some(samples),
-        })),
     }
+    let Some((duration, time)) = media else {
+        return Ok(None);
+    };
+    let delay = scale(u128::from(delay), movie_timescale).ok_or("no movie timescale")?;
+    let skip = scale(time.max(0) as u128, media_timescale).ok_or("no media timescale")?;
+    let frames = match duration {
+        0 => None,
+        d => Some(
+            (delay + scale(u128::from(d), movie_timescale).ok_or("no movie timescale")?) as u64,
+        ),
+    };
+    Ok(Some(Gapless {
+        offset: (skip - delay) as i64,
+        frames,
+    }))
 }
 
 fn be32(b: &[u8]) -> u32 {

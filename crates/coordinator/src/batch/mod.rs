@@ -60,6 +60,7 @@ pub mod variant;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use composition::Props;
 use serde::Serialize;
@@ -132,6 +133,10 @@ pub struct QueueTarget {
     /// Gather the agents' results into the results file and the digest
     /// (else the batch ends once every variant is sent).
     pub wait: bool,
+    /// With `wait`: how long to wait for results before the variants
+    /// still without one are recorded as failed (`timed_out`); `None`:
+    /// until every variant has its result.
+    pub wait_timeout: Option<Duration>,
 }
 
 impl BatchRequest {

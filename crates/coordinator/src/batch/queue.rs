@@ -499,6 +499,10 @@ pub async fn status(
     };
     let manifest: BatchManifest =
         serde_json::from_slice(&bytes).map_err(|e| Error::Input(format!("{manifest_at}: {e}")))?;
+    let queue = storage::queue::Queue::connect(&manifest.queue, stores.s3_config())
+        .await
+        .map_err(|e| Error::Input(format!("{manifest_at}: queue: {e}")))?;
+    settle_dead_letters(&queue, &state, store.as_ref()).await?;
     let mut s = BatchStatus {
         batch: id.to_string(),
         variants: manifest.variants,
@@ -534,6 +538,107 @@ pub async fn status(
     }
     s.pending = s.variants.saturating_sub(seen);
     Ok(s)
+}
+
+/// How long a message read from a dead-letter queue stays hidden from the
+/// next look; it stays in that queue for its operator.
+const DEAD_LETTER_LOOK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The most messages one look at a dead-letter queue reads, so a queue
+/// shared by many batches is not read whole every time.
+const DEAD_LETTER_SCAN: usize = 1000;
+
+/// Gives a final result to every variant of batch `state` whose message
+/// is in `queue`'s dead-letter queue without one.
+///
+/// An agent records each failure, and on the last delivery its failure is
+/// final; but an agent killed (or out of memory) on a message's last
+/// delivery records nothing, the redrive policy moves the message on, and
+/// without this the variant would be pending for ever. Such a variant is
+/// recorded failed (`worker_lost`, naming the receives), so `--wait` ends
+/// and `batch-status` counts it. Returns how many were recorded; the
+/// messages stay where they are.
+///
+/// # Errors
+/// [`Error::Storage`] when the queue or storage fails.
+pub async fn settle_dead_letters(
+    queue: &storage::queue::Queue,
+    state: &BatchState,
+    store: &dyn ObjectStore,
+) -> Result<u64, Error> {
+    let Some(redrive) = queue.redrive().await? else {
+        return Ok(0);
+    };
+    let dead = queue.dead_letter(&redrive).await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut settled = 0u64;
+    while seen.len() < DEAD_LETTER_SCAN {
+        let messages = dead
+            .receive(
+                storage::queue::MAX_RECEIVE,
+                std::time::Duration::ZERO,
+                DEAD_LETTER_LOOK,
+            )
+            .await?;
+        let fresh: Vec<_> = messages
+            .into_iter()
+            .filter(|m| seen.insert(m.id.clone()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for m in fresh {
+            // Not a job, or another batch's: not ours to judge.
+            let Ok(job) = QueueJob::parse(&m.body, &m.id) else {
+                continue;
+            };
+            if job.batch != *state.id() {
+                continue;
+            }
+            let at = state.result(&job.variant);
+            let before = match read_record(store, at.key()).await? {
+                Some(bytes) => JobResult::parse(&bytes, state.id(), &job.variant, at.key()).ok(),
+                None => None,
+            };
+            if before.as_ref().is_some_and(JobResult::is_final) {
+                continue;
+            }
+            let receives = redrive.max_receives.max(m.receive_count.saturating_sub(1));
+            let earlier = before
+                .as_ref()
+                .and_then(|r| r.error.as_ref())
+                .map(|e| format!("; the last recorded failure: {}", e.message))
+                .unwrap_or_default();
+            let result = JobResult {
+                format: QUEUE_JOB_FORMAT,
+                batch: state.id().clone(),
+                variant: job.variant,
+                status: RowStatus::Failed,
+                output: None,
+                sha256: None,
+                bytes: None,
+                copies: BTreeMap::new(),
+                frames: None,
+                seconds: None,
+                agent: "dead-letter queue".into(),
+                message: m.id.clone(),
+                receive_count: receives,
+                last: true,
+                error: Some(RowFailure {
+                    class: crate::ErrorKind::Worker,
+                    reason: FailureReason::WorkerLost,
+                    column: None,
+                    message: format!(
+                        "no agent finished it in {receives} deliveries: the message is in the dead-letter queue {} (an agent stopped while rendering it: killed, out of memory, or its lease ran out){earlier}",
+                        dead.url()
+                    ),
+                }),
+            };
+            write_record(store, at.key(), &result).await?;
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
 /// The variant a result's key names (`…/results/<sha256>.json`).

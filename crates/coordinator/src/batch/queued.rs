@@ -13,9 +13,9 @@ use storage::queue::{MAX_MESSAGE_BYTES, Queue};
 use super::digest::Tally;
 use super::queue::{
     BatchId, BatchManifest, BatchState, JobPayload, JobResult, QUEUE_JOB_FORMAT, QueueJob,
-    read_record, variant_of, write_record,
+    read_record, settle_dead_letters, variant_of, write_record,
 };
-use super::results::{ResultsWriter, RowResult, RowStatus};
+use super::results::{FailureReason, ResultsWriter, RowFailure, RowResult, RowStatus};
 use super::run::{BatchJob, Shared, longest_first};
 use super::spill::SpilledRow;
 use super::validate::{Validation, VariantEntry};
@@ -29,6 +29,9 @@ use crate::request::RenderSource;
 const POLL_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between two looks at the results.
 const POLL_MAX: Duration = Duration::from_secs(5);
+/// Every how many quiet looks at the results the dead-letter queue is
+/// looked at too.
+const DEAD_LETTER_EVERY: u32 = 3;
 
 impl BatchJob {
     /// Sends every variant to the queue and, when asked, waits for their
@@ -85,7 +88,8 @@ impl BatchJob {
         .await;
         let mut tally = tally;
         if target.wait {
-            self.gather(&state, &shared, &mut results, &mut tally)
+            let deadline = target.wait_timeout.map(|t| tokio::time::Instant::now() + t);
+            self.gather(&queue, &state, &shared, deadline, &mut results, &mut tally)
                 .await?;
         }
         Ok(tally)
@@ -169,11 +173,16 @@ impl BatchJob {
     }
 
     /// Waits for every variant's final result (done, or failed on its last
-    /// delivery), turning each into its rows' results.
+    /// delivery), turning each into its rows' results; looks in the
+    /// dead-letter queue while no result arrives (a job whose agent died
+    /// on its last delivery has no other); at `deadline`, records the
+    /// variants still pending as timed out.
     async fn gather(
         &self,
+        queue: &Queue,
         state: &BatchState,
         shared: &Shared,
+        deadline: Option<tokio::time::Instant>,
         results: &mut ResultsWriter,
         tally: &mut Tally,
     ) -> Result<(), Error> {
@@ -218,9 +227,70 @@ impl BatchJob {
                 continue;
             }
             quiet = quiet.saturating_add(1);
+            if quiet.is_multiple_of(DEAD_LETTER_EVERY)
+                && settle_dead_letters(queue, state, store.as_ref()).await? > 0
+            {
+                continue;
+            }
+            let mut sleep = poll.delay(quiet);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return self.time_out(shared, pending, results, tally).await;
+                }
+                sleep = sleep.min(left);
+            }
             tokio::select! {
                 () = self.cancel.cancelled() => return Err(Error::Cancelled),
-                () = tokio::time::sleep(poll.delay(quiet)) => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the rows of the variants still `pending` at the deadline as
+    /// failed (`timed_out`).
+    async fn time_out(
+        &self,
+        shared: &Shared,
+        pending: HashMap<spec::ContentHash, usize>,
+        results: &mut ResultsWriter,
+        tally: &mut Tally,
+    ) -> Result<(), Error> {
+        let mut left: Vec<usize> = pending.into_values().collect();
+        left.sort_unstable();
+        for index in left {
+            let entry = &shared.variants[index];
+            let first = shared.spill.read(entry.spot)?;
+            let failure = RowFailure {
+                class: crate::ErrorKind::Worker,
+                reason: FailureReason::TimedOut,
+                column: None,
+                message: format!(
+                    "no result within --wait-timeout (variant {}); it may still render: `coordinator batch-status` reads later results",
+                    entry.id
+                ),
+            };
+            let head = first.row;
+            let mut rows = vec![first];
+            for d in shared.dups_of(entry) {
+                rows.push(shared.spill.read(d.spot)?);
+            }
+            for row in rows {
+                let duplicate_of = (row.row != head).then_some(head);
+                let result = RowResult {
+                    row: row.row,
+                    out: row.out.clone(),
+                    status: RowStatus::Failed,
+                    variant: Some(entry.id),
+                    output: None,
+                    frames: None,
+                    seconds: None,
+                    cached: false,
+                    duplicate_of,
+                    error: Some(failure.clone()),
+                };
+                self.record(results, tally, result).await?;
             }
         }
         Ok(())

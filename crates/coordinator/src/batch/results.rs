@@ -57,6 +57,9 @@ pub enum FailureReason {
     OutputName,
     /// Workers failed or could not be reached on every attempt.
     WorkerLost,
+    /// No result arrived within `--wait-timeout` (the variant may still
+    /// render: `batch-status` reads later results).
+    TimedOut,
     /// Storage failed.
     Storage,
     /// Storage refused access.
@@ -74,6 +77,7 @@ impl FailureReason {
             FailureReason::InvalidInput => "invalid input",
             FailureReason::OutputName => "output name",
             FailureReason::WorkerLost => "worker lost",
+            FailureReason::TimedOut => "timed out",
             FailureReason::Storage => "storage error",
             FailureReason::Permission => "storage permission",
             FailureReason::Internal => "internal error",
@@ -104,7 +108,7 @@ impl FailureReason {
             | FailureReason::MissingAsset
             | FailureReason::InvalidInput
             | FailureReason::OutputName => ErrorKind::Input,
-            FailureReason::WorkerLost => ErrorKind::Worker,
+            FailureReason::WorkerLost | FailureReason::TimedOut => ErrorKind::Worker,
             FailureReason::Storage => ErrorKind::Storage,
             FailureReason::Permission => ErrorKind::Permission,
             FailureReason::Internal => ErrorKind::Internal,

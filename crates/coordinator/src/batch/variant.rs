@@ -482,7 +482,11 @@ impl Coordinator {
         })
         .await
         .map_err(Error::task("describing a variant"))??;
-        Ok(Described { meta, renderer })
+        Ok(Described {
+            meta,
+            renderer,
+            gif_palette: None,
+        })
     }
 }
 

@@ -438,6 +438,11 @@ struct BatchArgs {
     /// and the digest (else print the batch id and exit).
     #[arg(long, requires = "queue")]
     wait: bool,
+    /// With --wait: seconds to wait for results; variants still without
+    /// one are then recorded as failed (`timed out`) and the batch exits 1
+    /// (their results may still arrive: see `batch-status`).
+    #[arg(long, value_name = "SECS", requires = "wait", value_parser = parse_seconds)]
+    wait_timeout: Option<Duration>,
     #[command(flatten)]
     webhook: Webhook,
 }
@@ -730,6 +735,7 @@ fn batch_request(args: &BatchArgs) -> anyhow::Result<(BatchRequest, PoolSpec, Co
     request.queue = args.queue.clone().map(|url| QueueTarget {
         url,
         wait: args.wait,
+        wait_timeout: args.wait_timeout,
     });
     request.settings = VariantSettings {
         chunks: match (args.split.chunks, args.split.frames_per_chunk) {

@@ -69,6 +69,22 @@ fn check_timing(path: &Path, frames: usize) {
     }
 }
 
+/// The video stream's codec tag (`hvc1`, `av01`, …).
+fn codec_tag(path: &Path) -> String {
+    let tag = media::run(std::process::Command::new("ffprobe").args([
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "stream=codec_tag_string",
+        "-of",
+        "csv=p=0",
+        path.to_str().expect("utf-8 path"),
+    ]));
+    String::from_utf8_lossy(&tag).trim().to_owned()
+}
+
 #[test]
 fn h265_chunks_equal_one_chunk_in_mp4_and_mov() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -84,18 +100,7 @@ fn h265_chunks_equal_one_chunk_in_mp4_and_mov() {
     assert_eq!(probe.video().pix_fmt.as_deref(), Some("yuv444p"));
     assert_eq!(probe.audio().codec, "aac");
     assert_eq!(probe.audio().duration_ts, Some(TINY_SAMPLES as i64));
-    let tag = media::run(std::process::Command::new("ffprobe").args([
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "stream=codec_tag_string",
-        "-of",
-        "csv=p=0",
-        four.to_str().expect("utf-8 path"),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&tag).trim(), "hvc1");
+    assert_eq!(codec_tag(&four), "hvc1");
     check_timing(&four, 36);
     check_timing(&mov, 36);
     let frames = media::decode_video_frames(&one, PixFmt::Yuv444p);
@@ -237,4 +242,176 @@ fn a_codec_the_container_cannot_hold_is_refused_naming_both() {
         "x.webm",
         "error: --codec vp9 --out OUT: a .webm file cannot hold aac audio; it holds opus",
     );
+}
+
+/// The test pattern at the smallest size SVT-AV1 encodes in both
+/// dimensions' steps (it refuses under 64 pixels a side): 24 frames at 30
+/// fps.
+const AV1_PATTERN: &str = r#"{"width":128,"height":72,"duration":24,"fps":"30"}"#;
+
+/// The indices of the key frames, in presentation order.
+fn key_frames(path: &Path) -> Vec<usize> {
+    let mut packets = media::video_packets(path).packets;
+    packets.sort_unstable_by_key(|p| p.pts);
+    packets
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.key)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The mean absolute difference of two decoded frames' luma planes.
+fn mean_luma_difference(a: &media::Frame, b: &media::Frame) -> f64 {
+    let (x, y) = (&a.planes[0].data, &b.planes[0].data);
+    assert_eq!(x.len(), y.len(), "frame sizes");
+    let sum: u64 = x
+        .iter()
+        .zip(y)
+        .map(|(p, q)| u64::from(p.abs_diff(*q)))
+        .sum();
+    sum as f64 / x.len() as f64
+}
+
+#[test]
+fn av1_chunks_start_with_key_frames_and_join_into_webm_and_mp4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |out: &Path, chunks: u32, extra: &[&str]| {
+        let o = render_on(&[], AV1_PATTERN, chunks, out, extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let one = dir.path().join("one.webm");
+    let webm = dir.path().join("three.webm");
+    let mp4 = dir.path().join("three.mp4");
+    run(&one, 1, &["--codec", "av1"]);
+    run(&webm, 3, &["--codec", "av1"]);
+    run(&mp4, 3, &["--codec", "av1"]);
+    let probe = media::probe(&webm);
+    assert_eq!(probe.video().codec, "av1");
+    assert_eq!(probe.audio().codec, "opus");
+    let probe = media::probe(&mp4);
+    assert_eq!(probe.video().codec, "av1");
+    assert_eq!(probe.audio().codec, "aac");
+    assert_eq!(codec_tag(&mp4), "av01");
+    for path in [&one, &webm, &mp4] {
+        check_timing(path, 24);
+    }
+    // Keyint is 250 and scene cuts are off: the only key frames are the
+    // chunks' first frames (the plan splits 24 frames into 8 + 8 + 8).
+    assert_eq!(key_frames(&one), [0]);
+    assert_eq!(key_frames(&webm), [0, 8, 16]);
+    assert_eq!(key_frames(&mp4), [0, 8, 16]);
+    // Stream copy changes no frame: the same chunks decode alike in both
+    // containers. Against one chunk the encoder made other decisions
+    // (key frames at 8 and 16), so only closeness holds.
+    let decoded = media::decode_video_frames(&webm, PixFmt::Yuv420p);
+    assert_eq!(decoded.len(), 24);
+    media::assert_frames_eq(
+        &media::decode_video_frames(&mp4, PixFmt::Yuv420p),
+        &decoded,
+        "AV1 chunks in MP4 against WebM",
+    );
+    for (k, (a, b)) in decoded
+        .iter()
+        .zip(&media::decode_video_frames(&one, PixFmt::Yuv420p))
+        .enumerate()
+    {
+        let d = mean_luma_difference(a, b);
+        assert!(
+            d < 3.0,
+            "frame {k}: mean luma difference {d} against 1 chunk"
+        );
+    }
+    media::assert_audio_eq(
+        &media::decode_audio(&webm),
+        &media::decode_audio(&one),
+        "3 chunks against 1",
+    );
+    assert_eq!(media::decode_audio(&webm).len(), 24 * 48_000 / 30);
+
+    // SVT-AV1's bytes do not depend on the workers (one, then three).
+    let again = dir.path().join("again.webm");
+    let o = render_on(
+        &[],
+        AV1_PATTERN,
+        3,
+        &again,
+        &["--codec", "av1", "--local", "1"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let other = dir.path().join("other.webm");
+    let o = render_on(
+        &[],
+        AV1_PATTERN,
+        3,
+        &other,
+        &["--codec", "av1", "--local", "3"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        sha256(&again),
+        sha256(&other),
+        "AV1 bytes depend on the workers"
+    );
+    assert_eq!(
+        sha256(&webm),
+        sha256(&other),
+        "AV1 bytes differ between renders"
+    );
+}
+
+#[test]
+fn av1_refuses_frames_under_64_pixels_naming_the_size() {
+    check_refused(
+        &["--codec", "av1"],
+        "x.webm",
+        "error: field `video.codec`: composition `test-pattern` is 64x36: av1 (SVT-AV1) needs at least 64x64",
+    );
+}
+
+#[test]
+fn gif_chunks_share_one_palette_loop_and_last_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = dir.path().join("one.gif");
+    let three = dir.path().join("three.gif");
+    render(&one, 1, &["--codec", "gif"]);
+    render(&three, 3, &["--codec", "gif"]);
+    let probe = media::probe(&three);
+    assert_eq!(probe.video().codec, "gif");
+    assert_eq!(
+        probe.kinds(),
+        [media::StreamKind::Video],
+        "a GIF has no sound"
+    );
+    // One palette and positional dithering: every frame's indices are
+    // those of the one-chunk render, so the decoded frames are equal.
+    let frames = media::decode_video_frames(&one, PixFmt::Rgba);
+    assert_eq!(frames.len(), 36);
+    media::assert_frames_eq(
+        &media::decode_video_frames(&three, PixFmt::Rgba),
+        &frames,
+        "3 GIF chunks against 1",
+    );
+    // Delays in 1/100 s spread the remainder (3, 3, 4, …): frame k starts
+    // at ⌊100k/30⌋ and the 36 frames last exactly 1.2 s.
+    let media::Packets { time_base, packets } = media::video_packets(&three);
+    assert_eq!(time_base, media::Rational { num: 1, den: 100 });
+    let starts: Vec<i64> = packets.iter().map(|p| p.pts - packets[0].pts).collect();
+    let expected: Vec<i64> = (0..36).map(|k| k * 100 / 30).collect();
+    assert_eq!(starts, expected);
+    let last = packets.last().expect("36 packets");
+    assert_eq!(last.pts - packets[0].pts + last.duration.unwrap_or(0), 120);
+    // It loops forever: the NETSCAPE2.0 extension with a count of 0.
+    let bytes = std::fs::read(&three).expect("read gif");
+    assert!(
+        bytes
+            .windows(15)
+            .any(|w| w == b"NETSCAPE2.0\x03\x01\x00\x00"),
+        "no infinite-loop extension"
+    );
+    assert_eq!(sha256(&three), {
+        let again = dir.path().join("again.gif");
+        render(&again, 3, &["--codec", "gif", "--local", "1"]);
+        sha256(&again)
+    });
 }

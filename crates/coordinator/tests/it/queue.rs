@@ -689,3 +689,118 @@ fn a_payload_too_large_for_a_message_is_read_from_storage_and_checked() {
         "{record}"
     );
 }
+
+#[test]
+fn an_agent_killed_on_the_last_delivery_is_recorded_lost_and_a_wait_can_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = tiny_bundle(dir.path());
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "name,frames\nLong,240\n").expect("rows");
+    let (name, _store) = bucket("lost");
+    // One delivery only: the agent that dies on it was the last chance.
+    let (q, _dead) = queue("lost", Some(1));
+    let out = format!("s3://{name}/c/");
+    let results_file = dir.path().join("results.jsonl");
+    let mut waiting = batch(&bundle, &rows, &out, &["--name", "{name}.mp4"]);
+    waiting
+        .envs(testkit::moto().aws_env())
+        .args(["--queue", q.url(), "--wait", "--results"])
+        .arg(&results_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiting = waiting.spawn().expect("batch --queue --wait");
+    wait_until("the message is sent", Duration::from_secs(60), || {
+        runtime().block_on(q.depth()).expect("depth").waiting == 1
+    });
+
+    let killed = AgentProcess::start(&q, &["--visibility-timeout", "2"]);
+    killed.wait_for("job started", Duration::from_secs(60));
+    killed.signal("-9");
+    // Another agent's receive after the lease moves the message to the
+    // dead-letter queue; it never renders it.
+    let next = AgentProcess::start(&q, &[]);
+    let o = output_within(waiting, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(next.lines("job started").is_empty(), "{}", next.log());
+    drop(next);
+    let rows_done = results(&results_file);
+    assert_eq!(rows_done.len(), 1);
+    let row = &rows_done[0];
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["error"]["reason"], "worker_lost", "{row}");
+    let message = row["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with(
+            "no agent finished it in 1 deliveries: the message is in the dead-letter queue"
+        ),
+        "{message}"
+    );
+    let id = serde_json::from_str::<serde_json::Value>(
+        crate::kit::events(&stdout, "queued")
+            .first()
+            .expect("queued event"),
+    )
+    .expect("json")["batch"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        batch_status(&out, &id),
+        format!(
+            "batch {id}: 1 variants: 0 rendered, 0 from the cache, 1 failed (1 worker lost), 0 retrying, 0 pending; finished"
+        )
+    );
+
+    // No agent at all: --wait-timeout ends the wait, the row timed out.
+    let (q2, _) = queue("lost-timeout", None);
+    let results_file = dir.path().join("timeout.jsonl");
+    let started = Instant::now();
+    let mut c = batch(
+        &bundle,
+        &rows,
+        &format!("s3://{name}/t/"),
+        &["--name", "{name}.mp4"],
+    );
+    c.envs(testkit::moto().aws_env())
+        .args([
+            "--queue",
+            q2.url(),
+            "--wait",
+            "--wait-timeout",
+            "2",
+            "--results",
+        ])
+        .arg(&results_file);
+    let o = run(c);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let rows_done = results(&results_file);
+    assert_eq!(rows_done[0]["status"], "failed");
+    assert_eq!(rows_done[0]["error"]["reason"], "timed_out");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("1 timed out"), "{stderr}");
+}
+
+/// The output of `child`, which must exit within `within` (else it is
+/// killed and the test fails, instead of hanging).
+fn output_within(mut child: Child, within: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {within:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
