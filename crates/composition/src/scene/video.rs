@@ -57,6 +57,11 @@ pub const MAX_VIDEO_DIMENSION: u32 = 8192;
 /// frame to find its frame while the others run ahead.
 pub const KEPT_FRAMES: usize = 8;
 
+/// Layer frames before the one asked for whose source frames a cursor
+/// keeps when it decodes past them: render threads take frames in turn, so
+/// the others are at most a few frames behind.
+pub const SOON_FRAMES: i64 = KEPT_FRAMES as i64 / 2;
+
 /// How far ahead of the last decoded frame a time may be and still be
 /// reached by decoding forward rather than by seeking.
 pub const MAX_DECODE_AHEAD_SECONDS: i64 = 2;
@@ -241,6 +246,7 @@ impl Timing {
 struct Kept {
     times: FrameTimes,
     rgba: Arc<Vec<u8>>,
+    opaque: bool,
 }
 
 /// The decoding state of one video layer, shared by a prepared scene's
@@ -295,12 +301,20 @@ impl Cursor {
     ///
     /// # Errors
     /// The decoder's message.
-    pub fn frame_at(&mut self, t: Time) -> Result<Arc<Vec<u8>>, String> {
+    ///
+    /// `soon`: the times of the layer frames just before `t`, which other
+    /// render threads may still ask for. A frame decoded on the way to `t`
+    /// that shows at one of them is converted and kept, so that a thread
+    /// running behind finds it instead of seeking back to the keyframe and
+    /// decoding the group of pictures again (which made every frame cost
+    /// several decodes); frames that no layer frame shows (a rate above 1)
+    /// are passed without converting.
+    pub fn frame_at(&mut self, t: Time, soon: &[Time]) -> Result<(Arc<Vec<u8>>, bool), String> {
         let tb = self.info().time_base;
         let contains =
             |f: &FrameTimes| t.reached_by(f.pts, tb) && f.end.is_none_or(|e| !t.reached_by(e, tb));
         if let Some(k) = self.kept.iter().find(|k| contains(&k.times)) {
-            return Ok(Arc::clone(&k.rgba));
+            return Ok((Arc::clone(&k.rgba), k.opaque));
         }
         let target = t.floor_pts(tb);
         let ahead = i64::from(tb.1 / tb.0.max(1)).saturating_mul(MAX_DECODE_AHEAD_SECONDS);
@@ -329,18 +343,36 @@ impl Cursor {
             // A first frame already past `t` after a seek: `t` is before
             // the source's first frame, which shows.
             if contains(&times) || (first && !t.reached_by(times.pts, tb)) {
-                let rgba = Arc::new(self.stream_mut()?.rgba()?);
-                if self.kept.len() >= KEPT_FRAMES {
-                    self.kept.remove(0);
-                }
-                self.kept.push(Kept {
-                    times,
-                    rgba: Arc::clone(&rgba),
-                });
-                return Ok(rgba);
+                let kept = self.keep(times)?;
+                return Ok((Arc::clone(&kept.rgba), kept.opaque));
+            }
+            let shows_soon = soon.iter().any(|s| {
+                s.reached_by(times.pts, tb) && times.end.is_none_or(|e| !s.reached_by(e, tb))
+            });
+            if shows_soon && !self.kept.iter().any(|k| k.times == times) {
+                self.keep(times)?;
             }
             first = false;
         }
+    }
+
+    /// Converts the frame the stream returned last and keeps it.
+    fn keep(&mut self, times: FrameTimes) -> Result<&Kept, String> {
+        let rgba = Arc::new(self.stream_mut()?.rgba()?);
+        // Checked once per decoded frame, so that drawing it can copy
+        // rather than blend.
+        let opaque = rgba.chunks_exact(4).all(|p| p[3] == u8::MAX);
+        if self.kept.len() >= KEPT_FRAMES {
+            self.kept.remove(0);
+        }
+        self.kept.push(Kept {
+            times,
+            rgba,
+            opaque,
+        });
+        self.kept
+            .last()
+            .ok_or_else(|| "internal: a kept frame vanished".to_owned())
     }
 
     fn stream_mut(&mut self) -> Result<&mut Box<dyn VideoStream>, String> {
@@ -392,8 +424,18 @@ pub struct PreparedVideo {
     pub info: VideoInfo,
 }
 
-/// A converted frame: premultiplied RGBA8, width, height.
-pub type Shown = (Arc<Vec<u8>>, u32, u32);
+/// A converted frame as a layer shows it.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    /// Premultiplied RGBA8, `width · height · 4` bytes.
+    pub rgba: Arc<Vec<u8>>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Every pixel has alpha 255.
+    pub opaque: bool,
+}
 
 /// The frame a prepared video layer shows at layer time `t` (a whole
 /// frame: groups shift time by whole frames), with its size; `None` when it
@@ -415,8 +457,17 @@ pub fn frame(v: &VideoLayer, t: f64) -> Result<Option<Shown>, String> {
     else {
         return Ok(None);
     };
-    let rgba = super::lock(&p.cursor).frame_at(time)?;
-    Ok(Some((rgba, p.info.width, p.info.height)))
+    let (tb, duration) = (p.info.time_base, p.info.duration_ticks);
+    let soon: Vec<Time> = (1..=SOON_FRAMES)
+        .filter_map(|k| p.timing.source_time(t - k, tb, duration))
+        .collect();
+    let (rgba, opaque) = super::lock(&p.cursor).frame_at(time, &soon)?;
+    Ok(Some(Shown {
+        rgba,
+        width: p.info.width,
+        height: p.info.height,
+        opaque,
+    }))
 }
 
 impl VideoLayer {
