@@ -528,7 +528,7 @@ impl Coeffs {
         // limited range, is about 1.1 · 2^17), so the narrowing is exact.
         let round = |n: i64, d: i64| ((2 * n + d) / (2 * d)) as i32;
         Coeffs {
-            y_off: y_off as i32,
+            y_off,
             y_mul: y_mul as i32,
             cr_r: round(2 * (K - kr) * ONE * c_num, K * c_den),
             cb_g: round(2 * kb * (K - kb) * ONE * c_num, K * kg * c_den),
@@ -550,7 +550,7 @@ pub fn yuv_to_rgba(p: &Planes<'_>, m: Matrix, full: bool, out: &mut [u8]) {
     let (w, h) = (p.size.0 as usize, p.size.1 as usize);
     let (sx, sy) = p.chroma_shift;
     let cw = (w + (1 << sx) - 1) >> sx;
-    fn row<'p>((plane, stride): (&'p [u8], usize), y: usize, len: usize) -> &'p [u8] {
+    fn row((plane, stride): (&[u8], usize), y: usize, len: usize) -> &[u8] {
         &plane[y * stride..y * stride + len]
     }
     for (y, out_row) in out.chunks_exact_mut(w * 4).take(h).enumerate() {
