@@ -88,3 +88,35 @@ fn crf_zero_is_not_unset() {
     assert_eq!(wire.crf, Some(0));
     assert_eq!(VideoSettings::try_from(wire).expect("valid"), settings);
 }
+
+#[test]
+fn float_props_survive_the_wire_bit_for_bit() {
+    // Numbers whose shortest decimal form serde_json's fast parser (without
+    // `float_roundtrip`) reads back one unit in the last place off: a prop
+    // must reach the worker (and its cache key) exactly as sent.
+    for x in [
+        1.284_955_611_470_173_1e20,
+        2.225_073_858_507_201e-308,
+        0.300_000_000_000_000_04,
+        1e23,
+    ] {
+        let mut props = composition::Props::new();
+        props.insert("x".into(), serde_json::json!(x));
+        let sent = DescribeRequest {
+            source: SourceSpec::Registered,
+            composition_id: "c".into(),
+            props,
+            palette_frames: Vec::new(),
+        };
+        let mut request = sent.clone();
+        for _ in 0..2 {
+            let wire = through_bytes(&pb::DescribeRequest::from(&request));
+            request = DescribeRequest::try_from(wire).expect("valid");
+        }
+        assert_eq!(request, sent, "{x:e}");
+        assert_eq!(
+            request.props["x"].as_f64().map(f64::to_bits),
+            Some(x.to_bits())
+        );
+    }
+}

@@ -495,3 +495,77 @@ fn a_video_layer_renders_the_same_in_three_chunks_as_in_one() {
         "3 chunks against 1",
     );
 }
+
+#[test]
+fn an_open_gop_source_renders_the_same_in_eleven_chunks_as_in_one() {
+    // x264's open GOPs: B-frames before each later I-frame (in display
+    // order) reference it and the GOP before. A chunk whose first frame is
+    // such a B-frame seeks to the keyframe before it; one that starts on
+    // the I-frame sees the I-frame's leading B-frames decoded without
+    // their references, and must not show them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    let clip = bundle.join("clip.mp4");
+    media::indexed_video(
+        &clip,
+        (64, 48),
+        "24",
+        72,
+        &[
+            "-c:v",
+            "libx264",
+            "-crf",
+            "1",
+            "-g",
+            "12",
+            "-bf",
+            "3",
+            "-x264-params",
+            "open-gop=1:scenecut=0:b-adapt=0",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    // The source really has leading B-frames: a packet after a keyframe
+    // (in decode order) shown before it.
+    let packets = media::video_packets(&clip).packets;
+    assert!(
+        packets
+            .windows(2)
+            .any(|w| w[0].key && w[0].pts > 0 && w[1].pts < w[0].pts),
+        "no open GOP in the source: {packets:?}"
+    );
+    let scene = serde_json::json!({
+        "version": 1,
+        "compositions": [{
+            "id": "clip", "width": 64, "height": 48, "fps": 30, "duration": 75,
+            "layers": [{"type": "video", "name": "Clip", "src": "clip.mp4"}],
+        }],
+    });
+    std::fs::write(bundle.join("scene.json"), scene.to_string()).expect("write scene");
+    let render = |chunks: u32, out: &Path| {
+        let mut c = coordinator();
+        c.arg("render")
+            .arg(&bundle)
+            .args(["--chunks", &chunks.to_string(), "--lossless", "--out"])
+            .arg(out);
+        let o = run(c);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (one, eleven) = (dir.path().join("one.mp4"), dir.path().join("eleven.mp4"));
+    render(1, &one);
+    render(11, &eleven);
+    let frames = media::decode_video_frames(&eleven, PixFmt::Yuv444p);
+    media::assert_frames_eq(
+        &frames,
+        &media::decode_video_frames(&one, PixFmt::Yuv444p),
+        "11 chunks against 1",
+    );
+    let shown: Vec<u32> = frames
+        .iter()
+        .map(|f| media::read_index(f.planes[0].row(24)))
+        .collect();
+    let expected: Vec<u32> = (0..75).map(|f| f * 24 / 30).collect();
+    assert_eq!(shown, expected);
+}
