@@ -95,7 +95,7 @@ fn float_props_survive_the_wire_bit_for_bit() {
     // `float_roundtrip`) reads back one unit in the last place off: a prop
     // must reach the worker (and its cache key) exactly as sent.
     for x in [
-        1.284_955_611_470_173_1e20,
+        1.284_955_611_470_173_1e20_f64,
         2.225_073_858_507_201e-308,
         0.300_000_000_000_000_04,
         1e23,

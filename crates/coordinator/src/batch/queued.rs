@@ -278,18 +278,7 @@ impl BatchJob {
             }
             for row in rows {
                 let duplicate_of = (row.row != head).then_some(head);
-                let result = RowResult {
-                    row: row.row,
-                    out: row.out.clone(),
-                    status: RowStatus::Failed,
-                    variant: Some(entry.id),
-                    output: None,
-                    frames: None,
-                    seconds: None,
-                    cached: false,
-                    duplicate_of,
-                    error: Some(failure.clone()),
-                };
+                let result = row.failed(entry.id, duplicate_of, failure.clone());
                 self.record(results, tally, result).await?;
             }
         }

@@ -494,17 +494,8 @@ impl VariantTask {
 
     /// Every row of the variant failed with `e`.
     async fn fail(&self, entry: &VariantEntry, first: &SpilledRow, e: &Error) -> Result<(), Error> {
-        let failed = |row: &SpilledRow, duplicate_of: Option<u64>| RowResult {
-            row: row.row,
-            out: row.out.clone(),
-            status: RowStatus::Failed,
-            variant: Some(entry.id),
-            output: None,
-            frames: None,
-            seconds: None,
-            cached: false,
-            duplicate_of,
-            error: Some(RowFailure::of(e)),
+        let failed = |row: &SpilledRow, duplicate_of: Option<u64>| {
+            row.failed(entry.id, duplicate_of, RowFailure::of(e))
         };
         self.send(failed(first, None)).await;
         for d in self.shared.dups_of(entry) {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::VariantJob;
+use super::results::{RowFailure, RowResult, RowStatus};
 use crate::Error;
 
 /// One valid row as the render phase needs it.
@@ -22,6 +23,30 @@ pub(crate) struct SpilledRow {
     pub(crate) name: Option<String>,
     /// The job, for the first row of a variant.
     pub(crate) job: Option<VariantJob>,
+}
+
+impl SpilledRow {
+    /// This row's result when its variant `variant` failed with `error`
+    /// (`duplicate_of`: the variant's first row, for the others).
+    pub(crate) fn failed(
+        &self,
+        variant: spec::ContentHash,
+        duplicate_of: Option<u64>,
+        error: RowFailure,
+    ) -> RowResult {
+        RowResult {
+            row: self.row,
+            out: self.out.clone(),
+            status: RowStatus::Failed,
+            variant: Some(variant),
+            output: None,
+            frames: None,
+            seconds: None,
+            cached: false,
+            duplicate_of,
+            error: Some(error),
+        }
+    }
 }
 
 /// Where a record is in the spill file.

@@ -231,17 +231,7 @@ fn a_fleet_of_agents_renders_a_batch_like_one_machine_and_a_killed_agent_loses_n
 
     // The batch waits for the agents' results.
     let results_file = dir.path().join("results.jsonl");
-    let mut waiting = batch(&bundle, &rows, &out, &["--name", name_template]);
-    waiting
-        .envs(testkit::moto().aws_env())
-        .args(["--queue", q.url(), "--wait", "--results"])
-        .arg(&results_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let waiting = waiting.spawn().expect("batch --queue --wait");
-    wait_until("messages sent", Duration::from_secs(60), || {
-        runtime().block_on(q.depth()).expect("depth").waiting == 7
-    });
+    let waiting = send_and_wait(&bundle, &rows, &out, name_template, &q, &results_file, 7);
 
     // The first agent takes the longest variant (sent first) and dies.
     let killed = AgentProcess::start(&q, &["--visibility-timeout", "2"]);
@@ -351,6 +341,31 @@ fn take_job(q: &Queue) -> coordinator::batch::queue::QueueJob {
         .remove(0);
     rt.block_on(q.delete(&m.receipt)).expect("delete");
     serde_json::from_str(&m.body).expect("a job")
+}
+
+/// `batch --queue … --wait` of `rows` into `out`, started, once its
+/// `variants` messages are on the queue.
+fn send_and_wait(
+    bundle: &Path,
+    rows: &Path,
+    out: &str,
+    name_template: &str,
+    q: &Queue,
+    results_file: &Path,
+    variants: u64,
+) -> Child {
+    let mut waiting = batch(bundle, rows, out, &["--name", name_template]);
+    waiting
+        .envs(testkit::moto().aws_env())
+        .args(["--queue", q.url(), "--wait", "--results"])
+        .arg(results_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiting = waiting.spawn().expect("batch --queue --wait");
+    wait_until("the messages are sent", Duration::from_secs(60), || {
+        runtime().block_on(q.depth()).expect("depth").waiting == variants
+    });
+    waiting
 }
 
 /// `batch --queue` of `rows` into `out` without waiting; the batch id.
@@ -701,17 +716,7 @@ fn an_agent_killed_on_the_last_delivery_is_recorded_lost_and_a_wait_can_time_out
     let (q, _dead) = queue("lost", Some(1));
     let out = format!("s3://{name}/c/");
     let results_file = dir.path().join("results.jsonl");
-    let mut waiting = batch(&bundle, &rows, &out, &["--name", "{name}.mp4"]);
-    waiting
-        .envs(testkit::moto().aws_env())
-        .args(["--queue", q.url(), "--wait", "--results"])
-        .arg(&results_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let waiting = waiting.spawn().expect("batch --queue --wait");
-    wait_until("the message is sent", Duration::from_secs(60), || {
-        runtime().block_on(q.depth()).expect("depth").waiting == 1
-    });
+    let waiting = send_and_wait(&bundle, &rows, &out, "{name}.mp4", &q, &results_file, 1);
 
     let killed = AgentProcess::start(&q, &["--visibility-timeout", "2"]);
     killed.wait_for("job started", Duration::from_secs(60));

@@ -450,23 +450,7 @@ fn a_video_layer_renders_the_same_in_three_chunks_as_in_one() {
             "yuv420p",
         ],
     );
-    let scene = serde_json::json!({
-        "version": 1,
-        "compositions": [{
-            "id": "clip", "width": 64, "height": 48, "fps": 30, "duration": 75,
-            "layers": [{"type": "video", "name": "Clip", "src": "clip.mp4"}],
-        }],
-    });
-    std::fs::write(bundle.join("scene.json"), scene.to_string()).expect("write scene");
-    let render = |chunks: u32, out: &Path| {
-        let mut c = coordinator();
-        c.arg("render")
-            .arg(&bundle)
-            .args(["--chunks", &chunks.to_string(), "--lossless", "--out"])
-            .arg(out);
-        let o = run(c);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
+    let render = |chunks: u32, out: &Path| render_clip(&bundle, chunks, out);
     let (one, three) = (dir.path().join("one.mp4"), dir.path().join("three.mp4"));
     render(1, &one);
     render(3, &three);
@@ -476,12 +460,7 @@ fn a_video_layer_renders_the_same_in_three_chunks_as_in_one() {
         &media::decode_video_frames(&one, PixFmt::Yuv444p),
         "3 chunks against 1",
     );
-    let shown: Vec<u32> = frames
-        .iter()
-        .map(|f| media::read_index(f.planes[0].row(24)))
-        .collect();
-    let expected: Vec<u32> = (0..75).map(|f| f * 24 / 30).collect();
-    assert_eq!(shown, expected);
+    assert_shows_24_fps_at_30(&frames);
     let samples = 75 * 48_000 / 30;
     let a3 = media::decode_audio_trimmed(&three, samples);
     assert_eq!(a3.len() as u64, samples);
@@ -536,23 +515,7 @@ fn an_open_gop_source_renders_the_same_in_eleven_chunks_as_in_one() {
             .any(|w| w[0].key && w[0].pts > 0 && w[1].pts < w[0].pts),
         "no open GOP in the source: {packets:?}"
     );
-    let scene = serde_json::json!({
-        "version": 1,
-        "compositions": [{
-            "id": "clip", "width": 64, "height": 48, "fps": 30, "duration": 75,
-            "layers": [{"type": "video", "name": "Clip", "src": "clip.mp4"}],
-        }],
-    });
-    std::fs::write(bundle.join("scene.json"), scene.to_string()).expect("write scene");
-    let render = |chunks: u32, out: &Path| {
-        let mut c = coordinator();
-        c.arg("render")
-            .arg(&bundle)
-            .args(["--chunks", &chunks.to_string(), "--lossless", "--out"])
-            .arg(out);
-        let o = run(c);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
+    let render = |chunks: u32, out: &Path| render_clip(&bundle, chunks, out);
     let (one, eleven) = (dir.path().join("one.mp4"), dir.path().join("eleven.mp4"));
     render(1, &one);
     render(11, &eleven);
@@ -562,6 +525,33 @@ fn an_open_gop_source_renders_the_same_in_eleven_chunks_as_in_one() {
         &media::decode_video_frames(&one, PixFmt::Yuv444p),
         "11 chunks against 1",
     );
+    assert_shows_24_fps_at_30(&frames);
+}
+
+/// Renders `bundle`'s `clip.mp4` as a 64x48, 30 fps, 75-frame composition
+/// (written here) in `chunks` chunks, losslessly, to `out`.
+fn render_clip(bundle: &Path, chunks: u32, out: &Path) {
+    let scene = serde_json::json!({
+        "version": 1,
+        "compositions": [{
+            "id": "clip", "width": 64, "height": 48, "fps": 30, "duration": 75,
+            "layers": [{"type": "video", "name": "Clip", "src": "clip.mp4"}],
+        }],
+    });
+    std::fs::write(bundle.join("scene.json"), scene.to_string()).expect("write scene");
+    let mut c = coordinator();
+    c.arg("render")
+        .arg(bundle)
+        .args(["--chunks", &chunks.to_string(), "--lossless", "--out"])
+        .arg(out);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Every frame of a 30 fps render of a 24 fps indexed source shows source
+/// frame floor(f · 24 / 30).
+#[track_caller]
+fn assert_shows_24_fps_at_30(frames: &[media::Frame]) {
     let shown: Vec<u32> = frames
         .iter()
         .map(|f| media::read_index(f.planes[0].row(24)))
