@@ -837,7 +837,7 @@ fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
 
 /// Debian's `ffmpeg` command-line arguments that encode as a chunk
 /// encoder with `settings` does: `-c:v` and the encoder, the context
-/// fields [`ChunkEncoder::create`] sets (GOP, B-frames, threads and their
+/// fields a chunk's encoder sets (GOP, B-frames, threads and their
 /// kind, colour description) and every encoder option, so a benchmark can
 /// put the CLI beside a worker with the very same settings.
 pub fn ffmpeg_cli_args(settings: &VideoSettings) -> Vec<String> {
