@@ -71,6 +71,39 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Prints each codec's medians and its ratio to ffmpeg beside the limit.
+fn report(header: &str, rows: &[Row], frames: u64) {
+    println!("{header}");
+    println!();
+    println!(
+        "| codec | render wall s | fps | render CPU s | CPU ms/frame | peak RSS MiB | ffmpeg CPU s | render / ffmpeg CPU | limit |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let per_frame = |d: Duration| secs(d) * 1000.0 / (frames.max(1) as f64);
+    for row in rows {
+        let r = row.render.median();
+        let (ffmpeg_cpu, ratio) = match &row.ffmpeg {
+            Some(f) => {
+                let f = f.median();
+                (
+                    format!("{:.2}", secs(f.cpu)),
+                    format!("{:.2}", secs(r.cpu) / secs(f.cpu).max(1e-9)),
+                )
+            }
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {:.2} | {:.1} | {:.2} | {:.1} | {:.0} | {ffmpeg_cpu} | {ratio} | ≤ 1.10 |",
+            row.codec.as_str(),
+            secs(r.wall),
+            frames as f64 / secs(r.wall).max(1e-9),
+            secs(r.cpu),
+            per_frame(r.cpu),
+            r.peak_kib as f64 / 1024.0,
+        );
+    }
+}
+
 fn main() -> Result<(), BoxError> {
     let full = full_run();
     let rounds: usize = env_or("MONTAGE_BENCH_RUNS", 1).max(1);
@@ -137,7 +170,7 @@ fn main() -> Result<(), BoxError> {
     }
     let load_after = process::load_average();
 
-    println!(
+    let header = format!(
         "codecs{}: `{COMPOSITION}` {size}, {frames} frames, 1 chunk; {}; {} cores; {rounds} round(s), medians; load average {load_before} before, {load_after} after",
         if full {
             ""
@@ -147,33 +180,6 @@ fn main() -> Result<(), BoxError> {
         binary.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    println!();
-    println!(
-        "| codec | render wall s | fps | render CPU s | CPU ms/frame | peak RSS MiB | ffmpeg CPU s | render / ffmpeg CPU | limit |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let per_frame = |d: Duration| secs(d) * 1000.0 / (frames.max(1) as f64);
-    for row in &rows {
-        let r = row.render.median();
-        let (ffmpeg_cpu, ratio) = match &row.ffmpeg {
-            Some(f) => {
-                let f = f.median();
-                (
-                    format!("{:.2}", secs(f.cpu)),
-                    format!("{:.2}", secs(r.cpu) / secs(f.cpu).max(1e-9)),
-                )
-            }
-            None => ("-".into(), "-".into()),
-        };
-        println!(
-            "| {} | {:.2} | {:.1} | {:.2} | {:.1} | {:.0} | {ffmpeg_cpu} | {ratio} | ≤ 1.10 |",
-            row.codec.as_str(),
-            secs(r.wall),
-            frames as f64 / secs(r.wall).max(1e-9),
-            secs(r.cpu),
-            per_frame(r.cpu),
-            r.peak_kib as f64 / 1024.0,
-        );
-    }
+    report(&header, &rows, frames);
     Ok(())
 }
