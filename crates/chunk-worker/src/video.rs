@@ -154,6 +154,13 @@ impl Source {
             time_base: (num, den),
             duration_ticks: duration,
             has_audio,
+            // Grey + alpha or colour + alpha components, or VP9's alpha
+            // side stream.
+            alpha: vp9_alpha
+                || decoder
+                    .format()
+                    .descriptor()
+                    .is_some_and(|d| matches!(d.nb_components(), 2 | 4)),
             describe: format!("{codec_id:?} {:?} {w}×{h}", decoder.format()),
         };
         Ok(Source {

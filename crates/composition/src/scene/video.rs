@@ -108,6 +108,9 @@ pub struct VideoInfo {
     pub duration_ticks: i64,
     /// Whether the file has an audio stream.
     pub has_audio: bool,
+    /// Whether its frames may carry alpha (else every converted pixel has
+    /// alpha 255, and no frame needs looking at to know it).
+    pub alpha: bool,
     /// The decoder's description, for errors ("h264, yuv420p, bt709 limited").
     pub describe: String,
 }
@@ -359,9 +362,9 @@ impl Cursor {
     /// Converts the frame the stream returned last and keeps it.
     fn keep(&mut self, times: FrameTimes) -> Result<&Kept, String> {
         let rgba = Arc::new(self.stream_mut()?.rgba()?);
-        // Checked once per decoded frame, so that drawing it can copy
-        // rather than blend.
-        let opaque = rgba.chunks_exact(4).all(|p| p[3] == u8::MAX);
+        // Known from the source when it has no alpha; else checked once per
+        // kept frame, so that drawing it can copy rather than blend.
+        let opaque = !self.source.info().alpha || rgba.chunks_exact(4).all(|p| p[3] == u8::MAX);
         if self.kept.len() >= KEPT_FRAMES {
             self.kept.remove(0);
         }
