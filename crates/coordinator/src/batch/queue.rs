@@ -502,7 +502,9 @@ pub async fn status(
     let queue = storage::queue::Queue::connect(&manifest.queue, stores.s3_config())
         .await
         .map_err(|e| Error::Input(format!("{manifest_at}: queue: {e}")))?;
-    settle_dead_letters(&queue, &state, store.as_ref()).await?;
+    if let Some(dead) = DeadLetters::of(&queue).await? {
+        settle_dead_letters(&dead, &state, store.as_ref()).await?;
+    }
     let mut s = BatchStatus {
         batch: id.to_string(),
         variants: manifest.variants,
@@ -548,8 +550,36 @@ const DEAD_LETTER_LOOK: std::time::Duration = std::time::Duration::from_secs(30)
 /// shared by many batches is not read whole every time.
 const DEAD_LETTER_SCAN: usize = 1000;
 
+/// A queue's redrive policy and the dead-letter queue it names, resolved
+/// once ([`DeadLetters::of`]) for every look.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    redrive: storage::queue::Redrive,
+    queue: storage::queue::Queue,
+}
+
+impl DeadLetters {
+    /// `queue`'s dead letters (`None`: it has no redrive policy, so a
+    /// failing message is deleted by its agent after its last failure is
+    /// recorded, and nothing can be lost this way).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the queue fails or its dead-letter queue is
+    /// unknown.
+    pub async fn of(queue: &storage::queue::Queue) -> Result<Option<Self>, Error> {
+        let Some(redrive) = queue.redrive().await? else {
+            return Ok(None);
+        };
+        let dead = queue.dead_letter(&redrive).await?;
+        Ok(Some(DeadLetters {
+            redrive,
+            queue: dead,
+        }))
+    }
+}
+
 /// Gives a final result to every variant of batch `state` whose message
-/// is in `queue`'s dead-letter queue without one.
+/// is in the dead-letter queue `dead` without one.
 ///
 /// An agent records each failure, and on the last delivery its failure is
 /// final; but an agent killed (or out of memory) on a message's last
@@ -562,14 +592,14 @@ const DEAD_LETTER_SCAN: usize = 1000;
 /// # Errors
 /// [`Error::Storage`] when the queue or storage fails.
 pub async fn settle_dead_letters(
-    queue: &storage::queue::Queue,
+    dead: &DeadLetters,
     state: &BatchState,
     store: &dyn ObjectStore,
 ) -> Result<u64, Error> {
-    let Some(redrive) = queue.redrive().await? else {
-        return Ok(0);
-    };
-    let dead = queue.dead_letter(&redrive).await?;
+    let DeadLetters {
+        redrive,
+        queue: dead,
+    } = dead;
     let mut seen = std::collections::HashSet::new();
     let mut settled = 0u64;
     while seen.len() < DEAD_LETTER_SCAN {

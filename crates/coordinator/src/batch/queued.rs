@@ -12,8 +12,8 @@ use storage::queue::{MAX_MESSAGE_BYTES, Queue};
 
 use super::digest::Tally;
 use super::queue::{
-    BatchId, BatchManifest, BatchState, JobPayload, JobResult, QUEUE_JOB_FORMAT, QueueJob,
-    read_record, settle_dead_letters, variant_of, write_record,
+    BatchId, BatchManifest, BatchState, DeadLetters, JobPayload, JobResult, QUEUE_JOB_FORMAT,
+    QueueJob, read_record, settle_dead_letters, variant_of, write_record,
 };
 use super::results::{FailureReason, ResultsWriter, RowFailure, RowResult, RowStatus};
 use super::run::{BatchJob, Shared, longest_first};
@@ -194,6 +194,7 @@ impl BatchJob {
             .collect();
         let prefix = state.results();
         let store = self.coordinator.stores.open(&prefix).await?;
+        let dead = DeadLetters::of(queue).await?;
         let poll = Backoff::exponential(POLL_FIRST, POLL_MAX);
         let mut quiet = 0u32;
         while !pending.is_empty() {
@@ -227,8 +228,9 @@ impl BatchJob {
                 continue;
             }
             quiet = quiet.saturating_add(1);
-            if quiet.is_multiple_of(DEAD_LETTER_EVERY)
-                && settle_dead_letters(queue, state, store.as_ref()).await? > 0
+            if let Some(dead) = &dead
+                && quiet.is_multiple_of(DEAD_LETTER_EVERY)
+                && settle_dead_letters(dead, state, store.as_ref()).await? > 0
             {
                 continue;
             }
