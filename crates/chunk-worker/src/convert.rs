@@ -289,14 +289,15 @@ fn yuv420(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
-        __m128i, __m256i, _MM_HINT_T0, _mm_prefetch, _mm_storeu_si128, _mm256_add_epi16,
-        _mm256_add_epi32, _mm256_castsi256_si128, _mm256_extracti128_si256, _mm256_hadd_epi32,
-        _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_packs_epi32,
-        _mm256_packus_epi16, _mm256_permute4x64_epi64, _mm256_permutevar8x32_epi32,
-        _mm256_set1_epi8, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_setr_epi8,
-        _mm256_setr_epi32, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srai_epi32,
-        _mm256_storeu_si256,
+        __m256i, _MM_HINT_T0, _mm_prefetch, _mm256_add_epi16, _mm256_add_epi32,
+        _mm256_castsi256_si128, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_madd_epi16,
+        _mm256_maddubs_epi16, _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute4x64_epi64,
+        _mm256_permutevar8x32_epi32, _mm256_set1_epi8, _mm256_set1_epi32, _mm256_set1_epi64x,
+        _mm256_setr_epi8, _mm256_setr_epi32, _mm256_setzero_si256, _mm256_shuffle_epi8,
+        _mm256_srai_epi32,
     };
+
+    use crate::simd::{load, store, store_half};
 
     use super::{
         CHROMA_420_LOG2, CHROMA_ROWS, Planes, SHIFT, Scratch, U_B, U_G, U_R, V_B, V_G, V_R, Y_B,
@@ -318,42 +319,6 @@ mod avx2 {
     // 1, 3, 3, 1 filter computed as `(r0 + r3) + 3 · (r1 + r2)`.
     const _: () = assert!(Y_G % 2 == 0 && Y_G / 2 <= i16::MAX as i32);
     const _: () = assert!(matches!(CHROMA_ROWS, [1, 3, 3, 1]));
-
-    /// 32 bytes as a register.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn load(bytes: &[u8; 32]) -> __m256i {
-        #[allow(unsafe_code)] // an unaligned load; see SAFETY
-        // SAFETY: `bytes` is 32 readable bytes, and `loadu` has no alignment
-        // requirement.
-        unsafe {
-            _mm256_loadu_si256(bytes.as_ptr().cast())
-        }
-    }
-
-    /// A register as 32 bytes.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn store(bytes: &mut [u8; 32], v: __m256i) {
-        #[allow(unsafe_code)] // an unaligned store; see SAFETY
-        // SAFETY: `bytes` is 32 writable bytes, and `storeu` has no
-        // alignment requirement.
-        unsafe {
-            _mm256_storeu_si256(bytes.as_mut_ptr().cast(), v)
-        }
-    }
-
-    /// A half register as 16 bytes.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn store_half(bytes: &mut [u8; 16], v: __m128i) {
-        #[allow(unsafe_code)] // an unaligned store; see SAFETY
-        // SAFETY: `bytes` is 16 writable bytes, and `storeu` has no
-        // alignment requirement.
-        unsafe {
-            _mm_storeu_si128(bytes.as_mut_ptr().cast(), v)
-        }
-    }
 
     /// Asks for the bytes `PREFETCH_AHEAD` past `block` into the cache.
     #[inline]
