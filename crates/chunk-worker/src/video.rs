@@ -891,6 +891,9 @@ mod tests {
             .collect()
     }
 
+    /// Makes `n` samples of a test plane from a seed.
+    type Input = fn(usize, u64) -> Vec<u8>;
+
     #[test]
     fn every_instruction_set_gives_the_same_bytes() {
         let isa = Isa::detect();
@@ -906,7 +909,7 @@ mod tests {
                 for h in 1..=4 {
                     let cw = (w + (1 << shift.0) - 1) >> shift.0;
                     let ch = (h + (1 << shift.1) - 1) >> shift.1;
-                    let inputs: [(&str, fn(usize, u64) -> Vec<u8>); 4] = [
+                    let inputs: [(&str, Input); 4] = [
                         ("zeros", |n, _| vec![0; n]),
                         ("255s", |n, _| vec![255; n]),
                         ("alternating", |n, _| {
