@@ -437,15 +437,20 @@ impl FrameConverter {
                 &mut FramePlanes(&mut yuv),
                 &mut self.scratch,
             ),
-            PixelFormat::Yuv444p => {
-                convert::rgba_to_yuv444(self.isa, source, w, h, &mut FramePlanes(&mut yuv))
-            }
+            PixelFormat::Yuv444p => convert::rgba_to_yuv444(
+                self.isa,
+                source,
+                w,
+                h,
+                &mut FramePlanes(&mut yuv),
+                &mut self.scratch,
+            ),
             PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => {
                 let mut buffers = Buffers {
                     width: w,
                     planes: [vec![0; w * h], vec![0; w * h], vec![0; w * h]],
                 };
-                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers);
+                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers, &mut self.scratch);
                 write_10bit(&mut yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
             }
             // Returned above: converted by `convert_pal8`.
