@@ -189,21 +189,7 @@ pub fn render_chunk(
 
     let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index, request.video.codec);
     let pcm_tmp = temp_artifact(&dir, &pcm_name)?;
-    let (frames_out, ts_tmp, images_dir) = match &request.frames_to {
-        FrameSink::Encode => {
-            let tmp = temp_artifact(&dir, &ts_name)?;
-            (FramesOut::Encode(tmp.to_path_buf()), Some(tmp), None)
-        }
-        FrameSink::Skip => (FramesOut::Skip, None, None),
-        FrameSink::Images(sequence) => {
-            let images = match &sequence.target {
-                ImageTarget::Directory(d) => d.clone(),
-                ImageTarget::Storage(_) => dir.join(format!("frames-{:06}", chunk_no)),
-            };
-            let writer = ImageWriter::new(&images, sequence, meta.width, meta.height)?;
-            (FramesOut::Images(writer), None, Some(images))
-        }
-    };
+    let (frames_out, ts_tmp, images_dir) = frames_out(request, &meta, &dir, &ts_name)?;
     let job = Job {
         prepared: prepared.as_ref(),
         meta: &meta,
@@ -237,19 +223,7 @@ pub fn render_chunk(
         deliver: Duration::ZERO,
         total: started.elapsed(),
     };
-    tracing::info!(
-        render_id = %spec::quote(&request.job_id),
-        chunk = chunk_no,
-        frames = %span.frames,
-        frame_count = chunk.frame_count(),
-        samples = %chunk.samples(),
-        render_ms = timings.render.as_millis() as u64,
-        convert_ms = timings.convert.as_millis() as u64,
-        encode_ms = timings.encode.as_millis() as u64,
-        audio_ms = timings.audio.as_millis() as u64,
-        total_ms = timings.total.as_millis() as u64,
-        "chunk rendered"
-    );
+    log_rendered(request, &chunk, &timings);
     Ok(ChunkResult {
         chunk,
         meta,
@@ -265,6 +239,50 @@ pub fn render_chunk(
             size: audio.1,
         },
         timings,
+    })
+}
+
+/// The worker's log line for a rendered chunk, with its time per stage.
+fn log_rendered(request: &ChunkRequest, chunk: &Chunk, timings: &StageTimings) {
+    tracing::info!(
+        render_id = %spec::quote(&request.job_id),
+        chunk = request.span.index.0,
+        frames = %request.span.frames,
+        frame_count = chunk.frame_count(),
+        samples = %chunk.samples(),
+        render_ms = timings.render.as_millis() as u64,
+        convert_ms = timings.convert.as_millis() as u64,
+        encode_ms = timings.encode.as_millis() as u64,
+        audio_ms = timings.audio.as_millis() as u64,
+        total_ms = timings.total.as_millis() as u64,
+        "chunk rendered"
+    );
+}
+
+/// Where a chunk's frames go: the encoder (into a temporary artifact beside
+/// its final name `ts_name`), nowhere, or image files (in the sequence's
+/// directory, or one in `dir` to upload from); with the temporary artifact
+/// and the images' directory.
+fn frames_out(
+    request: &ChunkRequest,
+    meta: &CompositionMeta,
+    dir: &Path,
+    ts_name: &str,
+) -> Result<(FramesOut, Option<tempfile::TempPath>, Option<PathBuf>), WorkerError> {
+    Ok(match &request.frames_to {
+        FrameSink::Encode => {
+            let tmp = temp_artifact(dir, ts_name)?;
+            (FramesOut::Encode(tmp.to_path_buf()), Some(tmp), None)
+        }
+        FrameSink::Skip => (FramesOut::Skip, None, None),
+        FrameSink::Images(sequence) => {
+            let images = match &sequence.target {
+                ImageTarget::Directory(d) => d.clone(),
+                ImageTarget::Storage(_) => dir.join(format!("frames-{:06}", request.span.index.0)),
+            };
+            let writer = ImageWriter::new(&images, sequence, meta.width, meta.height)?;
+            (FramesOut::Images(writer), None, Some(images))
+        }
     })
 }
 
