@@ -242,7 +242,11 @@ pub fn ffmpeg_encode_command(
     ]
     .map(str::to_owned)
     .to_vec();
-    c.extend(chunk_worker::ffmpeg_cli_args(settings));
+    c.extend(chunk_worker::ffmpeg_cli_args(
+        settings,
+        meta.width,
+        meta.height,
+    ));
     c.extend(
         [
             "-an",

@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         request.video.profile.as_str(),
         request.video.quality,
         request.video.preset,
-        request.video.encoder_threads
+        request.video.encoder_threads_for(w, h)
     );
     println!(
         "wall {:.0} ms = {:.1} frames/s; video {} bytes, PCM {} bytes",

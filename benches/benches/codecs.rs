@@ -144,7 +144,7 @@ fn main() -> Result<(), BoxError> {
             Some(process::Case::new(
                 format!(
                     "ffmpeg CLI, {}",
-                    chunk_worker::ffmpeg_cli_args(&settings)[1]
+                    chunk_worker::ffmpeg_cli_args(&settings, meta.width, meta.height)[1]
                 ),
                 montage_benches::ffmpeg_encode_command(
                     &settings,

@@ -225,7 +225,12 @@ fn ffmpeg_encode(
         .arg(raw)
         .args(["-c:v", "libx264", "-preset", &video.preset, "-crf", "18"])
         .args(["-pix_fmt", "yuv420p"])
-        .args(["-threads", &video.encoder_threads.to_string()])
+        .args([
+            "-threads",
+            &video
+                .encoder_threads_for(meta.width, meta.height)
+                .to_string(),
+        ])
         .args(["-an", "-f", "mpegts"])
         .arg(out)
         .stdin(Stdio::null())
@@ -515,7 +520,7 @@ fn main() -> Result<(), BoxError> {
         meta.fps,
         video.preset,
         video.quality,
-        video.encoder_threads,
+        video.encoder_threads_for(meta.width, meta.height),
         config.render_threads,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if malloc_tuned {

@@ -221,7 +221,7 @@ fn main() -> Result<(), BoxError> {
     };
     println!(
         "memory{}: peak resident memory (VmHWM) of a separate chunk-worker process \
-         (WorkerConfig::standard(), {} render threads; libx264 defaults: {} encoder threads), \
+         (WorkerConfig::standard(), {} render threads; libx264 defaults: encoder threads by frame size, 1080p {}), \
          driven over gRPC by Coordinator::remote",
         if full {
             ""
@@ -229,7 +229,7 @@ fn main() -> Result<(), BoxError> {
             " (quick mode: not a cargo bench run)"
         },
         WorkerConfig::standard().render_threads,
-        chunk_worker::VideoSettings::default().encoder_threads,
+        chunk_worker::VideoSettings::auto_encoder_threads(spec::VideoCodec::H264, 1920, 1080),
     );
     println!();
     println!(

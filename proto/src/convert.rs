@@ -220,7 +220,7 @@ impl TryFrom<pb::VideoSettings> for VideoSettings {
             keyint: v.keyint.unwrap_or(d.keyint),
             bframes: v.bframes.unwrap_or(d.bframes),
             pixel_format,
-            encoder_threads: v.encoder_threads.unwrap_or(d.encoder_threads),
+            encoder_threads: v.encoder_threads,
             gif_palette: v
                 .gif_palette
                 .as_deref()
@@ -248,7 +248,7 @@ impl From<&VideoSettings> for pb::VideoSettings {
             bframes: Some(v.bframes),
             pixel_format: Some(v.pixel_format.as_str().to_owned()),
             lossless: v.quality == Quality::Lossless,
-            encoder_threads: Some(v.encoder_threads),
+            encoder_threads: v.encoder_threads,
             gif_palette: v.gif_palette.as_ref().map(spec::GifPalette::to_rgb),
         }
     }

@@ -437,15 +437,20 @@ impl FrameConverter {
                 &mut FramePlanes(&mut yuv),
                 &mut self.scratch,
             ),
-            PixelFormat::Yuv444p => {
-                convert::rgba_to_yuv444(self.isa, source, w, h, &mut FramePlanes(&mut yuv))
-            }
+            PixelFormat::Yuv444p => convert::rgba_to_yuv444(
+                self.isa,
+                source,
+                w,
+                h,
+                &mut FramePlanes(&mut yuv),
+                &mut self.scratch,
+            ),
             PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => {
                 let mut buffers = Buffers {
                     width: w,
                     planes: [vec![0; w * h], vec![0; w * h], vec![0; w * h]],
                 };
-                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers);
+                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers, &mut self.scratch);
                 write_10bit(&mut yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
             }
             // Returned above: converted by `convert_pal8`.
@@ -740,9 +745,10 @@ fn svt_preset(preset: &str) -> u32 {
     speed_for_preset(preset, 12)
 }
 
-/// The encoder options of `settings` for its codec. Every one that reaches
-/// the bitstream is fixed here, never left to the machine.
-fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
+/// The encoder options of `settings` for its codec, with `threads` encoder
+/// threads (resolved for the frame size). Every one that reaches the
+/// bitstream is fixed here, never left to the machine.
+fn encoder_options(settings: &VideoSettings, threads: u32) -> Dictionary<'static> {
     let mut opts = Dictionary::new();
     match settings.codec {
         VideoCodec::H264 => {
@@ -770,10 +776,7 @@ fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
             opts.set("preset", &settings.preset);
             let mut params = format!(
                 "keyint={}:min-keyint=1:bframes={}:open-gop=0:frame-threads={}:pools={}:lookahead-slices=0:log-level=error",
-                settings.keyint,
-                settings.bframes,
-                settings.encoder_threads,
-                settings.encoder_threads
+                settings.keyint, settings.bframes, threads, threads
             );
             match settings.quality {
                 Quality::Crf(crf) => opts.set("crf", &crf.to_string()),
@@ -827,7 +830,7 @@ fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
             // same bytes with lp 1, 2 and 4).
             opts.set(
                 "svtav1-params",
-                &format!("irefresh-type=2:scd=0:lp={}", settings.encoder_threads),
+                &format!("irefresh-type=2:scd=0:lp={threads}"),
             );
         }
         VideoCodec::Gif => {}
@@ -839,8 +842,10 @@ fn encoder_options(settings: &VideoSettings) -> Dictionary<'static> {
 /// encoder with `settings` does: `-c:v` and the encoder, the context
 /// fields a chunk's encoder sets (GOP, B-frames, threads and their
 /// kind, colour description) and every encoder option, so a benchmark can
-/// put the CLI beside a worker with the very same settings.
-pub fn ffmpeg_cli_args(settings: &VideoSettings) -> Vec<String> {
+/// put the CLI beside a worker with the very same settings for a
+/// `width`x`height` frame (which the encoder threads may depend on).
+pub fn ffmpeg_cli_args(settings: &VideoSettings, width: u32, height: u32) -> Vec<String> {
+    let threads = settings.encoder_threads_for(width, height);
     let thread_type = match settings.codec {
         VideoCodec::Prores => "slice",
         _ => "frame",
@@ -855,7 +860,7 @@ pub fn ffmpeg_cli_args(settings: &VideoSettings) -> Vec<String> {
         "-bf",
         &settings.bframes.to_string(),
         "-threads",
-        &settings.encoder_threads.to_string(),
+        &threads.to_string(),
         "-thread_type",
         thread_type,
         "-color_primaries",
@@ -869,7 +874,7 @@ pub fn ffmpeg_cli_args(settings: &VideoSettings) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec();
-    for (key, value) in encoder_options(settings).iter() {
+    for (key, value) in encoder_options(settings, threads).iter() {
         args.push(format!("-{key}"));
         args.push(value.to_owned());
     }
@@ -888,6 +893,7 @@ impl ChunkEncoder {
         settings: &VideoSettings,
     ) -> Result<Self, WorkerError> {
         init()?;
+        let threads = settings.encoder_threads_for(width, height);
         let name = encoder_name(settings.codec);
         let container = settings.codec.chunk_container();
         let mut octx = ffmpeg::format::output_as(path, container.muxer())
@@ -905,7 +911,7 @@ impl ChunkEncoder {
                 VideoCodec::Prores => ffmpeg::threading::Type::Slice,
                 _ => ffmpeg::threading::Type::Frame,
             },
-            count: settings.encoder_threads as usize,
+            count: threads as usize,
             ..Default::default()
         });
         let mut enc = ctx
@@ -942,7 +948,7 @@ impl ChunkEncoder {
             enc.set_flags(codec::Flags::GLOBAL_HEADER);
         }
         let encoder = enc
-            .open_with(encoder_options(settings))
+            .open_with(encoder_options(settings, threads))
             .map_err(|e| WorkerError::encoder(name, e))?;
 
         let mut stream = octx

@@ -60,6 +60,8 @@ pub mod metrics;
 mod palette;
 mod pipeline;
 mod service;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 mod status;
 mod stores;
 pub mod video;

@@ -249,7 +249,9 @@ impl<'a> RenderJob<'a> {
             composition_id: request.composition.clone(),
             props: meta.props.clone(),
             span: ChunkSpan::from(&plan.chunks()[0]),
-            video: request.video.clone(),
+            // Encoder threads chosen from the frame size are fixed here,
+            // before the keys (which include them) are computed.
+            video: request.video.resolved_for(meta.width, meta.height),
             pcm_format: PcmFormat::F32le,
             target: ArtifactTarget::Inline,
             frames_to: request.frame_sink(plan.output_frames()),

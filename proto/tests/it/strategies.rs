@@ -116,7 +116,7 @@ pub fn video() -> impl Strategy<Value = VideoSettings> {
         1..=MAX_KEYINT,
         0..=MAX_BFRAMES,
         prop::sample::select(PixelFormat::ALL.to_vec()),
-        1..=MAX_ENCODER_THREADS,
+        prop::option::of(1..=MAX_ENCODER_THREADS),
         prop::sample::select(VideoCodec::ALL.to_vec()),
         any::<prop::sample::Index>(),
     )

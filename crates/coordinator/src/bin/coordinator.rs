@@ -283,9 +283,7 @@ impl Encode {
             video.pixel_format = p;
         }
         video.preset = self.preset.clone();
-        if let Some(n) = self.encoder_threads {
-            video.encoder_threads = n;
-        }
+        video.encoder_threads = self.encoder_threads;
         Ok(video)
     }
 }

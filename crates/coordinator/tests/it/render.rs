@@ -559,3 +559,49 @@ fn assert_shows_24_fps_at_30(frames: &[media::Frame]) {
     let expected: Vec<u32> = (0..75).map(|f| f * 24 / 30).collect();
     assert_eq!(shown, expected);
 }
+
+/// The `threads=` libx264 wrote into its SEI of `video`.
+fn x264_threads(video: &Path) -> u32 {
+    let bytes = std::fs::read(video).expect("read output");
+    let text = String::from_utf8_lossy(&bytes);
+    let at = text
+        .find(" threads=")
+        .expect("libx264's SEI names its threads")
+        + " threads=".len();
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a thread count")
+}
+
+#[test]
+fn encoder_threads_follow_the_frame_size_unless_given() {
+    let worker = start_worker(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (props, extra flags, threads libx264 must have used): 1 thread up to
+    // 640x360, 2 above; an explicit --encoder-threads wins. On a remote
+    // worker and on the embedded pool alike.
+    let cases = [
+        (r#"{"width":640,"height":360,"duration":3}"#, &[][..], 1),
+        (r#"{"width":642,"height":360,"duration":3}"#, &[][..], 2),
+        (
+            r#"{"width":160,"height":90,"duration":3}"#,
+            &["--encoder-threads", "3"][..],
+            3,
+        ),
+    ];
+    for (i, (props, extra, threads)) in cases.into_iter().enumerate() {
+        for remote in [true, false] {
+            let out = dir.path().join(format!("t{i}-{remote}.mp4"));
+            let workers: &[&WorkerProcess] = if remote { &[&worker] } else { &[] };
+            let o = render_on(workers, props, 1, &out, extra);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(
+                x264_threads(&out),
+                threads,
+                "{props} {extra:?} remote {remote}"
+            );
+        }
+    }
+}
