@@ -14,7 +14,9 @@
 //! converted a frame never shows in the bytes. The encoder reorders simply
 //! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
 //! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
-//! buffer (the converter's), so memory is flat whatever the chunk's length.
+//! buffer (the converter's), so memory is flat whatever the chunk's length;
+//! the renderer is told so (`render_frame_reusing`) and only repaints the
+//! region its previous frame drew.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -506,7 +508,9 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            renderer.render_frame(frames[k], &mut rgba)?;
+            // `rgba` holds this renderer's previous frame (the writer only
+            // reads it): only what that frame drew is repainted.
+            renderer.render_frame_reusing(frames[k], &mut rgba)?;
             add_elapsed(&self.counters.render_ns, t);
             self.counters.rendered.fetch_add(1, Ordering::Relaxed);
             let t = Instant::now();
@@ -537,7 +541,10 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            let r = renderer.render_frame(frames[k], conv.rgba_mut());
+            // The converter only reads its input: it still holds this
+            // renderer's previous frame, so only what that frame drew is
+            // repainted (a failed frame ends the thread).
+            let r = renderer.render_frame_reusing(frames[k], conv.rgba_mut());
             add_elapsed(&self.counters.render_ns, t);
             if let Err(e) = r {
                 // The encoder reports it in frame order and stops the others.
