@@ -202,7 +202,8 @@ pub fn write_raw_frames(
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut planes = Vec::new();
     for f in 0..meta.duration_frames {
-        renderer.render_frame(FrameIndex(f), conv.rgba_mut())?;
+        // As the worker's pipeline: the converter's buffer is reused.
+        renderer.render_frame_reusing(FrameIndex(f), conv.rgba_mut())?;
         planes.clear();
         conv.convert()?.write_packed(&mut planes);
         file.write_all(&planes)?;

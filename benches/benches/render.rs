@@ -86,7 +86,17 @@ fn layer_bundle(dir: &Path) -> SceneBundle {
     SceneBundle::open(dir).expect("bench bundle opens")
 }
 
-fn bench_composition(c: &mut Criterion, name: &str, source: &dyn CompositionSource, id: &str) {
+/// Renders frame after frame of `id` into one buffer, as `render_frame`
+/// (the whole background copied each frame) or, with `reusing`, as the
+/// worker's pipeline does (`render_frame_reusing`: only the region the
+/// previous frame drew is repainted).
+fn bench_composition(
+    c: &mut Criterion,
+    name: &str,
+    source: &dyn CompositionSource,
+    id: &str,
+    reusing: bool,
+) {
     let prepared = source
         .composition(id)
         .expect("composition")
@@ -98,9 +108,13 @@ fn bench_composition(c: &mut Criterion, name: &str, source: &dyn CompositionSour
     let mut f = 0u64;
     c.bench_function(name, |b| {
         b.iter(|| {
-            renderer
-                .render_frame(FrameIndex(f), black_box(&mut rgba))
-                .expect("frame renders");
+            let rgba = black_box(&mut rgba);
+            if reusing {
+                renderer.render_frame_reusing(FrameIndex(f), rgba)
+            } else {
+                renderer.render_frame(FrameIndex(f), rgba)
+            }
+            .expect("frame renders");
             f = (f + 1) % frames;
         })
     });
@@ -108,11 +122,18 @@ fn bench_composition(c: &mut Criterion, name: &str, source: &dyn CompositionSour
 
 fn rendering(c: &mut Criterion) {
     let promo = SceneBundle::open(&promo_dir()).expect("promo bundle opens");
-    bench_composition(c, "promo 1080p frame (1 thread)", &promo, "promo");
+    bench_composition(c, "promo 1080p frame (1 thread)", &promo, "promo", false);
+    bench_composition(
+        c,
+        "promo 1080p frame, reused buffer (1 thread)",
+        &promo,
+        "promo",
+        true,
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let layers = layer_bundle(dir.path());
     for id in layers.ids() {
-        bench_composition(c, &format!("layer {id} 1080p"), &layers, &id);
+        bench_composition(c, &format!("layer {id} 1080p"), &layers, &id, false);
     }
 }
 

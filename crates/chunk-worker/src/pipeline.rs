@@ -14,7 +14,9 @@
 //! converted a frame never shows in the bytes. The encoder reorders simply
 //! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
 //! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
-//! buffer (the converter's), so memory is flat whatever the chunk's length.
+//! buffer (the converter's), so memory is flat whatever the chunk's length;
+//! the renderer is told so (`render_frame_reusing`) and only repaints the
+//! region its previous frame drew.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -189,21 +191,7 @@ pub fn render_chunk(
 
     let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index, request.video.codec);
     let pcm_tmp = temp_artifact(&dir, &pcm_name)?;
-    let (frames_out, ts_tmp, images_dir) = match &request.frames_to {
-        FrameSink::Encode => {
-            let tmp = temp_artifact(&dir, &ts_name)?;
-            (FramesOut::Encode(tmp.to_path_buf()), Some(tmp), None)
-        }
-        FrameSink::Skip => (FramesOut::Skip, None, None),
-        FrameSink::Images(sequence) => {
-            let images = match &sequence.target {
-                ImageTarget::Directory(d) => d.clone(),
-                ImageTarget::Storage(_) => dir.join(format!("frames-{:06}", chunk_no)),
-            };
-            let writer = ImageWriter::new(&images, sequence, meta.width, meta.height)?;
-            (FramesOut::Images(writer), None, Some(images))
-        }
-    };
+    let (frames_out, ts_tmp, images_dir) = frames_out(request, &meta, &dir, &ts_name)?;
     let job = Job {
         prepared: prepared.as_ref(),
         meta: &meta,
@@ -237,19 +225,7 @@ pub fn render_chunk(
         deliver: Duration::ZERO,
         total: started.elapsed(),
     };
-    tracing::info!(
-        render_id = %spec::quote(&request.job_id),
-        chunk = chunk_no,
-        frames = %span.frames,
-        frame_count = chunk.frame_count(),
-        samples = %chunk.samples(),
-        render_ms = timings.render.as_millis() as u64,
-        convert_ms = timings.convert.as_millis() as u64,
-        encode_ms = timings.encode.as_millis() as u64,
-        audio_ms = timings.audio.as_millis() as u64,
-        total_ms = timings.total.as_millis() as u64,
-        "chunk rendered"
-    );
+    log_rendered(request, &chunk, &timings);
     Ok(ChunkResult {
         chunk,
         meta,
@@ -265,6 +241,50 @@ pub fn render_chunk(
             size: audio.1,
         },
         timings,
+    })
+}
+
+/// The worker's log line for a rendered chunk, with its time per stage.
+fn log_rendered(request: &ChunkRequest, chunk: &Chunk, timings: &StageTimings) {
+    tracing::info!(
+        render_id = %spec::quote(&request.job_id),
+        chunk = request.span.index.0,
+        frames = %request.span.frames,
+        frame_count = chunk.frame_count(),
+        samples = %chunk.samples(),
+        render_ms = timings.render.as_millis() as u64,
+        convert_ms = timings.convert.as_millis() as u64,
+        encode_ms = timings.encode.as_millis() as u64,
+        audio_ms = timings.audio.as_millis() as u64,
+        total_ms = timings.total.as_millis() as u64,
+        "chunk rendered"
+    );
+}
+
+/// Where a chunk's frames go: the encoder (into a temporary artifact beside
+/// its final name `ts_name`), nowhere, or image files (in the sequence's
+/// directory, or one in `dir` to upload from); with the temporary artifact
+/// and the images' directory.
+fn frames_out(
+    request: &ChunkRequest,
+    meta: &CompositionMeta,
+    dir: &Path,
+    ts_name: &str,
+) -> Result<(FramesOut, Option<tempfile::TempPath>, Option<PathBuf>), WorkerError> {
+    Ok(match &request.frames_to {
+        FrameSink::Encode => {
+            let tmp = temp_artifact(dir, ts_name)?;
+            (FramesOut::Encode(tmp.to_path_buf()), Some(tmp), None)
+        }
+        FrameSink::Skip => (FramesOut::Skip, None, None),
+        FrameSink::Images(sequence) => {
+            let images = match &sequence.target {
+                ImageTarget::Directory(d) => d.clone(),
+                ImageTarget::Storage(_) => dir.join(format!("frames-{:06}", request.span.index.0)),
+            };
+            let writer = ImageWriter::new(&images, sequence, meta.width, meta.height)?;
+            (FramesOut::Images(writer), None, Some(images))
+        }
     })
 }
 
@@ -488,7 +508,9 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            renderer.render_frame(frames[k], &mut rgba)?;
+            // `rgba` holds this renderer's previous frame (the writer only
+            // reads it): only what that frame drew is repainted.
+            renderer.render_frame_reusing(frames[k], &mut rgba)?;
             add_elapsed(&self.counters.render_ns, t);
             self.counters.rendered.fetch_add(1, Ordering::Relaxed);
             let t = Instant::now();
@@ -519,7 +541,10 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
             let t = Instant::now();
-            let r = renderer.render_frame(frames[k], conv.rgba_mut());
+            // The converter only reads its input: it still holds this
+            // renderer's previous frame, so only what that frame drew is
+            // repainted (a failed frame ends the thread).
+            let r = renderer.render_frame_reusing(frames[k], conv.rgba_mut());
             add_elapsed(&self.counters.render_ns, t);
             if let Err(e) = r {
                 // The encoder reports it in frame order and stops the others.

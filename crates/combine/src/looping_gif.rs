@@ -120,6 +120,63 @@ fn check_screen(
     Ok(())
 }
 
+/// An error of the GIF encoder writing `path`, while doing `context`.
+fn gif_error(
+    path: &Path,
+    context: &'static str,
+) -> impl FnOnce(gif::EncodingError) -> CombineError {
+    let path = path.to_path_buf();
+    move |e| CombineError::Output {
+        path,
+        source: std::io::Error::other(format!("{context}: {e}")),
+    }
+}
+
+/// Copies chunk `a`'s frames, read from `decoder`, into `out` untouched
+/// but for their delays (frame `k` of the render starts at ⌊100·k/fps⌋
+/// hundredths). Returns how many frames it copied: exactly the chunk's.
+fn copy_frames<W: std::io::Write>(
+    a: &ChunkArtifact,
+    mut decoder: gif::Decoder<BufReader<File>>,
+    out: &mut gif::Encoder<W>,
+    fps: Fps,
+    cancelled: &dyn Fn() -> bool,
+    path: &Path,
+) -> Result<u64, CombineError> {
+    let chunk = a.chunk.index();
+    let start = a.chunk.first_output_frame();
+    let mut count = 0u64;
+    loop {
+        if cancelled() {
+            return Err(CombineError::Cancelled);
+        }
+        let frame = decoder
+            .read_next_frame()
+            .map_err(|e| CombineError::CorruptVideo {
+                chunk,
+                path: a.video.clone(),
+                detail: format!("frame {count} cannot be read: {e}"),
+            })?;
+        let Some(frame) = frame else { break };
+        if count < a.chunk.frame_count() {
+            let mut frame = frame.clone();
+            frame.delay = delay(start + count, fps)?;
+            out.write_lzw_pre_encoded_frame(&frame)
+                .map_err(gif_error(path, "writing a frame"))?;
+        }
+        count += 1;
+    }
+    if count != a.chunk.frame_count() {
+        return Err(CombineError::FrameCount {
+            chunk,
+            path: a.video.clone(),
+            expected: a.chunk.frame_count(),
+            found: count,
+        });
+    }
+    Ok(count)
+}
+
 /// Writes the chunks' frames as one looping GIF at `path`.
 pub(crate) fn write_output(
     chunks: &[ChunkArtifact],
@@ -139,13 +196,6 @@ pub(crate) fn write_output(
         check_screen(a, &reference, &screen)?;
         opened.push(decoder);
     }
-    let gif_error = |context: &str| {
-        let context = context.to_owned();
-        move |e: gif::EncodingError| CombineError::Output {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(format!("{context}: {e}")),
-        }
-    };
     let file = File::create(path).map_err(|source| CombineError::Output {
         path: path.to_path_buf(),
         source,
@@ -156,44 +206,13 @@ pub(crate) fn write_output(
         reference.height,
         &reference.palette,
     )
-    .map_err(gif_error("writing the GIF header"))?;
+    .map_err(gif_error(path, "writing the GIF header"))?;
     out.set_repeat(gif::Repeat::Infinite)
-        .map_err(gif_error("writing the loop extension"))?;
+        .map_err(gif_error(path, "writing the loop extension"))?;
     let fps = layout.output_fps;
     let mut frames = 0u64;
-    for (a, mut decoder) in chunks.iter().zip(opened) {
-        let chunk = a.chunk.index();
-        let start = a.chunk.first_output_frame();
-        let mut count = 0u64;
-        loop {
-            if cancelled() {
-                return Err(CombineError::Cancelled);
-            }
-            let frame = decoder
-                .read_next_frame()
-                .map_err(|e| CombineError::CorruptVideo {
-                    chunk,
-                    path: a.video.clone(),
-                    detail: format!("frame {count} cannot be read: {e}"),
-                })?;
-            let Some(frame) = frame else { break };
-            if count < a.chunk.frame_count() {
-                let mut frame = frame.clone();
-                frame.delay = delay(start + count, fps)?;
-                out.write_lzw_pre_encoded_frame(&frame)
-                    .map_err(gif_error("writing a frame"))?;
-            }
-            count += 1;
-        }
-        if count != a.chunk.frame_count() {
-            return Err(CombineError::FrameCount {
-                chunk,
-                path: a.video.clone(),
-                expected: a.chunk.frame_count(),
-                found: count,
-            });
-        }
-        frames += count;
+    for (a, decoder) in chunks.iter().zip(opened) {
+        frames += copy_frames(a, decoder, &mut out, fps, cancelled, path)?;
     }
     let file = out
         .into_inner()

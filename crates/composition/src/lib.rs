@@ -269,6 +269,33 @@ pub trait FrameRenderer: Send {
     /// # Errors
     /// [`CompositionError`] naming the frame if it cannot be rendered.
     fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError>;
+
+    /// Renders frame `frame` into `rgba` exactly as
+    /// [`FrameRenderer::render_frame`] does (the same bytes, whatever was
+    /// rendered before), but may trust what `rgba` already holds to do less
+    /// work: a scene only repaints the region its previous frame drew on.
+    ///
+    /// The caller promises that `rgba` is the buffer this renderer's previous
+    /// call of this method rendered into, untouched since. A renderer trusts
+    /// nothing on its first call, after [`FrameRenderer::render_frame`],
+    /// after a call that failed and after [`FrameRenderer::forget_previous`]:
+    /// call that whenever the buffer is replaced or written by anything else.
+    /// The default renders with [`FrameRenderer::render_frame`].
+    ///
+    /// # Errors
+    /// As [`FrameRenderer::render_frame`]; the next call then trusts nothing.
+    fn render_frame_reusing(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+    ) -> Result<(), CompositionError> {
+        self.render_frame(frame, rgba)
+    }
+
+    /// Forgets what the previous [`FrameRenderer::render_frame_reusing`] left
+    /// in its buffer: the next call renders the whole frame. The default does
+    /// nothing (the default `render_frame_reusing` trusts nothing).
+    fn forget_previous(&mut self) {}
 }
 
 /// Where compositions come from: a registry of Rust compositions, a scene

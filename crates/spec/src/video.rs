@@ -443,54 +443,7 @@ impl VideoSettings {
     /// the value given and what is allowed.
     pub fn validate(&self) -> Result<(), FieldError> {
         let codec = self.codec;
-        if !codec.is_implemented() {
-            return Err(FieldError::new(
-                "video.codec",
-                format!(
-                    "{codec} is not implemented yet; use {}",
-                    VideoCodec::ALL
-                        .into_iter()
-                        .filter(|c| c.is_implemented())
-                        .map(VideoCodec::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        let max_crf = match codec {
-            VideoCodec::Vp9 | VideoCodec::Av1 => MAX_CRF_VP9_AV1,
-            _ => MAX_CRF,
-        };
-        if let Quality::Crf(crf) = self.quality
-            && crf > max_crf
-        {
-            return Err(FieldError::new(
-                "video.crf",
-                format!("{crf} is out of range for {codec}: allowed 0-{max_crf}"),
-            ));
-        }
-        if self.quality == Quality::Lossless
-            && !matches!(codec, VideoCodec::H264 | VideoCodec::H265 | VideoCodec::Vp9)
-        {
-            return Err(FieldError::new(
-                "video.lossless",
-                format!("{codec} has no lossless mode here; use h264, h265 or vp9"),
-            ));
-        }
-        if !self.pixel_formats().contains(&self.pixel_format) {
-            return Err(FieldError::new(
-                "video.pixel_format",
-                format!(
-                    "{codec} is not encoded in {} here; allowed: {}",
-                    self.pixel_format.as_str(),
-                    self.pixel_formats()
-                        .iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
+        self.validate_codec_choices()?;
         if !X264_PRESETS.contains(&self.preset.as_str()) {
             return Err(FieldError::new(
                 "video.preset",
@@ -553,6 +506,60 @@ impl VideoSettings {
         }
         if codec == VideoCodec::H264 {
             self.validate_h264()?;
+        }
+        Ok(())
+    }
+
+    /// The codec, its quality scale, lossless mode and pixel format.
+    fn validate_codec_choices(&self) -> Result<(), FieldError> {
+        let codec = self.codec;
+        if !codec.is_implemented() {
+            return Err(FieldError::new(
+                "video.codec",
+                format!(
+                    "{codec} is not implemented yet; use {}",
+                    VideoCodec::ALL
+                        .into_iter()
+                        .filter(|c| c.is_implemented())
+                        .map(VideoCodec::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let max_crf = match codec {
+            VideoCodec::Vp9 | VideoCodec::Av1 => MAX_CRF_VP9_AV1,
+            _ => MAX_CRF,
+        };
+        if let Quality::Crf(crf) = self.quality
+            && crf > max_crf
+        {
+            return Err(FieldError::new(
+                "video.crf",
+                format!("{crf} is out of range for {codec}: allowed 0-{max_crf}"),
+            ));
+        }
+        if self.quality == Quality::Lossless
+            && !matches!(codec, VideoCodec::H264 | VideoCodec::H265 | VideoCodec::Vp9)
+        {
+            return Err(FieldError::new(
+                "video.lossless",
+                format!("{codec} has no lossless mode here; use h264, h265 or vp9"),
+            ));
+        }
+        if !self.pixel_formats().contains(&self.pixel_format) {
+            return Err(FieldError::new(
+                "video.pixel_format",
+                format!(
+                    "{codec} is not encoded in {} here; allowed: {}",
+                    self.pixel_format.as_str(),
+                    self.pixel_formats()
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         Ok(())
     }

@@ -62,19 +62,28 @@ fn shown(rgba: &[u8]) -> u32 {
 }
 
 /// Renders `frames` frames whole and in chunks of 7 (each chunk a fresh
-/// decoder that seeks), asserts both are byte-identical, and returns the
-/// indices shown.
+/// decoder that seeks, rendering into one reused buffer), asserts both are
+/// byte-identical, and returns the indices shown.
 #[track_caller]
 fn indices_whole_and_chunked(b: &SceneBundle, frames: u64) -> Vec<u32> {
     let whole = render(b, 0, frames);
+    // Each chunk renders into one reused buffer, as the worker's threads do
+    // (`render_frame_reusing`): the same bytes as fresh buffers.
     let mut chunked = Vec::new();
     for start in (0..frames).step_by(7) {
-        chunked.extend(render(b, start, (start + 7).min(frames)));
+        let p = prepare(b);
+        let mut r = p.frame_renderer().expect("renderer");
+        let mut rgba = vec![0u8; W * H * 4];
+        for f in start..(start + 7).min(frames) {
+            r.render_frame_reusing(FrameIndex(f), &mut rgba)
+                .expect("renders");
+            chunked.push(rgba.clone());
+        }
     }
     for (f, (a, c)) in whole.iter().zip(&chunked).enumerate() {
         assert!(
             a == c,
-            "frame {f}: a 7-frame chunk differs from the whole render"
+            "frame {f}: a 7-frame chunk (one reused buffer) differs from the whole render"
         );
     }
     whole.iter().map(|f| shown(f)).collect()

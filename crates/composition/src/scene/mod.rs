@@ -32,6 +32,7 @@ mod assets;
 mod audio;
 mod audio_file;
 mod budget;
+mod canvas;
 mod captions;
 mod colour;
 mod colour_glyph;
@@ -56,6 +57,8 @@ use std::sync::{Arc, Mutex};
 
 use timebase::{FrameIndex, SampleSpan};
 use tiny_skia::{Pixmap, PixmapMut, Transform};
+
+use canvas::{Canvas, Damage};
 
 pub use anim::{Easing, MAX_BEZIER_Y};
 pub use audio_file::{BLOCK_FRAMES, MAX_AUDIO_SECONDS, PREROLL_FRAMES};
@@ -978,6 +981,8 @@ impl Prepared for PreparedScene {
             scene: self.inner.clone(),
             background: None,
             pool: Vec::new(),
+            previous: None,
+            spare: Damage::default(),
         }))
     }
 
@@ -993,6 +998,23 @@ struct SceneRenderer {
     scene: Arc<PreparedInner>,
     background: Option<Arc<Vec<u8>>>,
     pool: Vec<Pixmap>,
+    /// What the last successful `render_frame_reusing` left: its buffer
+    /// and where it drew over the background. `None`: trust nothing.
+    previous: Option<Previous>,
+    /// The damage allocation of the frame before, reused.
+    spare: Damage,
+}
+
+/// The frame a renderer last rendered with `render_frame_reusing`.
+struct Previous {
+    /// The buffer's address and length: a buffer that is not the one
+    /// rendered into last time is never trusted, whatever the caller
+    /// promised. (A check, not the contract: a buffer freed and allocated
+    /// again at the same address passes it.)
+    buffer: (usize, usize),
+    /// Where the dynamic layers drew: everywhere else the buffer holds the
+    /// background.
+    damage: Damage,
 }
 
 impl SceneRenderer {
@@ -1018,7 +1040,7 @@ impl SceneRenderer {
         let mut bg = self.alloc(ctx.frame)?;
         render::draw_layers(
             &scene.layers[..scene.static_prefix],
-            &mut bg.as_mut(),
+            &mut Canvas::new(bg.as_mut(), Damage::default()),
             &mut self.pool,
             0.0,
             Transform::identity(),
@@ -1030,8 +1052,17 @@ impl SceneRenderer {
     }
 }
 
-impl FrameRenderer for SceneRenderer {
-    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
+impl SceneRenderer {
+    /// Renders `frame` into `rgba`, which holds the background everywhere
+    /// outside `stale` (the whole frame when `None`): the background is put
+    /// back there first, then the dynamic layers are drawn. Returns where
+    /// they drew.
+    fn render(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+        stale: Option<&Damage>,
+    ) -> Result<Damage, CompositionError> {
         let meta = &self.scene.meta;
         check_frame_buffer(meta, rgba)?;
         if frame.0 >= meta.duration_frames {
@@ -1056,22 +1087,62 @@ impl FrameRenderer for SceneRenderer {
         if split > 0 && self.background.is_none() {
             self.background = Some(self.shared_background(&ctx)?);
         }
-        match &self.background {
-            Some(bg) => rgba.copy_from_slice(bg),
-            None => rgba.fill(0),
+        let background = self.background.as_deref().map(Vec::as_slice);
+        match stale {
+            Some(damage) => canvas::restore(rgba, background, w, damage),
+            None => match background {
+                Some(bg) => rgba.copy_from_slice(bg),
+                None => rgba.fill(0),
+            },
         }
-        let mut pm = PixmapMut::from_bytes(rgba, w, h).ok_or_else(|| CompositionError::Render {
+        let pm = PixmapMut::from_bytes(rgba, w, h).ok_or_else(|| CompositionError::Render {
             frame: frame.0,
             message: "frame buffer does not match the size".into(),
         })?;
+        let mut canvas = Canvas::new(pm, std::mem::take(&mut self.spare));
         render::draw_layers(
             &self.scene.layers[split..],
-            &mut pm,
+            &mut canvas,
             &mut self.pool,
             frame.0 as f64,
             Transform::identity(),
             &ctx,
-        )
+        )?;
+        Ok(canvas.into_damage())
+    }
+}
+
+impl FrameRenderer for SceneRenderer {
+    fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
+        self.forget_previous();
+        let damage = self.render(frame, rgba, None)?;
+        self.spare = damage;
+        Ok(())
+    }
+
+    /// Puts the background back only where the previous frame drew (the
+    /// same bytes as copying it whole, since everywhere else the buffer
+    /// still holds it), then draws.
+    fn render_frame_reusing(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+    ) -> Result<(), CompositionError> {
+        let buffer = (rgba.as_ptr() as usize, rgba.len());
+        // Taken: an error below leaves nothing to trust.
+        let previous = self.previous.take().filter(|p| p.buffer == buffer);
+        let damage = self.render(frame, rgba, previous.as_ref().map(|p| &p.damage))?;
+        if let Some(p) = previous {
+            self.spare = p.damage;
+        }
+        self.previous = Some(Previous { buffer, damage });
+        Ok(())
+    }
+
+    fn forget_previous(&mut self) {
+        if let Some(p) = self.previous.take() {
+            self.spare = p.damage;
+        }
     }
 }
 

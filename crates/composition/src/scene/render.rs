@@ -2,9 +2,11 @@
 
 use tiny_skia::{
     BlendMode, Color, FillRule, FilterQuality, GradientStop, LinearGradient, Mask, Paint,
-    PathBuilder, Pattern, Pixmap, PixmapMut, PixmapPaint, Point, RadialGradient, Rect, Shader,
-    SpreadMode, Stroke, Transform,
+    PathBuilder, Pattern, Pixmap, PixmapPaint, Point, RadialGradient, Rect, Shader, SpreadMode,
+    Stroke, Transform,
 };
+
+use super::canvas::{Canvas, Damage, PixelRect};
 
 use super::anim::Anim;
 use super::guard::guard;
@@ -71,7 +73,7 @@ pub fn rounded_rect(w: f32, h: f32, r: f32) -> Option<tiny_skia::Path> {
     pb.finish()
 }
 
-fn draw_shape(pm: &mut PixmapMut<'_>, path: &tiny_skia::Path, paint: &ShapePaint, look: &Look) {
+fn draw_shape(pm: &mut Canvas<'_>, path: &tiny_skia::Path, paint: &ShapePaint, look: &Look) {
     let (t, opacity, blend, tf) = (look.t, look.opacity, look.blend, look.tf);
     if let Some(fill) = &paint.fill {
         pm.fill_path(
@@ -204,7 +206,7 @@ fn may_composite(l: &Layer, clip: &Option<V2>) -> bool {
 /// scratch pixmap per level of group nesting below this one.
 pub fn draw_layers(
     layers: &[Layer],
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     pool: &mut [Pixmap],
     t: f64,
     parent: Transform,
@@ -229,7 +231,7 @@ struct Look {
 /// Draws one layer, if it shows at layer time `t`.
 fn draw_layer(
     l: &Layer,
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     pool: &mut [Pixmap],
     t: f64,
     parent: Transform,
@@ -274,12 +276,7 @@ fn layer_context(l: &Layer, ctx: &Ctx) -> String {
 }
 
 /// Paints a layer that is not a group.
-fn paint(
-    pm: &mut PixmapMut<'_>,
-    look: &Look,
-    l: &Layer,
-    ctx: &Ctx,
-) -> Result<(), CompositionError> {
+fn paint(pm: &mut Canvas<'_>, look: &Look, l: &Layer, ctx: &Ctx) -> Result<(), CompositionError> {
     let (t, opacity) = (look.t, look.opacity);
     let box_of = |size: &Option<Anim<V2>>| box_rect(size.as_ref().map(|s| s.at(t)), ctx);
     match &l.kind {
@@ -370,7 +367,7 @@ fn paint(
 
 /// Fills `rect` with a gradient made by `shader` from the layer's stops.
 fn paint_gradient(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     look: &Look,
     s: &[Stop],
     rect: Option<Rect>,
@@ -395,7 +392,7 @@ fn loaded<'v, T>(
 }
 
 fn paint_text(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     look: &Look,
     l: &Layer,
     text: &TextLayer,
@@ -429,7 +426,7 @@ fn paint_text(
 /// `opaque`: every pixel of `pixmap` has alpha 255 (a video frame without
 /// alpha), which lets an unscaled, unfaded draw on whole pixels copy rows.
 fn paint_picture(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     look: &Look,
     pixmap: tiny_skia::PixmapRef<'_>,
     size: Option<V2>,
@@ -487,7 +484,7 @@ fn paint_picture(
 /// tiny-skia's per-pixel float pipeline, the largest cost of a full-frame
 /// video layer.
 fn copy_opaque(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     look: &Look,
     pixmap: tiny_skia::PixmapRef<'_>,
     full: Transform,
@@ -519,11 +516,12 @@ fn copy_opaque(
         // pattern would pad): leave it to the pipeline.
         return x0 >= x1 || y0 >= y1;
     }
-    let (x0, x1, y0, y1) = (x0 as usize, x1 as usize, y0 as usize, y1 as usize);
-    let (sx0, sy0) = ((x0 as f64 - fx) as usize, (y0 as f64 - fy) as usize);
-    let (dst_w, src_w) = (pm.width() as usize * 4, pixmap.width() as usize * 4);
+    let (sx0, sy0) = ((x0 - fx) as usize, (y0 - fy) as usize);
+    let (x0, x1, y0, y1) = (x0 as u32, x1 as u32, y0 as u32, y1 as u32);
+    let src_w = pixmap.width() as usize * 4;
     let src = pixmap.data();
-    let dst = pm.data_mut();
+    let (dst, dst_w) = pm.pixels_mut(PixelRect { x0, y0, x1, y1 });
+    let (x0, x1, y0, y1) = (x0 as usize, x1 as usize, y0 as usize, y1 as usize);
     let len = (x1 - x0) * 4;
     for y in y0..y1 {
         let d = y * dst_w + x0 * 4;
@@ -541,7 +539,7 @@ struct Children<'a> {
 }
 
 fn paint_group(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     pool: &mut [Pixmap],
     look: &Look,
     l: &Layer,
@@ -560,9 +558,11 @@ fn paint_group(
         });
     };
     scratch.fill(Color::TRANSPARENT);
+    // Where the children drew on the scratch layer does not matter: it is
+    // drawn whole into the parent, which records the whole frame.
     draw_layers(
         children.layers,
-        &mut scratch.as_mut(),
+        &mut Canvas::new(scratch.as_mut(), Damage::default()),
         rest,
         children.t,
         look.tf,
@@ -578,7 +578,7 @@ fn paint_group(
 /// Draws a group's offscreen image into its parent with the group's
 /// opacity, blend and clip.
 fn composite(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     scratch: &Pixmap,
     look: &Look,
     clip: Option<V2>,
@@ -615,7 +615,7 @@ fn composite(
 }
 
 fn fill_shader(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     shader: Option<Shader<'static>>,
     rect: Option<Rect>,
     blend: BlendMode,
@@ -691,7 +691,8 @@ mod tests {
                         *c = (*c).min(a);
                     }
                 }
-                paint_picture(&mut target.as_mut(), &look, pic, size, fit, opaque);
+                let mut canvas = Canvas::new(target.as_mut(), Damage::default());
+                paint_picture(&mut canvas, &look, pic, size, fit, opaque);
                 target.data().to_vec()
             };
             assert_eq!(draw(true), draw(false), "case {i}");

@@ -4,11 +4,11 @@
 
 use tiny_skia::{
     BlendMode, FillRule, FilterQuality, GradientStop, LineJoin, LinearGradient, Mask, Paint,
-    Pixmap, PixmapMut, PixmapPaint, Point, RadialGradient, Rect, Shader, SpreadMode, Stroke,
-    Transform,
+    Pixmap, PixmapPaint, Point, RadialGradient, Rect, Shader, SpreadMode, Stroke, Transform,
 };
 
 use super::anim::Anim;
+use super::canvas::{Canvas, Damage};
 use super::load::{Stop, TextLayer, V2, anim, color, num, pair, stops_of};
 use super::model::{AnimateDoc, GradientDoc, LayerDoc, OverflowDoc, ScaleDoc, ShadowDoc, UnitDoc};
 use super::template::Rgba;
@@ -197,7 +197,7 @@ pub struct Look {
 /// Draws shaped text with the layer's colour (or `highlight`: unit index
 /// and colour), effects and animation.
 pub fn paint(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     look: &Look,
     text: &TextLayer,
     shaped: &Shaped,
@@ -282,7 +282,7 @@ pub fn paint(
 
 /// Draws a unit's colour glyphs as images under `tf`.
 fn draw_colour(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     u: &super::text::Unit,
     tf: Transform,
     opacity: f32,
@@ -365,7 +365,7 @@ fn gradient_paint(g: &Gradient, t: f64, opacity: f32, blend: BlendMode) -> Paint
 /// drawn offscreen over its bounding box, blurred, tinted and composited
 /// under the text.
 fn paint_shadow(
-    pm: &mut PixmapMut<'_>,
+    pm: &mut Canvas<'_>,
     look: &Look,
     s: &Shadow,
     shaped: &Shaped,
@@ -432,7 +432,9 @@ fn paint_shadow(
                 None,
             );
         }
-        draw_colour(&mut scratch.as_mut(), u, tf, o, BlendMode::SourceOver, None);
+        // Offscreen: where it draws is bounded by the scratch's place.
+        let mut offscreen = Canvas::new(scratch.as_mut(), Damage::default());
+        draw_colour(&mut offscreen, u, tf, o, BlendMode::SourceOver, None);
     }
     let mut alpha: Vec<u8> = scratch.pixels().iter().map(|p| p.alpha()).collect();
     blur(&mut alpha, w as usize, h as usize, sigma);
