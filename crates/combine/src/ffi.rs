@@ -1,9 +1,49 @@
 //! The places where ffmpeg-next 9 has no safe accessor: a stream's codec
-//! tag, and a packet's skip-samples side data. Kept to one small module so
-//! the unsafe surface is easy to audit.
+//! tag, a packet's skip-samples side data, and opening an input without
+//! `avformat_find_stream_info`. Kept to one small module so the unsafe
+//! surface is easy to audit.
 #![allow(unsafe_code)] // ffmpeg-next 9 exposes no setter for these
 
+use std::ffi::CString;
+use std::path::Path;
+
 use ffmpeg_next as ffmpeg;
+
+/// Opens `path` for demuxing from its container headers alone
+/// (`avformat_open_input` with `options`, e.g. `fflags`), without the
+/// `avformat_find_stream_info` every `ffmpeg::format::input*` runs: that
+/// reads ahead, decodes frames to fill in the codec parameters and reads
+/// the file's end to estimate its duration, milliseconds per 1080p chunk.
+/// Streams then carry only what the headers say (codec, time base; no
+/// frame size or pixel format for MPEG-TS).
+pub(crate) fn open_input_headers_only(
+    path: &Path,
+    options: ffmpeg::Dictionary,
+) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| ffmpeg::Error::InvalidData)?;
+    // SAFETY: `ps` starts null, as avformat_open_input requires; on failure
+    // it frees the context and leaves `ps` null, on success `ps` is an
+    // opened input context whose ownership passes to `Input` (which closes
+    // it with avformat_close_input). The dictionary is disowned for the
+    // call, which may replace it with the options it did not use; that
+    // one is owned again and freed.
+    unsafe {
+        let mut ps = std::ptr::null_mut();
+        let mut opts = options.disown();
+        let res = ffmpeg::ffi::avformat_open_input(
+            &mut ps,
+            path.as_ptr(),
+            std::ptr::null_mut(),
+            &mut opts,
+        );
+        drop(ffmpeg::Dictionary::own(opts));
+        match res {
+            0 => Ok(ffmpeg::format::context::Input::wrap(ps)),
+            e => Err(ffmpeg::Error::from(e)),
+        }
+    }
+}
 
 /// Clears a stream's container-specific codec tag. The MPEG-TS demuxer sets
 /// it to the TS stream type, which the MP4 muxer rejects; cleared, the MP4

@@ -11,8 +11,8 @@ use chunker::ChunkIndex;
 use ffmpeg::{Rational, codec, media};
 use ffmpeg_next as ffmpeg;
 
-use crate::CombineError;
 use crate::nal::{self, Syntax, Unit};
+use crate::{CombineError, ffi};
 
 /// MPEG-TS packets are exactly 188 bytes (ISO/IEC 13818-1, 2.4.3.2) and start
 /// with the sync byte 0x47; a muxer writes whole packets, so any other file
@@ -303,8 +303,56 @@ impl Verifier {
     }
 }
 
+/// The container a demuxer reads and the codecs a chunk in it may hold.
+fn container_of(
+    chunk: ChunkIndex,
+    path: &Path,
+    input: &ffmpeg::format::context::Input,
+) -> Result<(&'static str, &'static [codec::Id]), CombineError> {
+    match input.format().name() {
+        "mpegts" => Ok(("MPEG-TS", &TS_CODECS[..])),
+        name if name.starts_with("matroska") => Ok(("Matroska", &MATROSKA_CODECS[..])),
+        name => Err(unsupported(
+            chunk,
+            path,
+            format!("container is `{name}`, expected MPEG-TS or Matroska"),
+        )),
+    }
+}
+
+/// Where output frames fall in a stream of `time_base`, if they can:
+/// Matroska rounds to its ticks; every other container must hold the
+/// frames exactly.
+fn grid_of(
+    time_base: Rational,
+    output_fps: chunker::timebase::Fps,
+    matroska: bool,
+) -> Option<Grid> {
+    let (num, den) = (
+        i64::from(time_base.numerator()),
+        i64::from(time_base.denominator()),
+    );
+    let grid = Grid {
+        num: den * i64::from(output_fps.den()),
+        den: num * i64::from(output_fps.num()),
+    };
+    (num > 0 && den > 0 && (matroska || grid.exact())).then_some(grid)
+}
+
+/// Whether the stream metadata asks for Matroska's `alpha_mode`.
+fn alpha_mode_of(input: &ffmpeg::format::context::Input) -> bool {
+    input
+        .streams()
+        .best(media::Type::Video)
+        .is_some_and(|st| st.metadata().get("alpha_mode") == Some("1"))
+}
+
 impl<'a> ChunkVideo<'a> {
-    /// Opens a chunk's TS and reads its stream parameters.
+    /// Opens a chunk's TS and reads its stream parameters, FFmpeg's way:
+    /// `avformat_find_stream_info` decodes its first frames (up to 7 for
+    /// H.264) and reads the file's end. Chunk 0's parameters found so are
+    /// the output's video track, and every refusal of a chunk that differs
+    /// is worded from them.
     pub(crate) fn open(
         chunk: ChunkIndex,
         path: &'a Path,
@@ -316,21 +364,8 @@ impl<'a> ChunkVideo<'a> {
         }
         let input = ffmpeg::format::input(path)
             .map_err(|e| corrupt(chunk, path, format!("FFmpeg cannot open it: {e}")))?;
-        let (container, allowed) = match input.format().name() {
-            "mpegts" => ("MPEG-TS", &TS_CODECS[..]),
-            name if name.starts_with("matroska") => ("Matroska", &MATROSKA_CODECS[..]),
-            name => {
-                return Err(unsupported(
-                    chunk,
-                    path,
-                    format!("container is `{name}`, expected MPEG-TS or Matroska"),
-                ));
-            }
-        };
-        let alpha_mode = input
-            .streams()
-            .best(media::Type::Video)
-            .is_some_and(|st| st.metadata().get("alpha_mode") == Some("1"));
+        let (container, allowed) = container_of(chunk, path, &input)?;
+        let alpha_mode = alpha_mode_of(&input);
         let (stream, time_base, codec_parameters) = {
             let st = input
                 .streams()
@@ -354,25 +389,17 @@ impl<'a> ChunkVideo<'a> {
             .decoder()
             .video()
             .map_err(|e| corrupt(chunk, path, format!("not a video stream: {e}")))?;
-        let (num, den) = (
-            i64::from(time_base.numerator()),
-            i64::from(time_base.denominator()),
-        );
-        let grid = Grid {
-            num: den * i64::from(output_fps.den()),
-            den: num * i64::from(output_fps.num()),
-        };
-        // Matroska rounds to its ticks; every other container must hold
-        // the frames exactly.
-        if num <= 0 || den <= 0 || (!matroska && !grid.exact()) {
-            return Err(unsupported(
+        let grid = grid_of(time_base, output_fps, matroska).ok_or_else(|| {
+            unsupported(
                 chunk,
                 path,
                 format!(
-                    "time base {num}/{den} cannot express frames of {output_fps} fps in whole ticks"
+                    "time base {}/{} cannot express frames of {output_fps} fps in whole ticks",
+                    time_base.numerator(),
+                    time_base.denominator()
                 ),
-            ));
-        }
+            )
+        })?;
         let params = VideoParams {
             codec,
             width: dec.width(),
@@ -391,6 +418,67 @@ impl<'a> ChunkVideo<'a> {
             path,
             input,
             stream,
+            params,
+            codec_parameters,
+            grid,
+            alpha_mode,
+        })
+    }
+
+    /// Opens a chunk from its container headers alone, taking its stream
+    /// parameters to be `reference`'s (chunk 0's) apart from the codec and
+    /// time base the headers give: no frame is decoded, which is what
+    /// makes combining many chunks cheap (see [`ffi::open_input_headers_only`]).
+    /// The caller must confirm the parameters before trusting them
+    /// ([`ChunkVideo::probe_same`]), or have confirmed them already on a
+    /// [`ChunkVideo::open`] of the same file.
+    ///
+    /// `None` when the file is anything but what a worker writes (one video
+    /// stream of an allowed codec on a usable time base): the caller then
+    /// uses [`ChunkVideo::open`], whose checks name the problem, so every
+    /// refusal is worded as before.
+    ///
+    /// MPEG-TS is read with `fflags +nofillin`: the timestamps are the
+    /// container's own. Without the decoder delay `find_stream_info` finds,
+    /// FFmpeg's guesses for missing timestamps could otherwise rewrite a
+    /// DTS it would have kept; TS chunks carry PTS and DTS on every frame,
+    /// which a fully probed input passes through unchanged.
+    pub(crate) fn open_headers_only(
+        chunk: ChunkIndex,
+        path: &'a Path,
+        output_fps: chunker::timebase::Fps,
+        reference: &VideoParams,
+    ) -> Option<Self> {
+        let matroska = starts_with_ebml(chunk, path).ok()?;
+        let mut options = ffmpeg::Dictionary::new();
+        if !matroska {
+            check_ts_file(chunk, path).ok()?;
+            options.set("fflags", "+nofillin");
+        }
+        let input = ffi::open_input_headers_only(path, options).ok()?;
+        let (_, allowed) = container_of(chunk, path, &input).ok()?;
+        if input.nb_streams() != 1 {
+            return None;
+        }
+        let alpha_mode = alpha_mode_of(&input);
+        let st = input.stream(0)?;
+        let codec_parameters = st.parameters();
+        let (codec, time_base) = (codec_parameters.id(), st.time_base());
+        if codec_parameters.medium() != media::Type::Video || !allowed.contains(&codec) {
+            return None;
+        }
+        let grid = grid_of(time_base, output_fps, matroska)?;
+        let params = VideoParams {
+            codec,
+            time_base,
+            parameter_sets: Vec::new(),
+            ..reference.clone()
+        };
+        Some(ChunkVideo {
+            chunk,
+            path,
+            input,
+            stream: 0,
             params,
             codec_parameters,
             grid,
@@ -486,6 +574,23 @@ impl<'a> ChunkVideo<'a> {
             .ok_or_else(|| corrupt(self.chunk, self.path, "it holds no video packets"))?;
         let delay = self.inspect_first(&packet)?;
         Ok((self.params, delay))
+    }
+
+    /// [`ChunkVideo::probe`] of a chunk opened with
+    /// [`ChunkVideo::open_headers_only`]: its parameters and decoder delay
+    /// if its first packet carries exactly `reference`'s parameter sets,
+    /// else `None` (then [`ChunkVideo::open`] finds and names the
+    /// difference). H.264 and H.265 only: the frame size, pixel format,
+    /// aspect ratio and colour `ChunkVideo::open` would find are all read
+    /// from those parameter sets (MPEG-TS says nothing else about them),
+    /// so identical sets mean identical parameters.
+    pub(crate) fn probe_same(mut self, reference: &VideoParams) -> Option<(VideoParams, i64)> {
+        syntax(self.params.codec)?;
+        let packet = self.next_packet(0).ok()??;
+        let delay = self.inspect_first(&packet).ok()?;
+        let same = self.params.parameter_sets == reference.parameter_sets
+            && reference.first_difference(&self.params).is_none();
+        same.then_some((self.params, delay))
     }
 
     /// Reads every packet, checks it against `reference` (chunk 0's

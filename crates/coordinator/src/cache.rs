@@ -531,17 +531,13 @@ fn trim_local(root: &Path, max_bytes: u64) -> u64 {
 }
 
 /// The default cache directory of the command line: `$MONTAGE_CACHE`, else
-/// `$XDG_CACHE_HOME/montage`, else `~/.cache/montage`.
+/// `$XDG_CACHE_HOME/montage`, else `~/.cache/montage`
+/// ([`storage::montage_cache_dir`]).
 pub fn default_cache_location() -> Option<String> {
     if let Some(v) = std::env::var_os("MONTAGE_CACHE").filter(|v| !v.is_empty()) {
         return Some(v.to_string_lossy().into_owned());
     }
-    if let Some(v) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return Some(format!("{}/montage", v.to_string_lossy()));
-    }
-    std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .map(|h| format!("{}/.cache/montage", h.to_string_lossy()))
+    storage::montage_cache_dir().map(|d| d.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

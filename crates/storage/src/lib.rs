@@ -38,6 +38,7 @@ pub mod archive;
 mod aws;
 pub mod backoff;
 mod cache;
+mod dirs;
 mod error;
 mod fsutil;
 mod hash;
@@ -52,6 +53,7 @@ use std::sync::Arc;
 
 pub use backoff::Backoff;
 pub use cache::{BundleCache, CachedBundle};
+pub use dirs::{montage_cache_dir, montage_cache_dir_from};
 pub use error::{Result, StorageError};
 pub use hash::{ContentHash, Hasher, content_key, hash_file};
 pub use local::LocalStore;

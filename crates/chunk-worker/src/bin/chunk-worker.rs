@@ -1,4 +1,4 @@
-//! `chunk-worker serve --listen ADDR --slots N --cache-dir DIR
+//! `chunk-worker serve --listen ADDR --slots N [--cache-dir DIR]
 //! [--bundle-cache-size 4G] [--token-file F] [--allow-path DIR]…
 //! [--tls-cert F --tls-key F [--tls-client-ca F]] [--max-memory SIZE]
 //! [--insecure-no-auth] [--log-json]`: a Montage chunk worker serving the
@@ -41,9 +41,10 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1)]
     slots: usize,
     /// The worker's disk: scratch space for artifacts being delivered
-    /// (`inflight/`) and fetched bundles (`bundles/`).
-    #[arg(long)]
-    cache_dir: PathBuf,
+    /// (`inflight/`) and fetched bundles (`bundles/`). Default:
+    /// $XDG_CACHE_HOME/montage/worker, else ~/.cache/montage/worker.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Most bytes of unpacked bundles kept in `<cache-dir>/bundles`, e.g.
     /// `4G`, `512M`, `1.5GiB` or plain bytes (K, M, G, T are powers of
     /// 1024); the least recently used are evicted first.
@@ -125,7 +126,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     Ok(ServeConfig {
         listen: args.listen,
         slots: args.slots,
-        cache_dir: args.cache_dir.clone(),
+        cache_dir: cache_dir(args.cache_dir.clone(), storage::montage_cache_dir())?,
         token,
         grace: Duration::from_secs(args.grace_secs),
         bundle_cache_bytes: args.bundle_cache_size,
@@ -139,6 +140,15 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .unwrap_or_else(chunk_worker::default_max_memory),
         metrics_listen: args.metrics_listen,
     })
+}
+
+/// `--cache-dir`, else `worker/` in Montage's cache directory (`default`,
+/// from [`storage::montage_cache_dir`]), beside the coordinator's render
+/// cache.
+fn cache_dir(given: Option<PathBuf>, default: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    given.or_else(|| default.map(|d| d.join("worker"))).context(
+        "--cache-dir is required: neither $XDG_CACHE_HOME nor $HOME is set to give a default",
+    )
 }
 
 fn init_logs(json: bool) {
@@ -192,6 +202,30 @@ mod tests {
         assert_eq!(
             args.bundle_cache_size,
             chunk_worker::DEFAULT_BUNDLE_CACHE_BYTES
+        );
+    }
+
+    #[test]
+    fn the_cache_dir_defaults_to_montages_cache_directory() {
+        let cli = Cli::try_parse_from(["chunk-worker", "serve"]).expect("no --cache-dir");
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.cache_dir, None);
+        let default = storage::montage_cache_dir_from(None, Some("/home/a".into()));
+        assert_eq!(
+            cache_dir(args.cache_dir, default.clone()).expect("default"),
+            PathBuf::from("/home/a/.cache/montage/worker")
+        );
+        let err = cache_dir(None, None).expect_err("no default");
+        assert_eq!(
+            err.to_string(),
+            "--cache-dir is required: neither $XDG_CACHE_HOME nor $HOME is set to give a default"
+        );
+        let cli = Cli::try_parse_from(["chunk-worker", "serve", "--cache-dir", "/tmp/x"])
+            .expect("--cache-dir");
+        let Command::Serve(args) = cli.command;
+        assert_eq!(
+            cache_dir(args.cache_dir, default).expect("given"),
+            PathBuf::from("/tmp/x")
         );
     }
 
