@@ -80,6 +80,14 @@ impl Damage {
         &self.rects
     }
 
+    /// Every pixel of the frame.
+    pub fn whole_frame() -> Damage {
+        Damage {
+            whole: true,
+            rects: Vec::new(),
+        }
+    }
+
     /// Forgets every rectangle, keeping the allocation.
     pub fn clear(&mut self) {
         self.whole = false;

@@ -1090,10 +1090,7 @@ impl SceneRenderer {
         let background = self.background.as_deref().map(Vec::as_slice);
         match stale {
             Some(damage) => canvas::restore(rgba, background, w, damage),
-            None => match background {
-                Some(bg) => rgba.copy_from_slice(bg),
-                None => rgba.fill(0),
-            },
+            None => canvas::restore(rgba, background, w, &Damage::whole_frame()),
         }
         let pm = PixmapMut::from_bytes(rgba, w, h).ok_or_else(|| CompositionError::Render {
             frame: frame.0,
