@@ -1140,14 +1140,7 @@ impl SceneRenderer {
             let mark = &mut self.marks[i];
             mark.still = None;
             let mut canvas = Canvas::new(pm, std::mem::take(&mut mark.bounds));
-            let drawn = render::draw_layers(
-                std::slice::from_ref(l),
-                &mut canvas,
-                &mut self.pool,
-                t,
-                Transform::identity(),
-                &ctx,
-            );
+            let drawn = draw_top_level(l, &mut canvas, &mut self.pool, t, &ctx);
             mark.bounds = canvas.into_damage();
             drawn?;
             mark.still = render::still_at(l, t, scene.settles[i]);
@@ -1167,17 +1160,28 @@ impl SceneRenderer {
         let (w, h) = (self.scene.meta.width, self.scene.meta.height);
         let pm = frame_pixmap(rgba, w, h, ctx.frame)?;
         let mut canvas = Canvas::measuring(pm, std::mem::take(&mut self.measured));
-        let measured = render::draw_layers(
-            std::slice::from_ref(l),
-            &mut canvas,
-            &mut self.pool,
-            t,
-            Transform::identity(),
-            ctx,
-        );
+        let measured = draw_top_level(l, &mut canvas, &mut self.pool, t, ctx);
         self.measured = canvas.into_damage();
         measured
     }
+}
+
+/// Draws one top-level layer at frame `t`.
+fn draw_top_level(
+    l: &load::Layer,
+    canvas: &mut Canvas<'_>,
+    pool: &mut [Pixmap],
+    t: f64,
+    ctx: &render::Ctx,
+) -> Result<(), CompositionError> {
+    render::draw_layers(
+        std::slice::from_ref(l),
+        canvas,
+        pool,
+        t,
+        Transform::identity(),
+        ctx,
+    )
 }
 
 /// `rgba` as a `w × h` pixmap.
