@@ -94,9 +94,32 @@ impl Damage {
         self.rects.clear();
     }
 
-    fn set_whole(&mut self) {
+    /// Marks every pixel as changed.
+    pub fn set_whole(&mut self) {
         self.whole = true;
         self.rects.clear();
+    }
+
+    /// Adds the pixels of `other`: afterwards `self` covers both. At most
+    /// [`MAX_RECTS`] rectangles are kept (more are merged, which only
+    /// makes the bound larger).
+    pub fn extend(&mut self, other: &Damage) {
+        if other.whole {
+            self.set_whole();
+            return;
+        }
+        for r in &other.rects {
+            self.add(*r);
+        }
+    }
+
+    /// Adds the pixels of `r` (in frame pixels; an empty rectangle adds
+    /// nothing). At most [`MAX_RECTS`] rectangles are kept: past that, `r`
+    /// is merged into the last one.
+    pub fn add_rect(&mut self, r: PixelRect) {
+        if r.x0 < r.x1 && r.y0 < r.y1 {
+            self.add(r);
+        }
     }
 
     fn add(&mut self, r: PixelRect) {

@@ -32,7 +32,7 @@ mod assets;
 mod audio;
 mod audio_file;
 mod budget;
-mod canvas;
+pub(crate) mod canvas;
 mod captions;
 mod colour;
 mod colour_glyph;
@@ -1109,6 +1109,37 @@ impl SceneRenderer {
     }
 }
 
+impl SceneRenderer {
+    /// Renders `frame` over the previous frame in `rgba` when that buffer
+    /// is the one rendered into last (see `render_frame_reusing`), and sets
+    /// `changed`, if given, to where the bytes may differ from before.
+    fn render_over_previous(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+        changed: Option<&mut Damage>,
+    ) -> Result<(), CompositionError> {
+        let buffer = (rgba.as_ptr() as usize, rgba.len());
+        // Taken: an error below leaves nothing to trust.
+        let previous = self.previous.take().filter(|p| p.buffer == buffer);
+        let damage = self.render(frame, rgba, previous.as_ref().map(|p| &p.damage))?;
+        if let Some(changed) = changed {
+            match &previous {
+                Some(p) => {
+                    changed.clone_from(&p.damage);
+                    changed.extend(&damage);
+                }
+                None => changed.set_whole(),
+            }
+        }
+        if let Some(p) = previous {
+            self.spare = p.damage;
+        }
+        self.previous = Some(Previous { buffer, damage });
+        Ok(())
+    }
+}
+
 impl FrameRenderer for SceneRenderer {
     fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
         self.forget_previous();
@@ -1125,15 +1156,18 @@ impl FrameRenderer for SceneRenderer {
         frame: FrameIndex,
         rgba: &mut [u8],
     ) -> Result<(), CompositionError> {
-        let buffer = (rgba.as_ptr() as usize, rgba.len());
-        // Taken: an error below leaves nothing to trust.
-        let previous = self.previous.take().filter(|p| p.buffer == buffer);
-        let damage = self.render(frame, rgba, previous.as_ref().map(|p| &p.damage))?;
-        if let Some(p) = previous {
-            self.spare = p.damage;
-        }
-        self.previous = Some(Previous { buffer, damage });
-        Ok(())
+        self.render_over_previous(frame, rgba, None)
+    }
+
+    /// As `render_frame_reusing`; what changed is the previous frame's
+    /// damage (put back to the background) and this frame's.
+    fn render_frame_changed(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+        changed: &mut Damage,
+    ) -> Result<(), CompositionError> {
+        self.render_over_previous(frame, rgba, Some(changed))
     }
 
     fn forget_previous(&mut self) {
