@@ -65,6 +65,7 @@ mod simd;
 mod status;
 mod stores;
 pub mod video;
+mod yuv_pool;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub use limits::{
 pub use pipeline::{
     AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, ProgressSink, RENDER_QUEUE_DEPTH, render_chunk,
 };
+pub use yuv_pool::YUV_FRAMES_PER_THREAD;
 // The request types a caller of `render_chunk` builds, from the pure `spec`
 // crate, so an embedder needs no second dependency for them.
 pub use service::{

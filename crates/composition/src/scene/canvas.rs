@@ -100,16 +100,20 @@ impl Damage {
         self.rects.clear();
     }
 
-    /// Adds the pixels of `other`: afterwards `self` covers both. At most
-    /// [`MAX_RECTS`] rectangles are kept (more are merged, which only
-    /// makes the bound larger).
+    /// Adds the pixels of `other`: afterwards `self` covers both. A
+    /// rectangle already inside one of `self`'s is skipped (unions of
+    /// consecutive frames' damage repeat their shared frame's), and at most
+    /// [`MAX_RECTS`] rectangles are kept (more are merged, which only makes
+    /// the bound larger).
     pub fn extend(&mut self, other: &Damage) {
         if other.whole {
             self.set_whole();
             return;
         }
         for r in &other.rects {
-            self.add(*r);
+            if !self.rects.iter().any(|s| s.contains(*r)) {
+                self.add(*r);
+            }
         }
     }
 

@@ -1,0 +1,116 @@
+//! A render thread's YUV frames, cycled through the encoder and back.
+//!
+//! Each render thread owns at most [`YUV_FRAMES_PER_THREAD`] converted
+//! frames. The encoder hands every frame back after encoding it, and the
+//! thread converts its next frame into it: no frame (3 MB at 1080p 4:2:0) is
+//! allocated and faulted in per frame, and memory stays flat. A frame
+//! remembers which input it holds: since then the renderer has reported
+//! where each render changed the RGBA input
+//! ([`composition::FrameRenderer::render_frame_changed`]), and only the
+//! union of those regions is converted again
+//! ([`FrameConverter::convert_changed`]), which gives the bytes of a full
+//! conversion.
+//!
+//! A frame comes back while an encoder may still hold a reference to its
+//! buffers (libavcodec's `avcodec_send_frame` takes one with `av_frame_ref`;
+//! an encoder that keeps its input, such as a frame-threaded one, keeps it
+//! past the packet). Such a frame is never written: it is dropped (FFmpeg
+//! frees it when it lets go) and the slot gets a new frame converted whole.
+
+use std::sync::mpsc;
+
+use composition::Damage;
+
+use crate::WorkerError;
+use crate::encode::{FrameConverter, YuvFrame};
+use crate::pipeline::RENDER_QUEUE_DEPTH;
+
+/// Converted frames a render thread cycles through: one queued for the
+/// encoder (or being encoded) and one being converted. A third would only
+/// let the thread run one frame further ahead of an encoder that is the
+/// slower stage anyway; `limits::chunk_memory` counts these.
+pub const YUV_FRAMES_PER_THREAD: usize = RENDER_QUEUE_DEPTH + 1;
+
+/// A converted frame and the pool slot it belongs to.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    /// Which of its thread's frames this is.
+    pub(crate) slot: usize,
+    /// The picture.
+    pub(crate) frame: YuvFrame,
+}
+
+/// One render thread's frames and what changed in its input since each was
+/// converted.
+pub(crate) struct YuvPool {
+    /// Per slot: where the input may differ from what the slot's frame was
+    /// converted from.
+    stale: Vec<Damage>,
+    capacity: usize,
+    /// Frames the encoder is done with.
+    returned: mpsc::Receiver<Pooled>,
+    /// Frames allocated again because a returned one was still referenced.
+    pub(crate) replaced: u64,
+}
+
+impl YuvPool {
+    /// A pool of at most `capacity` (at least 1) frames, handed back
+    /// through `returned`.
+    pub(crate) fn new(capacity: usize, returned: mpsc::Receiver<Pooled>) -> YuvPool {
+        YuvPool {
+            stale: Vec::with_capacity(capacity),
+            capacity: capacity.max(1),
+            returned,
+            replaced: 0,
+        }
+    }
+
+    /// Records that a render changed the input inside `changed`; call it
+    /// after every render into the converter's input.
+    pub(crate) fn record(&mut self, changed: &Damage) {
+        for s in &mut self.stale {
+            s.extend(changed);
+        }
+    }
+
+    /// The current input of `conv` converted: into a frame the encoder
+    /// handed back (only what changed converted again), or into a new one
+    /// while the pool has fewer than its capacity, else into the next
+    /// frame handed back (waiting for it). `None` when the encoder is gone
+    /// and no frame is left.
+    ///
+    /// # Errors
+    /// The converter's.
+    pub(crate) fn next(
+        &mut self,
+        conv: &mut FrameConverter,
+    ) -> Result<Option<Pooled>, WorkerError> {
+        let back = match self.returned.try_recv() {
+            Ok(p) => Some(p),
+            Err(_) if self.stale.len() < self.capacity => None,
+            Err(mpsc::TryRecvError::Empty) => match self.returned.recv() {
+                Ok(p) => Some(p),
+                Err(mpsc::RecvError) => return Ok(None),
+            },
+            Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
+        };
+        let Some(mut p) = back else {
+            let frame = conv.convert()?;
+            self.stale.push(Damage::default());
+            return Ok(Some(Pooled {
+                slot: self.stale.len() - 1,
+                frame,
+            }));
+        };
+        let stale = &mut self.stale[p.slot];
+        if p.frame.is_writable() {
+            conv.convert_changed(&mut p.frame, stale)?;
+        } else {
+            // Someone still reads these buffers: leave them to it.
+            p.frame = conv.convert()?;
+            self.replaced += 1;
+        }
+        stale.clear();
+        Ok(Some(p))
+    }
+}
