@@ -1366,10 +1366,12 @@ mod tests {
                     reused += usize::from(step >= 3);
                     fresh.rgba_mut().copy_from_slice(conv.rgba_mut());
                     let want = fresh.convert().expect("converts");
-                    assert_eq!(
-                        packed(&got.frame),
-                        packed(&want),
-                        "{format:?} {w}x{h} {isa:?}, step {step}, slot {}",
+                    let (got_bytes, want_bytes) = (packed(&got.frame), packed(&want));
+                    assert_eq!(got_bytes.len(), want_bytes.len());
+                    let first = got_bytes.iter().zip(&want_bytes).position(|(a, b)| a != b);
+                    assert!(
+                        first.is_none(),
+                        "{format:?} {w}x{h} {isa:?}, step {step}, slot {}: packed byte {first:?} differs",
                         got.slot
                     );
                     held.push_back(got);
