@@ -1336,7 +1336,7 @@ mod tests {
                 let mut reused = 0;
                 for step in 0..60 {
                     let mut damage = Damage::default();
-                    if step > 0 && next(&mut s) % 16 == 0 {
+                    if step > 0 && next(&mut s).is_multiple_of(16) {
                         damage.set_whole();
                     }
                     for _ in 0..next(&mut s) % 4 {
