@@ -1301,6 +1301,15 @@ mod tests {
         out
     }
 
+    /// The pool's next frame, `conv`'s input converted into it.
+    fn converted(
+        pool: &mut crate::yuv_pool::YuvPool,
+        conv: &mut FrameConverter,
+    ) -> crate::yuv_pool::Pooled {
+        let target = pool.target().expect("the sender is alive");
+        pool.fill(target, conv).expect("converts")
+    }
+
     /// Random damage sequences through a pool whose frames the "encoder"
     /// (this test) hands back after a random delay: each frame it gives
     /// must be, byte for byte, what a full conversion of the same input
@@ -1362,7 +1371,7 @@ mod tests {
                         conv.rgba_mut().copy_from_slice(&v);
                     }
                     pool.record(&damage);
-                    let got = pool.next(&mut conv).expect("converts").expect("a frame");
+                    let got = converted(&mut pool, &mut conv);
                     reused += usize::from(step >= 3);
                     fresh.rgba_mut().copy_from_slice(conv.rgba_mut());
                     let want = fresh.convert().expect("converts");
@@ -1403,7 +1412,7 @@ mod tests {
         let (back, returned) = std::sync::mpsc::channel();
         let mut pool = YuvPool::new(1, returned);
         pool.record(&Damage::whole_frame());
-        let mut first = pool.next(&mut conv).expect("converts").expect("a frame");
+        let mut first = converted(&mut pool, &mut conv);
         assert!(first.frame.is_writable());
         let held = frame_refs::share(&first.frame.0).expect("a second reference");
         assert!(!first.frame.is_writable());
@@ -1420,7 +1429,7 @@ mod tests {
             y1: 1,
         });
         pool.record(&damage);
-        let second = pool.next(&mut conv).expect("converts").expect("a frame");
+        let second = converted(&mut pool, &mut conv);
         assert_eq!(pool.replaced, 1);
         assert_ne!(second.frame.0.data(0).as_ptr(), first_buffer);
         assert_eq!(
@@ -1434,7 +1443,7 @@ mod tests {
         let second_buffer = second.frame.0.data(0).as_ptr();
         back.send(second).expect("pool listens");
         pool.record(&damage);
-        let third = pool.next(&mut conv).expect("converts").expect("a frame");
+        let third = converted(&mut pool, &mut conv);
         assert_eq!(pool.replaced, 1);
         assert_eq!(third.frame.0.data(0).as_ptr(), second_buffer);
     }

@@ -569,16 +569,19 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
             pool.record(&changed);
+            // May wait for the encoder to hand a frame back (as a full
+            // queue would make `send` wait): not conversion time.
+            let Some(target) = pool.target() else {
+                return Err(self.cancelled());
+            };
             let t = Instant::now();
-            let yuv = match pool.next(&mut conv) {
-                Ok(Some(yuv)) => yuv,
-                Ok(None) => return Err(self.cancelled()),
+            let yuv = match pool.fill(target, &mut conv) {
+                Ok(yuv) => yuv,
                 Err(e) => {
                     let _ = tx.send(Err(e));
                     return Err(self.cancelled());
                 }
             };
-            // Includes any wait for the encoder to hand a frame back.
             add_elapsed(&self.counters.convert_ns, t);
             self.counters.rendered.fetch_add(1, Ordering::Relaxed);
             self.report();

@@ -73,34 +73,38 @@ impl YuvPool {
         }
     }
 
-    /// The current input of `conv` converted: into a frame the encoder
-    /// handed back (only what changed converted again), or into a new one
-    /// while the pool has fewer than its capacity, else into the next
-    /// frame handed back (waiting for it). `None` when the encoder is gone
-    /// and no frame is left.
+    /// The frame to convert the next input into: one the encoder handed
+    /// back, else a new one while the pool has fewer than its capacity,
+    /// else the next one handed back (waiting for it: the encoder is the
+    /// slower stage). `None` when the encoder is gone.
+    pub(crate) fn target(&mut self) -> Option<Target> {
+        match self.returned.try_recv() {
+            Ok(p) => Some(Target(Some(p))),
+            Err(_) if self.stale.len() < self.capacity => Some(Target(None)),
+            Err(mpsc::TryRecvError::Empty) => self.returned.recv().ok().map(|p| Target(Some(p))),
+            Err(mpsc::TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// The current input of `conv` converted into `target`: a frame handed
+    /// back has only what changed since it was converted converted again
+    /// (or is replaced by a new frame converted whole if FFmpeg still
+    /// references it); a new frame is converted whole.
     ///
     /// # Errors
     /// The converter's.
-    pub(crate) fn next(
+    pub(crate) fn fill(
         &mut self,
+        target: Target,
         conv: &mut FrameConverter,
-    ) -> Result<Option<Pooled>, WorkerError> {
-        let back = match self.returned.try_recv() {
-            Ok(p) => Some(p),
-            Err(_) if self.stale.len() < self.capacity => None,
-            Err(mpsc::TryRecvError::Empty) => match self.returned.recv() {
-                Ok(p) => Some(p),
-                Err(mpsc::RecvError) => return Ok(None),
-            },
-            Err(mpsc::TryRecvError::Disconnected) => return Ok(None),
-        };
-        let Some(mut p) = back else {
+    ) -> Result<Pooled, WorkerError> {
+        let Some(mut p) = target.0 else {
             let frame = conv.convert()?;
             self.stale.push(Damage::default());
-            return Ok(Some(Pooled {
+            return Ok(Pooled {
                 slot: self.stale.len() - 1,
                 frame,
-            }));
+            });
         };
         let stale = &mut self.stale[p.slot];
         if p.frame.is_writable() {
@@ -111,6 +115,10 @@ impl YuvPool {
             self.replaced += 1;
         }
         stale.clear();
-        Ok(Some(p))
+        Ok(p)
     }
 }
+
+/// What [`YuvPool::target`] chose: a frame handed back, or a new one.
+#[derive(Debug)]
+pub(crate) struct Target(Option<Pooled>);
