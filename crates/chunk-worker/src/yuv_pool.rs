@@ -69,7 +69,21 @@ impl YuvPool {
     /// after every render into the converter's input.
     pub(crate) fn record(&mut self, changed: &Damage) {
         for s in &mut self.stale {
-            s.extend(changed);
+            if changed.is_whole() || s.is_whole() {
+                s.extend(changed);
+                continue;
+            }
+            // Consecutive renders often report the same rectangles (a
+            // layer's bound is put back, then drawn again): converting
+            // them once is enough.
+            for r in changed.rects() {
+                let inside = |o: &composition::PixelRect| {
+                    o.x0 <= r.x0 && o.y0 <= r.y0 && o.x1 >= r.x1 && o.y1 >= r.y1
+                };
+                if !s.rects().iter().any(inside) {
+                    s.add_rect(*r);
+                }
+            }
         }
     }
 
