@@ -146,33 +146,32 @@ impl Area {
     }
 }
 
-/// Converts `rgba` (`width · height` opaque pixels, rows `width · 4` bytes
-/// apart) into 4:2:0 planes (`width` and `height` even). Every byte of the
-/// planes' rows, padding included, is written.
-pub(crate) fn rgba_to_yuv420(
-    isa: Isa,
-    rgba: &[u8],
-    width: usize,
-    height: usize,
-    planes: &mut impl Planes,
-    scratch: &mut Scratch,
-) {
-    let whole = Area::whole(width, height);
-    rgba_to_yuv420_area(isa, rgba, width, height, whole, planes, scratch);
+/// Which chroma resolution a conversion writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chroma {
+    /// 4:2:0: half the width and half the height (both even).
+    Yuv420,
+    /// 4:4:4: a chroma sample per pixel.
+    Yuv444,
 }
 
-/// Converts again every 4:2:0 sample that depends on a pixel of `area`
-/// (clipped to the frame), as [`rgba_to_yuv420`] computes it, and maybe a
-/// few more: a chroma sample reads its column pair and four rows, so the
-/// columns are widened to whole pairs and the rows to every chroma row
-/// whose filter reaches into `area`. The other samples are left as they
-/// are: when the planes hold the conversion of a frame that differs from
-/// `rgba` only inside `area`, they then hold exactly `rgba`'s conversion.
-pub(crate) fn rgba_to_yuv420_area(
+/// Converts `rgba` (`width · height` opaque pixels, rows `width · 4` bytes
+/// apart) into `chroma` planes, the samples that depend on a pixel of
+/// `area` (clipped to the frame; [`Area::whole`] for the whole frame),
+/// and maybe a few more. Every byte of the rows written, padding included,
+/// is written; the other samples are left as they are, so when the planes
+/// hold the conversion of a frame that differs from `rgba` only inside
+/// `area`, they then hold exactly `rgba`'s conversion.
+///
+/// A 4:4:4 sample depends on its own pixel. A 4:2:0 chroma sample reads
+/// its column pair and four rows, so the columns are widened to whole
+/// pairs and the rows to every chroma row whose filter reaches into `area`
+/// (and the luma of those rows is written too).
+pub(crate) fn rgba_to_yuv(
     isa: Isa,
+    chroma: Chroma,
     rgba: &[u8],
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
     area: Area,
     planes: &mut impl Planes,
     scratch: &mut Scratch,
@@ -180,56 +179,19 @@ pub(crate) fn rgba_to_yuv420_area(
     let Some(area) = area.clipped(width, height) else {
         return;
     };
-    match isa {
-        Isa::Baseline => yuv420(rgba, width, height, area, planes, scratch),
+    match (isa, chroma) {
+        (Isa::Baseline, Chroma::Yuv420) => yuv420(rgba, width, height, area, planes, scratch),
+        (Isa::Baseline, Chroma::Yuv444) => yuv444(rgba, width, area, planes),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            #[allow(unsafe_code)] // a target_feature function; see SAFETY
+        (Isa::Avx2, chroma) => {
+            #[allow(unsafe_code)] // target_feature functions; see SAFETY
             // SAFETY: `Isa::Avx2` is only made by `Isa::detect` on a CPU
             // that has AVX2 (and by tests after the same check).
             unsafe {
-                avx2::yuv420(rgba, width, height, area, planes, scratch)
-            }
-        }
-    }
-}
-
-/// Converts `rgba` into 4:4:4 planes, as [`rgba_to_yuv420`].
-pub(crate) fn rgba_to_yuv444(
-    isa: Isa,
-    rgba: &[u8],
-    width: usize,
-    height: usize,
-    planes: &mut impl Planes,
-    scratch: &mut Scratch,
-) {
-    let whole = Area::whole(width, height);
-    rgba_to_yuv444_area(isa, rgba, width, height, whole, planes, scratch);
-}
-
-/// Converts again the 4:4:4 samples of the pixels of `area` (clipped to
-/// the frame), as [`rgba_to_yuv420_area`] does for 4:2:0 (a 4:4:4 sample
-/// depends on its own pixel only).
-pub(crate) fn rgba_to_yuv444_area(
-    isa: Isa,
-    rgba: &[u8],
-    width: usize,
-    height: usize,
-    area: Area,
-    planes: &mut impl Planes,
-    scratch: &mut Scratch,
-) {
-    let Some(area) = area.clipped(width, height) else {
-        return;
-    };
-    match isa {
-        Isa::Baseline => yuv444(rgba, width, area, planes),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            #[allow(unsafe_code)] // a target_feature function; see SAFETY
-            // SAFETY: as in `rgba_to_yuv420_area`.
-            unsafe {
-                avx2::yuv444(rgba, width, area, planes, scratch)
+                match chroma {
+                    Chroma::Yuv420 => avx2::yuv420(rgba, width, height, area, planes, scratch),
+                    Chroma::Yuv444 => avx2::yuv444(rgba, width, area, planes, scratch),
+                }
             }
         }
     }
@@ -324,7 +286,7 @@ fn chroma_row_420(rows: [[&[u16]; 4]; 3], dst: &mut [u8], coef: [i32; 3]) {
 }
 
 /// The reference 4:2:0 conversion of the samples that depend on `area`
-/// (within the frame; see [`rgba_to_yuv420_area`]): every RGBA row is read
+/// (within the frame; see [`rgba_to_yuv`]): every RGBA row is read
 /// once for its luma and its column-pair sums (kept for the next chroma
 /// rows in a ring of 4).
 fn yuv420(
@@ -802,11 +764,21 @@ mod tests {
                 (vec![0xAA; cs * ch], cs, cw),
             ],
         };
-        if chroma_420 {
-            rgba_to_yuv420(isa, rgba, w, h, &mut planes, &mut Scratch::default());
+        let chroma = if chroma_420 {
+            Chroma::Yuv420
         } else {
-            rgba_to_yuv444(isa, rgba, w, h, &mut planes, &mut Scratch::default());
-        }
+            Chroma::Yuv444
+        };
+        let whole = Area::whole(w, h);
+        rgba_to_yuv(
+            isa,
+            chroma,
+            rgba,
+            (w, h),
+            whole,
+            &mut planes,
+            &mut Scratch::default(),
+        );
         let mut out = Vec::new();
         for (plane, stride, width) in &planes.planes {
             for row in plane.chunks_exact(*stride) {

@@ -432,7 +432,7 @@ impl FrameConverter {
     /// same bytes as [`FrameConverter::convert`] gives, without a new frame.
     /// For `yuv420p` and `yuv444p` only the samples that depend on a pixel
     /// of `changed` are converted again (4:2:0 chroma reads column pairs
-    /// and four rows, see `convert::rgba_to_yuv420_area`); other formats
+    /// and four rows, see `convert::rgba_to_yuv`); other formats
     /// are converted whole (alpha formats unpremultiply the whole input,
     /// 10-bit ones widen whole planes, and `pal8` is cheap next to the GIF
     /// encoder), as is a whole-frame `changed`.
@@ -465,46 +465,37 @@ impl FrameConverter {
                 ),
             ));
         }
-        let area_of = |r: &composition::PixelRect| convert::Area {
-            x0: r.x0 as usize,
-            y0: r.y0 as usize,
-            x1: r.x1 as usize,
-            y1: r.y1 as usize,
-        };
-        let (w, h) = (self.width as usize, self.height as usize);
-        match self.format {
-            _ if changed.is_whole() => self.convert_whole(frame)?,
-            PixelFormat::Yuv420p => {
-                for r in changed.rects() {
-                    convert::rgba_to_yuv420_area(
-                        self.isa,
-                        &self.rgba,
-                        w,
-                        h,
-                        area_of(r),
-                        &mut FramePlanes(frame),
-                        &mut self.scratch,
-                    );
-                }
-            }
-            PixelFormat::Yuv444p => {
-                for r in changed.rects() {
-                    convert::rgba_to_yuv444_area(
-                        self.isa,
-                        &self.rgba,
-                        w,
-                        h,
-                        area_of(r),
-                        &mut FramePlanes(frame),
-                        &mut self.scratch,
-                    );
-                }
-            }
+        let chroma = match self.format {
+            _ if changed.is_whole() => None,
+            PixelFormat::Yuv420p => Some(convert::Chroma::Yuv420),
+            PixelFormat::Yuv444p => Some(convert::Chroma::Yuv444),
             PixelFormat::Yuva420p
             | PixelFormat::Yuv422p10le
             | PixelFormat::Yuv444p10le
             | PixelFormat::Yuva444p10le
-            | PixelFormat::Pal8 => self.convert_whole(frame)?,
+            | PixelFormat::Pal8 => None,
+        };
+        let Some(chroma) = chroma else {
+            return self.convert_whole(frame);
+        };
+        let size = (self.width as usize, self.height as usize);
+        for r in changed.rects() {
+            let area = convert::Area {
+                x0: r.x0 as usize,
+                y0: r.y0 as usize,
+                x1: r.x1 as usize,
+                y1: r.y1 as usize,
+            };
+            let planes = &mut FramePlanes(frame);
+            convert::rgba_to_yuv(
+                self.isa,
+                chroma,
+                &self.rgba,
+                size,
+                area,
+                planes,
+                &mut self.scratch,
+            );
         }
         Ok(())
     }
@@ -523,29 +514,40 @@ impl FrameConverter {
         } else {
             &self.rgba
         };
+        let whole = convert::Area::whole(w, h);
         match self.format {
-            PixelFormat::Yuv420p | PixelFormat::Yuva420p => convert::rgba_to_yuv420(
-                self.isa,
-                source,
-                w,
-                h,
-                &mut FramePlanes(yuv),
-                &mut self.scratch,
-            ),
-            PixelFormat::Yuv444p => convert::rgba_to_yuv444(
-                self.isa,
-                source,
-                w,
-                h,
-                &mut FramePlanes(yuv),
-                &mut self.scratch,
-            ),
+            PixelFormat::Yuv420p | PixelFormat::Yuva420p | PixelFormat::Yuv444p => {
+                let chroma = match self.format {
+                    PixelFormat::Yuv444p => convert::Chroma::Yuv444,
+                    _ => convert::Chroma::Yuv420,
+                };
+                let planes = &mut FramePlanes(yuv);
+                convert::rgba_to_yuv(
+                    self.isa,
+                    chroma,
+                    source,
+                    (w, h),
+                    whole,
+                    planes,
+                    &mut self.scratch,
+                );
+            }
             PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => {
                 let mut buffers = Buffers {
                     width: w,
                     planes: [vec![0; w * h], vec![0; w * h], vec![0; w * h]],
                 };
-                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers, &mut self.scratch);
+                let chroma = convert::Chroma::Yuv444;
+                let scratch = &mut self.scratch;
+                convert::rgba_to_yuv(
+                    self.isa,
+                    chroma,
+                    source,
+                    (w, h),
+                    whole,
+                    &mut buffers,
+                    scratch,
+                );
                 write_10bit(yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
             }
             // Returned above: converted by `convert_pal8`.
