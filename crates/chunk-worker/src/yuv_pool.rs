@@ -12,10 +12,15 @@
 //! conversion.
 //!
 //! A frame comes back while an encoder may still hold a reference to its
-//! buffers (libavcodec's `avcodec_send_frame` takes one with `av_frame_ref`;
-//! an encoder that keeps its input, such as a frame-threaded one, keeps it
-//! past the packet). Such a frame is never written: it is dropped (FFmpeg
-//! frees it when it lets go) and the slot gets a new frame converted whole.
+//! buffers (libavcodec 5.1's `avcodec_send_frame` takes one with
+//! `av_frame_ref` and drops it once the encoder's callback returned; an
+//! encoder that keeps its input keeps it longer). Such a frame is never
+//! written: it is dropped (FFmpeg frees it when it lets go) and the slot
+//! gets a new frame converted whole. Measured with FFmpeg 5.1: libx264,
+//! libx265, libvpx-vp9, libsvtav1 and prores_ks let go of every frame by
+//! the time `ChunkEncoder::encode` returns (they copy the picture); the
+//! GIF encoder keeps a reference to the last frame (it compares the next
+//! one with it), so a GIF chunk allocates a frame per frame as before.
 
 use std::sync::mpsc;
 
