@@ -98,48 +98,100 @@ pub(crate) struct Scratch {
     chroma: Vec<u8>,
 }
 
-/// Converts `rgba` (`width · height` opaque pixels, rows `width · 4` bytes
-/// apart) into 4:2:0 planes (`width` and `height` even). Every byte of the
-/// planes' rows, padding included, is written.
-pub(crate) fn rgba_to_yuv420(
-    isa: Isa,
-    rgba: &[u8],
-    width: usize,
-    height: usize,
-    planes: &mut impl Planes,
-    scratch: &mut Scratch,
-) {
-    match isa {
-        Isa::Baseline => yuv420(rgba, width, height, planes, scratch),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            #[allow(unsafe_code)] // a target_feature function; see SAFETY
-            // SAFETY: `Isa::Avx2` is only made by `Isa::detect` on a CPU
-            // that has AVX2 (and by tests after the same check).
-            unsafe {
-                avx2::yuv420(rgba, width, height, planes, scratch)
-            }
+/// A rectangle of an RGBA frame: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Area {
+    /// First column.
+    pub(crate) x0: usize,
+    /// First row.
+    pub(crate) y0: usize,
+    /// One past the last column.
+    pub(crate) x1: usize,
+    /// One past the last row.
+    pub(crate) y1: usize,
+}
+
+impl Area {
+    /// The whole `width × height` frame.
+    pub(crate) fn whole(width: usize, height: usize) -> Area {
+        Area {
+            x0: 0,
+            y0: 0,
+            x1: width,
+            y1: height,
         }
+    }
+
+    /// This area within a `width × height` frame, if any of it is.
+    pub(crate) fn clipped(self, width: usize, height: usize) -> Option<Area> {
+        let a = Area {
+            x0: self.x0.min(width),
+            y0: self.y0.min(height),
+            x1: self.x1.min(width),
+            y1: self.y1.min(height),
+        };
+        (a.x0 < a.x1 && a.y0 < a.y1).then_some(a)
+    }
+
+    /// The 4:2:0 samples that depend on a pixel of this area (non-empty,
+    /// within a frame of even `height`): the column pairs `cx0..cx1` it
+    /// touches, and the chroma rows `j0..j1` whose four source rows
+    /// (`chroma_source_rows`: `2j − 1 ..= 2j + 2`) meet rows `y0..y1`.
+    fn chroma_420(self, height: usize) -> (usize, usize, usize, usize) {
+        let (cx0, cx1) = (self.x0 / 2, self.x1.div_ceil(2));
+        // Row 2j + 2 ≥ y0, and row 2j − 1 ≤ y1 − 1.
+        let j0 = self.y0.saturating_sub(1) / 2;
+        let j1 = (self.y1 / 2 + 1).min(height / 2);
+        (cx0, cx1, j0, j1)
     }
 }
 
-/// Converts `rgba` into 4:4:4 planes, as [`rgba_to_yuv420`].
-pub(crate) fn rgba_to_yuv444(
+/// Which chroma resolution a conversion writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chroma {
+    /// 4:2:0: half the width and half the height (both even).
+    Yuv420,
+    /// 4:4:4: a chroma sample per pixel.
+    Yuv444,
+}
+
+/// Converts `rgba` (`width · height` opaque pixels, rows `width · 4` bytes
+/// apart) into `chroma` planes, the samples that depend on a pixel of
+/// `area` (clipped to the frame; [`Area::whole`] for the whole frame),
+/// and maybe a few more. Every byte of the rows written, padding included,
+/// is written; the other samples are left as they are, so when the planes
+/// hold the conversion of a frame that differs from `rgba` only inside
+/// `area`, they then hold exactly `rgba`'s conversion.
+///
+/// A 4:4:4 sample depends on its own pixel. A 4:2:0 chroma sample reads
+/// its column pair and four rows, so the columns are widened to whole
+/// pairs and the rows to every chroma row whose filter reaches into `area`
+/// (and the luma of those rows is written too).
+pub(crate) fn rgba_to_yuv(
     isa: Isa,
+    chroma: Chroma,
     rgba: &[u8],
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
+    area: Area,
     planes: &mut impl Planes,
     scratch: &mut Scratch,
 ) {
-    match isa {
-        Isa::Baseline => yuv444(rgba, width, height, planes),
+    let Some(area) = area.clipped(width, height) else {
+        return;
+    };
+    match (isa, chroma) {
+        (Isa::Baseline, Chroma::Yuv420) => yuv420(rgba, width, height, area, planes, scratch),
+        (Isa::Baseline, Chroma::Yuv444) => yuv444(rgba, width, area, planes),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            #[allow(unsafe_code)] // a target_feature function; see SAFETY
-            // SAFETY: as in `rgba_to_yuv420`.
+        (Isa::Avx2, chroma) => {
+            #[allow(unsafe_code)] // target_feature functions; see SAFETY
+            // SAFETY: `Isa::Avx2` is only made by `Isa::detect` on a CPU
+            // that has AVX2 (and by tests after the same check).
             unsafe {
-                avx2::yuv444(rgba, width, height, planes, scratch)
+                match chroma {
+                    Chroma::Yuv420 => avx2::yuv420(rgba, width, height, area, planes, scratch),
+                    Chroma::Yuv444 => avx2::yuv444(rgba, width, area, planes, scratch),
+                }
             }
         }
     }
@@ -177,12 +229,15 @@ fn chroma_row_444(src: &[u8], dst: &mut [u8], coef: [i32; 3]) {
     }
 }
 
-/// The reference 4:4:4 conversion, one plain loop per plane.
-fn yuv444(rgba: &[u8], width: usize, height: usize, planes: &mut impl Planes) {
-    for (row, src) in rgba.chunks_exact(width * 4).take(height).enumerate() {
-        luma_row(src, planes.row(0, row));
-        chroma_row_444(src, planes.row(1, row), [U_R, U_G, U_B]);
-        chroma_row_444(src, planes.row(2, row), [V_R, V_G, V_B]);
+/// The reference 4:4:4 conversion of `area` (within the frame), one plain
+/// loop per plane.
+fn yuv444(rgba: &[u8], width: usize, area: Area, planes: &mut impl Planes) {
+    let (x0, x1) = (area.x0, area.x1);
+    for row in area.y0..area.y1 {
+        let src = &rgba[(row * width + x0) * 4..(row * width + x1) * 4];
+        luma_row(src, &mut planes.row(0, row)[x0..x1]);
+        chroma_row_444(src, &mut planes.row(1, row)[x0..x1], [U_R, U_G, U_B]);
+        chroma_row_444(src, &mut planes.row(2, row)[x0..x1], [V_R, V_G, V_B]);
     }
 }
 
@@ -230,25 +285,29 @@ fn chroma_row_420(rows: [[&[u16]; 4]; 3], dst: &mut [u8], coef: [i32; 3]) {
     }
 }
 
-/// The reference 4:2:0 conversion: every RGBA row is read once for its luma
-/// and its column-pair sums (kept for the next chroma rows in a ring of 4).
+/// The reference 4:2:0 conversion of the samples that depend on `area`
+/// (within the frame; see [`rgba_to_yuv`]): every RGBA row is read
+/// once for its luma and its column-pair sums (kept for the next chroma
+/// rows in a ring of 4).
 fn yuv420(
     rgba: &[u8],
     width: usize,
     height: usize,
+    area: Area,
     planes: &mut impl Planes,
     scratch: &mut Scratch,
 ) {
-    let cw = width / 2;
+    let (cx0, cx1, j0, j1) = area.chroma_420(height);
+    let cw = cx1 - cx0;
     let row_bytes = width * 4;
     // Ring of the last 4 rows' pair sums: [row % 4][channel][column].
     scratch.pairs.resize(4 * 3 * cw, 0);
-    let mut done = 0;
-    for j in 0..height / 2 {
+    let mut done = chroma_source_rows(j0, height)[0];
+    for j in j0..j1 {
         let rows = chroma_source_rows(j, height);
         while done <= rows[3] {
-            let src = &rgba[done * row_bytes..(done + 1) * row_bytes];
-            luma_row(src, planes.row(0, done));
+            let src = &rgba[done * row_bytes + cx0 * 8..done * row_bytes + cx1 * 8];
+            luma_row(src, &mut planes.row(0, done)[2 * cx0..2 * cx1]);
             let slot = &mut scratch.pairs[(done % 4) * 3 * cw..(done % 4 + 1) * 3 * cw];
             let (r, gb) = slot.split_at_mut(cw);
             let (g, b) = gb.split_at_mut(cw);
@@ -263,8 +322,8 @@ fn yuv420(
             })
         };
         let sums = [channel(0), channel(1), channel(2)];
-        chroma_row_420(sums, planes.row(1, j), [U_R, U_G, U_B]);
-        chroma_row_420(sums, planes.row(2, j), [V_R, V_G, V_B]);
+        chroma_row_420(sums, &mut planes.row(1, j)[cx0..cx1], [U_R, U_G, U_B]);
+        chroma_row_420(sums, &mut planes.row(2, j)[cx0..cx1], [V_R, V_G, V_B]);
     }
 }
 
@@ -300,8 +359,8 @@ mod avx2 {
     use crate::simd::{load, store, store_half};
 
     use super::{
-        CHROMA_420_LOG2, CHROMA_ROWS, Planes, SHIFT, Scratch, U_B, U_G, U_R, V_B, V_G, V_R, Y_B,
-        Y_G, Y_OFFSET, Y_R, chroma_offset, chroma_source_rows,
+        Area, CHROMA_420_LOG2, CHROMA_ROWS, Planes, SHIFT, Scratch, U_B, U_G, U_R, V_B, V_G, V_R,
+        Y_B, Y_G, Y_OFFSET, Y_R, chroma_offset, chroma_source_rows,
     };
 
     /// Pixels per block: four registers of RGBA.
@@ -602,31 +661,33 @@ mod avx2 {
         rgba: &[u8],
         width: usize,
         height: usize,
+        area: Area,
         planes: &mut impl Planes,
         scratch: &mut Scratch,
     ) {
-        let cw = width / 2;
+        let (cx0, cx1, j0, j1) = area.chroma_420(height);
+        let cw = cx1 - cx0;
         let row_bytes = width * 4;
         // Ring of the last 4 rows' pair sums, each row whole blocks.
         let ring_row = cw.div_ceil(BLOCK_PAIRS) * BLOCK_QUADS;
         scratch.quads.clear();
         scratch.quads.resize(4 * ring_row, _mm256_setzero_si256());
         scratch.chroma.resize(cw, 0);
-        let mut done = 0;
-        for j in 0..height / 2 {
+        let mut done = chroma_source_rows(j0, height)[0];
+        for j in j0..j1 {
             let rows = chroma_source_rows(j, height);
             while done <= rows[3] {
-                let src = &rgba[done * row_bytes..(done + 1) * row_bytes];
+                let src = &rgba[done * row_bytes + cx0 * 8..done * row_bytes + cx1 * 8];
                 let slot = &mut scratch.quads[(done % 4) * ring_row..][..ring_row];
-                luma_row(src, planes.row(0, done), slot);
+                luma_row(src, &mut planes.row(0, done)[2 * cx0..2 * cx1], slot);
                 done += 1;
             }
             let ring = &scratch.quads;
             let sum = |row: usize| &ring[(row % 4) * ring_row..][..ring_row];
             let sums = [sum(rows[0]), sum(rows[1]), sum(rows[2]), sum(rows[3])];
             let cr = &mut scratch.chroma[..cw];
-            chroma_row_420(sums, planes.row(1, j), cr);
-            planes.row(2, j).copy_from_slice(cr);
+            chroma_row_420(sums, &mut planes.row(1, j)[cx0..cx1], cr);
+            planes.row(2, j)[cx0..cx1].copy_from_slice(cr);
         }
     }
 
@@ -635,16 +696,19 @@ mod avx2 {
     pub(super) fn yuv444(
         rgba: &[u8],
         width: usize,
-        height: usize,
+        area: Area,
         planes: &mut impl Planes,
         scratch: &mut Scratch,
     ) {
-        scratch.chroma.resize(2 * width, 0);
-        for (row, src) in rgba.chunks_exact(width * 4).take(height).enumerate() {
-            let (cb, cr) = scratch.chroma.split_at_mut(width);
-            row_444(src, planes.row(0, row), cb, cr);
-            planes.row(1, row).copy_from_slice(cb);
-            planes.row(2, row).copy_from_slice(cr);
+        let (x0, x1) = (area.x0, area.x1);
+        let w = x1 - x0;
+        scratch.chroma.resize(2 * w, 0);
+        for row in area.y0..area.y1 {
+            let src = &rgba[(row * width + x0) * 4..(row * width + x1) * 4];
+            let (cb, cr) = scratch.chroma[..2 * w].split_at_mut(w);
+            row_444(src, &mut planes.row(0, row)[x0..x1], cb, cr);
+            planes.row(1, row)[x0..x1].copy_from_slice(cb);
+            planes.row(2, row)[x0..x1].copy_from_slice(cr);
         }
     }
 }
@@ -700,11 +764,21 @@ mod tests {
                 (vec![0xAA; cs * ch], cs, cw),
             ],
         };
-        if chroma_420 {
-            rgba_to_yuv420(isa, rgba, w, h, &mut planes, &mut Scratch::default());
+        let chroma = if chroma_420 {
+            Chroma::Yuv420
         } else {
-            rgba_to_yuv444(isa, rgba, w, h, &mut planes, &mut Scratch::default());
-        }
+            Chroma::Yuv444
+        };
+        let whole = Area::whole(w, h);
+        rgba_to_yuv(
+            isa,
+            chroma,
+            rgba,
+            (w, h),
+            whole,
+            &mut planes,
+            &mut Scratch::default(),
+        );
         let mut out = Vec::new();
         for (plane, stride, width) in &planes.planes {
             for row in plane.chunks_exact(*stride) {

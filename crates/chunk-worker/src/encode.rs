@@ -16,6 +16,7 @@ use ffmpeg_next as ffmpeg;
 use timebase::Fps;
 
 use crate::{WorkerError, convert};
+use composition::Damage;
 use spec::{GifPalette, PixelFormat, Quality, RendererVersion, VideoCodec, VideoSettings};
 
 /// The MPEG-TS system clock (ISO/IEC 13818-1, 2.4.2.2: PTS/DTS count 90 kHz).
@@ -358,15 +359,14 @@ impl FrameConverter {
 
     /// Maps the input to palette indices (plane 0) and writes the palette
     /// (plane 1) of a PAL8 frame.
-    fn convert_pal8(&self) -> Result<YuvFrame, WorkerError> {
+    fn convert_pal8(&self, frame: &mut frame::Video) -> Result<(), WorkerError> {
         let q = self.quantizer.as_ref().ok_or_else(|| {
             WorkerError::encoder(
                 "pal8 frame",
                 "no palette given (FrameConverter::with_palette)",
             )
         })?;
-        let mut frame = frame::Video::new(Pixel::PAL8, self.width, self.height);
-        if frame.planes() < 1 || !pal8::write_palette(&mut frame, q.argb()) {
+        if frame.planes() < 1 || !pal8::write_palette(frame, q.argb()) {
             return Err(WorkerError::encoder(
                 "pal8 frame",
                 format!(
@@ -385,7 +385,7 @@ impl FrameConverter {
                 row[x] = q.index(px, x, y);
             }
         }
-        Ok(YuvFrame(frame))
+        Ok(())
     }
 
     /// The RGBA input buffer, `width · height · 4` bytes: render the next
@@ -405,11 +405,13 @@ impl FrameConverter {
     /// # Errors
     /// [`WorkerError::Encoder`] if FFmpeg cannot allocate the frame.
     pub fn convert(&mut self) -> Result<YuvFrame, WorkerError> {
-        if self.format == PixelFormat::Pal8 {
-            return self.convert_pal8();
-        }
         let mut yuv = frame::Video::new(pixel(self.format), self.width, self.height);
-        let planes = if self.format.has_alpha() { 4 } else { 3 };
+        let planes = match self.format {
+            // The palette has no line size, so it is not counted.
+            PixelFormat::Pal8 => 1,
+            f if f.has_alpha() => 4,
+            _ => 3,
+        };
         if yuv.planes() != planes {
             return Err(WorkerError::encoder(
                 "yuv frame",
@@ -421,6 +423,90 @@ impl FrameConverter {
                 ),
             ));
         }
+        self.convert_whole(&mut yuv)?;
+        Ok(YuvFrame(yuv))
+    }
+
+    /// Brings `yuv`, a frame this converter made from an earlier input that
+    /// differs from the current one only inside `changed`, up to date: the
+    /// same bytes as [`FrameConverter::convert`] gives, without a new frame.
+    /// For `yuv420p` and `yuv444p` only the samples that depend on a pixel
+    /// of `changed` are converted again (4:2:0 chroma reads column pairs
+    /// and four rows, see `convert::rgba_to_yuv`); other formats
+    /// are converted whole (alpha formats unpremultiply the whole input,
+    /// 10-bit ones widen whole planes, and `pal8` is cheap next to the GIF
+    /// encoder), as is a whole-frame `changed`.
+    ///
+    /// The caller must make sure nothing else reads or holds `yuv`'s
+    /// buffers ([`YuvFrame::is_writable`]).
+    ///
+    /// # Errors
+    /// [`WorkerError::Encoder`] if `yuv` is not a frame of this
+    /// converter's size and format.
+    pub(crate) fn convert_changed(
+        &mut self,
+        yuv: &mut YuvFrame,
+        changed: &Damage,
+    ) -> Result<(), WorkerError> {
+        let frame = &mut yuv.0;
+        if frame.format() != pixel(self.format)
+            || (frame.width(), frame.height()) != (self.width, self.height)
+        {
+            return Err(WorkerError::encoder(
+                "yuv frame",
+                format!(
+                    "a reused {}x{} {:?} frame for a {}x{} {} conversion",
+                    frame.width(),
+                    frame.height(),
+                    frame.format(),
+                    self.width,
+                    self.height,
+                    self.format.as_str()
+                ),
+            ));
+        }
+        let chroma = match self.format {
+            _ if changed.is_whole() => None,
+            PixelFormat::Yuv420p => Some(convert::Chroma::Yuv420),
+            PixelFormat::Yuv444p => Some(convert::Chroma::Yuv444),
+            PixelFormat::Yuva420p
+            | PixelFormat::Yuv422p10le
+            | PixelFormat::Yuv444p10le
+            | PixelFormat::Yuva444p10le
+            | PixelFormat::Pal8 => None,
+        };
+        let Some(chroma) = chroma else {
+            return self.convert_whole(frame);
+        };
+        let size = (self.width as usize, self.height as usize);
+        for r in changed.rects() {
+            let area = convert::Area {
+                x0: r.x0 as usize,
+                y0: r.y0 as usize,
+                x1: r.x1 as usize,
+                y1: r.y1 as usize,
+            };
+            let planes = &mut FramePlanes(frame);
+            convert::rgba_to_yuv(
+                self.isa,
+                chroma,
+                &self.rgba,
+                size,
+                area,
+                planes,
+                &mut self.scratch,
+            );
+        }
+        Ok(())
+    }
+
+    /// Converts the whole input into `yuv` (a frame of this converter's
+    /// size and format), every byte of its rows (padding included)
+    /// written, and tags its colour.
+    fn convert_whole(&mut self, yuv: &mut frame::Video) -> Result<(), WorkerError> {
+        if self.format == PixelFormat::Pal8 {
+            return self.convert_pal8(yuv);
+        }
         let (w, h) = (self.width as usize, self.height as usize);
         let source: &[u8] = if self.format.has_alpha() {
             unpremultiply(&self.rgba, &mut self.straight);
@@ -428,42 +514,53 @@ impl FrameConverter {
         } else {
             &self.rgba
         };
+        let whole = convert::Area::whole(w, h);
         match self.format {
-            PixelFormat::Yuv420p | PixelFormat::Yuva420p => convert::rgba_to_yuv420(
-                self.isa,
-                source,
-                w,
-                h,
-                &mut FramePlanes(&mut yuv),
-                &mut self.scratch,
-            ),
-            PixelFormat::Yuv444p => convert::rgba_to_yuv444(
-                self.isa,
-                source,
-                w,
-                h,
-                &mut FramePlanes(&mut yuv),
-                &mut self.scratch,
-            ),
+            PixelFormat::Yuv420p | PixelFormat::Yuva420p | PixelFormat::Yuv444p => {
+                let chroma = match self.format {
+                    PixelFormat::Yuv444p => convert::Chroma::Yuv444,
+                    _ => convert::Chroma::Yuv420,
+                };
+                let planes = &mut FramePlanes(yuv);
+                convert::rgba_to_yuv(
+                    self.isa,
+                    chroma,
+                    source,
+                    (w, h),
+                    whole,
+                    planes,
+                    &mut self.scratch,
+                );
+            }
             PixelFormat::Yuv422p10le | PixelFormat::Yuv444p10le | PixelFormat::Yuva444p10le => {
                 let mut buffers = Buffers {
                     width: w,
                     planes: [vec![0; w * h], vec![0; w * h], vec![0; w * h]],
                 };
-                convert::rgba_to_yuv444(self.isa, source, w, h, &mut buffers, &mut self.scratch);
-                write_10bit(&mut yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
+                let chroma = convert::Chroma::Yuv444;
+                let scratch = &mut self.scratch;
+                convert::rgba_to_yuv(
+                    self.isa,
+                    chroma,
+                    source,
+                    (w, h),
+                    whole,
+                    &mut buffers,
+                    scratch,
+                );
+                write_10bit(yuv, &buffers, self.format == PixelFormat::Yuv422p10le);
             }
             // Returned above: converted by `convert_pal8`.
             PixelFormat::Pal8 => {}
         }
         if self.format.has_alpha() {
-            write_alpha(&mut yuv, &self.rgba, w, self.format);
+            write_alpha(yuv, &self.rgba, w, self.format);
         }
         yuv.set_color_space(color::Space::BT709);
         yuv.set_color_range(color::Range::MPEG);
         yuv.set_color_primaries(color::Primaries::BT709);
         yuv.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
-        Ok(YuvFrame(yuv))
+        Ok(())
     }
 }
 
@@ -563,6 +660,16 @@ impl std::fmt::Debug for YuvFrame {
 }
 
 impl YuvFrame {
+    /// Whether this is the only reference to the frame's buffers, so that
+    /// writing into it cannot change what anyone else reads: an encoder
+    /// that kept a reference to a frame it was given (instead of copying
+    /// the picture) makes it false until the encoder lets go
+    /// (`av_frame_is_writable`: every plane's buffer has one reference and
+    /// is not read-only).
+    pub(crate) fn is_writable(&mut self) -> bool {
+        frame_refs::is_writable(&mut self.0)
+    }
+
     /// Appends the planes to `out` (Y, then U, then V), rows without
     /// padding: the layout `ffmpeg -f rawvideo -pix_fmt yuv420p` (or
     /// `yuv444p`) reads.
@@ -580,6 +687,31 @@ impl YuvFrame {
                 out.extend_from_slice(&data[y * stride..y * stride + row]);
             }
         }
+    }
+}
+
+/// Reference counts of FFmpeg frames, which `ffmpeg-next` does not expose.
+#[allow(unsafe_code)] // FFI calls on frames we own; see SAFETY
+mod frame_refs {
+    use ffmpeg_next::{ffi, frame};
+
+    /// `av_frame_is_writable`.
+    pub(super) fn is_writable(frame: &mut frame::Video) -> bool {
+        // SAFETY: the frame owns a valid AVFrame; av_frame_is_writable only
+        // reads its buffer references (and returns 0 for a frame without
+        // buffers).
+        unsafe { ffi::av_frame_is_writable(frame.as_mut_ptr()) > 0 }
+    }
+
+    /// A second reference to `frame`'s buffers (`av_frame_ref`), as an
+    /// encoder that keeps its input holds one; `None` if FFmpeg fails.
+    #[cfg(test)]
+    pub(crate) fn share(frame: &frame::Video) -> Option<frame::Video> {
+        let mut other = frame::Video::empty();
+        // SAFETY: both frames own valid AVFrames; `other` is empty, as
+        // av_frame_ref requires of its destination.
+        let ret = unsafe { ffi::av_frame_ref(other.as_mut_ptr(), frame.as_ptr()) };
+        (ret >= 0).then_some(other)
     }
 }
 
@@ -1134,6 +1266,213 @@ mod tests {
             same.0,
             same.1
         );
+    }
+
+    /// xorshift64.
+    fn next(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    /// A random rectangle of a `w × h` frame, often at an edge, sometimes
+    /// one pixel or one row.
+    fn random_rect(s: &mut u64, w: u32, h: u32) -> composition::PixelRect {
+        let mut span = |n: u32| {
+            let a = match next(s) % 4 {
+                0 => 0,
+                _ => (next(s) % u64::from(n)) as u32,
+            };
+            let len = match next(s) % 4 {
+                0 => 1,
+                1 => n - a,
+                _ => 1 + (next(s) % u64::from(n - a)) as u32,
+            };
+            (a, a + len)
+        };
+        let (x0, x1) = span(w);
+        let (y0, y1) = span(h);
+        composition::PixelRect { x0, y0, x1, y1 }
+    }
+
+    /// Packed planes of a frame.
+    fn packed(f: &YuvFrame) -> Vec<u8> {
+        let mut out = Vec::new();
+        f.write_packed(&mut out);
+        out
+    }
+
+    /// The pool's next frame, `conv`'s input converted into it.
+    fn converted(
+        pool: &mut crate::yuv_pool::YuvPool,
+        conv: &mut FrameConverter,
+    ) -> crate::yuv_pool::Pooled {
+        let target = pool.target().expect("the sender is alive");
+        pool.fill(target, conv).expect("converts")
+    }
+
+    /// Random damage sequences through a pool whose frames the "encoder"
+    /// (this test) hands back after a random delay: each frame it gives
+    /// must be, byte for byte, what a full conversion of the same input
+    /// gives, whichever of its frames it reused and whatever changed since
+    /// that frame was last converted.
+    #[test]
+    fn converting_only_what_changed_gives_the_bytes_of_a_full_conversion() {
+        use crate::yuv_pool::YuvPool;
+        let cases = [
+            (PixelFormat::Yuv420p, 66, 34),
+            (PixelFormat::Yuv420p, 2, 2),
+            (PixelFormat::Yuv420p, 130, 8),
+            (PixelFormat::Yuv444p, 37, 21),
+            (PixelFormat::Yuv444p, 1, 3),
+            // Converted whole: the reuse must still give the same bytes.
+            (PixelFormat::Yuva420p, 34, 10),
+        ];
+        let mut isas = vec![convert::Isa::Baseline];
+        if convert::Isa::detect() != convert::Isa::Baseline {
+            isas.push(convert::Isa::detect());
+        }
+        for (format, w, h) in cases {
+            for &isa in &isas {
+                let mut s = u64::from(w * 977 + h) | 1;
+                let mut conv = FrameConverter::new(w, h, format).expect("converter");
+                conv.isa = isa;
+                conv.rgba_mut().copy_from_slice(&noise(w, h, next(&mut s)));
+                let mut fresh = FrameConverter::new(w, h, format).expect("converter");
+                fresh.isa = isa;
+                let (back, returned) = std::sync::mpsc::channel();
+                let mut pool = YuvPool::new(3, returned);
+                let mut held = std::collections::VecDeque::new();
+                let mut reused = 0;
+                for step in 0..60 {
+                    let mut damage = Damage::default();
+                    if step > 0 && next(&mut s).is_multiple_of(16) {
+                        damage.set_whole();
+                    }
+                    for _ in 0..next(&mut s) % 4 {
+                        let r = random_rect(&mut s, w, h);
+                        damage.add_rect(r);
+                        let rgba = conv.rgba_mut();
+                        for y in r.y0..r.y1 {
+                            for x in r.x0..r.x1 {
+                                let at = ((y * w + x) * 4) as usize;
+                                let v = next(&mut s).to_le_bytes();
+                                let a = if format.has_alpha() { v[3] } else { 255 };
+                                rgba[at..at + 4].copy_from_slice(&[
+                                    v[0].min(a),
+                                    v[1].min(a),
+                                    v[2].min(a),
+                                    a,
+                                ]);
+                            }
+                        }
+                    }
+                    if damage.is_whole() {
+                        let v = noise(w, h, next(&mut s));
+                        conv.rgba_mut().copy_from_slice(&v);
+                    }
+                    pool.record(&damage);
+                    let got = converted(&mut pool, &mut conv);
+                    reused += usize::from(step >= 3);
+                    fresh.rgba_mut().copy_from_slice(conv.rgba_mut());
+                    let want = fresh.convert().expect("converts");
+                    let (got_bytes, want_bytes) = (packed(&got.frame), packed(&want));
+                    assert_eq!(got_bytes.len(), want_bytes.len());
+                    let first = got_bytes.iter().zip(&want_bytes).position(|(a, b)| a != b);
+                    assert!(
+                        first.is_none(),
+                        "{format:?} {w}x{h} {isa:?}, step {step}, slot {}: packed byte {first:?} differs",
+                        got.slot
+                    );
+                    held.push_back(got);
+                    // Hand back the oldest frames, 0-2 of them.
+                    for _ in 0..next(&mut s) % 3 {
+                        if let Some(p) = held.pop_front() {
+                            back.send(p).expect("pool listens");
+                        }
+                    }
+                    if held.len() == 3 {
+                        back.send(held.pop_front().expect("3 held"))
+                            .expect("pool listens");
+                    }
+                }
+                assert!(reused > 0 && pool.replaced == 0);
+            }
+        }
+    }
+
+    /// A frame handed back while someone (an encoder) still holds a
+    /// reference to its buffers is not written: the pool converts into a
+    /// new frame, and the holder still reads what it was given.
+    #[test]
+    fn a_frame_still_referenced_is_replaced_not_written() {
+        use crate::yuv_pool::YuvPool;
+        let (w, h) = (34, 10);
+        let mut conv = FrameConverter::new(w, h, PixelFormat::Yuv420p).expect("converter");
+        conv.rgba_mut().copy_from_slice(&noise(w, h, 7));
+        let (back, returned) = std::sync::mpsc::channel();
+        let mut pool = YuvPool::new(1, returned);
+        pool.record(&Damage::whole_frame());
+        let mut first = converted(&mut pool, &mut conv);
+        assert!(first.frame.is_writable());
+        let held = frame_refs::share(&first.frame.0).expect("a second reference");
+        assert!(!first.frame.is_writable());
+        let before = packed(&first.frame);
+        let first_buffer = first.frame.0.data(0).as_ptr();
+        back.send(first).expect("pool listens");
+
+        conv.rgba_mut()[..8].copy_from_slice(&[9, 200, 30, 255, 250, 1, 2, 255]);
+        let mut damage = Damage::default();
+        damage.add_rect(composition::PixelRect {
+            x0: 0,
+            y0: 0,
+            x1: 2,
+            y1: 1,
+        });
+        pool.record(&damage);
+        let second = converted(&mut pool, &mut conv);
+        assert_eq!(pool.replaced, 1);
+        assert_ne!(second.frame.0.data(0).as_ptr(), first_buffer);
+        assert_eq!(
+            packed(&YuvFrame(held)),
+            before,
+            "the holder's frame changed"
+        );
+        let want = ours(conv.rgba_mut(), w, h, PixelFormat::Yuv420p);
+        assert_eq!(packed(&second.frame), want);
+        // Nobody else holds the new one: it is reused.
+        let second_buffer = second.frame.0.data(0).as_ptr();
+        back.send(second).expect("pool listens");
+        pool.record(&damage);
+        let third = converted(&mut pool, &mut conv);
+        assert_eq!(pool.replaced, 1);
+        assert_eq!(third.frame.0.data(0).as_ptr(), second_buffer);
+    }
+
+    /// What the reuse relies on for speed: libavcodec 5.1's
+    /// `avcodec_send_frame` takes a reference to the frame
+    /// (`av_frame_ref` into its `buffer_frame`), encodes it at once when no
+    /// packet is pending, and unreferences it after libx264's
+    /// `x264_encoder_encode` copied the picture; the encoder's drain to
+    /// EAGAIN leaves no frame pending. So after `ChunkEncoder::encode` the
+    /// frame is ours alone again, B-frames and lookahead notwithstanding.
+    #[test]
+    fn libx264_lets_go_of_its_input_frames() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (w, h) = (64, 36);
+        let settings = VideoSettings::default();
+        let fps = Fps::new(25, 1).expect("fps");
+        let mut enc =
+            ChunkEncoder::create(&dir.path().join("c.ts"), w, h, fps, &settings).expect("encoder");
+        let mut conv = FrameConverter::new(w, h, PixelFormat::Yuv420p).expect("converter");
+        for i in 0..12 {
+            conv.rgba_mut().copy_from_slice(&noise(w, h, i + 1));
+            let mut yuv = conv.convert().expect("converts");
+            enc.encode(&mut yuv, i as i64).expect("encodes");
+            assert!(yuv.is_writable(), "frame {i} is still referenced");
+        }
+        assert_eq!(enc.finish().expect("finishes"), 12);
     }
 
     /// The exact bytes, so any change to the converter is a decision (bump

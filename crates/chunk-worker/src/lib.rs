@@ -65,6 +65,7 @@ mod simd;
 mod status;
 mod stores;
 pub mod video;
+mod yuv_pool;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub use limits::{
 pub use pipeline::{
     AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, ProgressSink, RENDER_QUEUE_DEPTH, render_chunk,
 };
+pub use yuv_pool::YUV_FRAMES_PER_THREAD;
 // The request types a caller of `render_chunk` builds, from the pure `spec`
 // crate, so an embedder needs no second dependency for them.
 pub use service::{
@@ -105,6 +107,17 @@ pub type BundleOpener =
     Arc<dyn Fn(&Path) -> Result<Arc<dyn CompositionSource>, CompositionError> + Send + Sync>;
 
 /// The default number of render threads per chunk.
+///
+/// Two, although one thread keeps up with libx264 on the promo at 1080p
+/// (render and conversion ~3-9 ms a frame against ~15-30 ms of encoding,
+/// depending on the machine's load). Measured 2026-11-30 (`chunk-worker
+/// serve --render-threads N`, one 1-chunk promo render, 3 interleaved
+/// rounds, load average 5.5-6.7 on 2 cores): one thread saved ~17 MiB of
+/// peak (245-247 against 262-266 MiB) but no CPU that the noise could show
+/// (6.3-7.5 s against 6.5-7.9 s) and cost 0.5-2 s of wall (7.5-11.6 s
+/// against 6.7-9.7 s): with one thread and two YUV frames there is only
+/// one frame of slack when the scheduler leaves the thread waiting on a
+/// busy machine. Both stay under the 300 MB target, so the wall wins.
 pub const DEFAULT_RENDER_THREADS: usize = 2;
 
 /// What a worker can render and how: its compositions and its threads.

@@ -15,7 +15,7 @@ use composition::{CompositionMeta, RenderBudget};
 use spec::{ChunkRequest, VideoSettings};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::pipeline::RENDER_QUEUE_DEPTH;
+use crate::yuv_pool::YUV_FRAMES_PER_THREAD;
 use crate::{WorkerConfig, WorkerError};
 
 /// Frame-sized buffers libx264 holds, as copies of one input frame: its
@@ -62,8 +62,10 @@ pub fn default_max_memory() -> u64 {
 
 /// The memory one chunk of `meta` needs with `threads` render threads: the
 /// composition's own [`RenderBudget`] (shared data plus one renderer per
-/// thread), each thread's converted frames queued for the encoder, and
-/// libx264's frames ([`ENCODER_FRAME_COPIES`]).
+/// thread), each thread's converted frames (the
+/// [`YUV_FRAMES_PER_THREAD`] it cycles through the encoder; one more,
+/// briefly, if the encoder still held one handed back), and libx264's
+/// frames ([`ENCODER_FRAME_COPIES`]).
 pub fn chunk_memory(
     budget: &RenderBudget,
     meta: &CompositionMeta,
@@ -72,7 +74,7 @@ pub fn chunk_memory(
 ) -> u64 {
     let threads = threads.max(1) as u64;
     let yuv = video.pixel_format.frame_bytes(meta.width, meta.height);
-    let queued = threads.saturating_mul(RENDER_QUEUE_DEPTH as u64 + 1);
+    let queued = threads.saturating_mul(YUV_FRAMES_PER_THREAD as u64);
     budget
         .memory_for_threads(threads)
         .saturating_add(yuv.saturating_mul(queued.saturating_add(ENCODER_FRAME_COPIES)))

@@ -10,13 +10,17 @@
 //! Each pool thread renders with its own `FrameRenderer`, straight into the
 //! input buffer of its own [`FrameConverter`] (no RGBA frame is copied), and
 //! converts there, so conversion scales with the pool instead of
-//! bottlenecking one thread; swscale runs bit-exact, so which thread
-//! converted a frame never shows in the bytes. The encoder reorders simply
-//! by reading thread `k mod N`'s channel for frame `k`. Every arrow is a
-//! bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one RGBA
-//! buffer (the converter's), so memory is flat whatever the chunk's length;
-//! the renderer is told so (`render_frame_reusing`) and only repaints the
-//! region its previous frame drew.
+//! bottlenecking one thread; the conversion is integer arithmetic, so which
+//! thread converted a frame never shows in the bytes. The encoder reorders
+//! simply by reading thread `k mod N`'s channel for frame `k`. Every arrow
+//! is a bounded channel ([`RENDER_QUEUE_DEPTH`]) and each thread reuses one
+//! RGBA buffer (the converter's), so memory is flat whatever the chunk's
+//! length; the renderer is told so (`render_frame_changed`), only repaints
+//! the region its previous frame drew, and reports where the bytes changed.
+//! The encoder hands each YUV frame back to its thread after encoding it
+//! (`yuv_pool`): a thread cycles through
+//! [`YUV_FRAMES_PER_THREAD`](crate::YUV_FRAMES_PER_THREAD) frames and
+//! converts into each only what changed since it last held a frame.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -26,13 +30,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chunker::Chunk;
-use composition::{CompositionMeta, Prepared};
+use composition::{CompositionMeta, Damage, Prepared};
 use sha2::{Digest, Sha256};
 use timebase::{Fps, FrameIndex, SampleSpan};
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{ChunkEncoder, FrameConverter, TS_CLOCK_HZ, YuvFrame};
+use crate::encode::{ChunkEncoder, FrameConverter, TS_CLOCK_HZ};
 use crate::images::ImageWriter;
+use crate::yuv_pool::{Pooled, YUV_FRAMES_PER_THREAD, YuvPool};
 use crate::{WorkerConfig, WorkerError};
 use spec::{
     ArtifactTarget, ChunkProgress, ChunkRequest, ChunkSpan, ContentHash, FrameSink, ImageTarget,
@@ -383,7 +388,7 @@ enum FramesOut {
 /// (sha256, size) of a finished artifact.
 type Digested = (ContentHash, u64);
 
-type Rendered = Result<(u64, YuvFrame), WorkerError>;
+type Rendered = Result<(u64, Pooled), WorkerError>;
 
 impl Job<'_> {
     fn cancelled(&self) -> WorkerError {
@@ -426,10 +431,15 @@ impl Job<'_> {
         let frames: Vec<FrameIndex> = self.chunk.rendered_frames().collect();
         std::thread::scope(|s| {
             let mut rendered_rx = Vec::with_capacity(n);
+            let mut returns = Vec::with_capacity(n);
             let mut renderers = Vec::with_capacity(n);
             for t in 0..n {
                 let (tx, rx) = mpsc::sync_channel::<Rendered>(RENDER_QUEUE_DEPTH);
                 rendered_rx.push(rx);
+                // Never full: a thread has at most YUV_FRAMES_PER_THREAD
+                // frames.
+                let (back_tx, back_rx) = mpsc::channel::<Pooled>();
+                returns.push(back_tx);
                 let frames = &frames;
                 renderers.push(
                     std::thread::Builder::new()
@@ -437,7 +447,7 @@ impl Job<'_> {
                         .spawn_scoped(s, move || {
                             self.stage(|| match out {
                                 FramesOut::Images(writer) => self.image_stage(t, frames, writer),
-                                _ => self.render_stage(t, frames, &tx),
+                                _ => self.render_stage(t, frames, &tx, back_rx),
                             })
                         }),
                 );
@@ -446,7 +456,7 @@ impl Job<'_> {
                 .name("encode".into())
                 .spawn_scoped(s, move || match out {
                     FramesOut::Encode(ts) => self
-                        .stage(|| self.encode_stage(ts, total, &rendered_rx))
+                        .stage(|| self.encode_stage(ts, total, &rendered_rx, &returns))
                         .map(Some),
                     FramesOut::Skip | FramesOut::Images(_) => Ok(None),
                 });
@@ -522,11 +532,16 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// A render thread of an encoded chunk: renders its frames (`k ≡
+    /// thread mod N`) into its converter's input, converts each into one of
+    /// its pooled YUV frames (`returned` brings them back from the
+    /// encoder) and queues it for the encoder.
     fn render_stage(
         &self,
         thread: usize,
         frames: &[FrameIndex],
         tx: &mpsc::SyncSender<Rendered>,
+        returned: mpsc::Receiver<Pooled>,
     ) -> Result<(), WorkerError> {
         let mut renderer = self.prepared.frame_renderer()?;
         // Frames are rendered straight into the converter's input buffer.
@@ -536,6 +551,8 @@ impl Job<'_> {
             self.request.video.pixel_format,
         )?
         .with_palette(self.request.video.gif_palette.as_ref())?;
+        let mut pool = YuvPool::new(YUV_FRAMES_PER_THREAD, returned);
+        let mut changed = Damage::default();
         for k in (thread..frames.len()).step_by(self.render_threads) {
             if self.stop.is_cancelled() {
                 return Err(self.cancelled());
@@ -544,15 +561,21 @@ impl Job<'_> {
             // The converter only reads its input: it still holds this
             // renderer's previous frame, so only what that frame drew is
             // repainted (a failed frame ends the thread).
-            let r = renderer.render_frame_reusing(frames[k], conv.rgba_mut());
+            let r = renderer.render_frame_changed(frames[k], conv.rgba_mut(), &mut changed);
             add_elapsed(&self.counters.render_ns, t);
             if let Err(e) = r {
                 // The encoder reports it in frame order and stops the others.
                 let _ = tx.send(Err(e.into()));
                 return Err(self.cancelled());
             }
+            pool.record(&changed);
+            // May wait for the encoder to hand a frame back (as a full
+            // queue would make `send` wait): not conversion time.
+            let Some(target) = pool.target() else {
+                return Err(self.cancelled());
+            };
             let t = Instant::now();
-            let yuv = match conv.convert() {
+            let yuv = match pool.fill(target, &mut conv) {
                 Ok(yuv) => yuv,
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -566,6 +589,13 @@ impl Job<'_> {
                 return Err(self.cancelled());
             }
         }
+        if pool.replaced > 0 {
+            tracing::debug!(
+                thread,
+                replaced = pool.replaced,
+                "YUV frames the encoder still referenced were allocated again"
+            );
+        }
         Ok(())
     }
 
@@ -574,6 +604,7 @@ impl Job<'_> {
         path: &Path,
         total: u64,
         rendered: &[mpsc::Receiver<Rendered>],
+        returns: &[mpsc::Sender<Pooled>],
     ) -> Result<Digested, WorkerError> {
         let t = Instant::now();
         let mut enc = ChunkEncoder::create(
@@ -600,8 +631,12 @@ impl Job<'_> {
             }
             let pts = i64::try_from(first + i).map_err(|_| self.cancelled())?;
             let t = Instant::now();
-            enc.encode(&mut frame, pts)?;
+            enc.encode(&mut frame.frame, pts)?;
             add_elapsed(&self.counters.encode_ns, t);
+            // Back to its thread for a later frame (which checks that the
+            // encoder holds no reference to it any more). A thread that has
+            // finished no longer listens.
+            let _ = returns[from].send(frame);
             self.counters.encoded.store(enc.packets, Ordering::Relaxed);
             self.report();
         }

@@ -45,6 +45,7 @@ use timebase::{Fps, FrameIndex, SampleSpan};
 
 pub use error::{CompositionError, ErrorKind};
 pub use registry::Registry;
+pub use scene::canvas::{Damage, PixelRect};
 
 /// Props: the JSON object of values a composition is rendered with.
 pub type Props = serde_json::Map<String, serde_json::Value>;
@@ -290,6 +291,33 @@ pub trait FrameRenderer: Send {
         rgba: &mut [u8],
     ) -> Result<(), CompositionError> {
         self.render_frame(frame, rgba)
+    }
+
+    /// Renders frame `frame` into `rgba` as
+    /// [`FrameRenderer::render_frame_reusing`] does (the same bytes, the
+    /// same promise about `rgba`, and the same trust for the calls after),
+    /// and sets `changed` to a bound of the pixels whose bytes may differ
+    /// from what `rgba` held before the call: what the previous frame drew
+    /// (put back) and what this one drew, or the whole frame when nothing
+    /// was trusted. Pixels outside `changed` hold exactly the bytes they
+    /// held before, so a consumer of the frame (a colour converter) only
+    /// has to redo those.
+    ///
+    /// The default renders with [`FrameRenderer::render_frame_reusing`] and
+    /// reports the whole frame.
+    ///
+    /// # Errors
+    /// As [`FrameRenderer::render_frame`]; `changed` and `rgba` are then
+    /// unspecified and the next call trusts nothing.
+    fn render_frame_changed(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+        changed: &mut Damage,
+    ) -> Result<(), CompositionError> {
+        self.render_frame_reusing(frame, rgba)?;
+        changed.set_whole();
+        Ok(())
     }
 
     /// Forgets what the previous [`FrameRenderer::render_frame_reusing`] left

@@ -121,9 +121,19 @@ impl Damage {
         }
     }
 
-    fn set_whole(&mut self) {
+    /// Marks every pixel as changed.
+    pub fn set_whole(&mut self) {
         self.whole = true;
         self.rects.clear();
+    }
+
+    /// Adds the pixels of `r` (in frame pixels; an empty rectangle adds
+    /// nothing). At most [`MAX_RECTS`] rectangles are kept: past that, `r`
+    /// is merged into the last one.
+    pub fn add_rect(&mut self, r: PixelRect) {
+        if r.x0 < r.x1 && r.y0 < r.y1 {
+            self.add(r);
+        }
     }
 
     fn add(&mut self, r: PixelRect) {

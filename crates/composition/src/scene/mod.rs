@@ -32,7 +32,7 @@ mod assets;
 mod audio;
 mod audio_file;
 mod budget;
-mod canvas;
+pub(crate) mod canvas;
 mod captions;
 mod colour;
 mod colour_glyph;
@@ -1062,14 +1062,35 @@ impl SceneRenderer {
 }
 
 impl SceneRenderer {
+    /// Renders `frame` over the previous frame in `rgba` when that buffer
+    /// is the one rendered into last (see `render_frame_reusing`), and sets
+    /// `changed`, if given, to where the bytes may differ from before.
+    fn render_over_previous(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+        changed: Option<&mut Damage>,
+    ) -> Result<(), CompositionError> {
+        let buffer = (rgba.as_ptr() as usize, rgba.len());
+        // Taken: an error below leaves nothing to trust.
+        let reuse = self.previous.take() == Some(buffer);
+        self.render(frame, rgba, reuse, changed)?;
+        self.previous = Some(buffer);
+        Ok(())
+    }
+
     /// Renders `frame` into `rgba`. With `reuse`, `rgba` holds the frame
     /// `self.marks` describes, and only what changes is repainted; without,
-    /// everything is. Either way `self.marks` then describes this frame.
+    /// everything is. Either way `self.marks` then describes this frame,
+    /// and `changed`, if given, bounds the pixels written: where the
+    /// background went back and where the layers drawn again drew (the
+    /// whole frame without `reuse`).
     fn render(
         &mut self,
         frame: FrameIndex,
         rgba: &mut [u8],
         reuse: bool,
+        mut changed: Option<&mut Damage>,
     ) -> Result<(), CompositionError> {
         let scene = Arc::clone(&self.scene);
         let meta = &scene.meta;
@@ -1135,6 +1156,9 @@ impl SceneRenderer {
         let background = self.background.as_deref().map(Vec::as_slice);
         let (w, h) = (meta.width, meta.height);
         canvas::restore(rgba, background, w, &stale);
+        if let Some(c) = changed.as_deref_mut() {
+            c.clone_from(&stale);
+        }
         for (i, l) in layers.iter().enumerate().filter(|&(i, _)| redraw[i]) {
             let pm = frame_pixmap(rgba, w, h, frame.0)?;
             let mark = &mut self.marks[i];
@@ -1142,6 +1166,9 @@ impl SceneRenderer {
             let mut canvas = Canvas::new(pm, std::mem::take(&mut mark.bounds));
             let drawn = draw_top_level(l, &mut canvas, &mut self.pool, t, &ctx);
             mark.bounds = canvas.into_damage();
+            if let Some(c) = changed.as_deref_mut() {
+                c.extend(&mark.bounds);
+            }
             drawn?;
             mark.still = render::still_at(l, t, scene.settles[i]);
         }
@@ -1200,7 +1227,7 @@ fn frame_pixmap(
 impl FrameRenderer for SceneRenderer {
     fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
         self.forget_previous();
-        self.render(frame, rgba, false)
+        self.render(frame, rgba, false, None)
     }
 
     /// Repaints only what changed since the previous frame drawn into the
@@ -1213,12 +1240,18 @@ impl FrameRenderer for SceneRenderer {
         frame: FrameIndex,
         rgba: &mut [u8],
     ) -> Result<(), CompositionError> {
-        let buffer = (rgba.as_ptr() as usize, rgba.len());
-        // Taken: an error below leaves nothing to trust.
-        let reuse = self.previous.take() == Some(buffer);
-        self.render(frame, rgba, reuse)?;
-        self.previous = Some(buffer);
-        Ok(())
+        self.render_over_previous(frame, rgba, None)
+    }
+
+    /// As `render_frame_reusing`; what changed is where the background was
+    /// put back and where the layers drawn again drew.
+    fn render_frame_changed(
+        &mut self,
+        frame: FrameIndex,
+        rgba: &mut [u8],
+        changed: &mut Damage,
+    ) -> Result<(), CompositionError> {
+        self.render_over_previous(frame, rgba, Some(changed))
     }
 
     fn forget_previous(&mut self) {

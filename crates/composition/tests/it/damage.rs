@@ -1,10 +1,11 @@
 //! Rendering into a reused buffer (`FrameRenderer::render_frame_reusing`):
 //! the renderer only puts the background back where the previous frame drew,
 //! and every frame must still come out byte for byte as a fresh
-//! `render_frame` into a new buffer, whatever was rendered before it.
+//! `render_frame` into a new buffer, whatever was rendered before it; and
+//! `render_frame_changed` reports every pixel that changed.
 
 use composition::scene::SceneBundle;
-use composition::{CompositionSource, Prepared, Props};
+use composition::{CompositionSource, Damage, Prepared, Props};
 use serde_json::{Value, json};
 use timebase::FrameIndex;
 
@@ -71,13 +72,58 @@ fn check_orders(p: &dyn Prepared, frames: &[u64], name: &str) {
         let mut r = p.frame_renderer().expect("renderer");
         let mut rgba = vec![0u8; p.meta().frame_bytes()];
         let mut before = None;
-        for f in list {
+        for &f in &list {
             r.render_frame_reusing(FrameIndex(f), &mut rgba)
                 .expect("renders");
             let i = frames.iter().position(|&x| x == f).expect("a listed frame");
             let what = format!("{name}, {order}: frame {f} after {before:?}");
             assert_same(&rgba, &want[i], width, &what);
             before = Some(f);
+        }
+        check_changed(p, &list, &want, frames, &format!("{name}, {order}"));
+    }
+}
+
+/// Renders `list` with `render_frame_changed` and checks each frame
+/// against `want` (fresh renders of `frames`) and that no byte outside the
+/// reported change differs from the frame before.
+#[track_caller]
+fn check_changed(p: &dyn Prepared, list: &[u64], want: &[Vec<u8>], frames: &[u64], what: &str) {
+    let width = p.meta().width as usize;
+    let mut r = p.frame_renderer().expect("renderer");
+    let mut rgba = vec![0u8; p.meta().frame_bytes()];
+    let mut changed = Damage::default();
+    for (n, &f) in list.iter().enumerate() {
+        let before = rgba.clone();
+        r.render_frame_changed(FrameIndex(f), &mut rgba, &mut changed)
+            .expect("renders");
+        let i = frames.iter().position(|&x| x == f).expect("a listed frame");
+        assert_same(
+            &rgba,
+            &want[i],
+            width as u32,
+            &format!("{what}: changed, frame {f}"),
+        );
+        assert!(
+            n > 0 || changed.is_whole(),
+            "{what}: a first frame trusts nothing"
+        );
+        if changed.is_whole() {
+            continue;
+        }
+        let inside = |x: usize, y: usize| {
+            changed.rects().iter().any(|c| {
+                (c.x0 as usize..c.x1 as usize).contains(&x)
+                    && (c.y0 as usize..c.y1 as usize).contains(&y)
+            })
+        };
+        for (px, (a, b)) in rgba.chunks_exact(4).zip(before.chunks_exact(4)).enumerate() {
+            let (x, y) = (px % width, px / width);
+            assert!(
+                a == b || inside(x, y),
+                "{what}: frame {f} changed pixel ({x}, {y}) outside {:?}",
+                changed.rects()
+            );
         }
     }
 }
