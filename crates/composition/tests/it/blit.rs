@@ -2,7 +2,7 @@
 //! pipeline it replaces, its exact bytes, and draws it must refuse or
 //! survive.
 
-use composition::scene::blit::Blit;
+use composition::scene::blit::{Blit, Kernel};
 use sha2::{Digest, Sha256};
 use tiny_skia::{
     FilterQuality, IntSize, Paint, Pattern, Pixmap, PixmapRef, Rect, SpreadMode, Transform,
@@ -269,6 +269,26 @@ fn the_sampler_matches_tiny_skia_for_a_matrix_of_draws() {
         assert!(n > 0, "{what}: no interior pixel");
         assert!(worst_in <= 2 && mean < 0.35, "{what}");
         assert!(worst_edge <= 72 && edge_mean < 12.0, "{what}");
+    }
+}
+
+/// The SSE2 rows, the portable rows and the per-pixel sampler give the
+/// same bytes for every case (rows of every length, so the SSE2 kernel's
+/// portable tail is exercised too).
+#[test]
+fn every_kernel_gives_the_same_bytes() {
+    let stride = TARGET.0 as usize * 4;
+    for (i, c) in cases().iter().enumerate() {
+        let pic = picture(c.pic.0, c.pic.1, c.alpha, i as u32 + 1);
+        let blit = Blit::new(c.pic, c.src, arr(c.tf), c.opacity, TARGET).expect("drawn");
+        let draw = |kernel: Kernel| {
+            let mut target = background(TARGET.0, TARGET.1);
+            assert!(blit.draw_using(&pic, &mut target, stride, kernel));
+            target
+        };
+        let fastest = draw(Kernel::Fastest);
+        assert!(fastest == draw(Kernel::Portable), "case {i} `{}`: portable", c.name);
+        assert!(fastest == draw(Kernel::PerPixel), "case {i} `{}`: per pixel", c.name);
     }
 }
 
