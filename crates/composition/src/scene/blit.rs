@@ -255,23 +255,25 @@ impl Blit {
         let width = (x1 - x0) as usize;
         // Per column: taps, weight and coverage (the per-pixel sampler's
         // values at row 0, which are every row's: `u.dy == du.dy == 0`).
+        // Weights and scales are kept as four little-endian `u16`s a pixel,
+        // one per channel, the layout the SSE2 kernels load.
         let mut c0 = Vec::with_capacity(width);
         let mut c1 = Vec::with_capacity(width);
-        let mut fx = Vec::with_capacity(width);
+        let mut fx = Vec::with_capacity(width * 8);
         let mut cu = Vec::with_capacity(width);
         let (mut u, mut du) = (self.u.start, self.du.start);
         for _ in 0..width {
             let iu = u >> 32;
             c0.push(iu.clamp(0, pw - 1) as usize);
             c1.push((iu + 1).clamp(0, pw - 1) as usize);
-            fx.push(((u >> 24) & self.weights) as u32);
+            fx.extend_from_slice(&spread(((u >> 24) & self.weights) as u16));
             cu.push(coverage(du, self.u_edges));
             u += self.u.dx;
             du += self.du.dx;
         }
-        let mut rows: [(Option<i64>, Vec<u32>); 2] =
-            [(None, vec![0; width]), (None, vec![0; width])];
-        let mut scale = vec![0u16; width];
+        let mut rows: [(Option<i64>, Vec<u8>); 2] =
+            [(None, vec![0; width * 4]), (None, vec![0; width * 4])];
+        let mut scale = vec![0u8; width * 8];
         let mut last_cv = None;
         let line_len = pw as usize * 4;
         for row in 0..(y1 - y0) {
@@ -282,8 +284,9 @@ impl Blit {
                 continue;
             }
             if last_cv != Some(cv) {
-                for (s, &cu) in scale.iter_mut().zip(&cu) {
-                    *s = ((((cu * cv + 128) >> 8) * self.opacity + 128) >> 8) as u16;
+                for (s, &cu) in scale.chunks_exact_mut(8).zip(&cu) {
+                    let k = (((cu * cv + 128) >> 8) * self.opacity + 128) >> 8;
+                    s.copy_from_slice(&spread(k as u16));
                 }
                 last_cv = Some(cv);
             }
@@ -302,7 +305,7 @@ impl Blit {
                 };
                 let (id, buf) = &mut rows[keep];
                 let src = &picture[want as usize * line_len..(want as usize + 1) * line_len];
-                across(src, &c0, &c1, &fx, buf);
+                across(src, &c0, &c1, &fx, buf, simd);
                 *id = Some(want);
             }
             let top = if rows[0].0 == Some(r0) { 0 } else { 1 };
@@ -369,21 +372,47 @@ pub enum Kernel {
     PerPixel,
 }
 
-/// One picture row filtered across: `out[i]` blends the row's pixels
-/// `c0[i]` and `c1[i]` by `fx[i]`/256.
-fn across(src: &[u8], c0: &[usize], c1: &[usize], fx: &[u32], out: &mut [u32]) {
-    let tap = |i: usize| {
-        let p = &src[i * 4..i * 4 + 4];
-        u32::from_le_bytes([p[0], p[1], p[2], p[3]])
+/// A 16-bit factor four times, little-endian: one per channel.
+fn spread(k: u16) -> [u8; 8] {
+    let [a, b] = k.to_le_bytes();
+    [a, b, a, b, a, b, a, b]
+}
+
+/// The factor of pixel `i` in a [`spread`] table.
+fn factor(table: &[u8], i: usize) -> u32 {
+    u32::from(u16::from_le_bytes([table[i * 8], table[i * 8 + 1]]))
+}
+
+/// A pixel's bytes as a little-endian `u32`.
+fn pixel(bytes: &[u8], i: usize) -> u32 {
+    let p = &bytes[i * 4..i * 4 + 4];
+    u32::from_le_bytes([p[0], p[1], p[2], p[3]])
+}
+
+/// One picture row filtered across: pixel `i` of `out` blends the row's
+/// pixels `c0[i]` and `c1[i]` by weight `i` of `fx` (a [`spread`] table).
+fn across(src: &[u8], c0: &[usize], c1: &[usize], fx: &[u8], out: &mut [u8], simd: bool) {
+    let done = if simd {
+        #[allow(unsafe_code)]
+        // a call into SSE2 code; see SAFETY
+        // SAFETY: SSE2 is part of the x86-64 baseline, so the CPU has it
+        // (the stub for other targets is safe code).
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_unsafe))]
+        unsafe {
+            sse2::across(src, c0, c1, fx, out)
+        }
+    } else {
+        0
     };
-    for (((o, &a), &b), &w) in out.iter_mut().zip(c0).zip(c1).zip(fx) {
-        *o = lerp(tap(a), tap(b), w);
+    for (i, o) in out.chunks_exact_mut(4).enumerate().skip(done) {
+        let p = lerp(pixel(src, c0[i]), pixel(src, c1[i]), factor(fx, i));
+        o.copy_from_slice(&p.to_le_bytes());
     }
 }
 
-/// One target row: `top` towards `bottom` by `fy`/256, times `scale`/256,
-/// over the row's pixels.
-fn between(top: &[u32], bottom: &[u32], fy: u32, scale: &[u16], line: &mut [u8], simd: bool) {
+/// One target row: `top` towards `bottom` by `fy`/256, times `scale` (a
+/// [`spread`] table) /256, over the row's pixels.
+fn between(top: &[u8], bottom: &[u8], fy: u32, scale: &[u8], line: &mut [u8], simd: bool) {
     let done = if simd {
         #[allow(unsafe_code)]
         // a call into SSE2 code; see SAFETY
@@ -396,27 +425,21 @@ fn between(top: &[u32], bottom: &[u32], fy: u32, scale: &[u16], line: &mut [u8],
     } else {
         0
     };
-    let rest = top
-        .iter()
-        .zip(bottom)
-        .zip(scale)
-        .zip(line.chunks_exact_mut(4));
-    for (((&t, &b), &s), px) in rest.skip(done) {
-        let src = times(lerp(t, b, fy), u32::from(s));
-        let dst = u32::from_le_bytes([px[0], px[1], px[2], px[3]]);
-        px.copy_from_slice(&over(src, dst).to_le_bytes());
+    for (i, px) in line.chunks_exact_mut(4).enumerate().skip(done) {
+        let src = times(lerp(pixel(top, i), pixel(bottom, i), fy), factor(scale, i));
+        px.copy_from_slice(&over(src, pixel(px, 0)).to_le_bytes());
     }
 }
 
-/// [`between`] four pixels at a time in 16-bit lanes: the same sums and
-/// roundings as [`lerp`], [`times`] and [`over`] (no lane passes 65 535).
+/// [`across`] and [`between`] four pixels at a time in 16-bit lanes: the
+/// same sums and roundings as [`lerp`], [`times`] and [`over`] (no lane
+/// passes 65 535).
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_add_epi16, _mm_loadl_epi64, _mm_loadu_si128, _mm_mullo_epi16,
-        _mm_packus_epi16, _mm_set1_epi16, _mm_setzero_si128, _mm_shufflehi_epi16,
-        _mm_shufflelo_epi16, _mm_srli_epi16, _mm_storeu_si128, _mm_sub_epi16, _mm_unpackhi_epi8,
-        _mm_unpackhi_epi32, _mm_unpacklo_epi8, _mm_unpacklo_epi16, _mm_unpacklo_epi32,
+        __m128i, _mm_add_epi16, _mm_loadu_si128, _mm_mullo_epi16, _mm_packus_epi16, _mm_set_epi32,
+        _mm_set1_epi16, _mm_setzero_si128, _mm_shufflehi_epi16, _mm_shufflelo_epi16,
+        _mm_srli_epi16, _mm_storeu_si128, _mm_sub_epi16, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
     };
 
     /// 16 bytes as a register.
@@ -427,17 +450,6 @@ mod sse2 {
         // alignment requirement; SSE2 is part of x86-64.
         unsafe {
             _mm_loadu_si128(bytes.as_ptr().cast())
-        }
-    }
-
-    /// 8 bytes into the low half of a register.
-    #[target_feature(enable = "sse2")]
-    fn load_half(bytes: &[u8; 8]) -> __m128i {
-        #[allow(unsafe_code)] // an unaligned load; see SAFETY
-        // SAFETY: `bytes` is 8 readable bytes and `loadl` reads 8 bytes
-        // with no alignment requirement; SSE2 is part of x86-64.
-        unsafe {
-            _mm_loadl_epi64(bytes.as_ptr().cast())
         }
     }
 
@@ -452,15 +464,27 @@ mod sse2 {
         }
     }
 
+    /// 16 bytes at `at` of `bytes` (in bounds: the callers iterate whole
+    /// chunks).
+    #[target_feature(enable = "sse2")]
+    fn load_at(bytes: &[u8], at: usize) -> __m128i {
+        load(bytes[at..at + 16].try_into().expect("16 bytes in bounds"))
+    }
+
+    /// `(t·(256 − w) + b·w + 128) >> 8` per 16-bit lane, at most 65 408
+    /// before the shift.
+    #[target_feature(enable = "sse2")]
+    fn lerp(t: __m128i, b: __m128i, w: __m128i) -> __m128i {
+        let k = _mm_sub_epi16(_mm_set1_epi16(256), w);
+        let sum = _mm_add_epi16(_mm_mullo_epi16(t, k), _mm_mullo_epi16(b, w));
+        _mm_srli_epi16::<8>(_mm_add_epi16(sum, _mm_set1_epi16(128)))
+    }
+
     /// Two pixels in 16-bit lanes: blended, scaled, composited.
     #[target_feature(enable = "sse2")]
-    fn two(t: __m128i, b: __m128i, fy: __m128i, ky: __m128i, s: __m128i, d: __m128i) -> __m128i {
+    fn two(t: __m128i, b: __m128i, fy: __m128i, s: __m128i, d: __m128i) -> __m128i {
         let half = _mm_set1_epi16(128);
-        // lerp: (t·(256 − fy) + b·fy + 128) >> 8, at most 65 408.
-        let c = _mm_srli_epi16::<8>(_mm_add_epi16(
-            _mm_add_epi16(_mm_mullo_epi16(t, ky), _mm_mullo_epi16(b, fy)),
-            half,
-        ));
+        let c = lerp(t, b, fy);
         // times: (c·s + 128) >> 8, s ≤ 256.
         let c = _mm_srli_epi16::<8>(_mm_add_epi16(_mm_mullo_epi16(c, s), half));
         // over: c + div255(d·(255 − alpha) + 128).
@@ -471,57 +495,74 @@ mod sse2 {
         _mm_add_epi16(c, q)
     }
 
+    /// Filters the first multiple of four pixels of the row; returns how
+    /// many.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn across(
+        src: &[u8],
+        c0: &[usize],
+        c1: &[usize],
+        fx: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let zero = _mm_setzero_si128();
+        let tap = |i: usize| super::pixel(src, i) as i32;
+        let mut n = 0;
+        let quads = out
+            .chunks_exact_mut(16)
+            .zip(c0.chunks_exact(4))
+            .zip(c1.chunks_exact(4));
+        for (k, ((o, a), b)) in quads.enumerate() {
+            let t = _mm_set_epi32(tap(a[3]), tap(a[2]), tap(a[1]), tap(a[0]));
+            let b = _mm_set_epi32(tap(b[3]), tap(b[2]), tap(b[1]), tap(b[0]));
+            let lo = lerp(
+                _mm_unpacklo_epi8(t, zero),
+                _mm_unpacklo_epi8(b, zero),
+                load_at(fx, k * 32),
+            );
+            let hi = lerp(
+                _mm_unpackhi_epi8(t, zero),
+                _mm_unpackhi_epi8(b, zero),
+                load_at(fx, k * 32 + 16),
+            );
+            store(
+                o.try_into().expect("chunks of 16"),
+                _mm_packus_epi16(lo, hi),
+            );
+            n += 4;
+        }
+        n
+    }
+
     /// Draws the first multiple of four pixels of the row; returns how
     /// many it drew.
     #[target_feature(enable = "sse2")]
     pub(super) fn between(
-        top: &[u32],
-        bottom: &[u32],
+        top: &[u8],
+        bottom: &[u8],
         fy: u32,
-        scale: &[u16],
+        scale: &[u8],
         line: &mut [u8],
     ) -> usize {
         let zero = _mm_setzero_si128();
-        let ky = _mm_set1_epi16((256 - fy) as i16);
         let fy = _mm_set1_epi16(fy as i16);
         let mut n = 0;
-        let quads = line
-            .chunks_exact_mut(16)
-            .zip(top.chunks_exact(4))
-            .zip(bottom.chunks_exact(4))
-            .zip(scale.chunks_exact(4));
-        for (((dst, t), b), s) in quads {
-            let bytes = |q: &[u32]| {
-                let mut out = [0u8; 16];
-                for (o, v) in out.chunks_exact_mut(4).zip(q) {
-                    o.copy_from_slice(&v.to_le_bytes());
-                }
-                load(&out)
-            };
-            let (t, b) = (bytes(t), bytes(b));
-            let mut sb = [0u8; 8];
-            for (o, v) in sb.chunks_exact_mut(2).zip(s) {
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-            // s0 s1 s2 s3 → s0×4 s1×4 | s2×4 s3×4.
-            let s = _mm_unpacklo_epi16(load_half(&sb), load_half(&sb));
-            let (s_lo, s_hi) = (_mm_unpacklo_epi32(s, s), _mm_unpackhi_epi32(s, s));
+        for (k, dst) in line.chunks_exact_mut(16).enumerate() {
+            let (t, b) = (load_at(top, k * 16), load_at(bottom, k * 16));
             let dst: &mut [u8; 16] = dst.try_into().expect("chunks of 16");
             let d = load(dst);
             let lo = two(
                 _mm_unpacklo_epi8(t, zero),
                 _mm_unpacklo_epi8(b, zero),
                 fy,
-                ky,
-                s_lo,
+                load_at(scale, k * 32),
                 _mm_unpacklo_epi8(d, zero),
             );
             let hi = two(
                 _mm_unpackhi_epi8(t, zero),
                 _mm_unpackhi_epi8(b, zero),
                 fy,
-                ky,
-                s_hi,
+                load_at(scale, k * 32 + 16),
                 _mm_unpackhi_epi8(d, zero),
             );
             store(dst, _mm_packus_epi16(lo, hi));
@@ -534,7 +575,11 @@ mod sse2 {
 /// Without SSE2 the portable code draws every pixel.
 #[cfg(not(target_arch = "x86_64"))]
 mod sse2 {
-    pub(super) fn between(_: &[u32], _: &[u32], _: u32, _: &[u16], _: &mut [u8]) -> usize {
+    pub(super) fn across(_: &[u8], _: &[usize], _: &[usize], _: &[u8], _: &mut [u8]) -> usize {
+        0
+    }
+
+    pub(super) fn between(_: &[u8], _: &[u8], _: u32, _: &[u8], _: &mut [u8]) -> usize {
         0
     }
 }

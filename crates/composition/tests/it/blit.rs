@@ -287,8 +287,16 @@ fn every_kernel_gives_the_same_bytes() {
             target
         };
         let fastest = draw(Kernel::Fastest);
-        assert!(fastest == draw(Kernel::Portable), "case {i} `{}`: portable", c.name);
-        assert!(fastest == draw(Kernel::PerPixel), "case {i} `{}`: per pixel", c.name);
+        assert!(
+            fastest == draw(Kernel::Portable),
+            "case {i} `{}`: portable",
+            c.name
+        );
+        assert!(
+            fastest == draw(Kernel::PerPixel),
+            "case {i} `{}`: per pixel",
+            c.name
+        );
     }
 }
 
