@@ -62,7 +62,8 @@ pub enum ChunkSpec {
     /// Let the planner choose from the pool's slots
     /// ([`PlanRequest::with_slots`]) and the render's length:
     /// [`AUTO_CHUNKS_PER_SLOT`] chunks per slot, none shorter than
-    /// [`AUTO_MIN_CHUNK_SECONDS`] of output.
+    /// [`AUTO_MIN_CHUNK_SECONDS`] of output, a whole number per slot when
+    /// there are at least as many chunks as slots.
     Auto,
 }
 
@@ -731,17 +732,35 @@ fn frames_per_chunk(
         ChunkSpec::Count(n) => output_frames.div_ceil(u64::from(n)),
         ChunkSpec::FramesPerChunk(k) => k,
         ChunkSpec::Auto => {
-            let chunks = u64::from(request.slots.max(1)) * u64::from(AUTO_CHUNKS_PER_SLOT);
-            // Whole frames in AUTO_MIN_CHUNK_SECONDS at the output rate.
-            let min = (AUTO_MIN_CHUNK_SECONDS * u64::from(output_fps.num()))
-                .div_ceil(u64::from(output_fps.den()))
-                .max(1);
-            output_frames.div_ceil(chunks).max(min)
+            output_frames.div_ceil(auto_chunk_count(output_frames, output_fps, request.slots))
         }
     };
     Ok(per_chunk
         .max(request.min_frames_per_chunk.unwrap_or(1))
         .min(output_frames))
+}
+
+/// How many chunks [`ChunkSpec::Auto`] makes of `output_frames`:
+/// [`AUTO_CHUNKS_PER_SLOT`] per slot, fewer when chunks would be shorter
+/// than [`AUTO_MIN_CHUNK_SECONDS`], and then a whole number per slot.
+///
+/// Every slot then renders the same number of equal chunks: with 5 chunks
+/// on 2 slots, the fifth ran alone for a third of the render while the
+/// other slot idled (a lone chunk uses both cores of a machine less well
+/// than two). Fewer chunks than slots only when the render is that short.
+fn auto_chunk_count(output_frames: u64, output_fps: Fps, slots: u32) -> u64 {
+    let slots = u64::from(slots.max(1));
+    // Whole frames in AUTO_MIN_CHUNK_SECONDS at the output rate.
+    let min = (AUTO_MIN_CHUNK_SECONDS * u64::from(output_fps.num()))
+        .div_ceil(u64::from(output_fps.den()))
+        .max(1);
+    let longest = (output_frames / min).max(1);
+    let chunks = (slots * u64::from(AUTO_CHUNKS_PER_SLOT)).min(longest);
+    if chunks >= slots {
+        chunks / slots * slots
+    } else {
+        chunks
+    }
 }
 
 /// Refuses an output frame rate (the composition's `fps` ÷ `n`) whose

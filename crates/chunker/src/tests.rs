@@ -72,10 +72,16 @@ fn auto_gives_a_few_chunks_per_slot_but_none_too_short() {
             .collect()
     };
     // A 10 s promo on 2 slots: 3 per slot would be 50 frames, under the
-    // 2 s minimum (60 frames at 30 fps), so 5 chunks of 60.
+    // 2 s minimum (60 frames at 30 fps); 5 chunks of 60 would leave one
+    // slot idle while the fifth renders, so 2 per slot: 4 chunks of 75.
     assert_eq!(
         sizes(PlanRequest::new(300, fps(30, 1), ChunkSpec::Auto).with_slots(2)),
-        [60; 5]
+        [75; 4]
+    );
+    // 3 slots: 5 fit the minimum, rounded down to 3 (one each).
+    assert_eq!(
+        sizes(PlanRequest::new(300, fps(30, 1), ChunkSpec::Auto).with_slots(3)),
+        [100; 3]
     );
     // A minute on 4 slots: 12 chunks of 150 frames.
     assert_eq!(
@@ -88,10 +94,11 @@ fn auto_gives_a_few_chunks_per_slot_but_none_too_short() {
         [45]
     );
     // The minimum is in output frames: 2 s at 30000/1001 is 60 frames
-    // (59.94 rounded up), at every 3rd frame of 30 fps 20 frames.
+    // (59.94 rounded up), at every 3rd frame of 30 fps 20 frames. Fewer
+    // chunks than slots are equal too, not two of the minimum and a stub.
     assert_eq!(
         sizes(PlanRequest::new(130, fps(30_000, 1001), ChunkSpec::Auto).with_slots(8)),
-        [60, 60, 10]
+        [65, 65]
     );
     assert_eq!(
         sizes(

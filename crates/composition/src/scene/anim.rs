@@ -203,9 +203,24 @@ pub enum Anim<T> {
 impl<T: Lerp> Anim<T> {
     /// Whether the value is the same on every frame.
     pub fn is_static(&self) -> bool {
+        self.settles_at() == Some(f64::NEG_INFINITY)
+    }
+
+    /// The frame from which the value never changes again: `-∞` for a
+    /// value that never changes, `None` for one that keeps changing (a loop
+    /// over a period). Past the last keyframe a value holds the last one.
+    pub fn settles_at(&self) -> Option<f64> {
         match self {
-            Anim::Static(_) => true,
-            Anim::Keys { keys, .. } => keys.len() == 1,
+            Anim::Static(_) => Some(f64::NEG_INFINITY),
+            Anim::Keys { keys, .. } if keys.len() == 1 => Some(f64::NEG_INFINITY),
+            Anim::Keys { keys, looped } => {
+                let (first, last) = (keys.first()?, keys.last()?);
+                if *looped && last.frame > first.frame {
+                    None
+                } else {
+                    Some(last.frame)
+                }
+            }
         }
     }
 

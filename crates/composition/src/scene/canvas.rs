@@ -50,6 +50,10 @@ impl PixelRect {
         }
     }
 
+    fn overlaps(self, o: PixelRect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+
     fn contains(self, o: PixelRect) -> bool {
         self.x0 <= o.x0 && self.y0 <= o.y0 && self.x1 >= o.x1 && self.y1 >= o.y1
     }
@@ -92,6 +96,29 @@ impl Damage {
     pub fn clear(&mut self) {
         self.whole = false;
         self.rects.clear();
+    }
+
+    /// Adds everything `other` holds.
+    pub fn extend(&mut self, other: &Damage) {
+        if other.whole {
+            self.set_whole();
+        } else {
+            for r in &other.rects {
+                self.add(*r);
+            }
+        }
+    }
+
+    /// Whether a pixel may be in both.
+    pub fn intersects(&self, other: &Damage) -> bool {
+        match (self.whole, other.whole) {
+            (true, _) => !other.is_empty(),
+            (_, true) => !self.is_empty(),
+            _ => self
+                .rects
+                .iter()
+                .any(|a| other.rects.iter().any(|b| a.overlaps(*b))),
+        }
     }
 
     fn set_whole(&mut self) {
@@ -176,6 +203,8 @@ fn stroke_outset(stroke: &Stroke) -> f64 {
 pub struct Canvas<'p> {
     pm: PixmapMut<'p>,
     damage: Damage,
+    /// Only record where draws would go; change no pixel.
+    measure: bool,
 }
 
 impl<'p> Canvas<'p> {
@@ -183,7 +212,25 @@ impl<'p> Canvas<'p> {
     /// (cleared first; passed in so its allocation is reused).
     pub fn new(pm: PixmapMut<'p>, mut damage: Damage) -> Canvas<'p> {
         damage.clear();
-        Canvas { pm, damage }
+        Canvas {
+            pm,
+            damage,
+            measure: false,
+        }
+    }
+
+    /// A canvas over `pm` that records the [`Damage`] of every draw exactly
+    /// as [`Canvas::new`] would, but draws nothing: where a layer is about
+    /// to draw, before anything under it is repainted. (Offscreen layers a
+    /// painter makes for itself are still drawn; only this canvas is left
+    /// untouched.)
+    pub fn measuring(pm: PixmapMut<'p>, mut damage: Damage) -> Canvas<'p> {
+        damage.clear();
+        Canvas {
+            pm,
+            damage,
+            measure: true,
+        }
     }
 
     /// What was drawn.
@@ -216,7 +263,9 @@ impl<'p> Canvas<'p> {
     ) {
         let size = self.size();
         self.damage.add_transformed(path.bounds(), 0.0, tf, size);
-        self.pm.fill_path(path, paint, rule, tf, mask);
+        if !self.measure {
+            self.pm.fill_path(path, paint, rule, tf, mask);
+        }
     }
 
     /// [`PixmapMut::stroke_path`], recorded.
@@ -231,14 +280,18 @@ impl<'p> Canvas<'p> {
         let size = self.size();
         self.damage
             .add_transformed(path.bounds(), stroke_outset(stroke), tf, size);
-        self.pm.stroke_path(path, paint, stroke, tf, mask);
+        if !self.measure {
+            self.pm.stroke_path(path, paint, stroke, tf, mask);
+        }
     }
 
     /// [`PixmapMut::fill_rect`], recorded.
     pub fn fill_rect(&mut self, rect: Rect, paint: &Paint<'_>, tf: Transform, mask: Option<&Mask>) {
         let size = self.size();
         self.damage.add_transformed(rect, 0.0, tf, size);
-        self.pm.fill_rect(rect, paint, tf, mask);
+        if !self.measure {
+            self.pm.fill_rect(rect, paint, tf, mask);
+        }
     }
 
     /// [`PixmapMut::draw_pixmap`], recorded: the pixmap's rectangle at
@@ -264,12 +317,16 @@ impl<'p> Canvas<'p> {
             Some(r) => self.damage.add_transformed(r, 0.0, tf, size),
             None => self.damage.set_whole(),
         }
-        self.pm.draw_pixmap(x, y, pixmap, paint, tf, mask);
+        if !self.measure {
+            self.pm.draw_pixmap(x, y, pixmap, paint, tf, mask);
+        }
     }
 
     /// The frame's bytes for writing the pixels `rect` (clipped to the
-    /// frame) directly, with the row stride; records `rect`.
-    pub fn pixels_mut(&mut self, rect: PixelRect) -> (&mut [u8], usize) {
+    /// frame) directly, with the row stride; records `rect`. `None` on a
+    /// [`Canvas::measuring`] canvas: the draw is recorded, nothing is to be
+    /// written.
+    pub fn pixels_mut(&mut self, rect: PixelRect) -> Option<(&mut [u8], usize)> {
         let (w, h) = self.size();
         let clipped = PixelRect {
             x0: rect.x0.min(w),
@@ -280,7 +337,10 @@ impl<'p> Canvas<'p> {
         if clipped.x0 < clipped.x1 && clipped.y0 < clipped.y1 {
             self.damage.add(clipped);
         }
-        (self.pm.data_mut(), w as usize * 4)
+        if self.measure {
+            return None;
+        }
+        Some((self.pm.data_mut(), w as usize * 4))
     }
 }
 

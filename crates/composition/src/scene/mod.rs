@@ -495,6 +495,10 @@ impl SceneComposition {
             .take_while(|l| render::is_static(l, meta.duration_frames))
             .count();
         let depth = render::composited_depth(&comp.layers);
+        let settles = comp.layers[static_prefix..]
+            .iter()
+            .map(render::settles_at)
+            .collect();
         let background =
             if static_prefix > 0 && template_free(&comp.layers[..static_prefix], &overridden) {
                 lock(&self.shared.backgrounds)
@@ -509,6 +513,7 @@ impl SceneComposition {
                 meta,
                 layers: comp.layers,
                 static_prefix,
+                settles,
                 background,
                 depth,
                 tracks,
@@ -965,6 +970,9 @@ struct PreparedInner {
     /// Leading layers that look the same on every frame: drawn once and
     /// copied.
     static_prefix: usize,
+    /// For each layer after them, the frame from which it draws the same
+    /// pixels on every frame ([`render::settles_at`]).
+    settles: Vec<Option<f64>>,
     /// Their drawing, shared by this scene's renderers (and, when no prop
     /// can change it, by every variant of the composition).
     background: Background,
@@ -983,7 +991,8 @@ impl Prepared for PreparedScene {
             background: None,
             pool: Vec::new(),
             previous: None,
-            spare: Damage::default(),
+            marks: Vec::new(),
+            measured: Damage::default(),
         }))
     }
 
@@ -999,23 +1008,23 @@ struct SceneRenderer {
     scene: Arc<PreparedInner>,
     background: Option<Arc<Vec<u8>>>,
     pool: Vec<Pixmap>,
-    /// What the last successful `render_frame_reusing` left: its buffer
-    /// and where it drew over the background. `None`: trust nothing.
-    previous: Option<Previous>,
-    /// The damage allocation of the frame before, reused.
-    spare: Damage,
+    /// The buffer the last successful `render_frame_reusing` drew into
+    /// (address and length), whose layers `marks` describes. `None`: trust
+    /// nothing.
+    previous: Option<(usize, usize)>,
+    /// What each layer after the static prefix drew on the last frame
+    /// rendered, in order (allocations reused).
+    marks: Vec<LayerMark>,
+    /// Scratch for a changing layer's measured bound.
+    measured: Damage,
 }
 
-/// The frame a renderer last rendered with `render_frame_reusing`.
-struct Previous {
-    /// The buffer's address and length: a buffer that is not the one
-    /// rendered into last time is never trusted, whatever the caller
-    /// promised. (A check, not the contract: a buffer freed and allocated
-    /// again at the same address passes it.)
-    buffer: (usize, usize),
-    /// Where the dynamic layers drew: everywhere else the buffer holds the
-    /// background.
-    damage: Damage,
+/// What one layer drew on a frame, and in which still state
+/// ([`render::still_at`]).
+#[derive(Default)]
+struct LayerMark {
+    still: Option<render::Still>,
+    bounds: Damage,
 }
 
 impl SceneRenderer {
@@ -1054,17 +1063,17 @@ impl SceneRenderer {
 }
 
 impl SceneRenderer {
-    /// Renders `frame` into `rgba`, which holds the background everywhere
-    /// outside `stale` (the whole frame when `None`): the background is put
-    /// back there first, then the dynamic layers are drawn. Returns where
-    /// they drew.
+    /// Renders `frame` into `rgba`. With `reuse`, `rgba` holds the frame
+    /// `self.marks` describes, and only what changes is repainted; without,
+    /// everything is. Either way `self.marks` then describes this frame.
     fn render(
         &mut self,
         frame: FrameIndex,
         rgba: &mut [u8],
-        stale: Option<&Damage>,
-    ) -> Result<Damage, CompositionError> {
-        let meta = &self.scene.meta;
+        reuse: bool,
+    ) -> Result<(), CompositionError> {
+        let scene = Arc::clone(&self.scene);
+        let meta = &scene.meta;
         check_frame_buffer(meta, rgba)?;
         if frame.0 >= meta.duration_frames {
             return Err(CompositionError::Render {
@@ -1079,48 +1088,127 @@ impl SceneRenderer {
             size: [f64::from(meta.width), f64::from(meta.height)],
             frame: frame.0,
         };
-        while self.pool.len() < self.scene.depth {
+        while self.pool.len() < scene.depth {
             let p = self.alloc(frame.0)?;
             self.pool.push(p);
         }
-        let (w, h) = (meta.width, meta.height);
-        let split = self.scene.static_prefix;
+        let split = scene.static_prefix;
         if split > 0 && self.background.is_none() {
             self.background = Some(self.shared_background(&ctx)?);
         }
-        let background = self.background.as_deref().map(Vec::as_slice);
-        match stale {
-            Some(damage) => canvas::restore(rgba, background, w, damage),
-            None => canvas::restore(rgba, background, w, &Damage::whole_frame()),
+        let layers = &scene.layers[split..];
+        let t = frame.0 as f64;
+        let reuse = reuse && self.marks.len() == layers.len();
+        self.marks.resize_with(layers.len(), LayerMark::default);
+        // Which layers draw what they drew last time, and where the frame
+        // must be repainted.
+        let mut redraw = vec![true; layers.len()];
+        let mut stale = Damage::whole_frame();
+        if reuse {
+            stale = Damage::default();
+            let mut kept = false;
+            for (i, l) in layers.iter().enumerate() {
+                let still = render::still_at(l, t, scene.settles[i]);
+                redraw[i] = still.is_none() || still != self.marks[i].still;
+                kept |= !redraw[i];
+            }
+            for i in (0..layers.len()).filter(|&i| redraw[i]) {
+                stale.extend(&self.marks[i].bounds);
+                if kept {
+                    // Where it is about to draw: layers kept there are
+                    // drawn again over it.
+                    self.measure(&layers[i], rgba, t, &ctx)?;
+                    stale.extend(&self.measured);
+                }
+            }
+            // A kept layer under or over the repainted region is drawn
+            // again, and everything under it repainted, until no kept
+            // layer touches the region: every layer drawn then lies wholly
+            // inside it, every other one wholly outside, so the frame is
+            // byte for byte a full render.
+            while let Some(i) =
+                (0..layers.len()).find(|&i| !redraw[i] && self.marks[i].bounds.intersects(&stale))
+            {
+                redraw[i] = true;
+                stale.extend(&self.marks[i].bounds);
+            }
         }
-        let pm = PixmapMut::from_bytes(rgba, w, h).ok_or_else(|| CompositionError::Render {
-            frame: frame.0,
-            message: "frame buffer does not match the size".into(),
-        })?;
-        let mut canvas = Canvas::new(pm, std::mem::take(&mut self.spare));
-        render::draw_layers(
-            &self.scene.layers[split..],
-            &mut canvas,
-            &mut self.pool,
-            frame.0 as f64,
-            Transform::identity(),
-            &ctx,
-        )?;
-        Ok(canvas.into_damage())
+        let background = self.background.as_deref().map(Vec::as_slice);
+        let (w, h) = (meta.width, meta.height);
+        canvas::restore(rgba, background, w, &stale);
+        for (i, l) in layers.iter().enumerate().filter(|&(i, _)| redraw[i]) {
+            let pm = frame_pixmap(rgba, w, h, frame.0)?;
+            let mark = &mut self.marks[i];
+            mark.still = None;
+            let mut canvas = Canvas::new(pm, std::mem::take(&mut mark.bounds));
+            let drawn = draw_top_level(l, &mut canvas, &mut self.pool, t, &ctx);
+            mark.bounds = canvas.into_damage();
+            drawn?;
+            mark.still = render::still_at(l, t, scene.settles[i]);
+        }
+        Ok(())
     }
+
+    /// Records in `self.measured` where `l` draws at `t`, drawing nothing
+    /// into `rgba`.
+    fn measure(
+        &mut self,
+        l: &load::Layer,
+        rgba: &mut [u8],
+        t: f64,
+        ctx: &render::Ctx,
+    ) -> Result<(), CompositionError> {
+        let (w, h) = (self.scene.meta.width, self.scene.meta.height);
+        let pm = frame_pixmap(rgba, w, h, ctx.frame)?;
+        let mut canvas = Canvas::measuring(pm, std::mem::take(&mut self.measured));
+        let measured = draw_top_level(l, &mut canvas, &mut self.pool, t, ctx);
+        self.measured = canvas.into_damage();
+        measured
+    }
+}
+
+/// Draws one top-level layer at frame `t`.
+fn draw_top_level(
+    l: &load::Layer,
+    canvas: &mut Canvas<'_>,
+    pool: &mut [Pixmap],
+    t: f64,
+    ctx: &render::Ctx,
+) -> Result<(), CompositionError> {
+    render::draw_layers(
+        std::slice::from_ref(l),
+        canvas,
+        pool,
+        t,
+        Transform::identity(),
+        ctx,
+    )
+}
+
+/// `rgba` as a `w × h` pixmap.
+fn frame_pixmap(
+    rgba: &mut [u8],
+    w: u32,
+    h: u32,
+    frame: u64,
+) -> Result<PixmapMut<'_>, CompositionError> {
+    PixmapMut::from_bytes(rgba, w, h).ok_or_else(|| CompositionError::Render {
+        frame,
+        message: "frame buffer does not match the size".into(),
+    })
 }
 
 impl FrameRenderer for SceneRenderer {
     fn render_frame(&mut self, frame: FrameIndex, rgba: &mut [u8]) -> Result<(), CompositionError> {
         self.forget_previous();
-        let damage = self.render(frame, rgba, None)?;
-        self.spare = damage;
-        Ok(())
+        self.render(frame, rgba, false)
     }
 
-    /// Puts the background back only where the previous frame drew (the
-    /// same bytes as copying it whole, since everywhere else the buffer
-    /// still holds it), then draws.
+    /// Repaints only what changed since the previous frame drawn into the
+    /// same buffer: the background goes back where a changing layer drew
+    /// then or draws now (and under any layer that overlaps that region,
+    /// which is drawn again), then those layers are drawn. The same bytes
+    /// as a full render: everywhere else the buffer already holds them.
     fn render_frame_reusing(
         &mut self,
         frame: FrameIndex,
@@ -1128,19 +1216,14 @@ impl FrameRenderer for SceneRenderer {
     ) -> Result<(), CompositionError> {
         let buffer = (rgba.as_ptr() as usize, rgba.len());
         // Taken: an error below leaves nothing to trust.
-        let previous = self.previous.take().filter(|p| p.buffer == buffer);
-        let damage = self.render(frame, rgba, previous.as_ref().map(|p| &p.damage))?;
-        if let Some(p) = previous {
-            self.spare = p.damage;
-        }
-        self.previous = Some(Previous { buffer, damage });
+        let reuse = self.previous.take() == Some(buffer);
+        self.render(frame, rgba, reuse)?;
+        self.previous = Some(buffer);
         Ok(())
     }
 
     fn forget_previous(&mut self) {
-        if let Some(p) = self.previous.take() {
-            self.spare = p.damage;
-        }
+        self.previous = None;
     }
 }
 

@@ -112,67 +112,111 @@ pub fn layer_transform(l: &Layer, t: f64) -> Transform {
 /// Whether a layer looks the same on every frame in `0..duration`.
 pub fn is_static(l: &Layer, duration: u64) -> bool {
     let timing = l.in_frame == 0 && l.out_frame.is_none_or(|o| o >= duration);
-    if !l.visible {
-        return true;
-    }
-    let common = timing
-        && l.anchor.is_static()
-        && l.position.is_static()
-        && l.scale.is_static()
-        && l.rotation.is_static()
-        && l.opacity.is_static();
-    let paint_static = |p: &ShapePaint| {
-        p.fill.as_ref().is_none_or(|f| f.is_static())
-            && p.stroke
-                .as_ref()
-                .is_none_or(|(c, w)| c.is_static() && w.is_static())
+    !l.visible || (timing && settles_at(l) == Some(f64::NEG_INFINITY))
+}
+
+/// The layer time from which a layer, while it shows, draws the same
+/// pixels on every frame: the latest frame at which any of its properties
+/// settles (`-∞` when none ever changes), `None` when one keeps changing
+/// (a loop, a video, captions, animated text effects, a group whose
+/// content moves). [`is_static`] is the `-∞` case.
+pub fn settles_at(l: &Layer) -> Option<f64> {
+    let fill_stroke = |p: &ShapePaint| {
+        let fill = p
+            .fill
+            .as_ref()
+            .map_or(Some(f64::NEG_INFINITY), Anim::settles_at);
+        let stroke = p.stroke.as_ref().map_or(Some(f64::NEG_INFINITY), |(c, w)| {
+            latest([c.settles_at(), w.settles_at()])
+        });
+        latest([fill, stroke])
     };
-    let stops_static = |s: &[Stop]| s.iter().all(|s| s.color.is_static());
+    let size = |s: &Option<Anim<V2>>| s.as_ref().map_or(Some(f64::NEG_INFINITY), Anim::settles_at);
+    let stops = |s: &[Stop]| latest(s.iter().map(|s| s.color.settles_at()));
     let kind = match &l.kind {
-        Kind::Solid { color, size } => {
-            color.is_static() && size.as_ref().is_none_or(|s| s.is_static())
-        }
+        Kind::Solid { color, size: sz } => latest([color.settles_at(), size(sz)]),
         Kind::Linear {
             from,
             to,
-            stops,
-            size,
-        } => {
-            from.is_static()
-                && to.is_static()
-                && stops_static(stops)
-                && size.as_ref().is_none_or(|s| s.is_static())
-        }
+            stops: st,
+            size: sz,
+        } => latest([from.settles_at(), to.settles_at(), stops(st), size(sz)]),
         Kind::Radial {
             center,
             radius,
-            stops,
-            size,
-        } => {
-            center.is_static()
-                && radius.is_static()
-                && stops_static(stops)
-                && size.as_ref().is_none_or(|s| s.is_static())
-        }
+            stops: st,
+            size: sz,
+        } => latest([
+            center.settles_at(),
+            radius.settles_at(),
+            stops(st),
+            size(sz),
+        ]),
         Kind::Rect {
-            size,
+            size: sz,
             radius,
             paint,
-        } => size.is_static() && radius.is_static() && paint_static(paint),
-        Kind::Ellipse { size, paint } => size.is_static() && paint_static(paint),
-        Kind::Path { paint, .. } => paint_static(paint),
-        Kind::Text(t) => {
-            t.color.is_static() && t.captions.is_none() && super::text_fx::is_static(&t.fx)
+        } => latest([sz.settles_at(), radius.settles_at(), fill_stroke(paint)]),
+        Kind::Ellipse { size: sz, paint } => latest([sz.settles_at(), fill_stroke(paint)]),
+        Kind::Path { paint, .. } => fill_stroke(paint),
+        Kind::Text(t) if t.captions.is_none() && super::text_fx::is_static(&t.fx) => {
+            t.color.settles_at()
         }
-        Kind::Image(_) => true,
-        Kind::Video(_) => false,
+        Kind::Text(_) | Kind::Video(_) => None,
+        Kind::Image(_) => Some(f64::NEG_INFINITY),
         Kind::Group {
             layers,
             time_offset,
             ..
-        } => *time_offset <= 0 && layers.iter().all(|c| is_static(c, u64::MAX)),
+        } => (*time_offset <= 0 && layers.iter().all(|c| is_static(c, u64::MAX)))
+            .then_some(f64::NEG_INFINITY),
     };
-    common && kind
+    latest([
+        l.anchor.settles_at(),
+        l.position.settles_at(),
+        l.scale.settles_at(),
+        l.rotation.settles_at(),
+        l.opacity.settles_at(),
+        kind,
+    ])
+}
+
+/// The latest of some settling frames; `None` if any never settles.
+fn latest(frames: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    frames
+        .into_iter()
+        .try_fold(f64::NEG_INFINITY, |m, f| Some(m.max(f?)))
+}
+
+/// What a top-level layer draws at frame `t`, when that is what it draws
+/// on every frame in the same state: nothing (hidden, not in yet, out
+/// already) or its settled look ([`settles_at`], passed in as `settles`).
+/// `None` while it changes. Two frames with the same `Some` state draw
+/// exactly the same pixels for this layer.
+pub fn still_at(l: &Layer, t: f64, settles: Option<f64>) -> Option<Still> {
+    if !l.visible {
+        Some(Still::Hidden)
+    } else if t < l.in_frame as f64 {
+        Some(Still::NotIn)
+    } else if l.out_frame.is_some_and(|o| t >= o as f64) {
+        Some(Still::Out)
+    } else {
+        settles.filter(|s| t >= *s).map(|_| Still::Settled)
+    }
+}
+
+/// The states in which a layer draws the same on every frame
+/// ([`still_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Still {
+    /// Not visible: draws nothing.
+    Hidden,
+    /// Before its `in` frame: draws nothing.
+    NotIn,
+    /// At or after its `out` frame: draws nothing.
+    Out,
+    /// Showing, with every property past its last change.
+    Settled,
 }
 
 /// How many offscreen frames drawing `layers` may need at once: one per
@@ -523,7 +567,10 @@ fn copy_opaque(
     let (x0, x1, y0, y1) = (x0 as u32, x1 as u32, y0 as u32, y1 as u32);
     let src_w = pixmap.width() as usize * 4;
     let src = pixmap.data();
-    let (dst, dst_w) = pm.pixels_mut(PixelRect { x0, y0, x1, y1 });
+    let Some((dst, dst_w)) = pm.pixels_mut(PixelRect { x0, y0, x1, y1 }) else {
+        // Measured, not drawn.
+        return true;
+    };
     let (x0, x1, y0, y1) = (x0 as usize, x1 as usize, y0 as usize, y1 as usize);
     let len = (x1 - x0) * 4;
     for y in y0..y1 {

@@ -156,6 +156,37 @@ fn shapes_that_move_stroke_blend_and_leave_the_frame() {
 }
 
 #[test]
+fn layers_that_settle_are_kept_or_drawn_again_over_what_moves() {
+    // After the first dynamic layer nothing is background: the static and
+    // settled layers below are kept between frames, and drawn again
+    // wherever a moving layer passes under or over them.
+    let layers = json!([
+        {"type": "rect", "name": "Mover", "size": [16, 16], "fill": "#f59e0b",
+         "position": keys(json!([-16, 24]), json!([96, 24]))},
+        // Static, half transparent, across the mover's path: drawn again
+        // (over what the mover leaves) on every frame the mover touches it.
+        {"type": "rect", "name": "Glass", "size": [20, 40], "fill": "#ffffff80", "position": [38, 12]},
+        // Settles at frame 8 over the path, then kept.
+        {"type": "text", "name": "Label", "text": "Hi", "font": "DejaVu Sans", "weight": 700,
+         "font_size": 14, "color": "white", "size": [40, 16], "position": [30, 26],
+         "opacity": {"keyframes": [{"frame": 0, "value": 0}, {"frame": 8, "value": 1}]}},
+        // Blends with whatever is under it once it settles.
+        {"type": "solid", "name": "Tint", "color": "#80ff80", "size": [30, 10], "blend": "multiply",
+         "position": {"keyframes": [{"frame": 0, "value": [0, 0]}, {"frame": 4, "value": [50, 28]}]}},
+        // Settled far from everything: never drawn again.
+        {"type": "ellipse", "name": "Corner", "size": [8, 8], "fill": "#22c55e", "position": [86, 54]},
+        // Shows only on frames 10-15, over the path.
+        {"type": "rect", "name": "Flash", "size": [10, 30], "fill": "#e11d48", "position": [60, 10],
+         "in": 10, "out": 16},
+        // Moves over the static ones, then stops on them.
+        {"type": "ellipse", "name": "Lands", "size": [12, 12], "fill": "#0000ff",
+         "position": {"keyframes": [{"frame": 0, "value": [0, 50]}, {"frame": 14, "value": [40, 20]}]}}
+    ]);
+    check_layers("settled", layers.clone(), true, Props::new());
+    check_layers("settled, no background", layers, false, Props::new());
+}
+
+#[test]
 fn images_scaled_rotated_and_moved_by_whole_pixels() {
     let layers = json!([
         {"type": "image", "name": "Spin", "src": "badge.png", "size": [24, 24], "anchor": [12, 12],

@@ -132,7 +132,8 @@ struct Select {
 #[derive(Args, Debug)]
 struct Split {
     /// Split into at most this many chunks of equal length. Default: a few
-    /// per worker slot (3), none shorter than 2 seconds.
+    /// per worker slot (3), none shorter than 2 seconds, the same number
+    /// for every slot.
     #[arg(long, conflicts_with = "frames_per_chunk")]
     chunks: Option<u32>,
     /// Split into chunks of exactly this many frames (the last may be shorter).

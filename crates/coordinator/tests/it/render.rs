@@ -385,8 +385,8 @@ fn local_workers_and_remote_workers_give_the_same_file() {
 fn without_chunks_the_planner_chooses_from_the_slots_and_the_length() {
     // 30 s at 30 fps. Two workers of 2 slots: 3 chunks per slot, 12 chunks
     // of 75 frames; one of them: 6 chunks of 150. 96 frames at 29.97 on 4
-    // slots: 12 chunks would be 8 frames, under the 2-second minimum, so
-    // chunks of 60 frames.
+    // slots: 12 chunks would be 8 frames, under the 2-second minimum (60
+    // frames), and two would be 48, so one chunk of 96.
     const THIRTY_SECONDS: &str = r#"{"width":64,"height":36,"duration":900,"fps":"30"}"#;
     let workers = [start_worker(2), start_worker(2)];
     let dir = tempfile::tempdir().expect("tempdir");
@@ -413,7 +413,7 @@ fn without_chunks_the_planner_chooses_from_the_slots_and_the_length() {
         planned(THIRTY_SECONDS, &both[..1]),
         (Some(6), Some(150), 900)
     );
-    assert_eq!(planned(SMALL, &both), (Some(2), Some(60), 96));
+    assert_eq!(planned(SMALL, &both), (Some(1), Some(96), 96));
 }
 
 #[test]
