@@ -627,7 +627,10 @@ fn blit(
     let Some((x0, y0, x1, y1)) = blit.bound() else {
         return true;
     };
-    let (dst, stride) = pm.pixels_mut(PixelRect { x0, y0, x1, y1 });
+    let Some((dst, stride)) = pm.pixels_mut(PixelRect { x0, y0, x1, y1 }) else {
+        // Measured, not drawn.
+        return true;
+    };
     // The canvas's pixmap and the picture always match their sizes, so
     // the draw cannot refuse them; if it did, tiny-skia draws instead.
     blit.draw(pixmap.data(), dst, stride)
