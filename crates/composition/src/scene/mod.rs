@@ -31,6 +31,7 @@ mod anim;
 mod assets;
 mod audio;
 mod audio_file;
+pub mod blit;
 mod budget;
 pub(crate) mod canvas;
 mod captions;

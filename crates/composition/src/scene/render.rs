@@ -501,6 +501,9 @@ fn paint_picture(
     if exact && opaque && copy_opaque(pm, look, pixmap, full, (rx, ry, rw, rh)) {
         return;
     }
+    if look.blend == BlendMode::SourceOver && blit(pm, look, pixmap, [sx, sy, ox, oy], rect) {
+        return;
+    }
     let quality = if exact {
         FilterQuality::Nearest
     } else {
@@ -576,6 +579,61 @@ fn copy_opaque(
         dst[d..d + len].copy_from_slice(&src[s..s + len]);
     }
     true
+}
+
+/// Draws the picture with the integer sampler ([`super::blit`]): `fit` is
+/// the picture-to-layer scale and offset `[sx, sy, ox, oy]`, `rect` the part
+/// of the box drawn (layer space). Returns whether it drew: `false` leaves
+/// the draw to tiny-skia (a transform the sampler's fixed point cannot hold).
+fn blit(
+    pm: &mut Canvas<'_>,
+    look: &Look,
+    pixmap: tiny_skia::PixmapRef<'_>,
+    [sx, sy, ox, oy]: [f64; 4],
+    rect: Rect,
+) -> bool {
+    let (iw, ih) = (f64::from(pixmap.width()), f64::from(pixmap.height()));
+    // The rect in picture units; rounding may put it a hair outside.
+    let (l, t) = (f64::from(rect.left()), f64::from(rect.top()));
+    let (r, b) = (f64::from(rect.right()), f64::from(rect.bottom()));
+    let src = [
+        ((l - ox) / sx).clamp(0.0, iw),
+        ((t - oy) / sy).clamp(0.0, ih),
+        ((r - ox) / sx).clamp(0.0, iw),
+        ((b - oy) / sy).clamp(0.0, ih),
+    ];
+    // Layer to pixels after picture to layer, in f64.
+    let tf = look.tf;
+    let (a, c, e) = (f64::from(tf.sx), f64::from(tf.kx), f64::from(tf.tx));
+    let (bb, d, f) = (f64::from(tf.ky), f64::from(tf.sy), f64::from(tf.ty));
+    let to_pixels = [
+        a * sx,
+        bb * sx,
+        c * sy,
+        d * sy,
+        a * ox + c * oy + e,
+        bb * ox + d * oy + f,
+    ];
+    let size = (pm.width(), pm.height());
+    let Some(blit) = super::blit::Blit::new(
+        (pixmap.width(), pixmap.height()),
+        src,
+        to_pixels,
+        look.opacity,
+        size,
+    ) else {
+        return false;
+    };
+    let Some((x0, y0, x1, y1)) = blit.bound() else {
+        return true;
+    };
+    let Some((dst, stride)) = pm.pixels_mut(PixelRect { x0, y0, x1, y1 }) else {
+        // Measured, not drawn.
+        return true;
+    };
+    // The canvas's pixmap and the picture always match their sizes, so
+    // the draw cannot refuse them; if it did, tiny-skia draws instead.
+    blit.draw(pixmap.data(), dst, stride)
 }
 
 /// A group's children and the time they see.

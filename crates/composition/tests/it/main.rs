@@ -4,6 +4,7 @@
 
 mod audio;
 mod audio_files;
+mod blit;
 mod damage;
 mod errors;
 mod fuzz;
