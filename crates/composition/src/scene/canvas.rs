@@ -128,7 +128,7 @@ impl Damage {
     }
 
     /// Adds the pixels of `r` (in frame pixels; an empty rectangle adds
-    /// nothing). At most [`MAX_RECTS`] rectangles are kept: past that, `r`
+    /// nothing). At most 32 rectangles (`MAX_RECTS`) are kept: past that, `r`
     /// is merged into the last one.
     pub fn add_rect(&mut self, r: PixelRect) {
         if r.x0 < r.x1 && r.y0 < r.y1 {
