@@ -21,9 +21,10 @@ use tiny_skia::{LineCap, LineJoin, Transform};
 /// absorbs the difference between its `f32` transform and ours.
 pub const AA_MARGIN: f64 = 2.0;
 
-/// At most this many rectangles are kept per frame; more are merged into the
-/// last one (the draws of one layer come one after another, so merging
-/// neighbours keeps layers apart).
+/// At most this many rectangles are kept per frame; past that, a new one is
+/// merged into the rectangle it grows least (so a text's glyphs merge into
+/// their line, not into a box spanning the frame from the last draw to
+/// this one).
 pub const MAX_RECTS: usize = 32;
 
 /// A rectangle of pixels: columns `x0..x1`, rows `y0..y1`, never empty.
@@ -48,6 +49,10 @@ impl PixelRect {
             x1: self.x1.max(o.x1),
             y1: self.y1.max(o.y1),
         }
+    }
+
+    fn area(self) -> u64 {
+        u64::from(self.x1 - self.x0) * u64::from(self.y1 - self.y0)
     }
 
     fn overlaps(self, o: PixelRect) -> bool {
@@ -129,7 +134,7 @@ impl Damage {
 
     /// Adds the pixels of `r` (in frame pixels; an empty rectangle adds
     /// nothing). At most 32 rectangles (`MAX_RECTS`) are kept: past that, `r`
-    /// is merged into the last one.
+    /// is merged into the one it grows least.
     pub fn add_rect(&mut self, r: PixelRect) {
         if r.x0 < r.x1 && r.y0 < r.y1 {
             self.add(r);
@@ -137,13 +142,17 @@ impl Damage {
     }
 
     fn add(&mut self, r: PixelRect) {
-        if self.whole || self.rects.last().is_some_and(|l| l.contains(r)) {
+        if self.whole || self.rects.iter().any(|l| l.contains(r)) {
             return;
         }
-        let full = self.rects.len() >= MAX_RECTS;
-        match self.rects.last_mut() {
-            Some(last) if full => *last = last.union(r),
-            _ => self.rects.push(r),
+        if self.rects.len() < MAX_RECTS {
+            self.rects.push(r);
+            return;
+        }
+        // Full: the first of the rectangles that grow least takes it.
+        let growth = |l: &PixelRect| l.union(r).area() - l.area();
+        if let Some(l) = self.rects.iter_mut().min_by_key(|l| growth(l)) {
+            *l = l.union(r);
         }
     }
 
@@ -434,6 +443,21 @@ mod tests {
             d.rects()[MAX_RECTS - 1],
             rect(last, last, last + 4, last + 4)
         );
+        // Past the limit a rect joins the one it grows least, however
+        // far back: a draw far away does not stretch the last rect to it.
+        let mut far = Damage::default();
+        for i in 0..MAX_RECTS as u32 - 1 {
+            far.add(rect(2 * i, 0, 2 * i + 1, 1));
+        }
+        far.add(rect(1000, 500, 1010, 510));
+        far.add(rect(0, 2, 1, 3));
+        assert_eq!(far.rects()[0], rect(0, 0, 1, 3));
+        assert_eq!(far.rects()[MAX_RECTS - 1], rect(1000, 500, 1010, 510));
+        // Inside any kept rect: nothing to add.
+        far.add(rect(0, 1, 1, 2));
+        far.add(rect(1002, 502, 1003, 503));
+        assert_eq!(far.rects()[1], rect(2, 0, 3, 1));
+        assert_eq!(far.rects().len(), MAX_RECTS);
         // A rect inside the last one adds nothing.
         d.add(rect(last + 1, last + 1, last + 2, last + 2));
         assert_eq!(d.rects().len(), MAX_RECTS);
