@@ -141,9 +141,21 @@ impl Damage {
         }
     }
 
-    fn add(&mut self, r: PixelRect) {
+    fn add(&mut self, mut r: PixelRect) {
         if self.whole || self.rects.iter().any(|l| l.contains(r)) {
             return;
+        }
+        // A rectangle that overlaps another so much that their bounding box
+        // is no bigger than the two apart becomes that box: a layer's
+        // bounds on successive frames overlap almost wholly, and whoever
+        // walks the rectangles (the restore, the YUV conversion) would
+        // otherwise do the overlap twice.
+        while let Some(i) = self
+            .rects
+            .iter()
+            .position(|l| l.union(r).area() <= l.area() + r.area())
+        {
+            r = self.rects.swap_remove(i).union(r);
         }
         if self.rects.len() < MAX_RECTS {
             self.rects.push(r);
@@ -443,6 +455,14 @@ mod tests {
             d.rects()[MAX_RECTS - 1],
             rect(last, last, last + 4, last + 4)
         );
+        // Rects that overlap so much that their box is no bigger than the
+        // two apart become the box; others stay apart.
+        let mut near = Damage::default();
+        near.add(rect(10, 10, 20, 20));
+        near.add(rect(11, 9, 21, 19));
+        assert_eq!(near.rects(), [rect(10, 9, 21, 20)]);
+        near.add(rect(19, 19, 30, 30));
+        assert_eq!(near.rects().len(), 2);
         // Past the limit a rect joins the one it grows least, however
         // far back: a draw far away does not stretch the last rect to it.
         let mut far = Damage::default();
