@@ -73,22 +73,11 @@ impl YuvPool {
     /// Records that a render changed the input inside `changed`; call it
     /// after every render into the converter's input.
     pub(crate) fn record(&mut self, changed: &Damage) {
+        // Consecutive renders often report the same rectangles (a layer's
+        // bound is put back, then drawn again): `extend` keeps one of each,
+        // and merges those that overlap almost wholly.
         for s in &mut self.stale {
-            if changed.is_whole() || s.is_whole() {
-                s.extend(changed);
-                continue;
-            }
-            // Consecutive renders often report the same rectangles (a
-            // layer's bound is put back, then drawn again): converting
-            // them once is enough.
-            for r in changed.rects() {
-                let inside = |o: &composition::PixelRect| {
-                    o.x0 <= r.x0 && o.y0 <= r.y0 && o.x1 >= r.x1 && o.y1 >= r.y1
-                };
-                if !s.rects().iter().any(inside) {
-                    s.add_rect(*r);
-                }
-            }
+            s.extend(changed);
         }
     }
 
