@@ -1135,7 +1135,10 @@ impl SceneRenderer {
             }
             for i in (0..layers.len()).filter(|&i| redraw[i]) {
                 stale.extend(&self.marks[i].bounds);
-                if kept {
+                // Once the whole frame is repainted (a composited group's
+                // bound is the frame), where a layer draws no longer
+                // matters: measuring would draw its offscreen layers twice.
+                if kept && !stale.is_whole() {
                     // Where it is about to draw: layers kept there are
                     // drawn again over it.
                     self.measure(&layers[i], rgba, t, &ctx)?;
