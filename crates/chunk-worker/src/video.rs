@@ -878,21 +878,8 @@ mod tests {
         assert_ne!(convert(63, 102, 240, Matrix::Bt601, false), red709);
     }
 
-    /// Pseudo-random bytes (xorshift), every value reachable.
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect()
-    }
-
     /// Makes `n` samples of a test plane from a seed.
-    type Input = fn(usize, u64) -> Vec<u8>;
+    type Input = fn(usize, u32) -> Vec<u8>;
 
     #[test]
     fn every_instruction_set_gives_the_same_bytes() {
@@ -915,12 +902,12 @@ mod tests {
                         ("alternating", |n, _| {
                             (0..n).map(|i| (i % 2) as u8 * 255).collect()
                         }),
-                        ("noise", noise),
+                        ("noise", testkit::noise),
                     ];
                     for (name, input) in inputs {
                         let (y, u, v) = (input(w * h, 1), input(cw * ch, 2), input(cw * ch, 3));
                         // With and without an alpha plane (premultiplied after).
-                        let a = noise(w * h, 4);
+                        let a = testkit::noise(w * h, 4);
                         for alpha in [false, true] {
                             let mut planes = vec![(&y[..], w), (&u[..], cw), (&v[..], cw)];
                             if alpha {

@@ -297,3 +297,18 @@ impl Drop for WorkerProcess {
         }
     }
 }
+
+/// `n` bytes from a small deterministic generator (xorshift32 seeded by
+/// `seed`): the same bytes on every machine, for pictures and planes tests
+/// compare or hash.
+pub fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}

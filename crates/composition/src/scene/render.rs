@@ -742,18 +742,7 @@ fn fill_shader(
 mod tests {
     use super::*;
 
-    /// Bytes from a small deterministic generator.
-    fn noise(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use testkit::noise;
 
     #[test]
     fn copying_an_opaque_picture_gives_the_bytes_of_the_filtered_draw() {

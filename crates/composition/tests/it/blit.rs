@@ -4,22 +4,10 @@
 
 use composition::scene::blit::{Blit, Kernel};
 use sha2::{Digest, Sha256};
+use testkit::noise;
 use tiny_skia::{
     FilterQuality, IntSize, Paint, Pattern, Pixmap, PixmapRef, Rect, SpreadMode, Transform,
 };
-
-/// Bytes from a small deterministic generator.
-fn noise(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// A `w`×`h` premultiplied picture: smooth colour ramps with noise, and
 /// when `alpha` an alpha that varies from transparent to opaque.
