@@ -325,8 +325,18 @@ async fn after_the_grace_period_in_flight_chunks_are_cancelled_and_cleaned() {
             Err(status) => break status,
         }
     };
-    assert_eq!(err.code(), Code::Cancelled, "{err:?}");
     let status = w.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "log:\n{}", w.log());
+    let log = w.log();
+    // The chunk ends in `CANCELLED`. Once (in CI, never in 200 runs here
+    // under load) the client saw the connection close before that status
+    // arrived: `Unknown`, "stream closed because of a broken pipe". A
+    // coordinator retries either way; what the worker did is in its log.
+    let closed_early = err.code() == Code::Unknown && format!("{err:?}").contains("broken pipe");
+    assert!(
+        err.code() == Code::Cancelled || closed_early,
+        "{err:?}\nlog:\n{log}"
+    );
+    assert!(log.contains("chunk cancelled"), "log:\n{log}");
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert_eq!(kit::files_in(&out), Vec::<String>::new());
 }
