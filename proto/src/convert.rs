@@ -383,6 +383,10 @@ pub struct WireChunkRequest {
     pub request: ChunkRequest,
     /// The renderer the caller's cache keys assume, if it says.
     pub renderer: Option<RendererVersion>,
+    /// Deliver the PCM as soon as it is complete and announce it
+    /// ([`ChunkEvent::Audio`]) before the result, while frames still render
+    /// (inline and directory targets; see the proto's `audio_first`).
+    pub audio_first: bool,
 }
 
 impl TryFrom<pb::RenderChunkRequest> for WireChunkRequest {
@@ -476,6 +480,7 @@ impl TryFrom<pb::RenderChunkRequest> for WireChunkRequest {
                 },
             },
             renderer: r.renderer.map(RendererVersion::from),
+            audio_first: r.audio_first,
         })
     }
 }
@@ -501,6 +506,7 @@ impl From<&WireChunkRequest> for pb::RenderChunkRequest {
             output: Some((&r.target).into()),
             renderer: w.renderer.as_ref().map(Into::into),
             frames_to: frame_sink_to_wire(&r.frames_to),
+            audio_first: w.audio_first,
         }
     }
 }
@@ -689,16 +695,7 @@ impl TryFrom<pb::ChunkResult> for ChunkReport {
             .artifacts
             .into_iter()
             .enumerate()
-            .map(|(i, a)| {
-                let field = |f: &str| format!("result.artifacts[{i}].{f}");
-                Ok(DeliveredArtifact {
-                    kind: artifact_kind(&field("kind"), a.kind)?,
-                    location: (!a.location.is_empty()).then_some(a.location),
-                    sha256: ContentHash::parse_lower_hex(&a.sha256)
-                        .map_err(|e| FieldError::new(field("sha256"), e.to_string()))?,
-                    size: a.size,
-                })
-            })
+            .map(|(i, a)| delivered_artifact(&format!("result.artifacts[{i}]"), a))
             .collect::<Result<Vec<_>, FieldError>>()?;
         Ok(ChunkReport {
             chunk_index: r.chunk_index,
@@ -718,17 +715,31 @@ impl From<&ChunkReport> for pb::ChunkResult {
             frame_count: r.frame_count,
             sample_count: r.sample_count,
             pcm_format: pb::PcmFormat::from(r.pcm_format).into(),
-            artifacts: r
-                .artifacts
-                .iter()
-                .map(|a| pb::Artifact {
-                    kind: pb::ArtifactKind::from(a.kind).into(),
-                    location: a.location.clone().unwrap_or_default(),
-                    sha256: a.sha256.to_hex(),
-                    size: a.size,
-                })
-                .collect(),
+            artifacts: r.artifacts.iter().map(pb::Artifact::from).collect(),
             timings: Some((&r.timings).into()),
+        }
+    }
+}
+
+/// A delivered artifact from the wire; errors name `field` (the artifact's
+/// place in its message).
+fn delivered_artifact(field: &str, a: pb::Artifact) -> Result<DeliveredArtifact, FieldError> {
+    Ok(DeliveredArtifact {
+        kind: artifact_kind(&format!("{field}.kind"), a.kind)?,
+        location: (!a.location.is_empty()).then_some(a.location),
+        sha256: ContentHash::parse_lower_hex(&a.sha256)
+            .map_err(|e| FieldError::new(format!("{field}.sha256"), e.to_string()))?,
+        size: a.size,
+    })
+}
+
+impl From<&DeliveredArtifact> for pb::Artifact {
+    fn from(a: &DeliveredArtifact) -> Self {
+        pb::Artifact {
+            kind: pb::ArtifactKind::from(a.kind).into(),
+            location: a.location.clone().unwrap_or_default(),
+            sha256: a.sha256.to_hex(),
+            size: a.size,
         }
     }
 }
@@ -759,6 +770,16 @@ impl TryFrom<pb::RenderChunkEvent> for ChunkEvent {
                 bytes: d.data,
             }),
             Event::Result(r) => Ok(ChunkEvent::Result(r.try_into()?)),
+            Event::Audio(a) => {
+                let a = delivered_artifact("audio", a)?;
+                if a.kind != ArtifactKind::AudioPcm {
+                    return Err(FieldError::new(
+                        "audio.kind",
+                        format!("{:?} announced as the chunk's audio", a.kind),
+                    ));
+                }
+                Ok(ChunkEvent::Audio(a))
+            }
         }
     }
 }
@@ -779,6 +800,7 @@ impl From<ChunkEvent> for pb::RenderChunkEvent {
                     data: bytes,
                 }),
                 ChunkEvent::Result(r) => Event::Result((&r).into()),
+                ChunkEvent::Audio(a) => Event::Audio((&a).into()),
             }),
         }
     }

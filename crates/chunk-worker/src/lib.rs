@@ -83,7 +83,8 @@ pub use limits::{
     chunk_memory, default_max_memory,
 };
 pub use pipeline::{
-    AUDIO_BLOCK_SAMPLES, ArtifactFile, ChunkResult, ProgressSink, RENDER_QUEUE_DEPTH, render_chunk,
+    AUDIO_BLOCK_SAMPLES, ArtifactFile, AudioSink, ChunkResult, ProgressSink, RENDER_QUEUE_DEPTH,
+    render_chunk, render_chunk_audio_first,
 };
 pub use yuv_pool::YUV_FRAMES_PER_THREAD;
 // The request types a caller of `render_chunk` builds, from the pure `spec`

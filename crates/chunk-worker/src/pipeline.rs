@@ -62,6 +62,13 @@ const FILE_BUFFER_BYTES: usize = 1 << 20;
 /// after every frame).
 pub type ProgressSink<'a> = dyn Fn(ChunkProgress) + Send + Sync + 'a;
 
+/// Receives a chunk's PCM the moment it is complete and has its final name
+/// (once, from the audio thread, while frames may still render).
+pub type AudioSink<'a> = dyn Fn(&ArtifactFile) + Send + Sync + 'a;
+
+/// Called by the audio thread with the finished PCM's digest.
+type AudioDone<'a> = dyn Fn(Digested) -> Result<(), WorkerError> + Sync + 'a;
+
 /// One artifact file and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactFile {
@@ -160,6 +167,24 @@ pub fn render_chunk(
     progress: &ProgressSink<'_>,
     cancel: &CancellationToken,
 ) -> Result<ChunkResult, WorkerError> {
+    render_chunk_audio_first(config, request, progress, None, cancel)
+}
+
+/// [`render_chunk`]; with `audio_ready`, the PCM gets its final name as
+/// soon as it is complete and `audio_ready` is called with it while the
+/// frames still render, so a caller can encode the audio meanwhile. An
+/// error after that leaves the PCM behind (complete, with the bytes a
+/// retry writes again), never the video.
+///
+/// # Errors
+/// As [`render_chunk`].
+pub fn render_chunk_audio_first(
+    config: &WorkerConfig,
+    request: &ChunkRequest,
+    progress: &ProgressSink<'_>,
+    audio_ready: Option<&AudioSink<'_>>,
+    cancel: &CancellationToken,
+) -> Result<ChunkResult, WorkerError> {
     let started = Instant::now();
     let dir = match &request.target {
         ArtifactTarget::Directory(d) => d.clone(),
@@ -196,6 +221,18 @@ pub fn render_chunk(
 
     let (ts_name, pcm_name) = ChunkRequest::artifact_names(span.index, request.video.codec);
     let pcm_tmp = temp_artifact(&dir, &pcm_name)?;
+    let pcm_at = pcm_tmp.to_path_buf();
+    let pcm_dest = dir.join(&pcm_name);
+    // Taken by the audio thread when it names the PCM early.
+    let pcm_slot = std::sync::Mutex::new(Some(pcm_tmp));
+    let name_early = |(sha256, size): Digested| {
+        let tmp = pcm_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(tmp), Some(ready)) = (tmp, audio_ready) {
+            let path = persist(tmp, pcm_dest.clone())?;
+            ready(&ArtifactFile { path, sha256, size });
+        }
+        Ok(())
+    };
     let (frames_out, ts_tmp, images_dir) = frames_out(request, &meta, &dir, &ts_name)?;
     let job = Job {
         prepared: prepared.as_ref(),
@@ -205,10 +242,11 @@ pub fn render_chunk(
         output_fps,
         render_threads: config.render_threads.max(1),
         progress,
+        audio_done: audio_ready.map(|_| &name_early as &AudioDone<'_>),
         stop: cancel.child_token(),
         counters: Counters::default(),
     };
-    let (video, audio) = job.run(&frames_out, &pcm_tmp)?;
+    let (video, audio) = job.run(&frames_out, &pcm_at)?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }
@@ -220,7 +258,11 @@ pub fn render_chunk(
         }),
         _ => None,
     };
-    let pcm_path = persist(pcm_tmp, dir.join(&pcm_name))?;
+    let pcm_tmp = pcm_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let pcm_path = match pcm_tmp {
+        Some(tmp) => persist(tmp, pcm_dest.clone())?,
+        None => pcm_dest.clone(),
+    };
     let c = &job.counters;
     let timings = StageTimings {
         render: nanos(&c.render_ns),
@@ -369,6 +411,8 @@ struct Job<'a> {
     output_fps: Fps,
     render_threads: usize,
     progress: &'a ProgressSink<'a>,
+    /// Called by the audio thread once the PCM is complete.
+    audio_done: Option<&'a AudioDone<'a>>,
     /// Cancelled by the caller or by the first stage that fails, so the
     /// others stop promptly.
     stop: CancellationToken,
@@ -462,7 +506,15 @@ impl Job<'_> {
                 });
             let audio = std::thread::Builder::new()
                 .name("audio".into())
-                .spawn_scoped(s, move || self.stage(|| self.audio_stage(pcm)));
+                .spawn_scoped(s, move || {
+                    self.stage(|| {
+                        let digest = self.audio_stage(pcm)?;
+                        if let Some(done) = self.audio_done {
+                            done(digest)?;
+                        }
+                        Ok(digest)
+                    })
+                });
 
             fn join<T>(
                 h: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<T, WorkerError>>>,

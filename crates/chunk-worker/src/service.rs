@@ -46,7 +46,7 @@ use crate::access::{AllowedPaths, check_token};
 use crate::limits::{MIN_MAX_MEMORY, MemoryPool, default_max_memory};
 use crate::pipeline::{ArtifactFile, ChunkResult};
 use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
-use crate::{WorkerConfig, WorkerError, render_chunk, to_status};
+use crate::{WorkerConfig, WorkerError, render_chunk_audio_first, to_status};
 use storage::Stores;
 
 /// How often progress is streamed while a chunk renders (the contract asks
@@ -671,6 +671,15 @@ fn report(r: &ChunkResult, delivered: &Delivered) -> ChunkReport {
     }
 }
 
+/// A chunk request a worker took, with the slot it holds.
+struct Admitted {
+    request: ChunkRequest,
+    /// Deliver the PCM before the frames are done (the wire's
+    /// `audio_first`).
+    audio_first: bool,
+    permit: OwnedSemaphorePermit,
+}
+
 impl Inner {
     /// Stops taking chunks (health says `NOT_SERVING`), lets in-flight
     /// chunks finish within `grace`, then cancels them and settles the
@@ -709,16 +718,14 @@ impl Inner {
     }
 
     /// Checks a request and takes a slot for it, or says why not.
-    fn admit(
-        &self,
-        wire: pb::RenderChunkRequest,
-    ) -> Result<(ChunkRequest, OwnedSemaphorePermit), WorkerError> {
+    fn admit(&self, wire: pb::RenderChunkRequest) -> Result<Admitted, WorkerError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(WorkerError::Draining);
         }
         let WireChunkRequest {
             mut request,
             renderer,
+            audio_first,
         } = WireChunkRequest::try_from(wire)?;
         check_renderer(renderer.as_ref(), request.video.codec)?;
         can_open(&self.worker, &request.source)?;
@@ -731,17 +738,20 @@ impl Inner {
                 slots: self.slot_count,
             }
         })?;
-        Ok((request, permit))
+        Ok(Admitted {
+            request,
+            audio_first,
+            permit,
+        })
     }
 
     /// Renders one chunk and streams its events; owns the slot until done.
-    async fn run_chunk(
-        self: Arc<Self>,
-        mut request: ChunkRequest,
-        permit: OwnedSemaphorePermit,
-        tx: mpsc::Sender<EventResult>,
-    ) {
-        let _permit = permit;
+    async fn run_chunk(self: Arc<Self>, admitted: Admitted, tx: mpsc::Sender<EventResult>) {
+        let Admitted {
+            mut request,
+            audio_first,
+            permit: _permit,
+        } = admitted;
         let started = Instant::now();
         let cancel = self.cancel_all.child_token();
         // Inline and uploaded artifacts are rendered into a private scratch
@@ -759,7 +769,14 @@ impl Inner {
             ArtifactTarget::Directory(_) => None,
         };
         let outcome = self
-            .render_and_deliver(request.clone(), &delivery, &cancel, &tx, started)
+            .render_and_deliver(
+                request.clone(),
+                &delivery,
+                audio_first,
+                &cancel,
+                &tx,
+                started,
+            )
             .await;
         if let Some(dir) = &scratch_dir {
             let _ = tokio::fs::remove_dir_all(dir).await;
@@ -791,6 +808,7 @@ impl Inner {
         &self,
         mut request: ChunkRequest,
         delivery: &ArtifactTarget,
+        audio_first: bool,
         cancel: &CancellationToken,
         tx: &mpsc::Sender<EventResult>,
         started: Instant,
@@ -823,6 +841,9 @@ impl Inner {
         let req = request.clone();
         let token = cancel.clone();
         let (memory, max_memory) = (self.memory.clone(), self.max_memory);
+        // Uploads deliver both artifacts at the end.
+        let audio_first = audio_first && !matches!(delivery, ArtifactTarget::Storage(_));
+        let (audio_tx, mut audio_rx) = mpsc::unbounded_channel::<ArtifactFile>();
         // The blocking thread logs in the chunk's span too.
         let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || {
@@ -836,12 +857,18 @@ impl Inner {
                     *s = p;
                 }
             };
-            render_chunk(&worker, &req, &sink, &token)
+            let ready = move |f: &ArtifactFile| {
+                let _ = audio_tx.send(f.clone());
+            };
+            let ready = audio_first.then_some(&ready as &crate::AudioSink<'_>);
+            render_chunk_audio_first(&worker, &req, &sink, ready, &token)
         });
-        let rendered = report_while(handle, &state, tx, cancel, WhenGone::Finish)
-            .await
-            .ok_or(WorkerError::Cancelled { chunk })?;
+        let render = report_while(handle, &state, tx, cancel, WhenGone::Finish);
+        let early = self.deliver_audio_early(&mut audio_rx, delivery, tx, cancel, chunk);
+        let (rendered, audio_delivered) = tokio::join!(render, early);
+        let rendered = rendered.ok_or(WorkerError::Cancelled { chunk })?;
         let mut result = rendered.map_err(|_| WorkerError::Panicked { stage: "render" })??;
+        let audio_delivered = audio_delivered?;
         let deliver = Instant::now();
         if let (FrameSink::Images(sequence), Some(dir)) = (&request.frames_to, &result.images_dir)
             && let ImageTarget::Storage(prefix) = &sequence.target
@@ -854,7 +881,8 @@ impl Inner {
         let delivered = match delivery {
             ArtifactTarget::Inline => {
                 let video = result.video.iter().map(|v| (ArtifactKind::VideoTs, v));
-                for (kind, file) in video.chain([(ArtifactKind::AudioPcm, &result.audio)]) {
+                let audio = (!audio_delivered).then_some((ArtifactKind::AudioPcm, &result.audio));
+                for (kind, file) in video.chain(audio) {
                     self.stream_file(kind, &file.path, tx, cancel, chunk)
                         .await?;
                 }
@@ -879,6 +907,41 @@ impl Inner {
             "chunk delivered"
         );
         Ok(report(&result, &delivered))
+    }
+
+    /// Waits for the render's PCM to be complete (`ready`), then delivers it
+    /// ahead of the frames: streams it for an inline target, and announces
+    /// it ([`ChunkEvent::Audio`]). Returns whether it did: `false` when the
+    /// render ended without announcing its PCM.
+    async fn deliver_audio_early(
+        &self,
+        ready: &mut mpsc::UnboundedReceiver<ArtifactFile>,
+        delivery: &ArtifactTarget,
+        tx: &mpsc::Sender<EventResult>,
+        cancel: &CancellationToken,
+        chunk: u32,
+    ) -> Result<bool, WorkerError> {
+        let Some(file) = ready.recv().await else {
+            return Ok(false);
+        };
+        let location = match delivery {
+            ArtifactTarget::Inline => {
+                self.stream_file(ArtifactKind::AudioPcm, &file.path, tx, cancel, chunk)
+                    .await?;
+                None
+            }
+            _ => Some(file.path.to_string_lossy().into_owned()),
+        };
+        let event = ChunkEvent::Audio(DeliveredArtifact {
+            kind: ArtifactKind::AudioPcm,
+            location,
+            sha256: file.sha256,
+            size: file.size,
+        });
+        tx.send(Ok(event.into()))
+            .await
+            .map_err(|_| WorkerError::Cancelled { chunk })?;
+        Ok(true)
     }
 
     /// Uploads both artifacts (at once) under `prefix`; returns their URLs
@@ -1057,7 +1120,7 @@ impl ChunkWorker for Service {
     ) -> Result<Response<Self::RenderChunkStream>, Status> {
         let inner = &self.inner;
         let span = chunk_span(&request);
-        let (request, permit) = span
+        let admitted = span
             .in_scope(|| inner.admit(request.into_inner()))
             .map_err(|e| {
                 inner.metrics.refused(&e);
@@ -1066,18 +1129,16 @@ impl ChunkWorker for Service {
         inner.metrics.started();
         span.in_scope(|| {
             tracing::info!(
-                composition = %spec::quote(&request.composition_id),
-                frames = %request.span.frames,
+                composition = %spec::quote(&admitted.request.composition_id),
+                frames = %admitted.request.span.frames,
+                audio_first = admitted.audio_first,
                 "chunk accepted"
             )
         });
         let (tx, rx) = mpsc::channel(EVENT_QUEUE_DEPTH);
-        inner.tracker.spawn(
-            inner
-                .clone()
-                .run_chunk(request, permit, tx)
-                .instrument(span),
-        );
+        inner
+            .tracker
+            .spawn(inner.clone().run_chunk(admitted, tx).instrument(span));
         Ok(Response::new(ChunkEvents {
             events: ReceiverStream::new(rx),
             _delivering: inner.tracker.token(),

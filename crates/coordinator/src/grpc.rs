@@ -305,7 +305,12 @@ pub struct GrpcRunner {
     targets: HashMap<u32, ChunkTarget>,
     access: WorkerAccess,
     channels: Mutex<HashMap<String, Channel>>,
+    audio_ready: Option<AudioReady>,
 }
+
+/// Receives a chunk's PCM (its index, the checked file in place) as soon as
+/// it arrived, before the chunk's frames are done.
+pub type AudioReady = Arc<dyn Fn(u32, &LocalArtifact) + Send + Sync>;
 
 impl GrpcRunner {
     /// A runner sending `template` (everything but the chunk's own span and
@@ -324,7 +329,19 @@ impl GrpcRunner {
             targets,
             access,
             channels: Mutex::default(),
+            audio_ready: None,
         }
+    }
+
+    /// Asks workers to deliver each chunk's PCM before its frames (inline
+    /// and shared-directory targets; uploads deliver both at the end) and
+    /// hands it to `ready` on arrival, so the audio can be encoded while the
+    /// frames render. An attempt that fails later may have handed its PCM
+    /// over already: a retry's PCM is the same file, by name and bytes.
+    #[must_use]
+    pub fn with_audio_first(mut self, ready: AudioReady) -> Self {
+        self.audio_ready = Some(ready);
+        self
     }
 
     fn channel(&self, address: &str) -> Result<Channel, AttemptError> {
@@ -524,6 +541,7 @@ impl ChunkRunner for GrpcRunner {
         let renderer = self.renderer.clone();
         let token = self.access.token.clone();
         let address = worker.address.clone();
+        let audio_ready = self.audio_ready.clone();
         let attempt_id = montage_proto::attempt_id(&request.job_id, chunk.index().0, attempt);
         tracing::Span::current().record("attempt_id", attempt_id.as_str());
         Box::pin(async move {
@@ -541,7 +559,12 @@ impl ChunkRunner for GrpcRunner {
                 .frames_to
                 .has_video_artifact()
                 .then_some(request.video.codec);
-            let wire = pb::RenderChunkRequest::from(&WireChunkRequest { request, renderer });
+            let audio_first = audio_ready.is_some() && !matches!(target, ChunkTarget::Store { .. });
+            let wire = pb::RenderChunkRequest::from(&WireChunkRequest {
+                request,
+                renderer,
+                audio_first,
+            });
             let mut client =
                 ChunkWorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
             let mut req = tonic::Request::new(wire);
@@ -556,9 +579,10 @@ impl ChunkRunner for GrpcRunner {
                     .into_inner();
                 tracing::info!("chunk accepted by the worker");
                 let tag = format!("chunk-{:06}.attempt-{attempt}", chunk.index().0);
-                Receiver::new(chunk.index().0, &target, tag, &progress, &address, codec)
-                    .receive(stream)
-                    .await
+                let mut receiver =
+                    Receiver::new(chunk.index().0, &target, tag, &progress, &address, codec);
+                receiver.audio_ready = audio_ready.as_ref();
+                receiver.receive(stream).await
             };
             tokio::select! {
                 r = call => r,
@@ -582,6 +606,10 @@ struct Receiver<'a> {
     /// The video codec: it decides the video artifact's file name; `None`
     /// when the chunk has no video artifact.
     codec: Option<spec::VideoCodec>,
+    /// Where PCM delivered before the frames goes.
+    audio_ready: Option<&'a AudioReady>,
+    /// The PCM the worker delivered before its frames, in place.
+    early_audio: Option<LocalArtifact>,
 }
 
 impl<'a> Receiver<'a> {
@@ -602,6 +630,8 @@ impl<'a> Receiver<'a> {
             video: None,
             audio: None,
             codec,
+            audio_ready: None,
+            early_audio: None,
         }
     }
 
@@ -635,20 +665,46 @@ impl<'a> Receiver<'a> {
                 } => self
                     .piece(kind, offset, &bytes)
                     .map_err(|m| AttemptError::new(FailureKind::Transient, m))?,
+                ChunkEvent::Audio(a) => self
+                    .audio_first(&a)
+                    .map_err(|m| AttemptError::new(FailureKind::Transient, m))?,
                 ChunkEvent::Result(r) => {
-                    return finish(
-                        r,
-                        self.index,
-                        self.codec,
-                        self.target,
-                        self.video,
-                        self.audio,
-                        self.progress,
-                    )
-                    .await;
+                    let parts = Parts {
+                        video: self.video,
+                        audio: self.audio,
+                        early_audio: self.early_audio,
+                    };
+                    return finish(r, self.index, self.codec, self.target, parts, self.progress)
+                        .await;
                 }
             }
         }
+    }
+
+    /// The chunk's PCM, complete before its frames: checked and put in
+    /// place as at the end, then handed on.
+    fn audio_first(&mut self, artifact: &DeliveredArtifact) -> Result<(), String> {
+        if self.early_audio.is_some() {
+            return Err("the worker announced its audio twice".into());
+        }
+        let shared = match self.target {
+            ChunkTarget::Inline(_) => false,
+            ChunkTarget::SharedDir(_) => true,
+            ChunkTarget::Store { .. } => {
+                return Err("the worker announced its audio early for an upload".into());
+            }
+        };
+        let (_, path) = artifact_paths(
+            self.target.dir(),
+            self.index,
+            self.codec.unwrap_or_default(),
+        );
+        let local = in_place(self.audio.take(), artifact, &path, shared)?;
+        if let Some(ready) = self.audio_ready {
+            ready(self.index, &local);
+        }
+        self.early_audio = Some(local);
+        Ok(())
     }
 
     /// Writes one inline artifact piece.
@@ -752,13 +808,49 @@ async fn download(
     })
 }
 
+/// What an attempt received before its result: inline pieces, and the PCM
+/// delivered before the frames.
+struct Parts {
+    video: Option<PartFile>,
+    audio: Option<PartFile>,
+    early_audio: Option<LocalArtifact>,
+}
+
+/// An artifact in place at `path`: the inline pieces received (`part`)
+/// checked and renamed there, or an empty artifact created, or, when the
+/// worker writes into the coordinator's directory (`shared`), the file it
+/// wrote there.
+fn in_place(
+    part: Option<PartFile>,
+    artifact: &DeliveredArtifact,
+    path: &Path,
+    shared: bool,
+) -> Result<LocalArtifact, String> {
+    match part {
+        Some(part) => part.commit(artifact, path),
+        // An empty artifact sends no bytes.
+        None if artifact.size == 0 && artifact.location.is_none() => {
+            File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(LocalArtifact {
+                path: path.to_path_buf(),
+                sha256: artifact.sha256,
+                size: 0,
+            })
+        }
+        None if shared => written_by_worker(artifact, path),
+        None => Err(format!(
+            "the worker sent no {:?} bytes for an inline target",
+            artifact.kind
+        )),
+    }
+}
+
 async fn finish(
     result: ChunkReport,
     index: u32,
     codec: Option<spec::VideoCodec>,
     target: &ChunkTarget,
-    video: Option<PartFile>,
-    audio: Option<PartFile>,
+    parts: Parts,
     progress: &mpsc::Sender<ChunkProgress>,
 ) -> Result<ChunkFiles, AttemptError> {
     let bad = |m: String| AttemptError::new(FailureKind::Transient, m);
@@ -778,6 +870,18 @@ async fn finish(
         (_, artifact) => artifact,
     };
     let audio_artifact = result.artifact(ArtifactKind::AudioPcm);
+    let Parts {
+        video,
+        audio,
+        early_audio,
+    } = parts;
+    if let Some(early) = &early_audio
+        && audio_artifact.is_none_or(|a| a.sha256 != early.sha256 || a.size != early.size)
+    {
+        return Err(bad(
+            "the worker's result lists other audio than it delivered first".into(),
+        ));
+    }
     let (video, audio) = match target {
         ChunkTarget::Store { store, prefix, dir } => {
             let video = match video_artifact {
@@ -801,32 +905,14 @@ async fn finish(
         ChunkTarget::Inline(dir) | ChunkTarget::SharedDir(dir) => {
             let (video_path, audio_path) = artifact_paths(dir, index, codec.unwrap_or_default());
             let shared = matches!(target, ChunkTarget::SharedDir(_));
-            let local = |part: Option<PartFile>, artifact: &DeliveredArtifact, path: &Path| {
-                match part {
-                    Some(part) => part.commit(artifact, path),
-                    // An empty artifact sends no bytes.
-                    None if artifact.size == 0 && artifact.location.is_none() => {
-                        File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                        Ok(LocalArtifact {
-                            path: path.to_path_buf(),
-                            sha256: artifact.sha256,
-                            size: 0,
-                        })
-                    }
-                    None if shared => written_by_worker(artifact, path),
-                    None => Err(format!(
-                        "the worker sent no {:?} bytes for an inline target",
-                        artifact.kind
-                    )),
-                }
-            };
             let video = match video_artifact {
-                Some(v) => Some(local(video, v, &video_path).map_err(bad)?),
+                Some(v) => Some(in_place(video, v, &video_path, shared).map_err(bad)?),
                 None => None,
             };
-            let audio = match audio_artifact {
-                Some(artifact) => Some(local(audio, artifact, &audio_path).map_err(bad)?),
-                None => None,
+            let audio = match (early_audio, audio_artifact) {
+                (Some(early), _) => Some(early),
+                (None, Some(a)) => Some(in_place(audio, a, &audio_path, shared).map_err(bad)?),
+                (None, None) => None,
             };
             (video, audio)
         }

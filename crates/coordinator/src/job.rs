@@ -469,13 +469,24 @@ impl<'a> RenderJob<'a> {
         targets: HashMap<u32, ChunkTarget>,
         audio: &AudioAhead,
     ) -> Result<Rendered, Error> {
+        let mut grpc = GrpcRunner::new(
+            r.template.clone(),
+            Some(r.described.renderer.clone()),
+            targets,
+            self.coordinator.access(),
+        );
+        if audio.encodes() {
+            // Each chunk's PCM is encoded as soon as it arrives, while its
+            // frames still render.
+            let (feed, chunks) = (audio.feed(), r.plan.chunks().to_vec());
+            grpc = grpc.with_audio_first(Arc::new(move |index, pcm| {
+                if let Some(chunk) = chunks.get(index as usize) {
+                    feed.send_pcm(chunk, pcm);
+                }
+            }));
+        }
         let runner = Arc::new(RecordingRunner {
-            inner: GrpcRunner::new(
-                r.template.clone(),
-                Some(r.described.renderer.clone()),
-                targets,
-                self.coordinator.access(),
-            ),
+            inner: grpc,
             cache: self.cache.cloned(),
             keys: r.keys.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
             audio: audio.feed(),
@@ -999,21 +1010,29 @@ fn artifact(chunk: &Chunk, f: &ChunkFiles, has_audio: bool) -> ChunkArtifact {
     // Renders without video artifacts never combine chunks (they are joined
     // by `write_audio_only`), so the empty path is never read.
     let video = f.video.as_ref().map(|v| v.path.clone()).unwrap_or_default();
-    let a = ChunkArtifact::new(*chunk, video);
-    match (&f.audio, has_audio) {
-        (Some(pcm), true) => {
-            a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le))
-        }
-        _ => a,
+    with_pcm(
+        ChunkArtifact::new(*chunk, video),
+        f.audio.as_ref().filter(|_| has_audio),
+    )
+}
+
+/// `a` with `pcm` as its audio (the f32 PCM the coordinator asks for).
+fn with_pcm(a: ChunkArtifact, pcm: Option<&LocalArtifact>) -> ChunkArtifact {
+    match pcm {
+        Some(pcm) => a.with_audio(PcmAudio::new(pcm.path.clone(), combine::PcmFormat::F32le)),
+        None => a,
     }
 }
 
 /// The render's AAC, encoded on a blocking thread while its chunks render:
-/// finished chunks arrive in any order and are encoded as soon as every
-/// chunk before them is in (`combine::AudioPrefix`), so when the last chunk
-/// finishes only its own audio is left to the combine. A failure here is
-/// not the render's: the combine then encodes everything itself (and reports
-/// the problem if it is real).
+/// chunks' PCM arrives in any order, as soon as workers deliver it (before
+/// the chunk's frames, see [`GrpcRunner::with_audio_first`]) or with the
+/// finished chunk, and is encoded once every chunk before it is in
+/// (`combine::AudioPrefix`). So when the last chunk finishes, its audio is
+/// usually encoded already. A failure here is not the render's: the
+/// combine then encodes everything itself (and reports the problem if it
+/// is real). So is a chunk whose final PCM is not the one encoded (a retry
+/// that wrote other bytes).
 struct AudioAhead {
     feed: AudioFeed,
     thread: Option<tokio::task::JoinHandle<Option<AudioPrefix>>>,
@@ -1026,7 +1045,8 @@ struct AudioAhead {
 /// composition without audio). Cheap to clone.
 #[derive(Clone)]
 struct AudioFeed {
-    tx: Option<std::sync::mpsc::Sender<ChunkArtifact>>,
+    /// Chunks with the sha256 of their PCM.
+    tx: Option<std::sync::mpsc::Sender<(ChunkArtifact, Option<ContentHash>)>>,
     has_audio: bool,
 }
 
@@ -1034,7 +1054,17 @@ impl AudioFeed {
     /// Hands a finished chunk's PCM over (a closed feed is fine).
     fn send(&self, chunk: &Chunk, files: &ChunkFiles) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(artifact(chunk, files, self.has_audio));
+            let sha = files.audio.as_ref().map(|a| a.sha256);
+            let _ = tx.send((artifact(chunk, files, self.has_audio), sha));
+        }
+    }
+
+    /// Hands a chunk's PCM over before its frames are done.
+    fn send_pcm(&self, chunk: &Chunk, pcm: &LocalArtifact) {
+        if let Some(tx) = &self.tx {
+            // Never read: only the PCM of a chunk is encoded ahead.
+            let a = ChunkArtifact::new(*chunk, PathBuf::new());
+            let _ = tx.send((with_pcm(a, Some(pcm)), Some(pcm.sha256)));
         }
     }
 }
@@ -1061,7 +1091,7 @@ impl AudioAhead {
             };
         }
         let samples = r.plan.samples();
-        let (tx, rx) = std::sync::mpsc::channel::<ChunkArtifact>();
+        let (tx, rx) = std::sync::mpsc::channel::<(ChunkArtifact, Option<ContentHash>)>();
         let stopped = Arc::clone(&stop);
         let cancel = options.cancel.clone();
         let options = options.with_cancel_check(move || {
@@ -1076,18 +1106,34 @@ impl AudioAhead {
                 }
             };
             let mut waiting = std::collections::BTreeMap::new();
-            while let Ok(a) = rx.recv() {
-                waiting.insert(a.chunk.index().0, a);
-                while let Some(a) = waiting.remove(&(prefix.chunks() as u32)) {
+            // The PCM each encoded chunk had.
+            let mut encoded = Vec::new();
+            let mut same = true;
+            while let Ok((a, sha)) = rx.recv() {
+                let index = a.chunk.index().0 as usize;
+                if let Some(done) = encoded.get(index) {
+                    // Delivered again: with its result, or by a retry.
+                    if *done != sha {
+                        tracing::warn!(
+                            chunk = index,
+                            "a chunk's PCM changed after it was encoded ahead: the combine will encode the audio"
+                        );
+                        same = false;
+                    }
+                    continue;
+                }
+                waiting.insert(index, (a, sha));
+                while let Some((a, sha)) = waiting.remove(&prefix.chunks()) {
                     if let Err(e) = prefix.push(&a) {
                         if !matches!(e, combine::CombineError::Cancelled) {
                             tracing::warn!(error = %e, "encoding audio ahead failed: the combine will encode it");
                         }
                         return None;
                     }
+                    encoded.push(sha);
                 }
             }
-            Some(prefix)
+            same.then_some(prefix)
         });
         AudioAhead {
             feed: AudioFeed {
@@ -1101,6 +1147,11 @@ impl AudioAhead {
 
     fn feed(&self) -> AudioFeed {
         self.feed.clone()
+    }
+
+    /// Whether audio is encoded ahead at all.
+    fn encodes(&self) -> bool {
+        self.feed.tx.is_some()
     }
 
     /// The audio encoded so far, once every chunk was sent (the other feeds

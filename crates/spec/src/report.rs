@@ -111,4 +111,8 @@ pub enum ChunkEvent {
     },
     /// The chunk is done.
     Result(ChunkReport),
+    /// The chunk's PCM is complete, before its frames are (only when asked
+    /// for): where it was delivered, or, for an inline target, that every
+    /// piece of it was sent.
+    Audio(DeliveredArtifact),
 }

@@ -214,6 +214,7 @@ fn hostile_request() -> impl Strategy<Value = pb::RenderChunkRequest> {
                 let mut wire = pb::RenderChunkRequest::from(&WireChunkRequest {
                     request,
                     renderer: None,
+                    audio_first: false,
                 });
                 let (first, last) = if ordered {
                     (a.min(b), a.max(b))
@@ -264,7 +265,12 @@ fn hostile_request() -> impl Strategy<Value = pb::RenderChunkRequest> {
 fn seed_messages() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         (chunk_request(), prop::option::of(renderer())).prop_map(|(request, renderer)| {
-            pb::RenderChunkRequest::from(&WireChunkRequest { request, renderer }).encode_to_vec()
+            pb::RenderChunkRequest::from(&WireChunkRequest {
+                request,
+                renderer,
+                audio_first: false,
+            })
+            .encode_to_vec()
         }),
         describe_request().prop_map(|r| pb::DescribeRequest::from(&r).encode_to_vec()),
         event().prop_map(|e| pb::RenderChunkEvent::from(e).encode_to_vec()),
@@ -312,6 +318,7 @@ fn request_for_frames(first: u64, last: u64) -> pb::RenderChunkRequest {
             frames_to: spec::FrameSink::Encode,
         },
         renderer: None,
+        audio_first: false,
     });
     wire.frames = Some(pb::FrameRange { first, last });
     wire
@@ -353,6 +360,7 @@ fn write_seeds() {
                 pb::RenderChunkRequest::from(&WireChunkRequest {
                     request,
                     renderer: None,
+                    audio_first: false,
                 })
                 .encode_to_vec()
             })

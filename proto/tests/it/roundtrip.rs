@@ -24,8 +24,9 @@ proptest! {
     fn chunk_requests_round_trip(
         request in chunk_request(),
         renderer in prop::option::of(renderer()),
+        audio_first in any::<bool>(),
     ) {
-        let sent = WireChunkRequest { request, renderer };
+        let sent = WireChunkRequest { request, renderer, audio_first };
         let wire = through_bytes(&pb::RenderChunkRequest::from(&sent));
         prop_assert_eq!(WireChunkRequest::try_from(wire).expect("valid"), sent);
     }

@@ -324,9 +324,10 @@ fn micros() -> impl Strategy<Value = Duration> {
     (0..u64::MAX / 2).prop_map(Duration::from_micros)
 }
 
-pub fn report() -> impl Strategy<Value = ChunkReport> {
-    let artifact = (
-        prop::sample::select(vec![ArtifactKind::VideoTs, ArtifactKind::AudioPcm]),
+/// A delivered artifact of one of `kinds`.
+fn artifact(kinds: Vec<ArtifactKind>) -> impl Strategy<Value = DeliveredArtifact> {
+    (
+        prop::sample::select(kinds),
         prop::option::of(text(40).prop_filter("non-empty", |s| !s.is_empty())),
         hash(),
         any::<u64>(),
@@ -336,7 +337,11 @@ pub fn report() -> impl Strategy<Value = ChunkReport> {
             location,
             sha256,
             size,
-        });
+        })
+}
+
+pub fn report() -> impl Strategy<Value = ChunkReport> {
+    let artifact = artifact(vec![ArtifactKind::VideoTs, ArtifactKind::AudioPcm]);
     (
         any::<u32>(),
         any::<u64>(),
@@ -382,5 +387,6 @@ pub fn event() -> impl Strategy<Value = ChunkEvent> {
                 bytes,
             }),
         report().prop_map(ChunkEvent::Result),
+        artifact(vec![ArtifactKind::AudioPcm]).prop_map(ChunkEvent::Audio),
     ]
 }

@@ -109,6 +109,7 @@ pub fn request(
         }),
         renderer: None,
         frames_to: None,
+        audio_first: false,
     }
 }
 
@@ -119,14 +120,19 @@ pub struct Collected {
     pub ts: Vec<u8>,
     pub pcm: Vec<u8>,
     pub result: Option<pb::ChunkResult>,
+    /// The PCM announced before the result (asked for with `audio_first`),
+    /// and how many video bytes had arrived by then.
+    pub audio_first: Option<(pb::Artifact, usize)>,
 }
 
 /// Runs a call to the end, checking the stream's shape: progress, then
-/// ordered pieces of at most 1 MiB, then exactly one result.
+/// ordered pieces of at most 1 MiB, then exactly one result; with
+/// `audio_first`, one announcement of the PCM, after every PCM piece.
 pub async fn render(
     client: &mut ChunkWorkerClient<Channel>,
     req: pb::RenderChunkRequest,
 ) -> Result<Collected, tonic::Status> {
+    let asked = req.audio_first;
     let mut stream = client.render_chunk(req).await?.into_inner();
     let mut c = Collected::default();
     while let Some(event) = stream.message().await? {
@@ -142,6 +148,15 @@ pub async fn render(
                 };
                 assert_eq!(d.offset, buf.len() as u64, "pieces arrive in order");
                 buf.extend_from_slice(&d.data);
+                assert!(
+                    c.audio_first.is_none() || d.kind != pb::ArtifactKind::AudioPcm as i32,
+                    "a PCM piece after the PCM was announced"
+                );
+            }
+            pb::render_chunk_event::Event::Audio(a) => {
+                assert!(asked, "the PCM was announced without being asked for");
+                assert!(c.audio_first.is_none(), "the PCM was announced twice");
+                c.audio_first = Some((a, c.ts.len()));
             }
             pb::render_chunk_event::Event::Result(r) => c.result = Some(r),
         }

@@ -294,7 +294,8 @@ async fn sigterm_drains_then_exits_zero() {
         match e.event.expect("event") {
             pb::render_chunk_event::Event::Result(r) => result = Some(r),
             pb::render_chunk_event::Event::Data(d) => ts += d.data.len(),
-            pb::render_chunk_event::Event::Progress(_) => {}
+            pb::render_chunk_event::Event::Progress(_)
+            | pb::render_chunk_event::Event::Audio(_) => {}
         }
     }
     let result = result.expect("a result after SIGTERM");
@@ -339,4 +340,62 @@ async fn after_the_grace_period_in_flight_chunks_are_cancelled_and_cleaned() {
     assert!(log.contains("chunk cancelled"), "log:\n{log}");
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert_eq!(kit::files_in(&out), Vec::<String>::new());
+}
+
+/// With `audio_first`, a chunk's PCM is delivered while its frames still
+/// render: in place in a directory target (the video not yet there), or
+/// streamed whole before any video byte for an inline target; the result
+/// lists the same PCM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_first_delivers_the_pcm_while_the_frames_render() {
+    let w = Worker::start(&[]);
+    let out = w.out_dir("out");
+    let mut client = w.client().await;
+    // 3000 frames: 100 s of 16-bit stereo at 48 kHz.
+    let pcm_bytes = 100 * 48_000 * 2 * 2;
+
+    let mut req = long_request(Some(&out));
+    req.audio_first = true;
+    let mut stream = client
+        .render_chunk(req)
+        .await
+        .expect("accepted")
+        .into_inner();
+    let (mut announced, mut result) = (None, None);
+    while let Some(e) = stream.message().await.expect("stream") {
+        match e.event.expect("event") {
+            pb::render_chunk_event::Event::Audio(a) => {
+                assert!(announced.is_none(), "announced twice");
+                let pcm = std::fs::read(&a.location).expect("the announced PCM is in place");
+                assert_eq!(
+                    (pcm.len(), kit::sha256(&pcm)),
+                    (pcm_bytes, a.sha256.clone())
+                );
+                assert_eq!(a.size, pcm_bytes as u64);
+                assert!(
+                    !out.join("chunk-000000.ts").exists(),
+                    "the video is not done when its PCM is"
+                );
+                announced = Some(a);
+            }
+            pb::render_chunk_event::Event::Result(r) => result = Some(r),
+            _ => assert!(result.is_none(), "an event after the result"),
+        }
+    }
+    let (announced, result) = (announced.expect("announced"), result.expect("a result"));
+    assert!(result.artifacts.contains(&announced), "{result:?}");
+
+    let mut req = long_request(None);
+    req.audio_first = true;
+    let c = kit::render(&mut client, req).await.expect("inline");
+    let (announced, video_bytes) = c.audio_first.expect("announced");
+    assert_eq!(video_bytes, 0, "the PCM comes before any video");
+    assert_eq!(
+        (c.pcm.len(), kit::sha256(&c.pcm)),
+        (pcm_bytes, announced.sha256.clone())
+    );
+    assert!(announced.location.is_empty());
+    let result = c.result.expect("result");
+    assert!(result.artifacts.contains(&announced), "{result:?}");
+    assert_eq!(kit::sha256(&c.ts), result.artifacts[0].sha256);
 }
