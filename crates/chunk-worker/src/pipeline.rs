@@ -225,14 +225,16 @@ pub fn render_chunk_audio_first(
     let pcm_dest = dir.join(&pcm_name);
     // Taken by the audio thread when it names the PCM early.
     let pcm_slot = std::sync::Mutex::new(Some(pcm_tmp));
-    let name_early = |(sha256, size): Digested| {
-        let tmp = pcm_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let (Some(tmp), Some(ready)) = (tmp, audio_ready) {
-            let path = persist(tmp, pcm_dest.clone())?;
-            ready(&ArtifactFile { path, sha256, size });
+    let name_early = audio_ready.map(|ready| {
+        |(sha256, size): Digested| {
+            let tmp = pcm_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(tmp) = tmp {
+                let path = persist(tmp, pcm_dest.clone())?;
+                ready(&ArtifactFile { path, sha256, size });
+            }
+            Ok(())
         }
-        Ok(())
-    };
+    });
     let (frames_out, ts_tmp, images_dir) = frames_out(request, &meta, &dir, &ts_name)?;
     let job = Job {
         prepared: prepared.as_ref(),
@@ -242,7 +244,7 @@ pub fn render_chunk_audio_first(
         output_fps,
         render_threads: config.render_threads.max(1),
         progress,
-        audio_done: audio_ready.map(|_| &name_early as &AudioDone<'_>),
+        audio_done: name_early.as_ref().map(|f| f as &AudioDone<'_>),
         stop: cancel.child_token(),
         counters: Counters::default(),
     };

@@ -1041,12 +1041,14 @@ struct AudioAhead {
     stop: Arc<AtomicBool>,
 }
 
+/// A chunk sent to be encoded ahead, with the sha256 of its PCM.
+type Fed = (ChunkArtifact, Option<ContentHash>);
+
 /// Where finished chunks are sent to be encoded ahead (nowhere for a
 /// composition without audio). Cheap to clone.
 #[derive(Clone)]
 struct AudioFeed {
-    /// Chunks with the sha256 of their PCM.
-    tx: Option<std::sync::mpsc::Sender<(ChunkArtifact, Option<ContentHash>)>>,
+    tx: Option<std::sync::mpsc::Sender<Fed>>,
     has_audio: bool,
 }
 
@@ -1091,7 +1093,7 @@ impl AudioAhead {
             };
         }
         let samples = r.plan.samples();
-        let (tx, rx) = std::sync::mpsc::channel::<(ChunkArtifact, Option<ContentHash>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Fed>();
         let stopped = Arc::clone(&stop);
         let cancel = options.cancel.clone();
         let options = options.with_cancel_check(move || {
