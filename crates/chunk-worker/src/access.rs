@@ -61,7 +61,9 @@ impl AllowedPaths {
     /// Checks a directory artifacts are to be written into, creating it
     /// (and its parents) when it is allowed, and returns it as a canonical
     /// path to write into. Checked again once created, so a symlink placed
-    /// on the way cannot lead outside.
+    /// on the way cannot lead outside. With [`AllowedPaths::Any`] nothing
+    /// is checked or created: the trusted caller made the directory, and
+    /// may remove it when it stops waiting for the chunk.
     ///
     /// # Errors
     /// [`WorkerError::PathNotAllowed`] for a relative path, `..`, or a

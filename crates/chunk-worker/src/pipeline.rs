@@ -161,6 +161,8 @@ fn persist(tmp: tempfile::TempPath, dest: PathBuf) -> Result<PathBuf, WorkerErro
 ///   fail;
 /// - [`WorkerError::Cancelled`] if `cancel` fires. No artifact is left
 ///   behind on any error.
+///
+/// The directory target is created (with its parents) when missing.
 pub fn render_chunk(
     config: &WorkerConfig,
     request: &ChunkRequest,
@@ -184,6 +186,37 @@ pub fn render_chunk_audio_first(
     progress: &ProgressSink<'_>,
     audio_ready: Option<&AudioSink<'_>>,
     cancel: &CancellationToken,
+) -> Result<ChunkResult, WorkerError> {
+    render_into(
+        config,
+        request,
+        progress,
+        audio_ready,
+        cancel,
+        TargetDir::Create,
+    )
+}
+
+/// Whether a chunk's directory target may be created.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetDir {
+    /// Created (with its parents) when missing: a caller of the library.
+    Create,
+    /// Must exist. The gRPC service creates what it may at admission: a
+    /// directory its client may remove once it stops waiting (a cancelled
+    /// render's work directory) is never created again by a chunk that
+    /// starts after that.
+    Existing,
+}
+
+/// [`render_chunk_audio_first`], creating the directory target or not.
+pub(crate) fn render_into(
+    config: &WorkerConfig,
+    request: &ChunkRequest,
+    progress: &ProgressSink<'_>,
+    audio_ready: Option<&AudioSink<'_>>,
+    cancel: &CancellationToken,
+    target_dir: TargetDir,
 ) -> Result<ChunkResult, WorkerError> {
     let started = Instant::now();
     let dir = match &request.target {
@@ -214,7 +247,21 @@ pub fn render_chunk_audio_first(
             .video
             .check_frame_size(&meta.id, meta.width, meta.height)?;
     }
-    std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
+    match target_dir {
+        TargetDir::Create => {
+            std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
+        }
+        TargetDir::Existing if !dir.is_dir() => {
+            return Err(WorkerError::io(
+                &dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the output directory does not exist",
+                ),
+            ));
+        }
+        TargetDir::Existing => {}
+    }
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }

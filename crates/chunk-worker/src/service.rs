@@ -45,8 +45,9 @@ use storage::{CachedBundle, Location, S3Config};
 use crate::access::{AllowedPaths, check_token};
 use crate::limits::{MIN_MAX_MEMORY, MemoryPool, default_max_memory};
 use crate::pipeline::{ArtifactFile, ChunkResult};
+use crate::pipeline::{TargetDir, render_into};
 use crate::stores::{Bundles, DEFAULT_BUNDLE_CACHE_BYTES};
-use crate::{WorkerConfig, WorkerError, render_chunk_audio_first, to_status};
+use crate::{WorkerConfig, WorkerError, to_status};
 use storage::Stores;
 
 /// How often progress is streamed while a chunk renders (the contract asks
@@ -768,16 +769,26 @@ impl Inner {
             }
             ArtifactTarget::Directory(_) => None,
         };
-        let outcome = self
-            .render_and_deliver(
-                request.clone(),
-                &delivery,
-                audio_first,
-                &cancel,
-                &tx,
-                started,
-            )
-            .await;
+        let created = match &scratch_dir {
+            Some(dir) => tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| WorkerError::io(dir, e)),
+            None => Ok(()),
+        };
+        let outcome = match created {
+            Ok(()) => {
+                self.render_and_deliver(
+                    request.clone(),
+                    &delivery,
+                    audio_first,
+                    &cancel,
+                    &tx,
+                    started,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         if let Some(dir) = &scratch_dir {
             let _ = tokio::fs::remove_dir_all(dir).await;
         }
@@ -861,7 +872,9 @@ impl Inner {
                 let _ = audio_tx.send(f.clone());
             };
             let ready = audio_first.then_some(&ready as &crate::AudioSink<'_>);
-            render_chunk_audio_first(&worker, &req, &sink, ready, &token)
+            // The target exists: created at admission or below, or by the
+            // trusted caller of an embedded worker.
+            render_into(&worker, &req, &sink, ready, &token, TargetDir::Existing)
         });
         let render = report_while(handle, &state, tx, cancel, WhenGone::Finish);
         let early = self.deliver_audio_early(&mut audio_rx, delivery, tx, cancel, chunk);

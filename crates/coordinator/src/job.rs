@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chunker::{Chunk, Plan, PlanRequest};
 use combine::{AudioPrefix, ChunkArtifact, CombineOptions, CombineReport, PcmAudio};
@@ -133,8 +133,15 @@ impl<'a> RenderJob<'a> {
         Ok(job)
     }
 
-    /// The whole render, phase by phase.
+    /// The whole render, then the removal of its work directory.
     pub(crate) async fn run(mut self) -> Result<RenderSummary, Error> {
+        let result = self.phases().await;
+        self.work.remove().await;
+        result
+    }
+
+    /// The whole render, phase by phase.
+    async fn phases(&mut self) -> Result<RenderSummary, Error> {
         self.cache = self.until_cancelled(self.coordinator.cache()).await?;
         if !self.request.writes_video() {
             // Audio-only renders and image sequences are not cached: their
@@ -581,18 +588,20 @@ impl<'a> RenderJob<'a> {
         }
         let report = self.combine(&r.plan, artifacts, audio, &combined).await?;
         let combine_ms = combine_started.elapsed().as_millis() as u64;
+        // A file destination holds the whole output now: the render is
+        // done, and a cancellation from here on only skips the cache.
+        let in_place = self.output_in_place();
         if let (Some(cache), Some((_, out_key))) = (self.cache, &r.keys) {
-            // A failure to record is not a failed render.
-            if let Err(e) = self
-                .cancellable(cache.record_output(out_key, &combined, report.frames))
-                .await?
-            {
-                tracing::warn!(error = %e, "could not store the output in the cache");
+            let recorded = cache.record_output(out_key, &combined, report.frames);
+            match self.cancellable(recorded).await {
+                Ok(Ok(_)) => {}
+                // A failure to record is not a failed render.
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not store the output in the cache"),
+                Err(e) if !in_place => return Err(e),
+                Err(_) => {}
             }
         }
-        let (output, presigned) = self
-            .until_cancelled(self.coordinator.deliver(&self.request, &combined))
-            .await?;
+        let (output, presigned) = self.deliver_written(&combined).await?;
         if let Some(cache) = self.cache
             && self.coordinator.trim_due()
         {
@@ -645,27 +654,40 @@ impl<'a> RenderJob<'a> {
         }
         let options = self.combine_options(&r.plan);
         let path = written.clone();
+        // Awaited even when cancelled, as the combine is.
         let job = tokio::task::spawn_blocking(move || {
             combine::write_audio_only(&parts, &options, format, &path)
         });
-        let report = match self
-            .cancellable(job)
-            .await?
-            .map_err(Error::task("the audio encode"))?
-        {
+        let report = match job.await.map_err(Error::task("the audio encode"))? {
             Ok(report) => report,
             Err(combine::CombineError::Cancelled) => return Err(Error::Cancelled),
             Err(e) => return Err(Error::Combine(e)),
         };
         let combine_ms = started.elapsed().as_millis() as u64;
-        let (output, presigned) = self
-            .until_cancelled(self.coordinator.deliver(&self.request, &written))
-            .await?;
+        let (output, presigned) = self.deliver_written(&written).await?;
         let output = match &self.request.image_sequence {
             Some(sequence) => format!("{} (audio: {output})", sequence.target),
             None => output,
         };
         Ok((frames, report.bytes, output, presigned, combine_ms))
+    }
+
+    /// Whether the output is written where it is wanted (a file) rather
+    /// than on its way to storage.
+    fn output_in_place(&self) -> bool {
+        matches!(self.request.output, Destination::File(_))
+    }
+
+    /// Delivers the written output `file`: a file destination holds it
+    /// already, and a cancellation no longer undoes that; an upload to
+    /// storage is cancelled with the render.
+    async fn deliver_written(&self, file: &Path) -> Result<(String, Option<String>), Error> {
+        let delivery = self.coordinator.deliver(&self.request, file);
+        if self.output_in_place() {
+            delivery.await
+        } else {
+            self.until_cancelled(delivery).await
+        }
     }
 
     /// The output's container and audio codec. The request was validated
@@ -704,17 +726,14 @@ impl<'a> RenderJob<'a> {
     ) -> Result<CombineReport, Error> {
         let options = self.combine_options(plan);
         let output = output.to_path_buf();
-        let mut job = tokio::task::spawn_blocking(move || match audio {
+        // The combine sees the cancellation itself and removes what it
+        // wrote; awaited either way, so an output it finished is never
+        // reported as cancelled.
+        let report = tokio::task::spawn_blocking(move || match audio {
             Some(audio) => combine::combine_chunks_with_audio(&artifacts, &options, audio, output),
             None => combine::combine_chunks(&artifacts, &options, output),
-        });
-        let report = tokio::select! {
-            r = &mut job => r,
-            _ = self.cancel.cancelled() => {
-                let _ = job.await;
-                return Err(Error::Cancelled);
-            }
-        };
+        })
+        .await;
         match report.map_err(Error::task("the combine step"))? {
             Ok(r) => Ok(r),
             Err(combine::CombineError::Cancelled) => Err(Error::Cancelled),
@@ -790,7 +809,7 @@ impl Coordinator {
     pub(crate) async fn deliver_to(
         &self,
         output: &Destination,
-        presign: Option<std::time::Duration>,
+        presign: Option<Duration>,
         file: &Path,
     ) -> Result<(String, Option<String>), Error> {
         let location = match output {
@@ -1298,4 +1317,35 @@ impl WorkDir {
     fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Removes the directory. After a cancellation a chunk's writer may
+    /// still add a file while it goes (a worker that has not yet seen the
+    /// cancel, a receiver's last write), so it is removed again until it
+    /// is gone; writers create files in it, never the directory itself,
+    /// so once gone it stays gone.
+    async fn remove(self) {
+        let dir = self.dir.keep();
+        let removed = tokio::task::spawn_blocking(move || {
+            for _ in 0..WORK_DIR_REMOVALS {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(_) => std::thread::sleep(WORK_DIR_RETRY),
+                }
+            }
+            std::fs::remove_dir_all(&dir).map_err(|e| (dir, e))
+        })
+        .await;
+        if let Ok(Err((dir, e))) = removed {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a work directory");
+        }
+    }
 }
+
+/// Attempts at removing a work directory that something still writes into,
+/// [`WORK_DIR_RETRY`] apart: two seconds in all, far longer than a worker
+/// takes to see a cancellation between two frames.
+const WORK_DIR_REMOVALS: u32 = 100;
+
+/// The pause between two attempts at removing a work directory.
+const WORK_DIR_RETRY: Duration = Duration::from_millis(20);
