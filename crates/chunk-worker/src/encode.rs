@@ -821,12 +821,77 @@ pub(crate) mod sws_bt709 {
     }
 }
 
+/// Held while a SVT-AV1 encoder opens or closes. SVT-AV1 (1.4 here, and
+/// up to 2.3 at least) keeps process-wide state that each encoder's
+/// set-up writes and each teardown frees (the CPU topology it reads from
+/// `/proc/cpuinfo`), unsynchronised: two chunks of one process (embedded
+/// workers, or a worker with two slots) opening and closing encoders at
+/// once crashed it in `svt_av1_enc_init_handle` (a `memset` through the
+/// freed pointer), one render in about 120 under load.
+static SVT_AV1_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// An opened video encoder whose opening and closing are serialised
+/// across the process when its library needs that (SVT-AV1, see
+/// [`SVT_AV1_SETUP`]).
+struct OpenEncoder {
+    /// Taken only when dropped.
+    inner: Option<ffmpeg::encoder::Video>,
+    serialised: bool,
+}
+
+impl OpenEncoder {
+    fn open(
+        enc: ffmpeg::encoder::video::Video,
+        codec: VideoCodec,
+        options: Dictionary<'_>,
+    ) -> Result<Self, ffmpeg::Error> {
+        let serialised = codec == VideoCodec::Av1;
+        let _setup = serialised.then(lock_svt_av1_setup);
+        let inner = enc.open_with(options)?;
+        Ok(OpenEncoder {
+            inner: Some(inner),
+            serialised,
+        })
+    }
+}
+
+/// [`SVT_AV1_SETUP`], held; a panic elsewhere while it was held leaves
+/// nothing half-done that the next encoder could see.
+fn lock_svt_av1_setup() -> std::sync::MutexGuard<'static, ()> {
+    SVT_AV1_SETUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl std::ops::Deref for OpenEncoder {
+    type Target = ffmpeg::encoder::Video;
+
+    fn deref(&self) -> &Self::Target {
+        self.inner
+            .as_ref()
+            .expect("an encoder is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OpenEncoder {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.inner
+            .as_mut()
+            .expect("an encoder is present until dropped")
+    }
+}
+
+impl Drop for OpenEncoder {
+    fn drop(&mut self) {
+        let _setup = self.serialised.then(lock_svt_av1_setup);
+        drop(self.inner.take());
+    }
+}
+
 /// One chunk's encoder writing into its chunk container: libx264 or
 /// libx265 into MPEG-TS, libvpx-vp9 or prores_ks into Matroska (see
 /// [`spec::VideoCodec::chunk_container`]).
 pub(crate) struct ChunkEncoder {
     octx: ffmpeg::format::context::Output,
-    encoder: ffmpeg::encoder::Video,
+    encoder: OpenEncoder,
     encoder_tb: Rational,
     stream_tb: Rational,
     packet: ffmpeg::Packet,
@@ -1079,14 +1144,13 @@ impl ChunkEncoder {
         {
             enc.set_flags(codec::Flags::GLOBAL_HEADER);
         }
-        let encoder = enc
-            .open_with(encoder_options(settings, threads))
+        let encoder = OpenEncoder::open(enc, settings.codec, encoder_options(settings, threads))
             .map_err(|e| WorkerError::encoder(name, e))?;
 
         let mut stream = octx
             .add_stream(codec)
             .map_err(|e| WorkerError::encoder("chunk stream", e))?;
-        stream.set_parameters(&encoder);
+        stream.set_parameters(&*encoder);
         stream.set_time_base(Rational::new(1, TS_CLOCK_HZ as i32));
         stream.set_avg_frame_rate(rational(output_fps.num(), output_fps.den(), "frame rate")?);
 
