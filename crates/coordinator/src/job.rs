@@ -1126,35 +1126,18 @@ impl AudioAhead {
                     return None;
                 }
             };
-            let mut waiting = std::collections::BTreeMap::new();
-            // The PCM each encoded chunk had.
-            let mut encoded = Vec::new();
-            let mut same = true;
-            while let Ok((a, sha)) = rx.recv() {
-                let index = a.chunk.index().0 as usize;
-                if let Some(done) = encoded.get(index) {
-                    // Delivered again: with its result, or by a retry.
-                    if *done != sha {
-                        tracing::warn!(
-                            chunk = index,
-                            "a chunk's PCM changed after it was encoded ahead: the combine will encode the audio"
-                        );
-                        same = false;
-                    }
-                    continue;
-                }
-                waiting.insert(index, (a, sha));
-                while let Some((a, sha)) = waiting.remove(&prefix.chunks()) {
+            let mut arrivals = Arrivals::default();
+            while let Ok(fed) = rx.recv() {
+                for a in arrivals.arrive(fed) {
                     if let Err(e) = prefix.push(&a) {
                         if !matches!(e, combine::CombineError::Cancelled) {
                             tracing::warn!(error = %e, "encoding audio ahead failed: the combine will encode it");
                         }
                         return None;
                     }
-                    encoded.push(sha);
                 }
             }
-            same.then_some(prefix)
+            arrivals.unchanged().then_some(prefix)
         });
         AudioAhead {
             feed: AudioFeed {
@@ -1180,6 +1163,49 @@ impl AudioAhead {
     async fn finish(mut self) -> Option<AudioPrefix> {
         self.feed.tx = None;
         self.thread.take()?.await.ok().flatten()
+    }
+}
+
+/// The order in which chunks reach the audio encoded ahead: they arrive
+/// in any order, some twice (announced early, then with their result; or
+/// again from a retry), and are encoded in plan order, each once.
+#[derive(Default)]
+struct Arrivals {
+    /// Arrived, waiting for the chunks before them; a later arrival of the
+    /// same chunk replaces an earlier one.
+    waiting: std::collections::BTreeMap<usize, Fed>,
+    /// The PCM hash of each chunk handed out to be encoded, in order.
+    encoded: Vec<Option<ContentHash>>,
+    /// Whether a chunk arrived again with other PCM after it was encoded.
+    changed: bool,
+}
+
+impl Arrivals {
+    /// Takes an arrival; returns the chunks to encode now, in order.
+    fn arrive(&mut self, (a, sha): Fed) -> Vec<ChunkArtifact> {
+        let index = a.chunk.index().0 as usize;
+        if let Some(done) = self.encoded.get(index) {
+            if *done != sha {
+                tracing::warn!(
+                    chunk = index,
+                    "a chunk's PCM changed after it was encoded ahead: the combine will encode the audio"
+                );
+                self.changed = true;
+            }
+            return Vec::new();
+        }
+        self.waiting.insert(index, (a, sha));
+        let mut ready = Vec::new();
+        while let Some((a, sha)) = self.waiting.remove(&self.encoded.len()) {
+            self.encoded.push(sha);
+            ready.push(a);
+        }
+        ready
+    }
+
+    /// Whether every chunk encoded still has the PCM it was encoded from.
+    fn unchanged(&self) -> bool {
+        !self.changed
     }
 }
 
@@ -1349,3 +1375,72 @@ const WORK_DIR_REMOVALS: u32 = 100;
 
 /// The pause between two attempts at removing a work directory.
 const WORK_DIR_RETRY: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunker::ChunkSpec;
+    use timebase::Fps;
+
+    fn chunks(n: u32) -> Vec<Chunk> {
+        let fps = Fps::new(30, 1).expect("fps");
+        chunker::plan(&PlanRequest::new(
+            u64::from(n) * 10,
+            fps,
+            ChunkSpec::Count(n),
+        ))
+        .expect("plan")
+        .chunks()
+        .to_vec()
+    }
+
+    fn fed(chunk: &Chunk, pcm: &[u8]) -> Fed {
+        let a = ChunkArtifact::new(*chunk, PathBuf::from(format!("{}.ts", chunk.index().0)));
+        (a, Some(ContentHash::of_bytes(pcm)))
+    }
+
+    fn indices(ready: &[ChunkArtifact]) -> Vec<u32> {
+        ready.iter().map(|a| a.chunk.index().0).collect()
+    }
+
+    #[test]
+    fn chunks_are_encoded_in_plan_order_each_once() {
+        let c = chunks(4);
+        let mut arrivals = Arrivals::default();
+        assert_eq!(
+            indices(&arrivals.arrive(fed(&c[2], b"2"))),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            indices(&arrivals.arrive(fed(&c[1], b"1"))),
+            Vec::<u32>::new()
+        );
+        assert_eq!(indices(&arrivals.arrive(fed(&c[0], b"0"))), vec![0, 1, 2]);
+        // Announced early, then again with the result: the same PCM.
+        assert!(arrivals.arrive(fed(&c[1], b"1")).is_empty());
+        assert_eq!(indices(&arrivals.arrive(fed(&c[3], b"3"))), vec![3]);
+        assert!(arrivals.arrive(fed(&c[3], b"3")).is_empty());
+        assert!(arrivals.unchanged());
+    }
+
+    #[test]
+    fn a_waiting_chunk_takes_its_latest_pcm() {
+        let c = chunks(2);
+        let mut arrivals = Arrivals::default();
+        assert!(arrivals.arrive(fed(&c[1], b"first try")).is_empty());
+        // A retry delivered other bytes before chunk 1 could be encoded.
+        assert!(arrivals.arrive(fed(&c[1], b"retry")).is_empty());
+        arrivals.arrive(fed(&c[0], b"0"));
+        assert_eq!(arrivals.encoded[1], Some(ContentHash::of_bytes(b"retry")));
+        assert!(arrivals.unchanged());
+    }
+
+    #[test]
+    fn pcm_that_changes_after_it_was_encoded_leaves_the_audio_to_the_combine() {
+        let c = chunks(2);
+        let mut arrivals = Arrivals::default();
+        assert_eq!(indices(&arrivals.arrive(fed(&c[0], b"early"))), vec![0]);
+        assert!(arrivals.arrive(fed(&c[0], b"other bytes")).is_empty());
+        assert!(!arrivals.unchanged());
+    }
+}
