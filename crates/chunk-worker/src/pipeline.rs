@@ -841,4 +841,50 @@ mod tests {
         encode_pcm(&[0.5], PcmFormat::F32le, &mut out);
         assert_eq!(out, 0.5f32.to_le_bytes());
     }
+
+    fn pattern_chunk(dir: &Path) -> ChunkRequest {
+        ChunkRequest {
+            job_id: "dirs".into(),
+            source: spec::SourceSpec::Registered,
+            composition_id: "test-pattern".into(),
+            props: serde_json::from_str(r#"{"width":64,"height":36,"duration":3}"#).expect("props"),
+            span: spec::ChunkSpan {
+                index: chunker::ChunkIndex(0),
+                frames: timebase::FrameRange::new(0, 2).expect("0 <= 2"),
+                composition_start: 0,
+                every_nth_frame: 1,
+            },
+            video: spec::VideoSettings::default(),
+            pcm_format: PcmFormat::F32le,
+            target: ArtifactTarget::Directory(dir.to_path_buf()),
+            frames_to: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_target_is_created_for_the_library_only() {
+        let config = crate::WorkerConfig::new(composition::Registry::with_builtins());
+        let root = tempfile::tempdir().expect("tempdir");
+        let gone = root.path().join("work");
+        let request = pattern_chunk(&gone);
+        let cancel = CancellationToken::new();
+        // The service's way: a client's directory that is gone (removed
+        // after a cancel) is not created again.
+        let err = render_into(
+            &config,
+            &request,
+            &|_| {},
+            None,
+            &cancel,
+            TargetDir::Existing,
+        )
+        .expect_err("a missing directory");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(err.to_string().contains("work"), "{err}");
+        assert!(!gone.exists());
+        // The library's way: created.
+        let result = render_chunk(&config, &request, &|_| {}, &cancel).expect("render");
+        assert_eq!(result.frame_count(), 3);
+        assert!(gone.is_dir());
+    }
 }
