@@ -1296,10 +1296,14 @@ fn plan_for(meta: &CompositionMeta, request: &RenderRequest, slots: u32) -> Resu
     // Chunks over the planner's bounds on samples and bytes are refused
     // here, before a worker writes anything (the PCM format is the one
     // `resolve` asks workers for), and so is a frame size the codec cannot
-    // encode.
+    // encode or a GIF too fast to play right.
     request
         .video
         .check_frame_size(&meta.id, meta.width, meta.height)
+        .and_then(|()| {
+            let fps = (meta.fps.num(), meta.fps.den());
+            (request.video).check_frame_rate(&meta.id, fps, request.every_nth_frame)
+        })
         .map_err(|e| Error::Input(e.to_string()))?;
     let cost = spec::chunk_cost(&request.video, meta.width, meta.height, PcmFormat::F32le);
     let mut p = PlanRequest::new(meta.duration_frames, meta.fps, request.chunks)

@@ -57,8 +57,8 @@ pub use source::{BundleRef, SourceIdentity, SourceSpec};
 pub use target::ArtifactTarget;
 pub use video::{
     GifPalette, H264_LEVELS, H264Profile, MAX_BFRAMES, MAX_CRF, MAX_CRF_VP9_AV1,
-    MAX_ENCODER_THREADS, MAX_GIF_COLORS, MAX_KEYINT, MIN_AV1_SIDE, PcmFormat, PixelFormat, Quality,
-    VideoSettings, X264_PRESETS, chunk_cost,
+    MAX_ENCODER_THREADS, MAX_GIF_COLORS, MAX_GIF_FPS, MAX_KEYINT, MIN_AV1_SIDE, PcmFormat,
+    PixelFormat, Quality, VideoSettings, X264_PRESETS, chunk_cost,
 };
 
 /// Props: the JSON object of values a composition is rendered with (the

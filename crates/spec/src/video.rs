@@ -44,6 +44,11 @@ pub const MAX_CRF_VP9_AV1: u8 = 63;
 /// Height must be at least 64" refusal, measured with SVT-AV1 1.4.1).
 pub const MIN_AV1_SIDE: u32 = 64;
 
+/// The fastest GIF that plays at its rate everywhere: GIF delays are whole
+/// hundredths of a second, and browsers show a frame of under 2/100 s
+/// for 1/10 s instead, so a faster GIF plays several times too slowly.
+pub const MAX_GIF_FPS: u32 = 50;
+
 /// The H.264 profile written into the SPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -601,6 +606,49 @@ impl VideoSettings {
         Ok(())
     }
 
+    /// Refuses a GIF output faster than [`MAX_GIF_FPS`]: composition `id`
+    /// at `fps` (`num`/`den`), keeping every `every_nth_frame`-th frame.
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `video.codec` naming the composition, its output
+    /// rate and the smallest `every_nth_frame` that plays right.
+    pub fn check_frame_rate(
+        &self,
+        id: &str,
+        (num, den): (u32, u32),
+        every_nth_frame: u32,
+    ) -> Result<(), FieldError> {
+        let per_second = |n: u32| u64::from(MAX_GIF_FPS) * u64::from(den) * u64::from(n);
+        let n = every_nth_frame.max(1);
+        if self.codec != VideoCodec::Gif || u64::from(num) <= per_second(n) {
+            return Ok(());
+        }
+        let rate = |n: u32| {
+            let (num, den) = (u64::from(num), u64::from(den) * u64::from(n));
+            let (mut a, mut b) = (num, den);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            match (num / a, den / a) {
+                (num, 1) => format!("{num}"),
+                (num, den) => format!("{num}/{den}"),
+            }
+        };
+        let fits = u64::from(num).div_ceil(per_second(1));
+        let advice = match u32::try_from(fits) {
+            Ok(k) => format!("; every_nth_frame {k} gives {} fps", rate(k)),
+            Err(_) => String::new(),
+        };
+        Err(FieldError::new(
+            "video.codec",
+            format!(
+                "composition `{}` gives {} fps: a GIF plays right up to {MAX_GIF_FPS} fps (browsers show a frame under 2/100 s for 1/10 s){advice}",
+                crate::quote(id),
+                rate(n)
+            ),
+        ))
+    }
+
     /// The H.264 profile against the B-frames and the pixel format.
     fn validate_h264(&self) -> Result<(), FieldError> {
         if self.profile == H264Profile::Baseline && self.bframes > 0 {
@@ -807,6 +855,26 @@ mod tests {
             },
             Err("field `video.encoder_threads`: 0 is out of range: allowed 1-16"),
         );
+    }
+
+    #[test]
+    fn gifs_play_right_up_to_fifty_frames_a_second() {
+        let gif = VideoSettings::for_codec(VideoCodec::Gif, false).expect("gif");
+        let rate = |fps, n| gif.check_frame_rate("c", fps, n).map_err(|e| e.to_string());
+        assert_eq!(rate((50, 1), 1), Ok(()));
+        assert_eq!(rate((60, 1), 2), Ok(()));
+        assert_eq!(rate((100, 2), 1), Ok(()));
+        assert_eq!(
+            rate((60, 1), 1),
+            Err("field `video.codec`: composition `c` gives 60 fps: a GIF plays right up to 50 fps (browsers show a frame under 2/100 s for 1/10 s); every_nth_frame 2 gives 30 fps".to_owned())
+        );
+        assert_eq!(
+            rate((120_000, 1001), 2),
+            Err("field `video.codec`: composition `c` gives 60000/1001 fps: a GIF plays right up to 50 fps (browsers show a frame under 2/100 s for 1/10 s); every_nth_frame 3 gives 40000/1001 fps".to_owned())
+        );
+        // Other codecs have no such limit.
+        let h264 = VideoSettings::default();
+        assert_eq!(h264.check_frame_rate("c", (240, 1), 1), Ok(()));
     }
 }
 

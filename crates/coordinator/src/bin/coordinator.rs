@@ -222,9 +222,9 @@ struct Encode {
     /// Keep only every Nth frame.
     #[arg(long, default_value_t = 1)]
     every_nth_frame: u32,
-    /// The video codec: h264 (default), h265, vp9 or prores (av1 and gif
-    /// are planned). The output's extension picks the container (.mp4,
-    /// .mov, .webm, .mkv); a codec it cannot hold is refused.
+    /// The video codec: h264 (default), h265, vp9, av1, prores or gif.
+    /// The output's extension picks the container (.mp4, .mov, .webm,
+    /// .mkv, .gif); a codec it cannot hold is refused.
     #[arg(long, value_name = "CODEC", value_parser = parse_codec, default_value = "h264")]
     codec: spec::VideoCodec,
     /// Constant rate factor: 0-51 for h264/h265 (default 18), 0-63 for vp9

@@ -375,6 +375,36 @@ fn av1_refuses_frames_under_64_pixels_naming_the_size() {
 }
 
 #[test]
+fn a_gif_faster_than_browsers_play_is_refused_before_rendering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("fast.gif");
+    let fast = r#"{"width":64,"height":36,"duration":12,"fps":"60"}"#;
+    let o = render_on(&[], fast, 1, &out, &["--codec", "gif"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: field `video.codec`: composition `test-pattern` gives 60 fps: a GIF plays right up to 50 fps (browsers show a frame under 2/100 s for 1/10 s); every_nth_frame 2 gives 30 fps"
+    );
+    assert!(!out.exists());
+    // Every other frame plays right: 6 frames of 3/100 s or 4/100 s.
+    let o = render_on(
+        &[],
+        fast,
+        1,
+        &out,
+        &["--codec", "gif", "--every-nth-frame", "2"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let media::Packets { packets, .. } = media::video_packets(&out);
+    assert_eq!(packets.len(), 6);
+    assert!(
+        packets.iter().all(|p| p.duration.unwrap_or(0) >= 3),
+        "{packets:?}"
+    );
+}
+
+#[test]
 fn gif_chunks_share_one_palette_loop_and_last_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let one = dir.path().join("one.gif");
