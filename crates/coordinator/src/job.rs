@@ -1383,20 +1383,7 @@ const WORK_DIR_RETRY: Duration = Duration::from_millis(20);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chunker::ChunkSpec;
-    use timebase::Fps;
-
-    fn chunks(n: u32) -> Vec<Chunk> {
-        let fps = Fps::new(30, 1).expect("fps");
-        chunker::plan(&PlanRequest::new(
-            u64::from(n) * 10,
-            fps,
-            ChunkSpec::Count(n),
-        ))
-        .expect("plan")
-        .chunks()
-        .to_vec()
-    }
+    use crate::schedule::tests::chunks;
 
     fn fed(chunk: &Chunk, pcm: &[u8]) -> Fed {
         let a = ChunkArtifact::new(*chunk, PathBuf::from(format!("{}.ts", chunk.index().0)));

@@ -816,4 +816,4 @@ fn sync_workers(workers: &mut Vec<WorkerState>, pool: &[WorkerInfo]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

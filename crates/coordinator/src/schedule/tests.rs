@@ -103,7 +103,8 @@ impl ChunkRunner for Arc<Scripted> {
     }
 }
 
-fn chunks(n: u32) -> Vec<Chunk> {
+/// The chunks of `n` chunks of 10 frames at 30 fps.
+pub(crate) fn chunks(n: u32) -> Vec<Chunk> {
     let fps = Fps::new(30, 1).expect("fps");
     plan(&PlanRequest::new(
         u64::from(n) * 10,
