@@ -755,6 +755,22 @@ pub fn reuse_freed_memory() -> bool {
     malloc_policy::apply()
 }
 
+/// Keeps SVT-AV1 to warnings and errors unless `SVT_LOG` is set already:
+/// by default it prints sixteen lines of its settings to stderr for every
+/// chunk it encodes. Call it first thing in `main`, before any thread
+/// starts: it sets `SVT_LOG` (2), which each encoder reads when it opens.
+/// Returns whether it set it.
+#[allow(unsafe_code)] // std::env::set_var; see SAFETY
+pub fn quiet_svt_av1() -> bool {
+    if std::env::var_os("SVT_LOG").is_some() {
+        return false;
+    }
+    // SAFETY: called before any thread starts (see above), so no other
+    // thread reads or writes the environment meanwhile.
+    unsafe { std::env::set_var("SVT_LOG", "2") };
+    true
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // glibc's mallopt, with constants from <malloc.h>; see SAFETY
 mod malloc_policy {

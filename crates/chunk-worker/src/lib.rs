@@ -75,7 +75,7 @@ use composition::{CompositionError, CompositionSource, Registry};
 pub use access::{ALLOW_PATH_FLAG, AllowedPaths};
 pub use encode::{
     BITSTREAM_VERSION, FrameConverter, TS_CLOCK_HZ, X264_SYNC_LOOKAHEAD, YuvFrame, ffmpeg_cli_args,
-    renderer_version, reuse_freed_memory,
+    quiet_svt_av1, renderer_version, reuse_freed_memory,
 };
 pub use error::WorkerError;
 pub use limits::{

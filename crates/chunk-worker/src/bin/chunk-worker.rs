@@ -168,6 +168,7 @@ fn main() -> anyhow::Result<()> {
     // Before any thread starts: every chunk's libx264 then reuses the memory
     // the last one freed instead of faulting in and zeroing fresh pages.
     chunk_worker::reuse_freed_memory();
+    chunk_worker::quiet_svt_av1();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -1172,6 +1172,7 @@ fn main() -> ExitCode {
     // Before any thread starts: embedded workers' libx264 then reuses the
     // memory the last chunk freed instead of faulting in fresh pages.
     chunk_worker::reuse_freed_memory();
+    chunk_worker::quiet_svt_av1();
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(code) => return code,
