@@ -152,7 +152,8 @@ impl<E: Send + 'static, T: Send + 'static> JobHandle<E, T> {
 
     /// Stops the job: every chunk call is cancelled, temporary files are
     /// removed and no partial output appears (a batch keeps the rows it
-    /// finished).
+    /// finished). A render whose output file was already complete when
+    /// the cancel came ends as done, not cancelled: the file is whole.
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
