@@ -209,6 +209,23 @@ pub(crate) enum TargetDir {
     Existing,
 }
 
+impl TargetDir {
+    /// Creates `dir`, or checks that it exists.
+    fn prepare(self, dir: &Path) -> Result<(), WorkerError> {
+        match self {
+            TargetDir::Create => std::fs::create_dir_all(dir).map_err(|e| WorkerError::io(dir, e)),
+            TargetDir::Existing if !dir.is_dir() => Err(WorkerError::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the output directory does not exist",
+                ),
+            )),
+            TargetDir::Existing => Ok(()),
+        }
+    }
+}
+
 /// [`render_chunk_audio_first`], creating the directory target or not.
 pub(crate) fn render_into(
     config: &WorkerConfig,
@@ -247,21 +264,7 @@ pub(crate) fn render_into(
             .video
             .check_frame_size(&meta.id, meta.width, meta.height)?;
     }
-    match target_dir {
-        TargetDir::Create => {
-            std::fs::create_dir_all(&dir).map_err(|e| WorkerError::io(&dir, e))?;
-        }
-        TargetDir::Existing if !dir.is_dir() => {
-            return Err(WorkerError::io(
-                &dir,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the output directory does not exist",
-                ),
-            ));
-        }
-        TargetDir::Existing => {}
-    }
+    target_dir.prepare(&dir)?;
     if cancel.is_cancelled() {
         return Err(WorkerError::Cancelled { chunk: chunk_no });
     }
