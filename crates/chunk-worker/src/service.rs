@@ -769,26 +769,24 @@ impl Inner {
             }
             ArtifactTarget::Directory(_) => None,
         };
-        let created = match &scratch_dir {
-            Some(dir) => tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| WorkerError::io(dir, e)),
-            None => Ok(()),
-        };
-        let outcome = match created {
-            Ok(()) => {
-                self.render_and_deliver(
-                    request.clone(),
-                    &delivery,
-                    audio_first,
-                    &cancel,
-                    &tx,
-                    started,
-                )
-                .await
+        let outcome = async {
+            // The pipeline renders into an existing directory only.
+            if let Some(dir) = &scratch_dir {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| WorkerError::io(dir, e))?;
             }
-            Err(e) => Err(e),
-        };
+            self.render_and_deliver(
+                request.clone(),
+                &delivery,
+                audio_first,
+                &cancel,
+                &tx,
+                started,
+            )
+            .await
+        }
+        .await;
         if let Some(dir) = &scratch_dir {
             let _ = tokio::fs::remove_dir_all(dir).await;
         }

@@ -1301,8 +1301,9 @@ fn plan_for(meta: &CompositionMeta, request: &RenderRequest, slots: u32) -> Resu
         .video
         .check_frame_size(&meta.id, meta.width, meta.height)
         .and_then(|()| {
-            let fps = (meta.fps.num(), meta.fps.den());
-            (request.video).check_frame_rate(&meta.id, fps, request.every_nth_frame)
+            request
+                .video
+                .check_frame_rate(&meta.id, meta.fps, request.every_nth_frame)
         })
         .map_err(|e| Error::Input(e.to_string()))?;
     let cost = spec::chunk_cost(&request.video, meta.width, meta.height, PcmFormat::F32le);

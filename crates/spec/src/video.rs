@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use timebase::Fps;
+
 use crate::{FieldError, VideoCodec};
 
 /// The x264 presets, fastest first.
@@ -615,36 +617,27 @@ impl VideoSettings {
     pub fn check_frame_rate(
         &self,
         id: &str,
-        (num, den): (u32, u32),
+        fps: Fps,
         every_nth_frame: u32,
     ) -> Result<(), FieldError> {
-        let per_second = |n: u32| u64::from(MAX_GIF_FPS) * u64::from(den) * u64::from(n);
+        let per_second = |n: u32| u64::from(MAX_GIF_FPS) * u64::from(fps.den()) * u64::from(n);
         let n = every_nth_frame.max(1);
-        if self.codec != VideoCodec::Gif || u64::from(num) <= per_second(n) {
+        if self.codec != VideoCodec::Gif || u64::from(fps.num()) <= per_second(n) {
             return Ok(());
         }
-        let rate = |n: u32| {
-            let (num, den) = (u64::from(num), u64::from(den) * u64::from(n));
-            let (mut a, mut b) = (num, den);
-            while b != 0 {
-                (a, b) = (b, a % b);
-            }
-            match (num / a, den / a) {
-                (num, 1) => format!("{num}"),
-                (num, den) => format!("{num}/{den}"),
-            }
-        };
-        let fits = u64::from(num).div_ceil(per_second(1));
-        let advice = match u32::try_from(fits) {
-            Ok(k) => format!("; every_nth_frame {k} gives {} fps", rate(k)),
-            Err(_) => String::new(),
-        };
+        let shown = fps
+            .every_nth(n)
+            .map_or_else(|_| format!("{fps}/{n}"), |f| f.to_string());
+        let advice = u32::try_from(u64::from(fps.num()).div_ceil(per_second(1)))
+            .ok()
+            .and_then(|k| Some((k, fps.every_nth(k).ok()?)))
+            .map(|(k, f)| format!("; every_nth_frame {k} gives {f} fps"))
+            .unwrap_or_default();
         Err(FieldError::new(
             "video.codec",
             format!(
-                "composition `{}` gives {} fps: a GIF plays right up to {MAX_GIF_FPS} fps (browsers show a frame under 2/100 s for 1/10 s){advice}",
+                "composition `{}` gives {shown} fps: a GIF plays right up to {MAX_GIF_FPS} fps (browsers show a frame under 2/100 s for 1/10 s){advice}",
                 crate::quote(id),
-                rate(n)
             ),
         ))
     }
@@ -860,7 +853,10 @@ mod tests {
     #[test]
     fn gifs_play_right_up_to_fifty_frames_a_second() {
         let gif = VideoSettings::for_codec(VideoCodec::Gif, false).expect("gif");
-        let rate = |fps, n| gif.check_frame_rate("c", fps, n).map_err(|e| e.to_string());
+        let rate = |(num, den), n| {
+            let fps = Fps::new(num, den).expect("fps");
+            gif.check_frame_rate("c", fps, n).map_err(|e| e.to_string())
+        };
         assert_eq!(rate((50, 1), 1), Ok(()));
         assert_eq!(rate((60, 1), 2), Ok(()));
         assert_eq!(rate((100, 2), 1), Ok(()));
@@ -874,7 +870,8 @@ mod tests {
         );
         // Other codecs have no such limit.
         let h264 = VideoSettings::default();
-        assert_eq!(h264.check_frame_rate("c", (240, 1), 1), Ok(()));
+        let fast = Fps::new(240, 1).expect("fps");
+        assert_eq!(h264.check_frame_rate("c", fast, 1), Ok(()));
     }
 }
 
