@@ -486,7 +486,7 @@ impl FrameConverter {
                 x1: r.x1 as usize,
                 y1: r.y1 as usize,
             };
-            let planes = &mut FramePlanes(frame);
+            let planes = &mut FramePlanes::new(frame);
             convert::rgba_to_yuv(
                 self.isa,
                 chroma,
@@ -521,7 +521,7 @@ impl FrameConverter {
                     PixelFormat::Yuv444p => convert::Chroma::Yuv444,
                     _ => convert::Chroma::Yuv420,
                 };
-                let planes = &mut FramePlanes(yuv);
+                let planes = &mut FramePlanes::new(yuv);
                 convert::rgba_to_yuv(
                     self.isa,
                     chroma,
@@ -633,14 +633,33 @@ fn write_alpha(yuv: &mut frame::Video, rgba: &[u8], width: usize, format: PixelF
     }
 }
 
-/// An FFmpeg frame's planes as the converter writes them.
-struct FramePlanes<'a>(&'a mut frame::Video);
+/// An FFmpeg frame's Y, Cb and Cr planes as the converter writes them,
+/// split once per conversion: looking a plane up through `ffmpeg-next`
+/// for every row (its pixel format's descriptor, twice) cost as much as
+/// converting the row when only the renderer's damage is converted.
+struct FramePlanes<'a> {
+    planes: [&'a mut [u8]; 3],
+    widths: [usize; 3],
+    strides: [usize; 3],
+}
+
+impl<'a> FramePlanes<'a> {
+    /// The first three planes of `frame`, a planar YUV frame.
+    fn new(frame: &'a mut frame::Video) -> Self {
+        let widths = [0, 1, 2].map(|p| frame.plane_width(p) as usize);
+        let strides = [0, 1, 2].map(|p| frame.stride(p));
+        FramePlanes {
+            planes: frame_refs::three_planes(frame),
+            widths,
+            strides,
+        }
+    }
+}
 
 impl convert::Planes for FramePlanes<'_> {
     fn row(&mut self, plane: usize, y: usize) -> &mut [u8] {
-        let width = self.0.plane_width(plane) as usize;
-        let stride = self.0.stride(plane);
-        let row = &mut self.0.data_mut(plane)[y * stride..(y + 1) * stride];
+        let (width, stride) = (self.widths[plane], self.strides[plane]);
+        let row = &mut self.planes[plane][y * stride..(y + 1) * stride];
         row[width..].fill(0);
         &mut row[..width]
     }
@@ -690,7 +709,8 @@ impl YuvFrame {
     }
 }
 
-/// Reference counts of FFmpeg frames, which `ffmpeg-next` does not expose.
+/// Reference counts and planes of FFmpeg frames, which `ffmpeg-next` does
+/// not expose.
 #[allow(unsafe_code)] // FFI calls on frames we own; see SAFETY
 mod frame_refs {
     use ffmpeg_next::{ffi, frame};
@@ -701,6 +721,26 @@ mod frame_refs {
         // reads its buffer references (and returns 0 for a frame without
         // buffers).
         unsafe { ffi::av_frame_is_writable(frame.as_mut_ptr()) > 0 }
+    }
+
+    /// The first three planes of `frame` (which has at least three), each
+    /// `stride × plane height` bytes as `frame::Video::data_mut` gives
+    /// them, borrowed at once.
+    ///
+    /// # Panics
+    /// If `frame` has fewer than three planes.
+    pub(super) fn three_planes(frame: &mut frame::Video) -> [&mut [u8]; 3] {
+        assert!(frame.planes() >= 3, "a planar frame has three planes");
+        let lens = [0, 1, 2].map(|p| frame.stride(p) * frame.plane_height(p) as usize);
+        // SAFETY: the frame owns a valid AVFrame whose planes 0-2 are
+        // allocated (non-zero line sizes, checked above) for `stride ×
+        // plane height` bytes each, the lengths `data_mut` uses. FFmpeg
+        // lays a frame's planes out apart (one buffer per plane, or one
+        // buffer cut into consecutive planes by `av_image_fill_pointers`),
+        // so the three slices never overlap. They borrow `frame` mutably
+        // for their whole life, so nothing else reaches its data meanwhile.
+        let data = unsafe { (*frame.as_mut_ptr()).data };
+        [0, 1, 2].map(|p| unsafe { std::slice::from_raw_parts_mut(data[p], lens[p]) })
     }
 
     /// A second reference to `frame`'s buffers (`av_frame_ref`), as an
