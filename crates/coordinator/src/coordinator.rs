@@ -20,6 +20,7 @@ use crate::job::RenderJob;
 use crate::pool::RemotePool;
 use crate::request::{RenderRequest, RenderSource};
 use crate::schedule::{FailureKind, SchedulePolicy, WorkerInfo};
+use crate::scratch::EmbeddedDir;
 use crate::webhook::{WebhookConfig, Webhooks};
 use crate::{Error, ErrorKind};
 
@@ -166,7 +167,9 @@ enum Pool {
         token: String,
         stop: CancellationToken,
         tasks: tokio::task::JoinSet<()>,
-        _dir: tempfile::TempDir,
+        /// Their caches, locked while this process lives (see
+        /// [`crate::scratch`]).
+        _dir: EmbeddedDir,
     },
     Remote(RemotePool),
 }
@@ -706,9 +709,10 @@ async fn start_embedded(
     config: WorkerConfig,
     options: &CoordinatorOptions,
 ) -> Result<Pool, Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("montage-workers-")
-        .tempdir()
+    // Sweeping may remove what killed coordinators left: off the runtime.
+    let dir = tokio::task::spawn_blocking(|| EmbeddedDir::create(&std::env::temp_dir()))
+        .await
+        .map_err(Error::task("creating the local workers' cache directory"))?
         .map_err(Error::io("creating the local workers' cache directory"))?;
     let mut secret = [0u8; EMBEDDED_TOKEN_BYTES];
     getrandom::fill(&mut secret)

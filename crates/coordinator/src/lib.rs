@@ -53,6 +53,7 @@ pub mod pool;
 pub mod progress;
 mod request;
 pub mod schedule;
+mod scratch;
 pub mod webhook;
 
 use std::ops::RangeInclusive;

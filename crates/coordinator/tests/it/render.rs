@@ -605,3 +605,94 @@ fn encoder_threads_follow_the_frame_size_unless_given() {
         }
     }
 }
+
+/// The `montage-workers-*` directories in `tmp`.
+fn local_worker_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(tmp)
+        .expect("read the temporary directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("montage-workers-"))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Starts a render of [`SLOW`] on one local worker with `tmp` as its
+/// temporary directory, and returns it once a chunk has started, with its
+/// local workers' directory (the one that appeared in `tmp`), its lock
+/// file aged past the grace a just-made lock gets.
+fn start_local_render(tmp: &Path, out: &Path) -> (std::process::Child, std::path::PathBuf) {
+    let before = local_worker_dirs(tmp);
+    let mut child = coordinator()
+        .args(["render", "--local", "1", "--chunks", "6", "--json"])
+        .args(["--props", SLOW, "--out"])
+        .arg(out)
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn coordinator");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("\"event\":\"chunk_started\""));
+    assert!(started, "the render ended before a chunk started");
+    // Read to the end, so the render never writes to a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let dir = local_worker_dirs(tmp)
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .expect("the render's local workers' directory");
+    let lock = std::fs::File::open(dir.join(".owner.lock")).expect("its lock file");
+    let minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(300);
+    lock.set_modified(minutes_ago).expect("age the lock file");
+    (child, dir)
+}
+
+/// A coordinator killed with SIGKILL cannot remove its local workers'
+/// directory (their bundle caches and scratch) from the temporary
+/// directory. The next coordinator to start local workers removes it, and
+/// leaves alone the directory of one still running.
+#[test]
+fn a_killed_coordinators_local_workers_directory_is_swept_by_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir tmp");
+
+    let (mut killed, left) = start_local_render(&tmp, &dir.path().join("killed.mp4"));
+    killed.kill().expect("kill -9 the coordinator");
+    let _ = killed.wait();
+    assert!(left.is_dir(), "SIGKILL leaves the directory behind");
+
+    let (mut running, live) = start_local_render(&tmp, &dir.path().join("running.mp4"));
+    let out = dir.path().join("next.mp4");
+    let o = coordinator()
+        .args(["render", "--local", "1", "--props", SMALL, "--out"])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run coordinator");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(media::count_video_frames(&out), 96);
+
+    let after = local_worker_dirs(&tmp);
+    assert!(
+        !after.contains(&left),
+        "the killed render's directory was not swept: {after:?}"
+    );
+    assert_eq!(
+        after,
+        vec![live.clone()],
+        "only the running render's directory is left"
+    );
+
+    // The running render is unharmed: it finishes, and removes its own.
+    let status = running.wait().expect("wait");
+    assert!(status.success(), "the running render failed: {status}");
+    assert!(dir.path().join("running.mp4").is_file());
+    assert_eq!(local_worker_dirs(&tmp), Vec::<std::path::PathBuf>::new());
+}
