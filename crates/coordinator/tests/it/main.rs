@@ -8,6 +8,7 @@ mod deploy;
 mod kit;
 mod logs;
 mod outputs;
+mod protocol;
 mod queue;
 mod render;
 mod s3;
