@@ -1149,6 +1149,9 @@ impl ChunkEncoder {
         let threads = settings.encoder_threads_for(width, height);
         let name = encoder_name(settings.codec);
         let container = settings.codec.chunk_container();
+        crate::ffmpeg_path(path).map_err(|e| {
+            WorkerError::encoder("chunk muxer open", format!("{}: {e}", path.display()))
+        })?;
         let mut octx = ffmpeg::format::output_as(path, container.muxer())
             .map_err(|e| WorkerError::encoder("chunk muxer open", e))?;
         let codec = ffmpeg::encoder::find_by_name(name).ok_or_else(|| {

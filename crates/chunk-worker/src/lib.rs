@@ -204,6 +204,15 @@ pub fn scene_bundle_opener() -> BundleOpener {
     })
 }
 
+/// Refuses a path `ffmpeg-next` cannot open: it takes paths as `&str` and
+/// panics on one that is not UTF-8 or holds a NUL byte. `Err` says why.
+pub(crate) fn ffmpeg_path(path: &std::path::Path) -> Result<(), String> {
+    match path.to_str() {
+        Some(p) if !p.contains('\0') => Ok(()),
+        _ => Err("FFmpeg opens files by UTF-8 paths without NUL bytes: rename it".into()),
+    }
+}
+
 impl WorkerConfig {
     /// What the `chunk-worker` binary serves: the built-in compositions and
     /// scene bundles.

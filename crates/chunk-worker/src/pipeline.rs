@@ -890,4 +890,20 @@ mod tests {
         assert_eq!(result.frame_count(), 3);
         assert!(gone.is_dir());
     }
+
+    /// `ffmpeg-next` panics on a path that is not UTF-8: a library caller
+    /// with such a directory gets an error that says so instead.
+    #[test]
+    fn a_target_ffmpeg_cannot_open_is_an_error_not_a_panic() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let config = crate::WorkerConfig::new(composition::Registry::with_builtins());
+        let root = tempfile::tempdir().expect("tempdir");
+        let odd = root
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"chunks-\xff"));
+        let request = pattern_chunk(&odd);
+        let err = render_chunk(&config, &request, &|_| {}, &CancellationToken::new())
+            .expect_err("a path FFmpeg cannot take");
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
 }

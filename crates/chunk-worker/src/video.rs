@@ -94,6 +94,7 @@ struct Source {
 
 impl Source {
     fn open(path: &Path) -> Result<Source, String> {
+        crate::ffmpeg_path(path)?;
         let input = ffmpeg::format::input(&path).map_err(|e| format!("not a video file ({e})"))?;
         let stream = input
             .streams()
@@ -248,6 +249,7 @@ unsafe impl Send for Stream {}
 
 impl Stream {
     fn open(s: &Source) -> Result<Stream, String> {
+        crate::ffmpeg_path(&s.path)?;
         let input = ffmpeg::format::input(&s.path).map_err(|e| format!("cannot open: {e}"))?;
         let stream = input
             .stream(s.index)

@@ -1,7 +1,7 @@
 //! The places where ffmpeg-next 9 has no safe accessor: a stream's codec
 //! tag, a packet's skip-samples side data, and opening an input without
-//! `avformat_find_stream_info`. Kept to one small module so the unsafe
-//! surface is easy to audit.
+//! `avformat_find_stream_info` or by a path that is not UTF-8. Kept to one
+//! small module so the unsafe surface is easy to audit.
 #![allow(unsafe_code)] // ffmpeg-next 9 exposes no setter for these
 
 use std::ffi::CString;
@@ -43,6 +43,22 @@ pub(crate) fn open_input_headers_only(
             e => Err(ffmpeg::Error::from(e)),
         }
     }
+}
+
+/// Opens `path` for demuxing as `ffmpeg::format::input` does
+/// (`avformat_open_input`, then `avformat_find_stream_info`), but from the
+/// path's bytes: `ffmpeg-next` takes paths as `&str` and panics on one that
+/// is not UTF-8.
+pub(crate) fn open_input(path: &Path) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+    let mut input = open_input_headers_only(path, ffmpeg::Dictionary::new())?;
+    // SAFETY: `input` owns an opened input context; find_stream_info only
+    // fills in its streams. On failure `input` is dropped, which closes it.
+    let res =
+        unsafe { ffmpeg::ffi::avformat_find_stream_info(input.as_mut_ptr(), std::ptr::null_mut()) };
+    if res < 0 {
+        return Err(ffmpeg::Error::from(res));
+    }
+    Ok(input)
 }
 
 /// Clears a stream's container-specific codec tag. The MPEG-TS demuxer sets

@@ -676,6 +676,15 @@ pub fn combine_chunks_with_audio(
 
 /// An empty temporary file in the output's directory (so the final rename
 /// stays on one file system), named after the output and hidden.
+/// Refuses a path `ffmpeg-next` cannot open: it takes paths as `&str` and
+/// panics on one that is not UTF-8 or holds a NUL byte. `Err` says why.
+pub(crate) fn ffmpeg_path(path: &Path) -> Result<(), String> {
+    match path.to_str() {
+        Some(p) if !p.contains('\0') => Ok(()),
+        _ => Err("FFmpeg opens files by UTF-8 paths without NUL bytes: rename it".into()),
+    }
+}
+
 fn temp_beside(output: &Path) -> Result<tempfile::TempPath, CombineError> {
     let dir = match output.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

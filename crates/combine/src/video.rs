@@ -362,7 +362,7 @@ impl<'a> ChunkVideo<'a> {
         if !matroska {
             check_ts_file(chunk, path)?;
         }
-        let input = ffmpeg::format::input(path)
+        let input = ffi::open_input(path)
             .map_err(|e| corrupt(chunk, path, format!("FFmpeg cannot open it: {e}")))?;
         let (container, allowed) = container_of(chunk, path, &input)?;
         let alpha_mode = alpha_mode_of(&input);

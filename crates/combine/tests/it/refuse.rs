@@ -422,3 +422,48 @@ fn no_audio_gives_no_track_unless_enforced() -> Result<()> {
     );
     Ok(())
 }
+
+/// `ffmpeg-next` panics on a path that is not UTF-8. Chunks are opened by
+/// the path's bytes, so one in such a directory combines as anywhere else;
+/// an output there (which FFmpeg's muxer opens) is refused with an error
+/// that says why, leaving nothing.
+#[test]
+fn paths_that_are_not_utf8_are_read_or_refused_never_a_panic() -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let fps30 = fps(30, 1);
+    let plan = fixture_plan(fps30, 30);
+    let chunks = make_chunks(&dir.join("base"), &plan, Mode::Crf, Some(PcmFormat::S16le))?;
+    let options = CombineOptions::new(fps30).with_expected_frames(plan.output_frames());
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"odd-\xff"));
+    std::fs::create_dir(&odd)?;
+
+    // Chunk 0 (opened with stream info) and chunk 1 (headers only) there.
+    let mut moved = chunks.clone();
+    for c in &mut moved[..2] {
+        let to = odd.join(c.video.file_name().expect("name"));
+        std::fs::copy(&c.video, &to)?;
+        c.video = to;
+    }
+    let (plain, from_odd) = (out_path(dir, "plain.mp4"), out_path(dir, "odd.mp4"));
+    combine_chunks(&chunks, &options, &plain)?;
+    combine_chunks(&moved, &options, &from_odd)?;
+    ensure!(
+        std::fs::read(&plain)? == std::fs::read(&from_odd)?,
+        "different bytes"
+    );
+
+    let out = odd.join("out.mp4");
+    let err = combine_chunks(&chunks, &options, &out).expect_err("an output FFmpeg cannot take");
+    ensure!(
+        matches!(err, CombineError::Output { .. }) && err.to_string().contains("UTF-8"),
+        "unexpected error {err:?}"
+    );
+    ensure!(
+        list_dir(&odd) == ["chunk-00.ts", "chunk-01.ts"],
+        "left behind {:?}",
+        list_dir(&odd)
+    );
+    Ok(())
+}
