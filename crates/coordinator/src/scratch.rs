@@ -44,7 +44,7 @@ impl EmbeddedDir {
     /// [`sweep`]), then creates and locks this process's own there.
     ///
     /// # Errors
-    /// Creating or locking the directory failed.
+    /// Creating the directory or its lock file failed.
     pub(crate) fn create(tmp: &Path) -> std::io::Result<EmbeddedDir> {
         let removed = sweep(tmp);
         if removed > 0 {
@@ -56,8 +56,16 @@ impl EmbeddedDir {
         }
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(tmp)?;
         let lock = File::create(dir.path().join(LOCK_FILE))?;
-        // A file nobody else has opened yet: this cannot wait.
-        lock.try_lock().map_err(std::io::Error::from)?;
+        // A file nobody else has opened yet: this cannot wait. On a file
+        // system without locks it fails, and a sweeper cannot lock the
+        // file either, so the directory is never swept: still safe.
+        if let Err(e) = lock.try_lock() {
+            tracing::warn!(
+                dir = %dir.path().display(),
+                error = %e,
+                "cannot lock the local workers' directory: if this process is killed, remove it by hand"
+            );
+        }
         Ok(EmbeddedDir { dir, _lock: lock })
     }
 
