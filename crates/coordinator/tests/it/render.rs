@@ -528,6 +528,82 @@ fn an_open_gop_source_renders_the_same_in_eleven_chunks_as_in_one() {
     assert_shows_24_fps_at_30(&frames);
 }
 
+/// A video whose sound starts later than its picture (an MP4 audio track
+/// that begins 0.25 s in, as cameras and editors write them) keeps that
+/// offset: a beep and a white flash made at the same instant are still at
+/// the same instant in a 2-chunk render, where ffmpeg plays them in the
+/// source.
+#[test]
+fn a_videos_sound_keeps_its_offset_from_the_picture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    let clip = bundle.join("clip.mp4");
+    // The flash at 0.5 s; the beep 0.25 s into a track delayed by 0.25 s.
+    media::run(
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("color=black:s=64x48:r=24:d=2,drawbox=c=white:t=fill:enable='gte(t,0.5)'")
+            .args(["-itsoffset", "0.25", "-f", "lavfi", "-i"])
+            .arg("aevalsrc='if(gte(t,0.25),0.5*sin(2*PI*440*t),0)':s=48000:d=1.75")
+            .args([
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-shortest",
+            ])
+            .arg(&clip),
+    );
+    let scene = serde_json::json!({
+        "version": 1,
+        "compositions": [{
+            "id": "clip", "width": 64, "height": 48, "fps": 24, "duration": 48,
+            "layers": [{"type": "video", "name": "Clip", "src": "clip.mp4"}],
+        }],
+    });
+    std::fs::write(bundle.join("scene.json"), scene.to_string()).expect("write scene");
+    let out = dir.path().join("out.mp4");
+    let mut c = coordinator();
+    c.arg("render")
+        .arg(&bundle)
+        .args(["--chunks", "2", "--out"])
+        .arg(&out);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Seconds to the first loud sample (from the audio stream's start, plus
+    // when that starts), and to the first white frame.
+    let beep = |file: &Path| {
+        let audio = media::decode_audio(file);
+        let first = audio
+            .channel(0)
+            .position(|s| s.abs() > 0.1)
+            .expect("a beep");
+        let stream = media::probe(file).audio().clone();
+        let start = stream.start_pts.unwrap_or(0) as f64 * stream.time_base.num as f64
+            / stream.time_base.den as f64;
+        start + first as f64 / f64::from(audio.sample_rate)
+    };
+    let flash = media::decode_video_frames(&out, PixFmt::Yuv420p)
+        .iter()
+        .position(|f| f.planes[0].row(24)[32] > 128)
+        .expect("a flash") as f64
+        / 24.0;
+    assert_eq!(flash, 0.5);
+    let (source, rendered) = (beep(&clip), beep(&out));
+    assert!(
+        (source - 0.5).abs() < 0.002,
+        "ffmpeg plays the source's beep at {source} s"
+    );
+    assert!(
+        (rendered - source).abs() < 0.002,
+        "the beep is at {rendered} s, the flash at {flash} s (the source: {source} s)"
+    );
+}
+
 /// Renders `bundle`'s `clip.mp4` as a 64x48, 30 fps, 75-frame composition
 /// (written here) in `chunks` chunks, losslessly, to `out`.
 fn render_clip(bundle: &Path, chunks: u32, out: &Path) {
