@@ -48,6 +48,8 @@ use tokio_util::sync::CancellationToken;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
+    // As the binaries do: FFmpeg's AAC encoder prints statistics otherwise.
+    combine::quiet_ffmpeg_logs();
     // What the worker and coordinator binaries do first (see its docs).
     let malloc_tuned = chunk_worker::reuse_freed_memory();
     let full = full_run();

@@ -493,6 +493,8 @@ fn report(r: &Results) {
 }
 
 fn main() -> Result<(), BoxError> {
+    // As the binaries do: FFmpeg's AAC encoder prints statistics otherwise.
+    combine::quiet_ffmpeg_logs();
     // What the worker and coordinator binaries do first (see its docs).
     let malloc_tuned = chunk_worker::reuse_freed_memory();
     let full = full_run();

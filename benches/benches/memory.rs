@@ -198,6 +198,8 @@ fn parse_case(spec: &str) -> Option<(u32, u32, u64, u32)> {
 }
 
 fn main() -> Result<(), BoxError> {
+    // As the binaries do: FFmpeg's AAC encoder prints statistics otherwise.
+    combine::quiet_ffmpeg_logs();
     if let Ok(dir) = std::env::var(WORKER_ENV) {
         return serve_worker(&dir);
     }
