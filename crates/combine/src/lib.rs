@@ -674,8 +674,6 @@ pub fn combine_chunks_with_audio(
     combine(chunks, options, Some(audio), output.as_ref())
 }
 
-/// An empty temporary file in the output's directory (so the final rename
-/// stays on one file system), named after the output and hidden.
 /// Refuses a path `ffmpeg-next` cannot open: it takes paths as `&str` and
 /// panics on one that is not UTF-8 or holds a NUL byte. `Err` says why.
 pub(crate) fn ffmpeg_path(path: &Path) -> Result<(), String> {
@@ -685,6 +683,8 @@ pub(crate) fn ffmpeg_path(path: &Path) -> Result<(), String> {
     }
 }
 
+/// An empty temporary file in the output's directory (so the final rename
+/// stays on one file system), named after the output and hidden.
 fn temp_beside(output: &Path) -> Result<tempfile::TempPath, CombineError> {
     let dir = match output.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
