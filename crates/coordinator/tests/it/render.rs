@@ -696,7 +696,10 @@ fn local_worker_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
     dirs
 }
 
-/// Starts a render of [`SLOW`] on one local worker with `tmp` as its
+/// Ten times [`SLOW`]: a render that cannot end while a test looks at it.
+const LONGER: &str = r#"{"width":640,"height":360,"duration":3600,"fps":"30"}"#;
+
+/// Starts a render of [`LONGER`] on one local worker with `tmp` as its
 /// temporary directory, and returns it once a chunk has started, with its
 /// local workers' directory (the one that appeared in `tmp`), its lock
 /// file aged past the grace a just-made lock gets.
@@ -704,7 +707,7 @@ fn start_local_render(tmp: &Path, out: &Path) -> (std::process::Child, std::path
     let before = local_worker_dirs(tmp);
     let mut child = coordinator()
         .args(["render", "--local", "1", "--chunks", "6", "--json"])
-        .args(["--props", SLOW, "--out"])
+        .args(["--props", LONGER, "--out"])
         .arg(out)
         .env("TMPDIR", tmp)
         .stdout(Stdio::piped())
@@ -766,9 +769,17 @@ fn a_killed_coordinators_local_workers_directory_is_swept_by_the_next() {
         "only the running render's directory is left"
     );
 
-    // The running render is unharmed: it finishes, and removes its own.
-    let status = running.wait().expect("wait");
-    assert!(status.success(), "the running render failed: {status}");
-    assert!(dir.path().join("running.mp4").is_file());
+    assert!(
+        running.try_wait().expect("try_wait").is_none(),
+        "the running render ended early"
+    );
+
+    // Its owner is unharmed: stopped with Ctrl-C, it removes its own.
+    let ok = Command::new("kill")
+        .args(["-INT", &running.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    assert_eq!(running.wait().expect("wait").code(), Some(130));
     assert_eq!(local_worker_dirs(&tmp), Vec::<std::path::PathBuf>::new());
 }
