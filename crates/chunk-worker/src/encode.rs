@@ -479,6 +479,7 @@ impl FrameConverter {
             return self.convert_whole(frame);
         };
         let size = (self.width as usize, self.height as usize);
+        let planes = &mut FramePlanes::new(frame);
         for r in changed.rects() {
             let area = convert::Area {
                 x0: r.x0 as usize,
@@ -486,7 +487,6 @@ impl FrameConverter {
                 x1: r.x1 as usize,
                 y1: r.y1 as usize,
             };
-            let planes = &mut FramePlanes::new(frame);
             convert::rgba_to_yuv(
                 self.isa,
                 chroma,

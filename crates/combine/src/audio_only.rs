@@ -107,15 +107,7 @@ fn encode(
     path: &Path,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<u64, CombineError> {
-    crate::ffmpeg_path(path).map_err(|e| CombineError::Output {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-    })?;
-    let mut octx =
-        ffmpeg::format::output_as(path, format.muxer()).map_err(|source| CombineError::Ffmpeg {
-            context: format!("creating {}", path.display()),
-            source,
-        })?;
+    let mut octx = crate::create_output(path, format.muxer())?;
     let global_header = octx
         .format()
         .flags()

@@ -674,13 +674,26 @@ pub fn combine_chunks_with_audio(
     combine(chunks, options, Some(audio), output.as_ref())
 }
 
-/// Refuses a path `ffmpeg-next` cannot open: it takes paths as `&str` and
-/// panics on one that is not UTF-8 or holds a NUL byte. `Err` says why.
-pub(crate) fn ffmpeg_path(path: &Path) -> Result<(), String> {
-    match path.to_str() {
-        Some(p) if !p.contains('\0') => Ok(()),
-        _ => Err("FFmpeg opens files by UTF-8 paths without NUL bytes: rename it".into()),
+/// FFmpeg's `muxer` writing to `path`. A path `ffmpeg-next` cannot take
+/// (it takes paths as `&str` and panics on one that is not UTF-8 or holds
+/// a NUL byte) is an [`CombineError::Output`] that says why.
+pub(crate) fn create_output(
+    path: &Path,
+    muxer: &str,
+) -> Result<ffmpeg::format::context::Output, CombineError> {
+    if path.to_str().is_none_or(|p| p.contains('\0')) {
+        return Err(CombineError::Output {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "FFmpeg opens files by UTF-8 paths without NUL bytes: rename it",
+            ),
+        });
     }
+    ffmpeg::format::output_as(path, muxer).map_err(|source| CombineError::Ffmpeg {
+        context: format!("creating {}", path.display()),
+        source,
+    })
 }
 
 /// An empty temporary file in the output's directory (so the final rename

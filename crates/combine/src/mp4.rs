@@ -176,16 +176,7 @@ impl<'a> Mp4Writer<'a> {
             Container::Mp4 | Container::Mov => movie_timescale(output_fps, options.sample_rate)?,
             _ => 0,
         };
-        crate::ffmpeg_path(path).map_err(|e| CombineError::Output {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
-        let octx = ffmpeg::format::output_as(path, container.muxer()).map_err(|source| {
-            CombineError::Ffmpeg {
-                context: format!("creating {}", path.display()),
-                source,
-            }
-        })?;
+        let octx = crate::create_output(path, container.muxer())?;
         Ok(Mp4Writer {
             octx,
             path,
